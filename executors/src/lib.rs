@@ -1,0 +1,1 @@
+//! ferry executors (parallel revm worker pools): built under the executors issue.

@@ -1,0 +1,230 @@
+//! Two chains, a NATS server and ferry's contracts: the devnet.
+
+use std::{net::SocketAddr, path::Path, time::Duration};
+
+use alloy::{
+    primitives::{Address, B256, U256, keccak256},
+    signers::local::PrivateKeySigner,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, deploy_pair,
+};
+
+/// The collateral chain's name and id.
+const ALPHA: (&str, u64) = ("alpha", 31337);
+/// The synthetic chain's name and id.
+const BETA: (&str, u64) = ("beta", 31338);
+
+/// How to start a devnet.
+#[derive(Debug, Clone)]
+pub struct DevnetOptions {
+    /// Block time of both chains; `None` mines a block per transaction.
+    pub block_time: Option<Duration>,
+    /// Size of the validator set.
+    pub validators: usize,
+    /// Signatures needed per message.
+    pub threshold: u8,
+    /// Where the relayer's HTTP server (metrics, health) will listen.
+    pub http_listen: SocketAddr,
+}
+
+impl Default for DevnetOptions {
+    fn default() -> Self {
+        Self {
+            block_time: Some(Duration::from_secs(1)),
+            validators: 3,
+            threshold: 2,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// What a devnet is, as written to `devnet.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DevnetInfo {
+    /// The NATS server.
+    pub nats_url: String,
+    /// The relayer's Prometheus endpoint.
+    pub metrics_url: String,
+    /// Both chains with their contracts.
+    pub chains: Vec<ChainInfo>,
+    /// The validator set both Mailboxes accept.
+    pub validators: Vec<Address>,
+    /// Signatures needed per message.
+    pub threshold: u8,
+    /// anvil's funded dev accounts (the same on both chains).
+    pub accounts: Vec<AccountInfo>,
+}
+
+/// One chain of a devnet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainInfo {
+    /// `alpha` or `beta`.
+    pub name: String,
+    /// EIP-155 chain id.
+    pub chain_id: u64,
+    /// HTTP JSON-RPC.
+    pub rpc_url: String,
+    /// WebSocket JSON-RPC.
+    pub ws_url: String,
+    /// The Mailbox.
+    pub mailbox: Address,
+    /// The TokenBridge.
+    pub bridge: Address,
+    /// TestToken on alpha, BridgedToken on beta.
+    pub token: Address,
+}
+
+/// A funded account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountInfo {
+    /// Its address.
+    pub address: Address,
+    /// Its key (a public anvil dev key, never a real one).
+    pub private_key: B256,
+}
+
+/// A running devnet: alpha (collateral side) and beta (synthetic side) anvil chains, a
+/// JetStream nats-server, and the contracts wired together. Dropping it stops them all.
+#[derive(Debug)]
+pub struct Devnet {
+    /// The collateral chain, id 31337.
+    pub alpha: Anvil,
+    /// The synthetic chain, id 31338.
+    pub beta: Anvil,
+    /// The NATS server.
+    pub nats: NatsServer,
+    info: DevnetInfo,
+    deployments: [ChainDeployment; 2],
+    validator_keys: Vec<B256>,
+}
+
+impl Devnet {
+    /// Starts both chains and NATS, deploys and wires the contracts, funds the first dev
+    /// account with 1,000,000 TestToken, and returns once everything answers.
+    pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
+        let chain = |id| AnvilOptions {
+            chain_id: Some(id),
+            block_time: options.block_time,
+            ..Default::default()
+        };
+        let (alpha, beta, nats) = tokio::try_join!(
+            Anvil::spawn(chain(ALPHA.1)),
+            Anvil::spawn(chain(BETA.1)),
+            NatsServer::spawn()
+        )?;
+
+        let validator_keys: Vec<B256> = (0..options.validators).map(validator_key).collect();
+        let validators = validator_keys
+            .iter()
+            .map(address_of)
+            .collect::<Result<Vec<_>, _>>()?;
+        let accounts = alpha
+            .private_keys()
+            .iter()
+            .map(|key| {
+                Ok(AccountInfo {
+                    address: address_of(key)?,
+                    private_key: *key,
+                })
+            })
+            .collect::<Result<Vec<_>, DevnetError>>()?;
+        let deployer = accounts
+            .first()
+            .ok_or_else(|| DevnetError::rpc("anvil accounts", "anvil reported none"))?;
+        let deploy = DeployOptions {
+            deployer: deployer.private_key,
+            validators: validators.clone(),
+            threshold: options.threshold,
+            mint_to: deployer.address,
+            mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+        };
+        let (a, b) = deploy_pair(&alpha, &beta, &deploy).await?;
+
+        let info = DevnetInfo {
+            nats_url: nats.url(),
+            metrics_url: format!("http://{}/metrics", options.http_listen),
+            chains: vec![
+                chain_info(ALPHA.0, &alpha, &a),
+                chain_info(BETA.0, &beta, &b),
+            ],
+            validators,
+            threshold: options.threshold,
+            accounts,
+        };
+        Ok(Self {
+            alpha,
+            beta,
+            nats,
+            info,
+            deployments: [a, b],
+            validator_keys,
+        })
+    }
+
+    /// The description written to `devnet.json`.
+    pub fn info(&self) -> &DevnetInfo {
+        &self.info
+    }
+
+    /// The contracts on alpha and beta.
+    pub fn deployments(&self) -> &[ChainDeployment; 2] {
+        &self.deployments
+    }
+
+    /// The validators' keys, in the order of [`DevnetInfo::validators`].
+    pub fn validator_keys(&self) -> &[B256] {
+        &self.validator_keys
+    }
+}
+
+impl DevnetInfo {
+    /// Writes the description as pretty JSON.
+    pub fn write(&self, path: &Path) -> Result<(), DevnetError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| DevnetError::Format {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(path, text + "\n").map_err(|e| DevnetError::io(path, e))
+    }
+
+    /// Reads a description written by [`write`](Self::write).
+    pub fn read(path: &Path) -> Result<Self, DevnetError> {
+        let text = std::fs::read_to_string(path).map_err(|e| DevnetError::io(path, e))?;
+        serde_json::from_str(&text).map_err(|e| DevnetError::Format {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// The chain called `name`.
+    pub fn chain(&self, name: &str) -> Option<&ChainInfo> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+}
+
+/// The key of devnet validator `index`: derived from a fixed phrase, so a devnet's
+/// validator set is the same on every run. Never use these keys for anything real.
+pub fn validator_key(index: usize) -> B256 {
+    keccak256(format!("ferry devnet validator {index}"))
+}
+
+fn address_of(key: &B256) -> Result<Address, DevnetError> {
+    PrivateKeySigner::from_bytes(key)
+        .map(|s| s.address())
+        .map_err(|e| DevnetError::rpc("private key", e))
+}
+
+fn chain_info(name: &str, anvil: &Anvil, deployment: &ChainDeployment) -> ChainInfo {
+    ChainInfo {
+        name: name.into(),
+        chain_id: anvil.chain_id(),
+        rpc_url: anvil.rpc_url(),
+        ws_url: anvil.ws_url(),
+        mailbox: deployment.mailbox,
+        bridge: deployment.bridge,
+        token: deployment.token,
+    }
+}
