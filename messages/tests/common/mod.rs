@@ -1,0 +1,102 @@
+//! Helpers shared by the contract tests: providers, dispatch parsing, hand-made
+//! validator signatures.
+
+#![allow(dead_code)]
+
+use alloy::{
+    network::EthereumWallet,
+    primitives::{Address, B256, Bytes, Signature},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::TransactionReceipt,
+    signers::{SignerSync, local::PrivateKeySigner},
+};
+use ferry_devnet::{Devnet, DevnetOptions};
+use ferry_messages::{Attestation, Message, QuorumCertificate, contracts::Mailbox};
+
+/// A devnet that mines a block per transaction, so tests wait on nothing but receipts.
+pub async fn devnet() -> Devnet {
+    Devnet::start(DevnetOptions { block_time: None, ..Default::default() }).await.expect("devnet starts")
+}
+
+/// A provider on `url` that signs with `key`.
+pub fn wallet(url: &str, key: B256) -> DynProvider {
+    let signer = PrivateKeySigner::from_bytes(&key).expect("valid key");
+    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().expect("url")).erased()
+}
+
+/// A provider on `url` without a key (anvil signs for impersonated accounts).
+pub fn plain(url: &str) -> DynProvider {
+    ProviderBuilder::new().connect_http(url.parse().expect("url")).erased()
+}
+
+/// A message as it left its origin: the emitted bytes, id and block.
+#[derive(Debug, Clone)]
+pub struct Dispatched {
+    pub message: Bytes,
+    pub id: B256,
+    pub block_hash: B256,
+}
+
+impl Dispatched {
+    pub fn decoded(&self) -> Message {
+        Message::decode(&self.message).expect("the Mailbox emits decodable messages")
+    }
+}
+
+/// Every `Dispatch` in a receipt.
+pub fn dispatches(receipt: &TransactionReceipt) -> Vec<Dispatched> {
+    let block_hash = receipt.block_hash.expect("mined");
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|log| log.log_decode::<Mailbox::Dispatch>().ok())
+        .map(|log| Dispatched { message: log.inner.data.message.clone(), id: log.inner.data.id, block_hash })
+        .collect()
+}
+
+/// The attestation validators sign for `d`, dispatched by `origin_mailbox`.
+pub fn attestation(d: &Dispatched, origin_mailbox: Address) -> Attestation {
+    let m = d.decoded();
+    Attestation {
+        origin: m.origin,
+        origin_mailbox: origin_mailbox.into_word(),
+        destination: m.destination,
+        block_hash: d.block_hash,
+        id: d.id,
+    }
+}
+
+/// Signatures by `keys` over `attestation`, in key order.
+pub fn sign(attestation: &Attestation, keys: &[B256]) -> Vec<Signature> {
+    keys.iter()
+        .map(|key| {
+            let signer = PrivateKeySigner::from_bytes(key).expect("valid key");
+            signer.sign_hash_sync(&attestation.signing_hash()).expect("signing works")
+        })
+        .collect()
+}
+
+/// Metadata with signatures by `keys`, ordered as the Mailbox wants.
+pub fn metadata(attestation: &Attestation, keys: &[B256]) -> Bytes {
+    QuorumCertificate::ordered(attestation, sign(attestation, keys)).expect("signatures recover").metadata().into()
+}
+
+/// Metadata with signatures exactly in the order given (to build bad certificates).
+pub fn metadata_as_is(block_hash: B256, signatures: Vec<Signature>) -> Bytes {
+    QuorumCertificate { block_hash, signatures }.metadata().into()
+}
+
+/// Sends a call and returns its receipt, asserting it succeeded.
+pub async fn mined(
+    tx: Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, alloy::contract::Error>,
+) -> TransactionReceipt {
+    let receipt = tx.expect("transaction accepted").get_receipt().await.expect("receipt");
+    assert!(receipt.status(), "transaction {} reverted", receipt.transaction_hash);
+    receipt
+}
+
+/// The block number a provider is at (to wait on nothing in particular, never used as a clock).
+pub async fn head(provider: &DynProvider) -> u64 {
+    provider.get_block_number().await.expect("block number")
+}
