@@ -2,6 +2,9 @@
 // implementation independent of ferry's Rust code (plain JS and js-sha3), which the Rust
 // codec and the deployed Mailbox are both tested against.
 //
+//   node ops/message-vectors.mjs           rewrite the file
+//   node ops/message-vectors.mjs --check   exit 1 if it differs from what this script writes
+//
 // The valid vectors are dispatched by one Mailbox on chain 31337 in file order, so their
 // nonces run 0, 1, 2, ... and their senders are addresses a test can impersonate.
 import fs from "node:fs";
@@ -62,7 +65,15 @@ const invalid = [
   { name: "version 2", encoded: hex(Buffer.concat([Buffer.from([2]), base.subarray(1)])), error: "unsupported_version" },
 ];
 
-const out = { max_body_bytes: MAX_BODY, valid: vectors, invalid };
+const out = JSON.stringify({ max_body_bytes: MAX_BODY, valid: vectors, invalid }, null, 2) + "\n";
 const file = path.join(root, "messages/testdata/message_vectors.json");
-fs.writeFileSync(file, JSON.stringify(out, null, 2) + "\n");
-console.log(`wrote ${vectors.length} valid and ${invalid.length} invalid vectors to ${path.relative(root, file)}`);
+if (process.argv.includes("--check")) {
+  if (!fs.existsSync(file) || fs.readFileSync(file, "utf8") !== out) {
+    console.error(`${path.relative(root, file)} is stale; run node ops/message-vectors.mjs`);
+    process.exit(1);
+  }
+  console.log("message vectors are fresh");
+} else {
+  fs.writeFileSync(file, out);
+  console.log(`wrote ${vectors.length} valid and ${invalid.length} invalid vectors to ${path.relative(root, file)}`);
+}

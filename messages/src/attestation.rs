@@ -125,7 +125,7 @@ impl QuorumCertificate {
 
     /// Parses metadata bytes.
     pub fn from_metadata(bytes: &[u8]) -> Result<Self, MetadataError> {
-        if bytes.len() < 32 || (bytes.len() - 32) % SIGNATURE_LEN != 0 {
+        if bytes.len() < 32 || !(bytes.len() - 32).is_multiple_of(SIGNATURE_LEN) {
             return Err(MetadataError::Length(bytes.len()));
         }
         let signatures = bytes[32..]

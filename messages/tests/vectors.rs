@@ -53,8 +53,18 @@ fn encode_decode_and_id_match_the_vectors() {
             recipient: case.recipient,
             body: case.body,
         };
-        assert_eq!(Bytes::from(message.encode()), case.encoded, "encode: {}", case.name);
-        assert_eq!(Message::decode(&case.encoded).unwrap(), message, "decode: {}", case.name);
+        assert_eq!(
+            Bytes::from(message.encode()),
+            case.encoded,
+            "encode: {}",
+            case.name
+        );
+        assert_eq!(
+            Message::decode(&case.encoded).unwrap(),
+            message,
+            "decode: {}",
+            case.name
+        );
         assert_eq!(message.id(), case.id, "id: {}", case.name);
     }
 }

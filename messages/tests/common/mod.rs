@@ -15,18 +15,28 @@ use ferry_messages::{Attestation, Message, QuorumCertificate, contracts::Mailbox
 
 /// A devnet that mines a block per transaction, so tests wait on nothing but receipts.
 pub async fn devnet() -> Devnet {
-    Devnet::start(DevnetOptions { block_time: None, ..Default::default() }).await.expect("devnet starts")
+    Devnet::start(DevnetOptions {
+        block_time: None,
+        ..Default::default()
+    })
+    .await
+    .expect("devnet starts")
 }
 
 /// A provider on `url` that signs with `key`.
 pub fn wallet(url: &str, key: B256) -> DynProvider {
     let signer = PrivateKeySigner::from_bytes(&key).expect("valid key");
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().expect("url")).erased()
+    ProviderBuilder::new()
+        .wallet(EthereumWallet::from(signer))
+        .connect_http(url.parse().expect("url"))
+        .erased()
 }
 
 /// A provider on `url` without a key (anvil signs for impersonated accounts).
 pub fn plain(url: &str) -> DynProvider {
-    ProviderBuilder::new().connect_http(url.parse().expect("url")).erased()
+    ProviderBuilder::new()
+        .connect_http(url.parse().expect("url"))
+        .erased()
 }
 
 /// A message as it left its origin: the emitted bytes, id and block.
@@ -51,7 +61,11 @@ pub fn dispatches(receipt: &TransactionReceipt) -> Vec<Dispatched> {
         .logs()
         .iter()
         .filter_map(|log| log.log_decode::<Mailbox::Dispatch>().ok())
-        .map(|log| Dispatched { message: log.inner.data.message.clone(), id: log.inner.data.id, block_hash })
+        .map(|log| Dispatched {
+            message: log.inner.data.message.clone(),
+            id: log.inner.data.id,
+            block_hash,
+        })
         .collect()
 }
 
@@ -72,27 +86,48 @@ pub fn sign(attestation: &Attestation, keys: &[B256]) -> Vec<Signature> {
     keys.iter()
         .map(|key| {
             let signer = PrivateKeySigner::from_bytes(key).expect("valid key");
-            signer.sign_hash_sync(&attestation.signing_hash()).expect("signing works")
+            signer
+                .sign_hash_sync(&attestation.signing_hash())
+                .expect("signing works")
         })
         .collect()
 }
 
 /// Metadata with signatures by `keys`, ordered as the Mailbox wants.
 pub fn metadata(attestation: &Attestation, keys: &[B256]) -> Bytes {
-    QuorumCertificate::ordered(attestation, sign(attestation, keys)).expect("signatures recover").metadata().into()
+    QuorumCertificate::ordered(attestation, sign(attestation, keys))
+        .expect("signatures recover")
+        .metadata()
+        .into()
 }
 
 /// Metadata with signatures exactly in the order given (to build bad certificates).
 pub fn metadata_as_is(block_hash: B256, signatures: Vec<Signature>) -> Bytes {
-    QuorumCertificate { block_hash, signatures }.metadata().into()
+    QuorumCertificate {
+        block_hash,
+        signatures,
+    }
+    .metadata()
+    .into()
 }
 
 /// Sends a call and returns its receipt, asserting it succeeded.
 pub async fn mined(
-    tx: Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, alloy::contract::Error>,
+    tx: Result<
+        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
+        alloy::contract::Error,
+    >,
 ) -> TransactionReceipt {
-    let receipt = tx.expect("transaction accepted").get_receipt().await.expect("receipt");
-    assert!(receipt.status(), "transaction {} reverted", receipt.transaction_hash);
+    let receipt = tx
+        .expect("transaction accepted")
+        .get_receipt()
+        .await
+        .expect("receipt");
+    assert!(
+        receipt.status(),
+        "transaction {} reverted",
+        receipt.transaction_hash
+    );
     receipt
 }
 

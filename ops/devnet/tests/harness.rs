@@ -10,10 +10,8 @@ fn alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie would still show as state Z.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
-            !stat
-                .split_whitespace()
-                .nth(2)
-                .is_some_and(|state| state == "Z")
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
         })
         .unwrap_or(false)
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what ferry's tests and devnet need, skipping whatever is already there:
+# nats-server (Debian), Node.js (Debian, only if absent), the pinned npm tools
+# (anvil, solcjs, OpenZeppelin) into ./node_modules.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=0
+apt_install() {
+  if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
+}
+
+if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
+  echo "installing nats-server"
+  apt_install nats-server
+fi
+
+if ! command -v npm >/dev/null; then
+  echo "installing Node.js"
+  apt_install nodejs npm
+fi
+
+# npm ci when node_modules is missing or older than the lock file.
+if [ ! -x node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil ] || [ ! -d node_modules/solc ] \
+  || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  echo "installing npm tools (anvil, solc, OpenZeppelin)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+anvil_version=$(node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil --version)
+echo "${anvil_version%%$'\n'*}"

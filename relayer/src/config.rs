@@ -1,0 +1,303 @@
+//! The configuration file, read with the `config` crate.
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
+
+use alloy::primitives::{Address, B256};
+use serde::{Deserialize, Serialize};
+
+use crate::ConfigError;
+
+/// Environment variables with this prefix override file keys:
+/// `FERRY__NATS__URL` sets `nats.url`, `FERRY__CHAINS__ALPHA__RPC_URL` sets
+/// `chains.alpha.rpc_url`.
+pub const ENV_PREFIX: &str = "FERRY";
+
+/// Everything a `ferry` process needs to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    /// Where the process keeps its redb store.
+    pub data_dir: PathBuf,
+    /// The HTTP server (metrics, health, message API).
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The NATS server.
+    pub nats: NatsConfig,
+    /// The relayer's own key, which pays for deliveries.
+    #[serde(default)]
+    pub relayer: RelayerConfig,
+    /// The validator set and the keys this process signs with.
+    pub validators: ValidatorsConfig,
+    /// The chains, by name.
+    pub chains: BTreeMap<String, ChainConfig>,
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpConfig {
+    /// Listen address, `127.0.0.1:9100` by default.
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
+        }
+    }
+}
+
+/// The NATS server and stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NatsConfig {
+    /// `nats://host:port`.
+    pub url: String,
+    /// The JetStream stream messages travel on.
+    #[serde(default = "default_stream")]
+    pub stream: String,
+}
+
+fn default_stream() -> String {
+    "FERRY_MESSAGES".into()
+}
+
+/// The relayer's key: inline (from the environment, `FERRY__RELAYER__KEY`) or in a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RelayerConfig {
+    /// The key itself; prefer the environment to the file for this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
+    /// A file holding the key as hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// The validator set every Mailbox holds, and the keys this process validates with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatorsConfig {
+    /// Distinct signatures needed per message.
+    pub threshold: u8,
+    /// The validator set's addresses.
+    pub set: Vec<Address>,
+    /// Files holding the keys of the validators run in this process (none: not a validator).
+    #[serde(default)]
+    pub key_files: Vec<PathBuf>,
+}
+
+/// One chain.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainConfig {
+    /// EIP-155 chain id; also the domain in messages.
+    pub chain_id: u64,
+    /// HTTP JSON-RPC endpoint.
+    pub rpc_url: String,
+    /// WebSocket JSON-RPC endpoint for new heads (HTTP polling when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ws_url: Option<String>,
+    /// The Mailbox.
+    pub mailbox: Address,
+    /// The TokenBridge, for `ferry bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bridge: Option<Address>,
+    /// The bridged token (collateral or synthetic), for `ferry bridge`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<Address>,
+    /// Blocks on top of a header before it is final.
+    #[serde(default = "default_confirmations")]
+    pub confirmations: u64,
+    /// Parallel revm workers for deliveries to this chain (default: one per core).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_workers: Option<usize>,
+}
+
+fn default_confirmations() -> u64 {
+    2
+}
+
+/// A private key that never shows in logs or `Debug` output.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(B256);
+
+impl Secret {
+    /// Wraps a key.
+    pub fn new(key: B256) -> Self {
+        Self(key)
+    }
+
+    /// The key, for the one place that signs with it.
+    pub fn expose(&self) -> &B256 {
+        &self.0
+    }
+
+    /// Reads a key written as hex (with or without `0x`) from `path`; `key` names the
+    /// setting in errors.
+    pub fn from_file(path: &Path, key: &str) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
+            key: key.into(),
+            reason: format!("{}: {e}", path.display()),
+        })?;
+        text.trim()
+            .parse::<B256>()
+            .map(Self)
+            .map_err(|_| ConfigError::Secret {
+                key: key.into(),
+                reason: format!("{} does not hold a 32-byte hex key", path.display()),
+            })
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl Config {
+    /// Reads `path` (TOML), then applies `FERRY__SECTION__KEY` environment overrides.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, None)
+    }
+
+    /// [`load`](Self::load) with the environment given explicitly (tests), or the
+    /// process environment when `None`.
+    pub fn load_with_env(
+        path: &Path,
+        env: Option<BTreeMap<String, String>>,
+    ) -> Result<Self, ConfigError> {
+        let environment = config::Environment::with_prefix(ENV_PREFIX)
+            .prefix_separator("__")
+            .separator("__")
+            .try_parsing(true)
+            .source(env.map(|vars| vars.into_iter().collect()));
+        config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(environment)
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(|source| ConfigError::Load {
+                path: path.into(),
+                source,
+            })
+    }
+
+    /// Writes the configuration as TOML.
+    pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Write {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        std::fs::write(path, text).map_err(|e| ConfigError::Write {
+            path: path.into(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Config {
+        Config {
+            data_dir: "/var/lib/ferry".into(),
+            http: HttpConfig::default(),
+            nats: NatsConfig {
+                url: "nats://127.0.0.1:4222".into(),
+                stream: default_stream(),
+            },
+            relayer: RelayerConfig {
+                key: None,
+                key_file: Some("/run/secrets/relayer.key".into()),
+            },
+            validators: ValidatorsConfig {
+                threshold: 2,
+                set: vec![
+                    Address::repeat_byte(1),
+                    Address::repeat_byte(2),
+                    Address::repeat_byte(3),
+                ],
+                key_files: vec![],
+            },
+            chains: BTreeMap::from([(
+                "alpha".to_string(),
+                ChainConfig {
+                    chain_id: 31337,
+                    rpc_url: "http://127.0.0.1:8545".into(),
+                    ws_url: Some("ws://127.0.0.1:8545".into()),
+                    mailbox: Address::repeat_byte(9),
+                    bridge: None,
+                    token: None,
+                    confirmations: 2,
+                    executor_workers: None,
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn written_config_loads_back_and_env_overrides_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        let config = sample();
+        config.write(&path).unwrap();
+        assert_eq!(
+            Config::load_with_env(&path, Some(BTreeMap::new())).unwrap(),
+            config
+        );
+
+        let env = BTreeMap::from([
+            (
+                "FERRY__NATS__URL".to_string(),
+                "nats://10.0.0.1:4222".to_string(),
+            ),
+            (
+                "FERRY__CHAINS__ALPHA__CONFIRMATIONS".to_string(),
+                "12".to_string(),
+            ),
+            (
+                "FERRY__RELAYER__KEY".to_string(),
+                format!("{}", B256::repeat_byte(7)),
+            ),
+        ]);
+        let overridden = Config::load_with_env(&path, Some(env)).unwrap();
+        assert_eq!(overridden.nats.url, "nats://10.0.0.1:4222");
+        assert_eq!(overridden.chains["alpha"].confirmations, 12);
+        assert_eq!(
+            overridden.relayer.key,
+            Some(Secret::new(B256::repeat_byte(7)))
+        );
+    }
+
+    #[test]
+    fn secrets_never_print() {
+        let secret = Secret::new(B256::repeat_byte(0xab));
+        let shown = format!(
+            "{secret:?} {:?}",
+            RelayerConfig {
+                key: Some(secret.clone()),
+                key_file: None
+            }
+        );
+        assert!(!shown.contains("abab"), "{shown}");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        sample().write(&path).unwrap();
+        let env = BTreeMap::from([(
+            "FERRY__VALIDATORS__THRESHOLD".to_string(),
+            "many".to_string(),
+        )]);
+        let err = Config::load_with_env(&path, Some(env))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("threshold"), "{err}");
+    }
+}

@@ -1,0 +1,182 @@
+//! `ferry devnet`: a local pair of chains with everything deployed, for demos and for
+//! running `ferry run` against.
+
+use std::{
+    collections::BTreeMap,
+    fs::OpenOptions,
+    io::Write,
+    net::{SocketAddr, TcpListener},
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use alloy::primitives::B256;
+use anyhow::Context;
+use ferry_devnet::{Devnet, DevnetInfo, DevnetOptions};
+use ferry_relayer::{ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, ValidatorsConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+/// Arguments of `ferry devnet`.
+#[derive(Debug, clap::Args)]
+pub struct DevnetArgs {
+    /// Directory for ferry.toml, devnet.json, keys and the relayer's data.
+    #[arg(long, default_value = "devnet")]
+    dir: PathBuf,
+    /// Seconds between blocks on both chains; 0 mines a block per transaction.
+    #[arg(long, default_value_t = 1.0)]
+    block_time: f64,
+    /// Address the relayer's HTTP server (metrics, health) will listen on; a free port
+    /// is chosen if this one is taken.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    http: SocketAddr,
+    /// Number of validators.
+    #[arg(long, default_value_t = 3)]
+    validators: usize,
+    /// Signatures needed per message.
+    #[arg(long, default_value_t = 2)]
+    threshold: u8,
+    /// Blocks on top of a header before it is final.
+    #[arg(long, default_value_t = 2)]
+    confirmations: u64,
+}
+
+/// Brings the devnet up, writes its files, and holds it until a signal.
+pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.block_time >= 0.0 && args.block_time.is_finite(),
+        "--block-time must be >= 0"
+    );
+    anyhow::ensure!(
+        args.threshold >= 1 && usize::from(args.threshold) <= args.validators,
+        "--threshold must be between 1 and --validators"
+    );
+    std::fs::create_dir_all(args.dir.join("keys"))
+        .with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args
+        .dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    let options = DevnetOptions {
+        block_time: (args.block_time > 0.0).then(|| Duration::from_secs_f64(args.block_time)),
+        validators: args.validators,
+        threshold: args.threshold,
+        http_listen: available(args.http)?,
+    };
+
+    let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let devnet = tokio::select! {
+        devnet = Devnet::start(options.clone()) => devnet.context("starting the devnet")?,
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+        _ = sigterm.recv() => return Ok(()),
+    };
+    let info = devnet.info();
+    let config = write_files(&dir, &devnet, &options, args.confirmations)?;
+    for chain in &info.chains {
+        tracing::info!(chain = %chain.name, chain_id = chain.chain_id, rpc = %chain.rpc_url, mailbox = %chain.mailbox, bridge = %chain.bridge, token = %chain.token, "chain up");
+    }
+    tracing::info!(nats = %info.nats_url, "nats-server up");
+    println!(
+        "ferry devnet ready: alpha {} beta {} nats {} config {}",
+        info.chains[0].rpc_url,
+        info.chains[1].rpc_url,
+        info.nats_url,
+        config.display()
+    );
+
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+        _ = sigterm.recv() => tracing::info!("terminated"),
+    }
+    drop(devnet);
+    tracing::info!("devnet stopped");
+    Ok(())
+}
+
+/// `wanted` if it can be bound now, else a free loopback port.
+fn available(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if TcpListener::bind(wanted).is_ok() {
+        return Ok(wanted);
+    }
+    let port = ferry_devnet::free_port()?;
+    tracing::warn!(%wanted, port, "HTTP address taken; using a free port");
+    Ok(SocketAddr::new(wanted.ip(), port))
+}
+
+/// Writes keys, devnet.json and ferry.toml; returns the config's path.
+fn write_files(
+    dir: &Path,
+    devnet: &Devnet,
+    options: &DevnetOptions,
+    confirmations: u64,
+) -> anyhow::Result<PathBuf> {
+    let info: &DevnetInfo = devnet.info();
+    let keys = dir.join("keys");
+    // The relayer pays from the last dev account, leaving the first ones to users.
+    let relayer = info.accounts.last().context("anvil reported no accounts")?;
+    let relayer_key = keys.join("relayer.key");
+    write_secret(&relayer_key, &relayer.private_key)?;
+    let mut validator_keys = Vec::new();
+    for (i, key) in devnet.validator_keys().iter().enumerate() {
+        let path = keys.join(format!("validator-{i}.key"));
+        write_secret(&path, key)?;
+        validator_keys.push(path);
+    }
+
+    let chains = info
+        .chains
+        .iter()
+        .map(|c| {
+            let chain = ChainConfig {
+                chain_id: c.chain_id,
+                rpc_url: c.rpc_url.clone(),
+                ws_url: Some(c.ws_url.clone()),
+                mailbox: c.mailbox,
+                bridge: Some(c.bridge),
+                token: Some(c.token),
+                confirmations,
+                executor_workers: None,
+            };
+            (c.name.clone(), chain)
+        })
+        .collect::<BTreeMap<_, _>>();
+    let config = Config {
+        data_dir: dir.join("data"),
+        http: HttpConfig {
+            listen: options.http_listen,
+        },
+        nats: NatsConfig {
+            url: info.nats_url.clone(),
+            stream: "FERRY_MESSAGES".into(),
+        },
+        relayer: RelayerConfig {
+            key: None,
+            key_file: Some(relayer_key),
+        },
+        validators: ValidatorsConfig {
+            threshold: info.threshold,
+            set: info.validators.clone(),
+            key_files: validator_keys,
+        },
+        chains,
+    };
+    let config_path = dir.join("ferry.toml");
+    config.write(&config_path)?;
+    info.write(&dir.join("devnet.json"))?;
+    Ok(config_path)
+}
+
+/// Writes a key readable by its owner only.
+fn write_secret(path: &Path, key: &B256) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // The mode above applies only to a new file; an old one is tightened here.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("restricting {}", path.display()))?;
+    writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))
+}
