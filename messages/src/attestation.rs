@@ -48,10 +48,7 @@ impl Attestation {
     }
 
     /// The address that produced `signature` over this attestation.
-    pub fn recover_signer(
-        &self,
-        signature: &Signature,
-    ) -> Result<Address, alloy::primitives::SignatureError> {
+    pub fn recover_signer(&self, signature: &Signature) -> Result<Address, alloy::primitives::SignatureError> {
         signature.recover_address_from_prehash(&self.signing_hash())
     }
 }
@@ -73,10 +70,7 @@ pub struct QuorumCertificate {
 impl QuorumCertificate {
     /// A certificate over `attestation` with the signatures put in ascending signer
     /// order, the order the Mailbox requires.
-    pub fn ordered(
-        attestation: &Attestation,
-        signatures: Vec<Signature>,
-    ) -> Result<Self, MetadataError> {
+    pub fn ordered(attestation: &Attestation, signatures: Vec<Signature>) -> Result<Self, MetadataError> {
         let mut signed = signatures
             .into_iter()
             .enumerate()
@@ -84,17 +78,11 @@ impl QuorumCertificate {
                 attestation
                     .recover_signer(&signature)
                     .map(|signer| (signer, signature))
-                    .map_err(|e| MetadataError::Recovery {
-                        index,
-                        reason: e.to_string(),
-                    })
+                    .map_err(|e| MetadataError::Recovery { index, reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
         signed.sort_by_key(|(signer, _)| *signer);
-        Ok(Self {
-            block_hash: attestation.block_hash,
-            signatures: signed.into_iter().map(|(_, s)| s).collect(),
-        })
+        Ok(Self { block_hash: attestation.block_hash, signatures: signed.into_iter().map(|(_, s)| s).collect() })
     }
 
     /// The signers, in certificate order.
@@ -105,10 +93,7 @@ impl QuorumCertificate {
             .map(|(index, signature)| {
                 attestation
                     .recover_signer(signature)
-                    .map_err(|e| MetadataError::Recovery {
-                        index,
-                        reason: e.to_string(),
-                    })
+                    .map_err(|e| MetadataError::Recovery { index, reason: e.to_string() })
             })
             .collect()
     }
@@ -132,16 +117,10 @@ impl QuorumCertificate {
             .chunks_exact(SIGNATURE_LEN)
             .enumerate()
             .map(|(index, raw)| {
-                Signature::from_raw(raw).map_err(|e| MetadataError::Signature {
-                    index,
-                    reason: e.to_string(),
-                })
+                Signature::from_raw(raw).map_err(|e| MetadataError::Signature { index, reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            block_hash: B256::from_slice(&bytes[..32]),
-            signatures,
-        })
+        Ok(Self { block_hash: B256::from_slice(&bytes[..32]), signatures })
     }
 }
 
@@ -161,14 +140,8 @@ mod tests {
 
     #[test]
     fn metadata_length_is_checked() {
-        assert_eq!(
-            QuorumCertificate::from_metadata(&[0; 31]),
-            Err(MetadataError::Length(31))
-        );
-        assert_eq!(
-            QuorumCertificate::from_metadata(&[0; 33]),
-            Err(MetadataError::Length(33))
-        );
+        assert_eq!(QuorumCertificate::from_metadata(&[0; 31]), Err(MetadataError::Length(31)));
+        assert_eq!(QuorumCertificate::from_metadata(&[0; 33]), Err(MetadataError::Length(33)));
         let empty = QuorumCertificate::from_metadata(&[7; 32]).map(|qc| qc.signatures.len());
         assert_eq!(empty, Ok(0));
     }

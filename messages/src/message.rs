@@ -53,16 +53,10 @@ impl Message {
     /// Parses packed bytes, refusing short or oversized input and unknown versions.
     pub fn decode(bytes: &[u8]) -> Result<Self, MessageError> {
         if bytes.len() < HEADER_LEN {
-            return Err(MessageError::TooShort {
-                len: bytes.len(),
-                min: HEADER_LEN,
-            });
+            return Err(MessageError::TooShort { len: bytes.len(), min: HEADER_LEN });
         }
         if bytes.len() > HEADER_LEN + MAX_BODY_LEN {
-            return Err(MessageError::TooLong {
-                len: bytes.len(),
-                max: HEADER_LEN + MAX_BODY_LEN,
-            });
+            return Err(MessageError::TooLong { len: bytes.len(), max: HEADER_LEN + MAX_BODY_LEN });
         }
         let version = bytes[0];
         if version != VERSION {
@@ -102,10 +96,7 @@ fn be_u32(bytes: &[u8]) -> u32 {
 }
 
 fn address_of(word: &B256) -> Option<Address> {
-    word[..12]
-        .iter()
-        .all(|b| *b == 0)
-        .then(|| Address::from_slice(&word[12..]))
+    word[..12].iter().all(|b| *b == 0).then(|| Address::from_slice(&word[12..]))
 }
 
 #[cfg(test)]
@@ -122,17 +113,15 @@ mod tests {
             any::<[u8; 32]>(),
             proptest::collection::vec(any::<u8>(), 0..=2048),
         )
-            .prop_map(
-                |(nonce, origin, sender, destination, recipient, body)| Message {
-                    version: VERSION,
-                    nonce,
-                    origin,
-                    sender: B256::from(sender),
-                    destination,
-                    recipient: B256::from(recipient),
-                    body: body.into(),
-                },
-            )
+            .prop_map(|(nonce, origin, sender, destination, recipient, body)| Message {
+                version: VERSION,
+                nonce,
+                origin,
+                sender: B256::from(sender),
+                destination,
+                recipient: B256::from(recipient),
+                body: body.into(),
+            })
     }
 
     proptest! {

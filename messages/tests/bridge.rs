@@ -32,90 +32,37 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
 
     // Lock on alpha.
     mined(token_a.approve(alpha.bridge, sent).send().await).await;
-    let receipt = mined(
-        TokenBridge::new(alpha.bridge, &a_alice)
-            .transferRemote(31338, bob.address, sent)
-            .send()
-            .await,
-    )
-    .await;
+    let receipt =
+        mined(TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).send().await).await;
     let out = single(dispatches(&receipt));
-    assert_eq!(
-        token_a.balanceOf(alpha.bridge).call().await.unwrap(),
-        sent,
-        "locked"
-    );
-    assert_eq!(
-        token_a.balanceOf(alice.address).call().await.unwrap(),
-        alice_start - sent
-    );
+    assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), sent, "locked");
+    assert_eq!(token_a.balanceOf(alice.address).call().await.unwrap(), alice_start - sent);
     let message = out.decoded();
     assert_eq!(message.sender, alpha.bridge.into_word());
     assert_eq!(message.recipient, beta.bridge.into_word());
 
     // Mint on beta.
     let meta = metadata(&attestation(&out, alpha.mailbox), keys);
-    mined(
-        Mailbox::new(beta.mailbox, &b_relayer)
-            .process(meta, out.message.clone())
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(
-        token_b.balanceOf(bob.address).call().await.unwrap(),
-        sent,
-        "minted"
-    );
+    mined(Mailbox::new(beta.mailbox, &b_relayer).process(meta, out.message.clone()).send().await).await;
+    assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent, "minted");
     assert_eq!(token_b.totalSupply().call().await.unwrap(), sent);
 
     // Burn on beta (no approval: the bridge is the minter).
-    let receipt = mined(
-        TokenBridge::new(beta.bridge, &b_bob)
-            .transferRemote(31337, carol, returned)
-            .send()
-            .await,
-    )
-    .await;
+    let receipt =
+        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).send().await).await;
     let back = single(dispatches(&receipt));
-    assert_eq!(
-        token_b.balanceOf(bob.address).call().await.unwrap(),
-        sent - returned
-    );
-    assert_eq!(
-        token_b.totalSupply().call().await.unwrap(),
-        sent - returned,
-        "burned"
-    );
+    assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent - returned);
+    assert_eq!(token_b.totalSupply().call().await.unwrap(), sent - returned, "burned");
 
     // Release on alpha.
     let meta = metadata(&attestation(&back, beta.mailbox), keys);
-    mined(
-        Mailbox::new(alpha.mailbox, &a_relayer)
-            .process(meta, back.message.clone())
-            .send()
-            .await,
-    )
-    .await;
-    assert_eq!(
-        token_a.balanceOf(carol).call().await.unwrap(),
-        returned,
-        "released"
-    );
-    assert_eq!(
-        token_a.balanceOf(alpha.bridge).call().await.unwrap(),
-        sent - returned
-    );
+    mined(Mailbox::new(alpha.mailbox, &a_relayer).process(meta, back.message.clone()).send().await).await;
+    assert_eq!(token_a.balanceOf(carol).call().await.unwrap(), returned, "released");
+    assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), sent - returned);
 
     // The invariant the fault suite relies on: locked on alpha == supply on beta.
-    assert_eq!(
-        token_a.balanceOf(alpha.bridge).call().await.unwrap(),
-        token_b.totalSupply().call().await.unwrap()
-    );
-    assert_eq!(
-        token_a.balanceOf(alice.address).call().await.unwrap(),
-        alice_start - sent
-    );
+    assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), token_b.totalSupply().call().await.unwrap());
+    assert_eq!(token_a.balanceOf(alice.address).call().await.unwrap(), alice_start - sent);
 }
 
 #[tokio::test]
@@ -125,19 +72,11 @@ async fn the_bridge_accepts_only_its_mailbox_and_its_enrolled_peer() {
     let [_, beta] = devnet.deployments().clone();
     let b = wallet(&info.chains[1].rpc_url, info.accounts[0].private_key);
     let bridge = TokenBridge::new(beta.bridge, &b);
-    let body: alloy::primitives::Bytes = [
-        info.accounts[0].address.into_word().0,
-        U256::from(5).to_be_bytes(),
-    ]
-    .concat()
-    .into();
+    let body: alloy::primitives::Bytes =
+        [info.accounts[0].address.into_word().0, U256::from(5).to_be_bytes()].concat().into();
 
     // Straight from an account instead of the Mailbox.
-    let err = bridge
-        .handle(31337, devnet.deployments()[0].bridge.into_word(), body)
-        .call()
-        .await
-        .unwrap_err();
+    let err = bridge.handle(31337, devnet.deployments()[0].bridge.into_word(), body).call().await.unwrap_err();
     match err.as_decoded_interface_error::<TokenBridge::TokenBridgeErrors>() {
         Some(TokenBridge::TokenBridgeErrors::NotMailbox(e)) => {
             assert_eq!(e.caller, info.accounts[0].address)
@@ -156,43 +95,17 @@ async fn a_message_from_an_unenrolled_sender_mints_nothing() {
 
     // An account dispatches a well-formed bridge body straight to beta's bridge: the
     // validators attest it (it did happen), but the bridge refuses it.
-    let body = [
-        info.accounts[0].address.into_word().0,
-        U256::from(1_000).to_be_bytes(),
-    ]
-    .concat();
-    let receipt = mined(
-        Mailbox::new(alpha.mailbox, &a)
-            .dispatch(31338, beta.bridge.into_word(), body.into())
-            .send()
-            .await,
-    )
-    .await;
+    let body = [info.accounts[0].address.into_word().0, U256::from(1_000).to_be_bytes()].concat();
+    let receipt =
+        mined(Mailbox::new(alpha.mailbox, &a).dispatch(31338, beta.bridge.into_word(), body.into()).send().await).await;
     let forged = single(dispatches(&receipt));
-    let meta = metadata(
-        &attestation(&forged, alpha.mailbox),
-        &devnet.validator_keys()[..2],
-    );
-    let err = Mailbox::new(beta.mailbox, &b)
-        .process(meta, forged.message.clone())
-        .call()
-        .await
-        .unwrap_err();
+    let meta = metadata(&attestation(&forged, alpha.mailbox), &devnet.validator_keys()[..2]);
+    let err = Mailbox::new(beta.mailbox, &b).process(meta, forged.message.clone()).call().await.unwrap_err();
     match err.as_decoded_error::<TokenBridge::UnenrolledSender>() {
-        Some(e) => assert_eq!(
-            (e.origin, e.sender),
-            (31337, info.accounts[0].address.into_word())
-        ),
+        Some(e) => assert_eq!((e.origin, e.sender), (31337, info.accounts[0].address.into_word())),
         None => panic!("expected UnenrolledSender, got {err}"),
     }
-    assert_eq!(
-        BridgedToken::new(beta.token, &b)
-            .totalSupply()
-            .call()
-            .await
-            .unwrap(),
-        U256::ZERO
-    );
+    assert_eq!(BridgedToken::new(beta.token, &b).totalSupply().call().await.unwrap(), U256::ZERO);
 }
 
 fn single(mut dispatched: Vec<Dispatched>) -> Dispatched {

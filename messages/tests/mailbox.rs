@@ -9,33 +9,12 @@ use alloy::{
     providers::{DynProvider, ext::AnvilApi},
     signers::local::PrivateKeySigner,
 };
-use common::{
-    Dispatched, attestation, dispatches, metadata, metadata_as_is, mined, plain, sign, wallet,
-};
+use common::{Dispatched, attestation, dispatches, metadata, metadata_as_is, mined, plain, sign, wallet};
 use ferry_devnet::Devnet;
 use ferry_messages::{
     QuorumCertificate,
     contracts::{Mailbox, Mailbox::MailboxErrors, TestRecipient},
 };
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Vectors {
-    valid: Vec<Vector>,
-}
-
-#[derive(Deserialize)]
-struct Vector {
-    name: String,
-    nonce: u32,
-    origin: u32,
-    sender: B256,
-    destination: u32,
-    recipient: B256,
-    body: Bytes,
-    encoded: Bytes,
-    id: B256,
-}
 
 #[tokio::test]
 async fn dispatch_emits_the_vectors() {
@@ -43,31 +22,14 @@ async fn dispatch_emits_the_vectors() {
     let alpha = &devnet.info().chains[0];
     let provider = plain(&alpha.rpc_url);
     let mailbox = Mailbox::new(alpha.mailbox, &provider);
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/message_vectors.json");
-    let vectors: Vectors = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-
-    for v in vectors.valid {
+    for v in common::vectors().valid {
         assert_eq!(v.origin as u64, alpha.chain_id, "{}", v.name);
-        assert_eq!(
-            mailbox.nonce().call().await.unwrap(),
-            v.nonce,
-            "{}: vectors are dispatched in order",
-            v.name
-        );
+        assert_eq!(mailbox.nonce().call().await.unwrap(), v.nonce, "{}: vectors are dispatched in order", v.name);
         let sender = Address::from_word(v.sender);
         provider.anvil_impersonate_account(sender).await.unwrap();
-        provider
-            .anvil_set_balance(sender, U256::from(10u128.pow(20)))
-            .await
-            .unwrap();
-        let receipt = mined(
-            mailbox
-                .dispatch(v.destination, v.recipient, v.body.clone())
-                .from(sender)
-                .send()
-                .await,
-        )
-        .await;
+        provider.anvil_set_balance(sender, U256::from(10u128.pow(20))).await.unwrap();
+        let receipt =
+            mined(mailbox.dispatch(v.destination, v.recipient, v.body.clone()).from(sender).send().await).await;
         let emitted = dispatches(&receipt);
         assert_eq!(emitted.len(), 1, "{}", v.name);
         assert_eq!(emitted[0].message, v.encoded, "{}: message bytes", v.name);
@@ -92,12 +54,7 @@ impl Delivery {
         // A separate account delivers, as a relayer would.
         let beta = wallet(&info.chains[1].rpc_url, info.accounts[9].private_key);
         let recipient = *TestRecipient::deploy(&beta).await.unwrap().address();
-        Self {
-            devnet,
-            alpha,
-            beta,
-            recipient,
-        }
+        Self { devnet, alpha, beta, recipient }
     }
 
     fn alpha_mailbox(&self) -> Address {
@@ -108,40 +65,25 @@ impl Delivery {
         Mailbox::new(self.devnet.deployments()[1].mailbox, &self.beta)
     }
 
-    async fn dispatch(
-        &self,
-        destination: u32,
-        recipient: Address,
-        body: &'static [u8],
-    ) -> Dispatched {
+    async fn dispatch(&self, destination: u32, recipient: Address, body: &'static [u8]) -> Dispatched {
         let mailbox = Mailbox::new(self.alpha_mailbox(), &self.alpha);
-        let receipt = mined(
-            mailbox
-                .dispatch(destination, recipient.into_word(), body.into())
-                .send()
-                .await,
-        )
-        .await;
+        let receipt = mined(mailbox.dispatch(destination, recipient.into_word(), body.into()).send().await).await;
         dispatches(&receipt).remove(0)
     }
 
     /// Metadata signed by the first `n` devnet validators.
     fn quorum(&self, d: &Dispatched, n: usize) -> Bytes {
-        metadata(
-            &attestation(d, self.alpha_mailbox()),
-            &self.devnet.validator_keys()[..n],
-        )
+        metadata(&attestation(d, self.alpha_mailbox()), &self.devnet.validator_keys()[..n])
     }
 
     async fn rejection(&self, metadata: Bytes, d: &Dispatched) -> MailboxErrors {
-        let call = self
-            .beta_mailbox()
-            .process(metadata, d.message.clone())
-            .call()
-            .await;
+        let call = self.beta_mailbox().process(metadata, d.message.clone()).call().await;
         let err = call.expect_err("process must revert");
-        err.as_decoded_interface_error::<MailboxErrors>()
-            .unwrap_or_else(|| panic!("undecodable revert: {err}"))
+        err.as_decoded_interface_error::<MailboxErrors>().unwrap_or_else(|| panic!("undecodable revert: {err}"))
+    }
+
+    async fn received(&self) -> U256 {
+        TestRecipient::new(self.recipient, &self.beta).received().call().await.unwrap()
     }
 
     async fn delivered(&self, id: B256) -> bool {
@@ -155,42 +97,16 @@ async fn process_with_quorum_delivers_once_and_calls_the_recipient() {
     let d = t.dispatch(31338, t.recipient, b"hello beta").await;
     assert!(!t.delivered(d.id).await);
 
-    let receipt = mined(
-        t.beta_mailbox()
-            .process(t.quorum(&d, 2), d.message.clone())
-            .send()
-            .await,
-    )
-    .await;
+    let receipt = mined(t.beta_mailbox().process(t.quorum(&d, 2), d.message.clone()).send().await).await;
     assert!(t.delivered(d.id).await);
-    let process = receipt
-        .inner
-        .logs()
-        .iter()
-        .find_map(|l| l.log_decode::<Mailbox::Process>().ok())
-        .unwrap();
+    let process = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Process>().ok()).unwrap();
     assert_eq!(process.inner.data.id, d.id);
     assert_eq!(process.inner.data.origin, 31337);
-    let received = receipt
-        .inner
-        .logs()
-        .iter()
-        .find_map(|l| l.log_decode::<TestRecipient::Received>().ok())
-        .unwrap();
+    let received = receipt.inner.logs().iter().find_map(|l| l.log_decode::<TestRecipient::Received>().ok()).unwrap();
     assert_eq!(received.inner.data.origin, 31337);
-    assert_eq!(
-        received.inner.data.sender,
-        t.devnet.info().accounts[0].address.into_word()
-    );
+    assert_eq!(received.inner.data.sender, t.devnet.info().accounts[0].address.into_word());
     assert_eq!(received.inner.data.body, Bytes::from_static(b"hello beta"));
-    assert_eq!(
-        TestRecipient::new(t.recipient, &t.beta)
-            .received()
-            .call()
-            .await
-            .unwrap(),
-        U256::from(1)
-    );
+    assert_eq!(t.received().await, U256::from(1));
 
     // The same id a second time, even with all three signatures.
     match t.rejection(t.quorum(&d, 3), &d).await {
@@ -232,10 +148,7 @@ async fn process_rejects_bad_quorums() {
 
     // Validators' signatures over another statement (a different block): they recover
     // to strangers. Order them as the Mailbox will recover them so the check is exact.
-    let other = ferry_messages::Attestation {
-        block_hash: B256::repeat_byte(0x42),
-        ..att
-    };
+    let other = ferry_messages::Attestation { block_hash: B256::repeat_byte(0x42), ..att };
     let mut wrong = sign(&other, &keys[..2]);
     wrong.sort_by_key(|s| att.recover_signer(s).unwrap());
     match t.rejection(metadata_as_is(d.block_hash, wrong), &d).await {
@@ -288,17 +201,9 @@ async fn process_batch_delivers_the_good_items_despite_bad_ones() {
         (t.quorum(&good_a, 2), &good_a), // a repeat within the batch
         (t.quorum(&good_b, 2), &good_b),
     ];
-    let (metadata, messages): (Vec<Bytes>, Vec<Bytes>) = items
-        .iter()
-        .map(|(m, d)| (m.clone(), d.message.clone()))
-        .unzip();
-    let receipt = mined(
-        t.beta_mailbox()
-            .processBatch(metadata, messages)
-            .send()
-            .await,
-    )
-    .await;
+    let (metadata, messages): (Vec<Bytes>, Vec<Bytes>) =
+        items.iter().map(|(m, d)| (m.clone(), d.message.clone())).unzip();
+    let receipt = mined(t.beta_mailbox().processBatch(metadata, messages).send().await).await;
 
     let processed: Vec<B256> = receipt
         .inner
@@ -321,63 +226,27 @@ async fn process_batch_delivers_the_good_items_despite_bad_ones() {
         .collect();
     assert_eq!(failed.len(), 3);
     assert_eq!(failed[0].0, short.id);
-    assert!(
-        matches!(failed[0].1, Some(MailboxErrors::InsufficientSignatures(_))),
-        "{:?}",
-        failed[0].1
-    );
+    assert!(matches!(failed[0].1, Some(MailboxErrors::InsufficientSignatures(_))), "{:?}", failed[0].1);
     assert_eq!(failed[1].0, refused.id);
     // The recipient's own error is not a Mailbox error: check its raw reason instead.
-    let raw = receipt
-        .inner
-        .logs()
-        .iter()
-        .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
-        .nth(1)
-        .unwrap();
-    let rejected =
-        <TestRecipient::Rejected as alloy::sol_types::SolError>::abi_decode(&raw.inner.data.reason)
-            .unwrap();
+    let raw = receipt.inner.logs().iter().filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok()).nth(1).unwrap();
+    let rejected = <TestRecipient::Rejected as alloy::sol_types::SolError>::abi_decode(&raw.inner.data.reason).unwrap();
     assert_eq!(rejected.origin, 31337);
     assert_eq!(failed[2].0, good_a.id);
-    assert!(
-        matches!(failed[2].1, Some(MailboxErrors::AlreadyDelivered(_))),
-        "{:?}",
-        failed[2].1
-    );
+    assert!(matches!(failed[2].1, Some(MailboxErrors::AlreadyDelivered(_))), "{:?}", failed[2].1);
 
-    for (d, expected) in [
-        (&good_a, true),
-        (&short, false),
-        (&refused, false),
-        (&good_b, true),
-    ] {
+    for (d, expected) in [(&good_a, true), (&short, false), (&refused, false), (&good_b, true)] {
         assert_eq!(t.delivered(d.id).await, expected, "delivered({})", d.id);
     }
-    assert_eq!(
-        TestRecipient::new(t.recipient, &t.beta)
-            .received()
-            .call()
-            .await
-            .unwrap(),
-        U256::from(2)
-    );
+    assert_eq!(t.received().await, U256::from(2));
 }
 
 #[tokio::test]
 async fn only_the_mailbox_itself_may_process_batch_items() {
     let t = Delivery::new().await;
     let d = t.dispatch(31338, t.recipient, b"x").await;
-    let err = t
-        .beta_mailbox()
-        .processItem(t.quorum(&d, 2), d.message.clone())
-        .call()
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        err.as_decoded_interface_error::<MailboxErrors>(),
-        Some(MailboxErrors::OnlySelf(_))
-    ));
+    let err = t.beta_mailbox().processItem(t.quorum(&d, 2), d.message.clone()).call().await.unwrap_err();
+    assert!(matches!(err.as_decoded_interface_error::<MailboxErrors>(), Some(MailboxErrors::OnlySelf(_))));
 }
 
 fn keccak_key(seed: &[u8]) -> B256 {

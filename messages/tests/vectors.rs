@@ -1,42 +1,11 @@
 //! The Rust codec against the shared vectors, which an independent JS implementation
 //! wrote (ops/message-vectors.mjs).
 
-use alloy::primitives::{B256, Bytes};
+mod common;
+
+use alloy::primitives::Bytes;
+use common::vectors;
 use ferry_messages::{MAX_BODY_LEN, Message, MessageError};
-use serde::Deserialize;
-
-#[derive(Deserialize)]
-struct Vectors {
-    max_body_bytes: usize,
-    valid: Vec<Valid>,
-    invalid: Vec<Invalid>,
-}
-
-#[derive(Deserialize)]
-struct Valid {
-    name: String,
-    version: u8,
-    nonce: u32,
-    origin: u32,
-    sender: B256,
-    destination: u32,
-    recipient: B256,
-    body: Bytes,
-    encoded: Bytes,
-    id: B256,
-}
-
-#[derive(Deserialize)]
-struct Invalid {
-    name: String,
-    encoded: Bytes,
-    error: String,
-}
-
-fn vectors() -> Vectors {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/message_vectors.json");
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
 
 #[test]
 fn encode_decode_and_id_match_the_vectors() {
@@ -53,18 +22,8 @@ fn encode_decode_and_id_match_the_vectors() {
             recipient: case.recipient,
             body: case.body,
         };
-        assert_eq!(
-            Bytes::from(message.encode()),
-            case.encoded,
-            "encode: {}",
-            case.name
-        );
-        assert_eq!(
-            Message::decode(&case.encoded).unwrap(),
-            message,
-            "decode: {}",
-            case.name
-        );
+        assert_eq!(Bytes::from(message.encode()), case.encoded, "encode: {}", case.name);
+        assert_eq!(Message::decode(&case.encoded).unwrap(), message, "decode: {}", case.name);
         assert_eq!(message.id(), case.id, "id: {}", case.name);
     }
 }

@@ -45,9 +45,7 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
-        }
+        Self { listen: SocketAddr::from(([127, 0, 0, 1], 9100)) }
     }
 }
 
@@ -137,17 +135,12 @@ impl Secret {
     /// Reads a key written as hex (with or without `0x`) from `path`; `key` names the
     /// setting in errors.
     pub fn from_file(path: &Path, key: &str) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Secret {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Secret { key: key.into(), reason: format!("{}: {e}", path.display()) })?;
+        text.trim().parse::<B256>().map(Self).map_err(|_| ConfigError::Secret {
             key: key.into(),
-            reason: format!("{}: {e}", path.display()),
-        })?;
-        text.trim()
-            .parse::<B256>()
-            .map(Self)
-            .map_err(|_| ConfigError::Secret {
-                key: key.into(),
-                reason: format!("{} does not hold a 32-byte hex key", path.display()),
-            })
+            reason: format!("{} does not hold a 32-byte hex key", path.display()),
+        })
     }
 }
 
@@ -165,10 +158,7 @@ impl Config {
 
     /// [`load`](Self::load) with the environment given explicitly (tests), or the
     /// process environment when `None`.
-    pub fn load_with_env(
-        path: &Path,
-        env: Option<BTreeMap<String, String>>,
-    ) -> Result<Self, ConfigError> {
+    pub fn load_with_env(path: &Path, env: Option<BTreeMap<String, String>>) -> Result<Self, ConfigError> {
         let environment = config::Environment::with_prefix(ENV_PREFIX)
             .prefix_separator("__")
             .separator("__")
@@ -179,22 +169,14 @@ impl Config {
             .add_source(environment)
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|source| ConfigError::Load {
-                path: path.into(),
-                source,
-            })
+            .map_err(|source| ConfigError::Load { path: path.into(), source })
     }
 
     /// Writes the configuration as TOML.
     pub fn write(&self, path: &Path) -> Result<(), ConfigError> {
-        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Write {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        std::fs::write(path, text).map_err(|e| ConfigError::Write {
-            path: path.into(),
-            reason: e.to_string(),
-        })
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| ConfigError::Write { path: path.into(), reason: e.to_string() })?;
+        std::fs::write(path, text).map_err(|e| ConfigError::Write { path: path.into(), reason: e.to_string() })
     }
 }
 
@@ -206,21 +188,11 @@ mod tests {
         Config {
             data_dir: "/var/lib/ferry".into(),
             http: HttpConfig::default(),
-            nats: NatsConfig {
-                url: "nats://127.0.0.1:4222".into(),
-                stream: default_stream(),
-            },
-            relayer: RelayerConfig {
-                key: None,
-                key_file: Some("/run/secrets/relayer.key".into()),
-            },
+            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream: default_stream() },
+            relayer: RelayerConfig { key: None, key_file: Some("/run/secrets/relayer.key".into()) },
             validators: ValidatorsConfig {
                 threshold: 2,
-                set: vec![
-                    Address::repeat_byte(1),
-                    Address::repeat_byte(2),
-                    Address::repeat_byte(3),
-                ],
+                set: vec![Address::repeat_byte(1), Address::repeat_byte(2), Address::repeat_byte(3)],
                 key_files: vec![],
             },
             chains: BTreeMap::from([(
@@ -245,44 +217,23 @@ mod tests {
         let path = dir.path().join("ferry.toml");
         let config = sample();
         config.write(&path).unwrap();
-        assert_eq!(
-            Config::load_with_env(&path, Some(BTreeMap::new())).unwrap(),
-            config
-        );
+        assert_eq!(Config::load_with_env(&path, Some(BTreeMap::new())).unwrap(), config);
 
         let env = BTreeMap::from([
-            (
-                "FERRY__NATS__URL".to_string(),
-                "nats://10.0.0.1:4222".to_string(),
-            ),
-            (
-                "FERRY__CHAINS__ALPHA__CONFIRMATIONS".to_string(),
-                "12".to_string(),
-            ),
-            (
-                "FERRY__RELAYER__KEY".to_string(),
-                format!("{}", B256::repeat_byte(7)),
-            ),
+            ("FERRY__NATS__URL".to_string(), "nats://10.0.0.1:4222".to_string()),
+            ("FERRY__CHAINS__ALPHA__CONFIRMATIONS".to_string(), "12".to_string()),
+            ("FERRY__RELAYER__KEY".to_string(), format!("{}", B256::repeat_byte(7))),
         ]);
         let overridden = Config::load_with_env(&path, Some(env)).unwrap();
         assert_eq!(overridden.nats.url, "nats://10.0.0.1:4222");
         assert_eq!(overridden.chains["alpha"].confirmations, 12);
-        assert_eq!(
-            overridden.relayer.key,
-            Some(Secret::new(B256::repeat_byte(7)))
-        );
+        assert_eq!(overridden.relayer.key, Some(Secret::new(B256::repeat_byte(7))));
     }
 
     #[test]
     fn secrets_never_print() {
         let secret = Secret::new(B256::repeat_byte(0xab));
-        let shown = format!(
-            "{secret:?} {:?}",
-            RelayerConfig {
-                key: Some(secret.clone()),
-                key_file: None
-            }
-        );
+        let shown = format!("{secret:?} {:?}", RelayerConfig { key: Some(secret.clone()), key_file: None });
         assert!(!shown.contains("abab"), "{shown}");
     }
 
@@ -291,13 +242,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
         sample().write(&path).unwrap();
-        let env = BTreeMap::from([(
-            "FERRY__VALIDATORS__THRESHOLD".to_string(),
-            "many".to_string(),
-        )]);
-        let err = Config::load_with_env(&path, Some(env))
-            .unwrap_err()
-            .to_string();
+        let env = BTreeMap::from([("FERRY__VALIDATORS__THRESHOLD".to_string(), "many".to_string())]);
+        let err = Config::load_with_env(&path, Some(env)).unwrap_err().to_string();
         assert!(err.contains("threshold"), "{err}");
     }
 }

@@ -43,20 +43,13 @@ pub struct DevnetArgs {
 
 /// Brings the devnet up, writes its files, and holds it until a signal.
 pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.block_time >= 0.0 && args.block_time.is_finite(),
-        "--block-time must be >= 0"
-    );
+    anyhow::ensure!(args.block_time >= 0.0 && args.block_time.is_finite(), "--block-time must be >= 0");
     anyhow::ensure!(
         args.threshold >= 1 && usize::from(args.threshold) <= args.validators,
         "--threshold must be between 1 and --validators"
     );
-    std::fs::create_dir_all(args.dir.join("keys"))
-        .with_context(|| format!("creating {}", args.dir.display()))?;
-    let dir = args
-        .dir
-        .canonicalize()
-        .with_context(|| format!("resolving {}", args.dir.display()))?;
+    std::fs::create_dir_all(args.dir.join("keys")).with_context(|| format!("creating {}", args.dir.display()))?;
+    let dir = args.dir.canonicalize().with_context(|| format!("resolving {}", args.dir.display()))?;
     let options = DevnetOptions {
         block_time: (args.block_time > 0.0).then(|| Duration::from_secs_f64(args.block_time)),
         validators: args.validators,
@@ -104,12 +97,7 @@ fn available(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
 }
 
 /// Writes keys, devnet.json and ferry.toml; returns the config's path.
-fn write_files(
-    dir: &Path,
-    devnet: &Devnet,
-    options: &DevnetOptions,
-    confirmations: u64,
-) -> anyhow::Result<PathBuf> {
+fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmations: u64) -> anyhow::Result<PathBuf> {
     let info: &DevnetInfo = devnet.info();
     let keys = dir.join("keys");
     // The relayer pays from the last dev account, leaving the first ones to users.
@@ -142,17 +130,9 @@ fn write_files(
         .collect::<BTreeMap<_, _>>();
     let config = Config {
         data_dir: dir.join("data"),
-        http: HttpConfig {
-            listen: options.http_listen,
-        },
-        nats: NatsConfig {
-            url: info.nats_url.clone(),
-            stream: "FERRY_MESSAGES".into(),
-        },
-        relayer: RelayerConfig {
-            key: None,
-            key_file: Some(relayer_key),
-        },
+        http: HttpConfig { listen: options.http_listen },
+        nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into() },
+        relayer: RelayerConfig { key: None, key_file: Some(relayer_key) },
         validators: ValidatorsConfig {
             threshold: info.threshold,
             set: info.validators.clone(),

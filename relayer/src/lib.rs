@@ -7,7 +7,5 @@
 mod config;
 mod error;
 
-pub use config::{
-    ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, Secret, ValidatorsConfig,
-};
+pub use config::{ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, Secret, ValidatorsConfig};
 pub use error::ConfigError;

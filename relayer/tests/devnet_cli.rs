@@ -4,42 +4,13 @@
 use std::{path::Path, process::Stdio, time::Duration};
 
 use alloy::providers::{Provider, ProviderBuilder};
-use ferry_devnet::DevnetInfo;
+use ferry_devnet::{DevnetInfo, child_pids, is_running};
 use ferry_relayer::Config;
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
     time::{Instant, timeout},
 };
-
-/// Children of `pid`, from /proc.
-fn children(pid: u32) -> Vec<u32> {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return vec![];
-    };
-    entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|child| {
-            std::fs::read_to_string(format!("/proc/{child}/stat"))
-                .ok()
-                .and_then(|stat| {
-                    stat.rsplit_once(')')
-                        .map(|(_, rest)| rest.split_whitespace().nth(1).map(str::to_owned))
-                })
-                .flatten()
-                .is_some_and(|ppid| ppid == pid.to_string())
-        })
-        .collect()
-}
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
-        })
-        .unwrap_or(false)
-}
 
 #[tokio::test]
 async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm() {
@@ -74,10 +45,7 @@ async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm
     let info = DevnetInfo::read(&dir.path().join("devnet.json")).unwrap();
     let config = Config::load(&dir.path().join("ferry.toml")).unwrap();
     assert_eq!(
-        info.chains
-            .iter()
-            .map(|c| (c.name.as_str(), c.chain_id))
-            .collect::<Vec<_>>(),
+        info.chains.iter().map(|c| (c.name.as_str(), c.chain_id)).collect::<Vec<_>>(),
         [("alpha", 31337), ("beta", 31338)]
     );
     assert_eq!(info.metrics_url, format!("http://127.0.0.1:{http}/metrics"));
@@ -90,17 +58,9 @@ async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm
         let c = &config.chains[&chain.name];
         assert_eq!(
             (c.chain_id, c.mailbox, c.bridge, c.token),
-            (
-                chain.chain_id,
-                chain.mailbox,
-                Some(chain.bridge),
-                Some(chain.token)
-            )
+            (chain.chain_id, chain.mailbox, Some(chain.bridge), Some(chain.token))
         );
-        let key = ferry_relayer::Secret::from_file(
-            config.relayer.key_file.as_deref().unwrap(),
-            "relayer.key_file",
-        );
+        let key = ferry_relayer::Secret::from_file(config.relayer.key_file.as_deref().unwrap(), "relayer.key_file");
         assert!(key.is_ok());
     }
 
@@ -120,33 +80,23 @@ async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm
     client.flush().await.unwrap();
     drop(client);
 
-    let kids = children(pid);
-    assert!(
-        kids.len() >= 3,
-        "expected anvil, anvil and nats-server under {pid}, found {kids:?}"
-    );
+    let kids = child_pids(pid);
+    assert!(kids.len() >= 3, "expected anvil, anvil and nats-server under {pid}, found {kids:?}");
 
     // SIGTERM: ferry exits cleanly and takes every child with it.
     // SAFETY: kill(2) on the PID of our own child.
     assert_eq!(unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) }, 0);
-    let status = timeout(Duration::from_secs(30), ferry.wait())
-        .await
-        .expect("exits within 30s")
-        .unwrap();
+    let status = timeout(Duration::from_secs(30), ferry.wait()).await.expect("exits within 30s").unwrap();
     assert!(status.success(), "ferry devnet exited with {status}");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while kids.iter().any(|k| alive(*k)) && Instant::now() < deadline {
+    while kids.iter().any(|k| is_running(*k)) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let left: Vec<u32> = kids.iter().copied().filter(|k| alive(*k)).collect();
+    let left: Vec<u32> = kids.iter().copied().filter(|k| is_running(*k)).collect();
     assert!(left.is_empty(), "children left behind: {left:?}");
     for chain in &info.chains {
         let provider = ProviderBuilder::new().connect_http(chain.rpc_url.parse().unwrap());
-        assert!(
-            provider.get_chain_id().await.is_err(),
-            "{} still answers",
-            chain.name
-        );
+        assert!(provider.get_chain_id().await.is_err(), "{} still answers", chain.name);
     }
     assert!(Path::new(&dir.path().join("keys/relayer.key")).exists());
 }

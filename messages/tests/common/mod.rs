@@ -12,31 +12,58 @@ use alloy::{
 };
 use ferry_devnet::{Devnet, DevnetOptions};
 use ferry_messages::{Attestation, Message, QuorumCertificate, contracts::Mailbox};
+use serde::Deserialize;
+
+/// `testdata/message_vectors.json`, written by ops/message-vectors.mjs.
+#[derive(Deserialize)]
+pub struct Vectors {
+    pub max_body_bytes: usize,
+    pub valid: Vec<ValidVector>,
+    pub invalid: Vec<InvalidVector>,
+}
+
+/// A message with its packed bytes and id.
+#[derive(Deserialize)]
+pub struct ValidVector {
+    pub name: String,
+    pub version: u8,
+    pub nonce: u32,
+    pub origin: u32,
+    pub sender: B256,
+    pub destination: u32,
+    pub recipient: B256,
+    pub body: Bytes,
+    pub encoded: Bytes,
+    pub id: B256,
+}
+
+/// Bytes that are not a message, and why (`too_short`, `too_long`, `unsupported_version`).
+#[derive(Deserialize)]
+pub struct InvalidVector {
+    pub name: String,
+    pub encoded: Bytes,
+    pub error: String,
+}
+
+pub fn vectors() -> Vectors {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/message_vectors.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("vectors file")).expect("vectors parse")
+}
 
 /// A devnet that mines a block per transaction, so tests wait on nothing but receipts.
 pub async fn devnet() -> Devnet {
-    Devnet::start(DevnetOptions {
-        block_time: None,
-        ..Default::default()
-    })
-    .await
-    .expect("devnet starts")
+    Devnet::start(DevnetOptions { block_time: None, ..Default::default() }).await.expect("devnet starts")
 }
 
 /// A provider on `url` that signs with `key`.
 pub fn wallet(url: &str, key: B256) -> DynProvider {
     let signer = PrivateKeySigner::from_bytes(&key).expect("valid key");
-    ProviderBuilder::new()
-        .wallet(EthereumWallet::from(signer))
-        .connect_http(url.parse().expect("url"))
-        .erased()
+    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().expect("url")).erased()
 }
 
 /// A provider on `url` without a key (anvil signs for impersonated accounts).
 pub fn plain(url: &str) -> DynProvider {
-    ProviderBuilder::new()
-        .connect_http(url.parse().expect("url"))
-        .erased()
+    ProviderBuilder::new().connect_http(url.parse().expect("url")).erased()
 }
 
 /// A message as it left its origin: the emitted bytes, id and block.
@@ -61,11 +88,7 @@ pub fn dispatches(receipt: &TransactionReceipt) -> Vec<Dispatched> {
         .logs()
         .iter()
         .filter_map(|log| log.log_decode::<Mailbox::Dispatch>().ok())
-        .map(|log| Dispatched {
-            message: log.inner.data.message.clone(),
-            id: log.inner.data.id,
-            block_hash,
-        })
+        .map(|log| Dispatched { message: log.inner.data.message.clone(), id: log.inner.data.id, block_hash })
         .collect()
 }
 
@@ -86,48 +109,27 @@ pub fn sign(attestation: &Attestation, keys: &[B256]) -> Vec<Signature> {
     keys.iter()
         .map(|key| {
             let signer = PrivateKeySigner::from_bytes(key).expect("valid key");
-            signer
-                .sign_hash_sync(&attestation.signing_hash())
-                .expect("signing works")
+            signer.sign_hash_sync(&attestation.signing_hash()).expect("signing works")
         })
         .collect()
 }
 
 /// Metadata with signatures by `keys`, ordered as the Mailbox wants.
 pub fn metadata(attestation: &Attestation, keys: &[B256]) -> Bytes {
-    QuorumCertificate::ordered(attestation, sign(attestation, keys))
-        .expect("signatures recover")
-        .metadata()
-        .into()
+    QuorumCertificate::ordered(attestation, sign(attestation, keys)).expect("signatures recover").metadata().into()
 }
 
 /// Metadata with signatures exactly in the order given (to build bad certificates).
 pub fn metadata_as_is(block_hash: B256, signatures: Vec<Signature>) -> Bytes {
-    QuorumCertificate {
-        block_hash,
-        signatures,
-    }
-    .metadata()
-    .into()
+    QuorumCertificate { block_hash, signatures }.metadata().into()
 }
 
 /// Sends a call and returns its receipt, asserting it succeeded.
 pub async fn mined(
-    tx: Result<
-        alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>,
-        alloy::contract::Error,
-    >,
+    tx: Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, alloy::contract::Error>,
 ) -> TransactionReceipt {
-    let receipt = tx
-        .expect("transaction accepted")
-        .get_receipt()
-        .await
-        .expect("receipt");
-    assert!(
-        receipt.status(),
-        "transaction {} reverted",
-        receipt.transaction_hash
-    );
+    let receipt = tx.expect("transaction accepted").get_receipt().await.expect("receipt");
+    assert!(receipt.status(), "transaction {} reverted", receipt.transaction_hash);
     receipt
 }
 

@@ -43,17 +43,11 @@ impl Anvil {
     /// Starts anvil on a port of its choosing and waits until it answers `eth_chainId`.
     pub async fn spawn(options: AnvilOptions) -> Result<Self, DevnetError> {
         let binary = find_anvil()?;
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-anvil-")
-            .tempdir()
-            .map_err(|e| DevnetError::io("tempdir", e))?;
+        let dir =
+            tempfile::Builder::new().prefix("ferry-anvil-").tempdir().map_err(|e| DevnetError::io("tempdir", e))?;
         let config_out = dir.path().join("anvil.json");
-        let mut args: Vec<String> = vec![
-            "--port".into(),
-            "0".into(),
-            "--config-out".into(),
-            config_out.display().to_string(),
-        ];
+        let mut args: Vec<String> =
+            vec!["--port".into(), "0".into(), "--config-out".into(), config_out.display().to_string()];
         if let Some(id) = options.chain_id {
             args.extend(["--chain-id".into(), id.to_string()]);
         }
@@ -65,27 +59,14 @@ impl Anvil {
         }
         args.extend(options.extra_args.iter().cloned());
 
-        let (mut process, mut port_rx) = ChildProcess::spawn(
-            "anvil",
-            &binary,
-            &args,
-            dir.path().join("anvil.log"),
-            listening_port,
-        )?;
+        let (mut process, mut port_rx) =
+            ChildProcess::spawn("anvil", &binary, &args, dir.path().join("anvil.log"), listening_port)?;
         let port = process.ready(&mut port_rx, Duration::from_secs(30)).await?;
         let private_keys = read_keys(&config_out)?;
-        let url = format!("http://127.0.0.1:{port}")
-            .parse()
-            .map_err(|e| DevnetError::rpc("anvil URL", e))?;
+        let url = format!("http://127.0.0.1:{port}").parse().map_err(|e| DevnetError::rpc("anvil URL", e))?;
         let provider = ProviderBuilder::new().connect_http(url);
         let chain_id = wait_for_rpc(&process, &provider).await?;
-        Ok(Self {
-            process,
-            chain_id,
-            port,
-            private_keys,
-            dir,
-        })
+        Ok(Self { process, chain_id, port, private_keys, dir })
     }
 
     /// The chain id anvil reports.
@@ -136,27 +117,17 @@ impl Anvil {
 
 /// The port in anvil's `Listening on 127.0.0.1:<port>` line.
 fn listening_port(line: &str) -> Option<u16> {
-    line.trim()
-        .strip_prefix("Listening on ")?
-        .rsplit(':')
-        .next()?
-        .parse()
-        .ok()
+    line.trim().strip_prefix("Listening on ")?.rsplit(':').next()?.parse().ok()
 }
 
 fn read_keys(path: &std::path::Path) -> Result<Vec<B256>, DevnetError> {
     let text = std::fs::read_to_string(path).map_err(|e| DevnetError::io(path, e))?;
-    let config: ConfigOut = serde_json::from_str(&text).map_err(|e| DevnetError::Format {
-        path: path.into(),
-        reason: e.to_string(),
-    })?;
+    let config: ConfigOut =
+        serde_json::from_str(&text).map_err(|e| DevnetError::Format { path: path.into(), reason: e.to_string() })?;
     Ok(config.private_keys)
 }
 
-async fn wait_for_rpc(
-    process: &ChildProcess,
-    provider: &impl Provider,
-) -> Result<u64, DevnetError> {
+async fn wait_for_rpc(process: &ChildProcess, provider: &impl Provider) -> Result<u64, DevnetError> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         match provider.get_chain_id().await {
@@ -173,10 +144,7 @@ async fn wait_for_rpc(
 mod tests {
     #[test]
     fn parses_the_listening_line() {
-        assert_eq!(
-            super::listening_port("Listening on 127.0.0.1:46235"),
-            Some(46235)
-        );
+        assert_eq!(super::listening_port("Listening on 127.0.0.1:46235"), Some(46235));
         assert_eq!(super::listening_port("Listening on [::1]:8545"), Some(8545));
         assert_eq!(super::listening_port("Chain ID"), None);
     }

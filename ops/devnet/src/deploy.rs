@@ -50,43 +50,23 @@ pub async fn deploy_pair(
     synthetic: &Anvil,
     options: &DeployOptions,
 ) -> Result<(ChainDeployment, ChainDeployment), DevnetError> {
-    let owner = PrivateKeySigner::from_bytes(&options.deployer)
-        .map_err(|e| DevnetError::rpc("deployer key", e))?
-        .address();
+    let owner =
+        PrivateKeySigner::from_bytes(&options.deployer).map_err(|e| DevnetError::rpc("deployer key", e))?.address();
     let a = deployer_provider(collateral, options.deployer)?;
     let b = deployer_provider(synthetic, options.deployer)?;
     let (mut alpha, mut beta) = tokio::try_join!(
-        deploy_side(
-            &a,
-            owner,
-            collateral.chain_id(),
-            bridge_mode::COLLATERAL,
-            options
-        ),
-        deploy_side(
-            &b,
-            owner,
-            synthetic.chain_id(),
-            bridge_mode::SYNTHETIC,
-            options
-        ),
+        deploy_side(&a, owner, collateral.chain_id(), bridge_mode::COLLATERAL, options),
+        deploy_side(&b, owner, synthetic.chain_id(), bridge_mode::SYNTHETIC, options),
     )?;
-    tokio::try_join!(
-        wire_side(&a, &alpha, &beta, options),
-        wire_side(&b, &beta, &alpha, options)
-    )?;
+    tokio::try_join!(wire_side(&a, &alpha, &beta, options), wire_side(&b, &beta, &alpha, options))?;
     alpha.chain_id = collateral.chain_id();
     beta.chain_id = synthetic.chain_id();
     Ok((alpha, beta))
 }
 
 fn deployer_provider(anvil: &Anvil, key: B256) -> Result<DynProvider, DevnetError> {
-    let signer =
-        PrivateKeySigner::from_bytes(&key).map_err(|e| DevnetError::rpc("deployer key", e))?;
-    let url = anvil
-        .rpc_url()
-        .parse()
-        .map_err(|e| DevnetError::rpc("anvil URL", e))?;
+    let signer = PrivateKeySigner::from_bytes(&key).map_err(|e| DevnetError::rpc("deployer key", e))?;
+    let url = anvil.rpc_url().parse().map_err(|e| DevnetError::rpc("anvil URL", e))?;
     // A local nonce count lets several transactions go out before the first is mined.
     Ok(ProviderBuilder::new()
         .with_cached_nonce_management()
@@ -102,29 +82,12 @@ async fn deploy_side(
     mode: u8,
     options: &DeployOptions,
 ) -> Result<ChainDeployment, DevnetError> {
-    let mailbox = Mailbox::deploy_builder(
-        provider,
-        owner,
-        options.validators.clone(),
-        options.threshold,
-    );
-    let mailbox = mailbox
-        .send()
-        .await
-        .map_err(|e| DevnetError::rpc("deploy Mailbox", e))?;
+    let mailbox = Mailbox::deploy_builder(provider, owner, options.validators.clone(), options.threshold);
+    let mailbox = mailbox.send().await.map_err(|e| DevnetError::rpc("deploy Mailbox", e))?;
     let token = if mode == bridge_mode::COLLATERAL {
-        TestToken::deploy_builder(provider, "Ferry Test Token".into(), "FTT".into(), owner)
-            .send()
-            .await
+        TestToken::deploy_builder(provider, "Ferry Test Token".into(), "FTT".into(), owner).send().await
     } else {
-        BridgedToken::deploy_builder(
-            provider,
-            "Bridged Ferry Test Token".into(),
-            "bFTT".into(),
-            18,
-        )
-        .send()
-        .await
+        BridgedToken::deploy_builder(provider, "Bridged Ferry Test Token".into(), "bFTT".into(), 18).send().await
     };
     let token = token.map_err(|e| DevnetError::rpc("deploy token", e))?;
     let mailbox = contract_address("deploy Mailbox", mailbox).await?;
@@ -134,13 +97,7 @@ async fn deploy_side(
         .await
         .map_err(|e| DevnetError::rpc("deploy TokenBridge", e))?;
     let bridge = contract_address("deploy TokenBridge", bridge).await?;
-    Ok(ChainDeployment {
-        chain_id,
-        mailbox,
-        bridge,
-        token,
-        mode,
-    })
+    Ok(ChainDeployment { chain_id, mailbox, bridge, token, mode })
 }
 
 async fn wire_side(
@@ -153,36 +110,15 @@ async fn wire_side(
     let mailbox = Mailbox::new(local.mailbox, provider);
     let bridge = TokenBridge::new(local.bridge, provider);
     let mut pending = vec![
-        (
-            "enrollRemoteMailbox",
-            mailbox
-                .enrollRemoteMailbox(domain, remote.mailbox.into_word())
-                .send()
-                .await,
-        ),
-        (
-            "enrollRemoteBridge",
-            bridge
-                .enrollRemoteBridge(domain, remote.bridge.into_word())
-                .send()
-                .await,
-        ),
+        ("enrollRemoteMailbox", mailbox.enrollRemoteMailbox(domain, remote.mailbox.into_word()).send().await),
+        ("enrollRemoteBridge", bridge.enrollRemoteBridge(domain, remote.bridge.into_word()).send().await),
     ];
     if local.mode == bridge_mode::COLLATERAL {
         let token = TestToken::new(local.token, provider);
-        pending.push((
-            "mint TestToken",
-            token
-                .mint(options.mint_to, options.mint_amount)
-                .send()
-                .await,
-        ));
+        pending.push(("mint TestToken", token.mint(options.mint_to, options.mint_amount).send().await));
     } else {
         let token = BridgedToken::new(local.token, provider);
-        pending.push((
-            "BridgedToken.setBridge",
-            token.setBridge(local.bridge).send().await,
-        ));
+        pending.push(("BridgedToken.setBridge", token.setBridge(local.bridge).send().await));
     }
     for (what, tx) in pending {
         let tx = tx.map_err(|e| DevnetError::rpc(what, e))?;
@@ -193,23 +129,16 @@ async fn wire_side(
 
 /// The `u32` domain a chain id is known by in messages.
 pub(crate) fn domain_of(chain_id: u64) -> Result<u32, DevnetError> {
-    u32::try_from(chain_id)
-        .map_err(|_| DevnetError::rpc("chain id", format!("{chain_id} does not fit a u32 domain")))
+    u32::try_from(chain_id).map_err(|_| DevnetError::rpc("chain id", format!("{chain_id} does not fit a u32 domain")))
 }
 
 async fn succeeded(
     what: &str,
     tx: PendingTransactionBuilder<alloy::network::Ethereum>,
 ) -> Result<TransactionReceipt, DevnetError> {
-    let receipt = tx
-        .get_receipt()
-        .await
-        .map_err(|e| DevnetError::rpc(what, e))?;
+    let receipt = tx.get_receipt().await.map_err(|e| DevnetError::rpc(what, e))?;
     if !receipt.status() {
-        return Err(DevnetError::Reverted {
-            what: what.into(),
-            tx: receipt.transaction_hash.to_string(),
-        });
+        return Err(DevnetError::Reverted { what: what.into(), tx: receipt.transaction_hash.to_string() });
     }
     Ok(receipt)
 }
@@ -219,7 +148,5 @@ async fn contract_address(
     tx: PendingTransactionBuilder<alloy::network::Ethereum>,
 ) -> Result<Address, DevnetError> {
     let receipt = succeeded(what, tx).await?;
-    receipt
-        .contract_address
-        .ok_or_else(|| DevnetError::rpc(what, "receipt has no contract address"))
+    receipt.contract_address.ok_or_else(|| DevnetError::rpc(what, "receipt has no contract address"))
 }

@@ -8,9 +8,7 @@ use alloy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, deploy_pair,
-};
+use crate::{Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, deploy_pair};
 
 /// The collateral chain's name and id.
 const ALPHA: (&str, u64) = ("alpha", 31337);
@@ -105,35 +103,18 @@ impl Devnet {
     /// Starts both chains and NATS, deploys and wires the contracts, funds the first dev
     /// account with 1,000,000 TestToken, and returns once everything answers.
     pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
-        let chain = |id| AnvilOptions {
-            chain_id: Some(id),
-            block_time: options.block_time,
-            ..Default::default()
-        };
-        let (alpha, beta, nats) = tokio::try_join!(
-            Anvil::spawn(chain(ALPHA.1)),
-            Anvil::spawn(chain(BETA.1)),
-            NatsServer::spawn()
-        )?;
+        let chain = |id| AnvilOptions { chain_id: Some(id), block_time: options.block_time, ..Default::default() };
+        let (alpha, beta, nats) =
+            tokio::try_join!(Anvil::spawn(chain(ALPHA.1)), Anvil::spawn(chain(BETA.1)), NatsServer::spawn())?;
 
         let validator_keys: Vec<B256> = (0..options.validators).map(validator_key).collect();
-        let validators = validator_keys
-            .iter()
-            .map(address_of)
-            .collect::<Result<Vec<_>, _>>()?;
+        let validators = validator_keys.iter().map(address_of).collect::<Result<Vec<_>, _>>()?;
         let accounts = alpha
             .private_keys()
             .iter()
-            .map(|key| {
-                Ok(AccountInfo {
-                    address: address_of(key)?,
-                    private_key: *key,
-                })
-            })
+            .map(|key| Ok(AccountInfo { address: address_of(key)?, private_key: *key }))
             .collect::<Result<Vec<_>, DevnetError>>()?;
-        let deployer = accounts
-            .first()
-            .ok_or_else(|| DevnetError::rpc("anvil accounts", "anvil reported none"))?;
+        let deployer = accounts.first().ok_or_else(|| DevnetError::rpc("anvil accounts", "anvil reported none"))?;
         let deploy = DeployOptions {
             deployer: deployer.private_key,
             validators: validators.clone(),
@@ -146,22 +127,12 @@ impl Devnet {
         let info = DevnetInfo {
             nats_url: nats.url(),
             metrics_url: format!("http://{}/metrics", options.http_listen),
-            chains: vec![
-                chain_info(ALPHA.0, &alpha, &a),
-                chain_info(BETA.0, &beta, &b),
-            ],
+            chains: vec![chain_info(ALPHA.0, &alpha, &a), chain_info(BETA.0, &beta, &b)],
             validators,
             threshold: options.threshold,
             accounts,
         };
-        Ok(Self {
-            alpha,
-            beta,
-            nats,
-            info,
-            deployments: [a, b],
-            validator_keys,
-        })
+        Ok(Self { alpha, beta, nats, info, deployments: [a, b], validator_keys })
     }
 
     /// The description written to `devnet.json`.
@@ -183,20 +154,15 @@ impl Devnet {
 impl DevnetInfo {
     /// Writes the description as pretty JSON.
     pub fn write(&self, path: &Path) -> Result<(), DevnetError> {
-        let text = serde_json::to_string_pretty(self).map_err(|e| DevnetError::Format {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| DevnetError::Format { path: path.into(), reason: e.to_string() })?;
         std::fs::write(path, text + "\n").map_err(|e| DevnetError::io(path, e))
     }
 
     /// Reads a description written by [`write`](Self::write).
     pub fn read(path: &Path) -> Result<Self, DevnetError> {
         let text = std::fs::read_to_string(path).map_err(|e| DevnetError::io(path, e))?;
-        serde_json::from_str(&text).map_err(|e| DevnetError::Format {
-            path: path.into(),
-            reason: e.to_string(),
-        })
+        serde_json::from_str(&text).map_err(|e| DevnetError::Format { path: path.into(), reason: e.to_string() })
     }
 
     /// The chain called `name`.
@@ -212,9 +178,7 @@ pub fn validator_key(index: usize) -> B256 {
 }
 
 fn address_of(key: &B256) -> Result<Address, DevnetError> {
-    PrivateKeySigner::from_bytes(key)
-        .map(|s| s.address())
-        .map_err(|e| DevnetError::rpc("private key", e))
+    PrivateKeySigner::from_bytes(key).map(|s| s.address()).map_err(|e| DevnetError::rpc("private key", e))
 }
 
 fn chain_info(name: &str, anvil: &Anvil, deployment: &ChainDeployment) -> ChainInfo {

@@ -69,16 +69,10 @@ pub enum DevnetError {
 
 impl DevnetError {
     pub(crate) fn rpc(what: impl Into<String>, reason: impl std::fmt::Display) -> Self {
-        Self::Rpc {
-            what: what.into(),
-            reason: reason.to_string(),
-        }
+        Self::Rpc { what: what.into(), reason: reason.to_string() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.into(),
-            source,
-        }
+        Self::Io { path: path.into(), source }
     }
 }

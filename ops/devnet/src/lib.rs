@@ -19,4 +19,4 @@ pub use deploy::{ChainDeployment, DeployOptions, deploy_pair};
 pub use devnet::{AccountInfo, ChainInfo, Devnet, DevnetInfo, DevnetOptions, validator_key};
 pub use error::DevnetError;
 pub use nats::NatsServer;
-pub use process::{find_anvil, find_nats_server, free_port};
+pub use process::{child_pids, find_anvil, find_nats_server, free_port, is_running};

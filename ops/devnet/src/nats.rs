@@ -24,10 +24,8 @@ impl NatsServer {
     /// Starts nats-server on a port of its choosing, with JetStream on a temporary store,
     /// and waits until a client can connect.
     pub async fn spawn() -> Result<Self, DevnetError> {
-        let dir = tempfile::Builder::new()
-            .prefix("ferry-nats-")
-            .tempdir()
-            .map_err(|e| DevnetError::io("tempdir", e))?;
+        let dir =
+            tempfile::Builder::new().prefix("ferry-nats-").tempdir().map_err(|e| DevnetError::io("tempdir", e))?;
         let (process, port) = start(&dir, None).await?;
         Ok(Self { process, port, dir })
     }
@@ -74,13 +72,8 @@ async fn start(dir: &TempDir, port: Option<u16>) -> Result<(ChildProcess, u16), 
     );
     std::fs::write(&config, text).map_err(|e| DevnetError::io(&config, e))?;
     let args = vec!["-c".to_string(), config.display().to_string()];
-    let (mut process, mut port_rx) = ChildProcess::spawn(
-        "nats-server",
-        &binary,
-        &args,
-        dir.path().join("nats.log"),
-        client_port,
-    )?;
+    let (mut process, mut port_rx) =
+        ChildProcess::spawn("nats-server", &binary, &args, dir.path().join("nats.log"), client_port)?;
     let port = process.ready(&mut port_rx, Duration::from_secs(30)).await?;
     wait_for_client(&process, port).await?;
     Ok((process, port))
@@ -103,12 +96,7 @@ async fn wait_for_client(process: &ChildProcess, port: u16) -> Result<(), Devnet
             let js = async_nats::jetstream::new(client);
             match js.get_stream("FERRY_READINESS_PROBE").await {
                 Ok(_) => Ok(()),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)
-                    ) =>
-                {
+                Err(e) if matches!(e.kind(), async_nats::jetstream::context::GetStreamErrorKind::JetStream(_)) => {
                     Ok(())
                 }
                 Err(e) => Err(e.to_string()),
@@ -117,9 +105,7 @@ async fn wait_for_client(process: &ChildProcess, port: u16) -> Result<(), Devnet
         match tokio::time::timeout(Duration::from_secs(5), attempt).await {
             Ok(Ok(())) => return Ok(()),
             _ if tokio::time::Instant::now() >= deadline => {
-                return Err(
-                    process.not_ready("no NATS client connection with JetStream within 30s")
-                );
+                return Err(process.not_ready("no NATS client connection with JetStream within 30s"));
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,
         }

@@ -25,23 +25,16 @@ pub fn find_anvil() -> Result<PathBuf, DevnetError> {
         return Ok(PathBuf::from(path));
     }
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    let mut roots: Vec<PathBuf> = std::env::current_dir()
-        .map(|d| d.ancestors().map(Path::to_path_buf).collect())
-        .unwrap_or_default();
+    let mut roots: Vec<PathBuf> =
+        std::env::current_dir().map(|d| d.ancestors().map(Path::to_path_buf).collect()).unwrap_or_default();
     roots.push(workspace);
-    if let Some(found) = roots
-        .iter()
-        .map(|root| root.join(ANVIL_NATIVE))
-        .find(|p| p.is_file())
-    {
+    if let Some(found) = roots.iter().map(|root| root.join(ANVIL_NATIVE)).find(|p| p.is_file()) {
         return Ok(found);
     }
-    search_path("anvil", &[])
-        .filter(|p| !is_script(p))
-        .ok_or_else(|| DevnetError::BinaryNotFound {
-            binary: "anvil",
-            hint: format!("set ANVIL_BIN, or run `npm ci` in the workspace to get {ANVIL_NATIVE}"),
-        })
+    search_path("anvil", &[]).filter(|p| !is_script(p)).ok_or_else(|| DevnetError::BinaryNotFound {
+        binary: "anvil",
+        hint: format!("set ANVIL_BIN, or run `npm ci` in the workspace to get {ANVIL_NATIVE}"),
+    })
 }
 
 /// The nats-server binary: `$NATS_SERVER_BIN`, else `PATH`, else Debian's `/usr/sbin`.
@@ -59,18 +52,12 @@ pub fn find_nats_server() -> Result<PathBuf, DevnetError> {
 
 fn search_path(name: &str, extra: &[&str]) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain(extra.iter().map(PathBuf::from))
-        .map(|dir| dir.join(name))
-        .find(|p| p.is_file())
+    std::env::split_paths(&path).chain(extra.iter().map(PathBuf::from)).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 fn is_script(path: &Path) -> bool {
     let mut head = [0u8; 2];
-    File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|_| &head == b"#!")
-        .unwrap_or(false)
+    File::open(path).and_then(|mut f| f.read_exact(&mut head)).map(|_| &head == b"#!").unwrap_or(false)
 }
 
 /// A child process whose output goes to a log file and which is killed (SIGKILL) and
@@ -95,11 +82,7 @@ impl ChildProcess {
     ) -> Result<(Self, mpsc::UnboundedReceiver<u16>), DevnetError> {
         let file = File::create(&log).map_err(|e| DevnetError::io(&log, e))?;
         let mut command = Command::new(path);
-        command
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             command.pre_exec(|| {
@@ -109,11 +92,8 @@ impl ChildProcess {
                 Ok(())
             });
         }
-        let mut child = command.spawn().map_err(|source| DevnetError::Spawn {
-            binary,
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let mut child =
+            command.spawn().map_err(|source| DevnetError::Spawn { binary, path: path.to_path_buf(), source })?;
         let (tx, rx) = mpsc::unbounded_channel();
         let file = Arc::new(Mutex::new(file));
         if let Some(out) = child.stdout.take() {
@@ -139,11 +119,7 @@ impl ChildProcess {
     }
 
     pub(crate) fn not_ready(&self, reason: &str) -> DevnetError {
-        DevnetError::NotReady {
-            binary: self.binary,
-            reason: reason.to_string(),
-            log: self.log.clone(),
-        }
+        DevnetError::NotReady { binary: self.binary, reason: reason.to_string(), log: self.log.clone() }
     }
 
     pub(crate) fn pid(&self) -> u32 {
@@ -197,10 +173,26 @@ fn drain(
 
 /// A TCP port that was free a moment ago, for servers that cannot pick their own.
 pub fn free_port() -> Result<u16, DevnetError> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0")
-        .map_err(|e| DevnetError::io("127.0.0.1:0", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| DevnetError::io("127.0.0.1:0", e))
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| DevnetError::io("127.0.0.1:0", e))?;
+    listener.local_addr().map(|a| a.port()).map_err(|e| DevnetError::io("127.0.0.1:0", e))
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie awaiting its parent).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+        .unwrap_or(false)
+}
+
+/// The processes whose parent is `pid`, from `/proc`.
+pub fn child_pids(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![] };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+            // Fields after the parenthesised command: state, then the parent's PID.
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(&pid.to_string())
+        })
+        .collect()
 }
