@@ -1,0 +1,199 @@
+//! Merkle-Patricia proofs: receipts against `receiptsRoot`, accounts and storage against
+//! `stateRoot`, and the proven message built on them.
+
+use alloy::{
+    consensus::{Header, ReceiptEnvelope},
+    eips::eip2718::{Decodable2718, Encodable2718},
+    primitives::{Address, B256, Bytes, U256, keccak256},
+    rlp::Encodable,
+    rpc::types::EIP1186AccountProofResponse,
+    sol_types::SolEvent,
+    trie::{
+        HashBuilder, Nibbles, TrieAccount,
+        proof::{ProofRetainer, verify_proof},
+    },
+};
+use ferry_messages::{Attestation, Message, MessageId, contracts::Mailbox};
+use serde::{Deserialize, Serialize};
+
+use crate::{ProofError, SealedHeader};
+
+/// A receipt and the trie nodes that lead from a block's `receiptsRoot` to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptProof {
+    /// The transaction's index in the block (the trie key is `rlp(index)`).
+    pub index: u64,
+    /// The receipt's EIP-2718 encoding (the trie value).
+    pub receipt: Bytes,
+    /// Trie nodes from the root down.
+    pub nodes: Vec<Bytes>,
+}
+
+impl ReceiptProof {
+    /// Builds the receipts trie of a block and the proof of receipt `index`, checking
+    /// that the trie's root is `receipts_root`.
+    pub fn build(receipts: &[ReceiptEnvelope], index: u64, receipts_root: B256) -> Result<Self, ProofError> {
+        let target = usize::try_from(index)
+            .ok()
+            .filter(|i| *i < receipts.len())
+            .ok_or(ProofError::NoSuchReceipt { index, count: receipts.len() })?;
+        let target_key = Nibbles::unpack(rlp_index(index));
+        let mut leaves: Vec<(Nibbles, Vec<u8>)> = receipts
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (Nibbles::unpack(rlp_index(i as u64)), r.encoded_2718()))
+            .collect();
+        // The builder takes leaves in key order, and rlp(index) does not sort like index.
+        leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target_key]));
+        for (key, value) in &leaves {
+            builder.add_leaf(*key, value);
+        }
+        let root = builder.root();
+        if root != receipts_root {
+            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
+        }
+        let nodes = builder.take_proof_nodes().matching_nodes_sorted(&target_key).into_iter().map(|(_, n)| n).collect();
+        Ok(Self { index, receipt: receipts[target].encoded_2718().into(), nodes })
+    }
+
+    /// Verifies the proof against `receipts_root` and returns the receipt.
+    pub fn verify(&self, receipts_root: B256) -> Result<ReceiptEnvelope, ProofError> {
+        verify_proof(receipts_root, Nibbles::unpack(rlp_index(self.index)), Some(self.receipt.to_vec()), &self.nodes)
+            .map_err(|e| ProofError::Trie { what: "receipt", root: receipts_root, reason: e.to_string() })?;
+        ReceiptEnvelope::decode_2718(&mut self.receipt.as_ref())
+            .map_err(|e| ProofError::Malformed { what: "receipt", reason: e.to_string() })
+    }
+}
+
+fn rlp_index(index: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9);
+    index.encode(&mut out);
+    out
+}
+
+/// Verifies an `eth_getProof` answer against `state_root`: the account (present or
+/// absent) and every storage slot in it (present or zero) against the account's
+/// storage root.
+pub fn verify_account_proof(state_root: B256, proof: &EIP1186AccountProofResponse) -> Result<(), ProofError> {
+    let account = TrieAccount {
+        nonce: proof.nonce,
+        balance: proof.balance,
+        storage_root: proof.storage_hash,
+        code_hash: proof.code_hash,
+        ..Default::default()
+    };
+    let absent = account.nonce == 0
+        && account.balance.is_zero()
+        && account.code_hash == alloy::consensus::constants::KECCAK_EMPTY
+        && account.storage_root == alloy::trie::EMPTY_ROOT_HASH;
+    let value = (!absent).then(|| alloy::rlp::encode(account));
+    verify_proof(state_root, Nibbles::unpack(keccak256(proof.address)), value, &proof.account_proof)
+        .map_err(|e| ProofError::Trie { what: "account", root: state_root, reason: e.to_string() })?;
+    for slot in &proof.storage_proof {
+        verify_storage_proof(proof.storage_hash, slot.key.as_b256(), slot.value, &slot.proof)?;
+    }
+    Ok(())
+}
+
+/// Verifies that `slot` holds `value` (zero meaning absent) under `storage_root`.
+pub fn verify_storage_proof(storage_root: B256, slot: B256, value: U256, nodes: &[Bytes]) -> Result<(), ProofError> {
+    let expected = (!value.is_zero()).then(|| alloy::rlp::encode(value));
+    verify_proof(storage_root, Nibbles::unpack(keccak256(slot)), expected, nodes).map_err(|e| ProofError::Trie {
+        what: "storage",
+        root: storage_root,
+        reason: e.to_string(),
+    })
+}
+
+/// A message with everything needed to check, offline and against nothing but a trusted
+/// block hash, that the origin Mailbox dispatched it in that block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProvenMessage {
+    /// The message.
+    pub message: Message,
+    /// The origin block's header.
+    pub header: Header,
+    /// The proof of the dispatching transaction's receipt.
+    pub receipt_proof: ReceiptProof,
+    /// The `Dispatch` log's index within that receipt's logs.
+    pub log_index: u64,
+}
+
+impl ProvenMessage {
+    /// Proves the `Dispatch` log `log_index` of receipt `tx_index` in `header`'s block.
+    pub fn build(
+        header: &SealedHeader,
+        receipts: &[ReceiptEnvelope],
+        tx_index: u64,
+        log_index: u64,
+    ) -> Result<Self, ProofError> {
+        let receipt_proof = ReceiptProof::build(receipts, tx_index, header.receipts_root)?;
+        let receipt = receipt_proof.verify(header.receipts_root)?;
+        let log = receipt_log(&receipt, log_index)?;
+        let dispatch = Mailbox::Dispatch::decode_log_data(&log.data)
+            .map_err(|e| ProofError::LogMismatch { reason: format!("not a Dispatch log: {e}") })?;
+        let message = Message::decode(&dispatch.message)
+            .map_err(|e| ProofError::Malformed { what: "message", reason: e.to_string() })?;
+        Ok(Self { message, header: header.inner().clone(), receipt_proof, log_index })
+    }
+
+    /// The id of the message.
+    pub fn id(&self) -> MessageId {
+        self.message.id()
+    }
+
+    /// The header's hash.
+    pub fn block_hash(&self) -> B256 {
+        self.header.hash_slow()
+    }
+
+    /// Checks that the header is the trusted one, the receipt is in it, its log
+    /// `log_index` is a `Dispatch` by `origin_mailbox` carrying exactly this message with
+    /// its id, and the message claims `origin_chain` as its origin.
+    pub fn verify(&self, trusted: B256, origin_chain: u32, origin_mailbox: Address) -> Result<MessageId, ProofError> {
+        let actual = self.header.hash_slow();
+        if actual != trusted {
+            return Err(ProofError::UntrustedHeader { trusted, actual });
+        }
+        let receipt = self.receipt_proof.verify(self.header.receipts_root)?;
+        if !receipt.status() {
+            return Err(ProofError::LogMismatch { reason: "the dispatching transaction reverted".into() });
+        }
+        let log = receipt_log(&receipt, self.log_index)?;
+        let mismatch = |reason: String| Err(ProofError::LogMismatch { reason });
+        if log.address != origin_mailbox {
+            return mismatch(format!("log emitted by {}, not the Mailbox {origin_mailbox}", log.address));
+        }
+        let dispatch = Mailbox::Dispatch::decode_log_data(&log.data)
+            .map_err(|e| ProofError::LogMismatch { reason: format!("not a Dispatch log: {e}") })?;
+        let encoded = self.message.encode();
+        if dispatch.message.as_ref() != encoded.as_slice() {
+            return mismatch("the log carries other message bytes".into());
+        }
+        let id = keccak256(&encoded);
+        if dispatch.id != id {
+            return mismatch(format!("the log's id {} is not the message's {id}", dispatch.id));
+        }
+        if self.message.origin != origin_chain {
+            return mismatch(format!("message origin {} is not chain {origin_chain}", self.message.origin));
+        }
+        Ok(id)
+    }
+
+    /// The attestation a validator signs for this message.
+    pub fn attestation(&self, origin_mailbox: Address) -> Attestation {
+        Attestation {
+            origin: self.message.origin,
+            origin_mailbox: origin_mailbox.into_word(),
+            destination: self.message.destination,
+            block_hash: self.block_hash(),
+            id: self.id(),
+        }
+    }
+}
+
+fn receipt_log(receipt: &ReceiptEnvelope, index: u64) -> Result<&alloy::primitives::Log, ProofError> {
+    let logs = receipt.logs();
+    usize::try_from(index).ok().and_then(|i| logs.get(i)).ok_or(ProofError::NoSuchLog { index, count: logs.len() })
+}

@@ -1,0 +1,120 @@
+//! Per-chain switches for the header rules and for finality.
+
+use alloy::eips::{eip1559::BaseFeeParams, eip7840::BlobParams};
+use serde::{Deserialize, Serialize};
+
+/// How a header's timestamp must relate to its parent's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampRule {
+    /// Strictly after the parent (Ethereum).
+    Increasing,
+    /// Not before the parent (anvil under automine mines several blocks a second).
+    NonDecreasing,
+    /// Not checked.
+    Off,
+}
+
+/// Which EIP-4844/7840 blob parameters the chain's current fork uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlobSchedule {
+    /// Cancun: target 3, max 6.
+    Cancun,
+    /// Prague: target 6, max 9.
+    Prague,
+    /// Osaka: Prague's counts with the EIP-7918 reserve price.
+    Osaka,
+    /// The first blob-parameter-only fork after Osaka.
+    Bpo1,
+    /// The second.
+    Bpo2,
+}
+
+impl BlobSchedule {
+    /// The parameters alloy knows for this schedule.
+    pub fn params(self) -> BlobParams {
+        match self {
+            Self::Cancun => BlobParams::cancun(),
+            Self::Prague => BlobParams::prague(),
+            Self::Osaka => BlobParams::osaka(),
+            Self::Bpo1 => BlobParams::bpo1(),
+            Self::Bpo2 => BlobParams::bpo2(),
+        }
+    }
+}
+
+/// The consensus rules a header must satisfy against its parent, each switchable.
+///
+/// The hash check (`keccak256(rlp(header)) == hash`) and the parent link are not
+/// switchable: without them nothing else means anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HeaderRules {
+    /// `number == parent.number + 1`.
+    pub sequential_numbers: bool,
+    /// `gas_used <= gas_limit`.
+    pub gas_used_within_limit: bool,
+    /// The gas limit moves by less than 1/1024 of the parent's and stays >= 5000.
+    pub gas_limit_bounds: bool,
+    /// How timestamps must move.
+    pub timestamp: TimestampRule,
+    /// The base fee follows EIP-1559 from the parent's.
+    pub eip1559_base_fee: bool,
+    /// Forgive the base fee of block 1 and of the first block of a new branch: anvil
+    /// copies its parent's fee into both.
+    pub anvil_base_fee_quirks: bool,
+    /// Blob gas used and excess blob gas follow EIP-4844 where present.
+    pub eip4844_blob_gas: bool,
+    /// Blob parameters for the excess blob gas rule.
+    pub blob_schedule: BlobSchedule,
+    /// Proof-of-stake headers: zero difficulty and nonce, no ommers.
+    pub post_merge: bool,
+    /// `extra_data` is at most 32 bytes.
+    pub extra_data_limit: bool,
+}
+
+impl HeaderRules {
+    /// Every rule, as Ethereum mainnet keeps them.
+    pub const fn ethereum() -> Self {
+        Self {
+            sequential_numbers: true,
+            gas_used_within_limit: true,
+            gas_limit_bounds: true,
+            timestamp: TimestampRule::Increasing,
+            eip1559_base_fee: true,
+            anvil_base_fee_quirks: false,
+            eip4844_blob_gas: true,
+            blob_schedule: BlobSchedule::Osaka,
+            post_merge: true,
+            extra_data_limit: true,
+        }
+    }
+
+    /// Ethereum's rules with anvil's deliberate departures forgiven: equal timestamps
+    /// and the copied base fee of block 1 and of a reorg's first block.
+    pub const fn anvil() -> Self {
+        Self { timestamp: TimestampRule::NonDecreasing, anvil_base_fee_quirks: true, ..Self::ethereum() }
+    }
+
+    /// EIP-1559 parameters (Ethereum's).
+    pub(crate) fn base_fee_params(&self) -> BaseFeeParams {
+        BaseFeeParams::ethereum()
+    }
+}
+
+impl Default for HeaderRules {
+    fn default() -> Self {
+        Self::ethereum()
+    }
+}
+
+/// When a header becomes final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finality {
+    /// Once this many blocks sit on top of it on the canonical branch.
+    Confirmations(u64),
+    /// When the chain's `finalized` block tag reaches it (fed to the client).
+    Tag,
+}

@@ -1,0 +1,207 @@
+//! Header verification: a header on its own (its hash) and against its parent (the
+//! consensus rules of [`HeaderRules`]).
+
+use alloy::{
+    consensus::{EMPTY_OMMER_ROOT_HASH, Header, Sealed},
+    eips::eip4844::DATA_GAS_PER_BLOB,
+    primitives::{B64, B256, U256},
+};
+
+use crate::{HeaderError, HeaderRules, SealedHeader, TimestampRule};
+
+/// The lowest gas limit Ethereum allows.
+const MIN_GAS_LIMIT: u64 = 5000;
+/// The gas limit may move by less than parent / 1024 per block.
+const GAS_LIMIT_BOUND_DIVISOR: u64 = 1024;
+/// The base fee of the first EIP-1559 block.
+const INITIAL_BASE_FEE: u64 = 1_000_000_000;
+
+/// Checks that `header` hashes to `claimed` (`keccak256(rlp(header))`) and seals it.
+pub fn seal(header: Header, claimed: B256) -> Result<SealedHeader, HeaderError> {
+    let actual = header.hash_slow();
+    if actual != claimed {
+        return Err(HeaderError::HashMismatch { number: header.number, claimed, actual });
+    }
+    Ok(Sealed::new_unchecked(header, claimed))
+}
+
+/// Where a header sits, for the rules that anvil bends.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// The parent already has another child: this header starts a new branch.
+    pub starts_branch: bool,
+}
+
+/// Checks the consensus rules of `header` against `parent`. The caller has checked the
+/// hash ([`seal`]) and that `header.parent_hash == parent.hash()`.
+pub fn check_against_parent(
+    parent: &SealedHeader,
+    header: &SealedHeader,
+    rules: &HeaderRules,
+    position: Position,
+) -> Result<(), HeaderError> {
+    check_alone(header, rules)?;
+    if rules.sequential_numbers && Some(header.number) != parent.number.checked_add(1) {
+        return Err(HeaderError::NumberNotSequential { number: header.number, parent: parent.number });
+    }
+    if rules.gas_limit_bounds {
+        check_gas_limit(parent.gas_limit, header.gas_limit)?;
+    }
+    check_timestamp(parent.timestamp, header.timestamp, rules.timestamp)?;
+    if rules.eip1559_base_fee {
+        let forgiven = rules.anvil_base_fee_quirks && (header.number == 1 || position.starts_branch);
+        if !forgiven {
+            check_base_fee(parent, header, rules)?;
+        }
+    }
+    if rules.eip4844_blob_gas {
+        check_blob_gas(parent, header, rules)?;
+    }
+    Ok(())
+}
+
+/// The rules a header satisfies on its own.
+fn check_alone(header: &Header, rules: &HeaderRules) -> Result<(), HeaderError> {
+    if rules.gas_used_within_limit && header.gas_used > header.gas_limit {
+        return Err(HeaderError::GasUsedAboveLimit { used: header.gas_used, limit: header.gas_limit });
+    }
+    if rules.extra_data_limit && header.extra_data.len() > 32 {
+        return Err(HeaderError::ExtraDataTooLong { len: header.extra_data.len() });
+    }
+    if rules.post_merge {
+        if header.difficulty != U256::ZERO {
+            return Err(HeaderError::NotPostMerge { field: "difficulty" });
+        }
+        if header.nonce != B64::ZERO {
+            return Err(HeaderError::NotPostMerge { field: "nonce" });
+        }
+        if header.ommers_hash != EMPTY_OMMER_ROOT_HASH {
+            return Err(HeaderError::NotPostMerge { field: "ommers_hash" });
+        }
+    }
+    Ok(())
+}
+
+fn check_gas_limit(parent: u64, limit: u64) -> Result<(), HeaderError> {
+    if limit.abs_diff(parent) >= parent / GAS_LIMIT_BOUND_DIVISOR || limit < MIN_GAS_LIMIT {
+        return Err(HeaderError::GasLimitOutOfBounds { limit, parent });
+    }
+    Ok(())
+}
+
+fn check_timestamp(parent: u64, timestamp: u64, rule: TimestampRule) -> Result<(), HeaderError> {
+    let ok = match rule {
+        TimestampRule::Increasing => timestamp > parent,
+        TimestampRule::NonDecreasing => timestamp >= parent,
+        TimestampRule::Off => true,
+    };
+    if ok { Ok(()) } else { Err(HeaderError::TimestampBeforeParent { timestamp, parent }) }
+}
+
+fn check_base_fee(parent: &Header, header: &Header, rules: &HeaderRules) -> Result<(), HeaderError> {
+    let expected = match parent.base_fee_per_gas {
+        Some(_) => parent.next_block_base_fee(rules.base_fee_params()),
+        // The London block itself starts at the initial base fee.
+        None => header.base_fee_per_gas.map(|_| INITIAL_BASE_FEE),
+    };
+    if expected != header.base_fee_per_gas {
+        return Err(HeaderError::BaseFeeMismatch { expected, actual: header.base_fee_per_gas });
+    }
+    Ok(())
+}
+
+fn check_blob_gas(parent: &Header, header: &Header, rules: &HeaderRules) -> Result<(), HeaderError> {
+    let params = rules.blob_schedule.params();
+    if let Some(used) = header.blob_gas_used {
+        let max = params.max_blob_gas_per_block();
+        if used > max || !used.is_multiple_of(DATA_GAS_PER_BLOB) {
+            return Err(HeaderError::BlobGasUsedInvalid { used, max });
+        }
+    }
+    let expected = match (header.excess_blob_gas, parent.excess_blob_gas) {
+        (None, None) => return Ok(()),
+        // The Cancun block itself starts from zero.
+        (Some(_), None) => Some(0),
+        (_, Some(_)) => parent.next_block_excess_blob_gas(params),
+    };
+    if expected != header.excess_blob_gas {
+        return Err(HeaderError::ExcessBlobGasMismatch { expected, actual: header.excess_blob_gas });
+    }
+    Ok(())
+}
+
+/// `keccak256` of a header's RLP, for callers that hold only the encoding.
+pub fn hash_of_encoded(rlp: &[u8]) -> B256 {
+    alloy::primitives::keccak256(rlp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn genesis() -> Header {
+        Header {
+            gas_limit: 30_000_000,
+            base_fee_per_gas: Some(INITIAL_BASE_FEE),
+            timestamp: 1_700_000_000,
+            ommers_hash: EMPTY_OMMER_ROOT_HASH,
+            ..Default::default()
+        }
+    }
+
+    fn child(parent: &SealedHeader, rules: &HeaderRules) -> SealedHeader {
+        let header = Header {
+            parent_hash: parent.hash(),
+            number: parent.number + 1,
+            timestamp: parent.timestamp + 12,
+            base_fee_per_gas: parent.next_block_base_fee(rules.base_fee_params()),
+            ..parent.inner().clone()
+        };
+        let hash = header.hash_slow();
+        seal(header, hash).unwrap()
+    }
+
+    #[test]
+    fn a_well_formed_child_passes_and_rules_name_their_breaks() {
+        let rules = HeaderRules::ethereum();
+        let g = genesis();
+        let parent = seal(g.clone(), g.hash_slow()).unwrap();
+        let good = child(&parent, &rules);
+        check_against_parent(&parent, &good, &rules, Position::default()).unwrap();
+
+        let broken = |f: &dyn Fn(&mut Header)| {
+            let mut h = good.inner().clone();
+            f(&mut h);
+            let hash = h.hash_slow();
+            check_against_parent(&parent, &seal(h, hash).unwrap(), &rules, Position::default()).unwrap_err().reason()
+        };
+        assert_eq!(broken(&|h| h.number += 1), "number");
+        assert_eq!(broken(&|h| h.gas_used = h.gas_limit + 1), "gas_used");
+        assert_eq!(broken(&|h| h.gas_limit += h.gas_limit / 1024), "gas_limit");
+        assert_eq!(broken(&|h| h.timestamp = parent.timestamp), "timestamp");
+        assert_eq!(broken(&|h| h.base_fee_per_gas = Some(7)), "base_fee");
+        assert_eq!(broken(&|h| h.difficulty = U256::from(1)), "post_merge");
+        assert_eq!(broken(&|h| h.extra_data = vec![0; 33].into()), "extra_data");
+        assert_eq!(broken(&|h| h.excess_blob_gas = Some(1)), "excess_blob_gas");
+        assert_eq!(broken(&|h| h.blob_gas_used = Some(1)), "blob_gas_used");
+    }
+
+    #[test]
+    fn gas_limit_may_move_just_under_a_1024th() {
+        // 30,000,000 / 1024 = 29,296 (rounded down): the move must stay below it.
+        assert!(check_gas_limit(30_000_000, 30_000_000 + 29_295).is_ok());
+        assert!(check_gas_limit(30_000_000, 30_000_000 + 29_296).is_err());
+        assert!(check_gas_limit(30_000_000, 30_000_000 - 29_295).is_ok());
+        assert!(check_gas_limit(30_000_000, 30_000_000 - 29_296).is_err());
+        assert!(check_gas_limit(6000, 6000).is_ok());
+        assert!(check_gas_limit(6000, 4999).is_err());
+    }
+
+    #[test]
+    fn the_hash_must_match() {
+        let g = genesis();
+        let err = seal(g.clone(), B256::repeat_byte(1)).unwrap_err();
+        assert_eq!(err.reason(), "hash_mismatch");
+        assert!(seal(g.clone(), g.hash_slow()).is_ok());
+    }
+}
