@@ -44,7 +44,7 @@ impl ReceiptProof {
             .map(|(i, r)| (Nibbles::unpack(rlp_index(i as u64)), r.encoded_2718()))
             .collect();
         // The builder takes leaves in key order, and rlp(index) does not sort like index.
-        leaves.sort_by(|a, b| a.0.cmp(&b.0));
+        leaves.sort_by_key(|(key, _)| *key);
         let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target_key]));
         for (key, value) in &leaves {
             builder.add_leaf(*key, value);
@@ -81,7 +81,6 @@ pub fn verify_account_proof(state_root: B256, proof: &EIP1186AccountProofRespons
         balance: proof.balance,
         storage_root: proof.storage_hash,
         code_hash: proof.code_hash,
-        ..Default::default()
     };
     let absent = account.nonce == 0
         && account.balance.is_zero()
