@@ -61,8 +61,8 @@ pub struct HeaderRules {
     pub timestamp: TimestampRule,
     /// The base fee follows EIP-1559 from the parent's.
     pub eip1559_base_fee: bool,
-    /// Forgive the base fee of block 1 and of the first block of a new branch: anvil
-    /// copies its parent's fee into both.
+    /// Forgive a base fee copied from the parent in block 1 and in the first block of a
+    /// new branch: anvil does that in both.
     pub anvil_base_fee_quirks: bool,
     /// Blob gas used and excess blob gas follow EIP-4844 where present.
     pub eip4844_blob_gas: bool,
@@ -75,7 +75,8 @@ pub struct HeaderRules {
 }
 
 impl HeaderRules {
-    /// Every rule, as Ethereum mainnet keeps them.
+    /// Every rule, as Ethereum mainnet keeps them (blob parameters of BPO2, mainnet's
+    /// schedule since January 2026).
     pub const fn ethereum() -> Self {
         Self {
             sequential_numbers: true,
@@ -85,16 +86,22 @@ impl HeaderRules {
             eip1559_base_fee: true,
             anvil_base_fee_quirks: false,
             eip4844_blob_gas: true,
-            blob_schedule: BlobSchedule::Osaka,
+            blob_schedule: BlobSchedule::Bpo2,
             post_merge: true,
             extra_data_limit: true,
         }
     }
 
-    /// Ethereum's rules with anvil's deliberate departures forgiven: equal timestamps
-    /// and the copied base fee of block 1 and of a reorg's first block.
+    /// Ethereum's rules with anvil's deliberate departures forgiven (equal timestamps,
+    /// the copied base fee of block 1 and of a reorg's first block), and the blob
+    /// parameters of anvil's default fork (Osaka with BPO1).
     pub const fn anvil() -> Self {
-        Self { timestamp: TimestampRule::NonDecreasing, anvil_base_fee_quirks: true, ..Self::ethereum() }
+        Self {
+            timestamp: TimestampRule::NonDecreasing,
+            anvil_base_fee_quirks: true,
+            blob_schedule: BlobSchedule::Bpo1,
+            ..Self::ethereum()
+        }
     }
 
     /// EIP-1559 parameters (Ethereum's).

@@ -49,7 +49,9 @@ pub fn check_against_parent(
     }
     check_timestamp(parent.timestamp, header.timestamp, rules.timestamp)?;
     if rules.eip1559_base_fee {
-        let forgiven = rules.anvil_base_fee_quirks && (header.number == 1 || position.starts_branch);
+        // anvil copies the parent's fee into block 1 and into a new branch's first block.
+        let copied = header.base_fee_per_gas == parent.base_fee_per_gas;
+        let forgiven = rules.anvil_base_fee_quirks && copied && (header.number == 1 || position.starts_branch);
         if !forgiven {
             check_base_fee(parent, header, rules)?;
         }
@@ -119,7 +121,8 @@ fn check_blob_gas(parent: &Header, header: &Header, rules: &HeaderRules) -> Resu
         }
     }
     let expected = match (header.excess_blob_gas, parent.excess_blob_gas) {
-        (None, None) => return Ok(()),
+        // No blob fields: a pre-Cancun header (anvil's genesis carries them even on london).
+        (None, _) => return Ok(()),
         // The Cancun block itself starts from zero.
         (Some(_), None) => Some(0),
         (_, Some(_)) => parent.next_block_excess_blob_gas(params),
