@@ -61,8 +61,8 @@ pub struct HeaderRules {
     pub timestamp: TimestampRule,
     /// The base fee follows EIP-1559 from the parent's.
     pub eip1559_base_fee: bool,
-    /// Forgive a base fee copied from the parent in block 1 and in the first block of a
-    /// new branch: anvil does that in both.
+    /// Forgive block 1's base fee when copied from genesis, and the base fee of the first
+    /// block of a new branch: anvil breaks EIP-1559 in both places.
     pub anvil_base_fee_quirks: bool,
     /// Blob gas used and excess blob gas follow EIP-4844 where present.
     pub eip4844_blob_gas: bool,

@@ -111,9 +111,11 @@ async fn insert_branch<S: HeaderSource>(
     loop {
         let (oldest, _) = branch.last().map(|(h, hash)| (h.clone(), *hash)).unwrap_or_default();
         let known = client.header(&oldest.parent_hash).is_some();
-        // Stop at a held ancestor; at or below finality the insert itself tells a
-        // conflict with the final chain from a header that links to nothing.
-        if known || oldest.number <= client.finalized().number || branch.len() > limit {
+        // Stop at a held ancestor. Below finality keep walking while final headers are
+        // held, so that a branch forking off the final chain reaches its fork point and
+        // shows as the conflict it is rather than as a header that links to nothing.
+        let oldest_final = client.fork_choice().final_headers().next().map_or(0, |h| h.number);
+        if known || oldest.number <= oldest_final || branch.len() > limit {
             break;
         }
         branch.push(source.header_by_hash(oldest.parent_hash).await?);

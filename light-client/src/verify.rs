@@ -49,9 +49,10 @@ pub fn check_against_parent(
     }
     check_timestamp(parent.timestamp, header.timestamp, rules.timestamp)?;
     if rules.eip1559_base_fee {
-        // anvil copies the parent's fee into block 1 and into a new branch's first block.
+        // anvil copies genesis's fee into block 1, and gives a reorg's first block the fee
+        // that would have followed the dropped tip, which the new parent cannot predict.
         let copied = header.base_fee_per_gas == parent.base_fee_per_gas;
-        let forgiven = rules.anvil_base_fee_quirks && copied && (header.number == 1 || position.starts_branch);
+        let forgiven = rules.anvil_base_fee_quirks && ((header.number == 1 && copied) || position.starts_branch);
         if !forgiven {
             check_base_fee(parent, header, rules)?;
         }
