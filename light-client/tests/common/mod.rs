@@ -64,7 +64,7 @@ pub fn plain(anvil: &Anvil) -> DynProvider {
     ProviderBuilder::new().connect_http(anvil.rpc_url().parse().unwrap()).erased()
 }
 
-/// A transaction of EIP-2718 type `kind` (0 to 4) from the wallet's account to `to`.
+/// A transfer of 1 wei to `to` as a transaction of EIP-2718 type `kind` (0 to 4).
 /// Type 4 delegates `authority` (a key that is not the sender's) to `to`.
 pub async fn request(
     provider: &DynProvider,
@@ -73,8 +73,20 @@ pub async fn request(
     to: Address,
     authority: &PrivateKeySigner,
 ) -> TransactionRequest {
-    let gas_price = provider.get_gas_price().await.unwrap();
     let base = TransactionRequest::default().with_to(to).with_value(U256::from(1u64));
+    typed(provider, fork, kind, base, authority).await
+}
+
+/// `base` made into a transaction of EIP-2718 type `kind` (0 to 4).
+pub async fn typed(
+    provider: &DynProvider,
+    fork: Fork,
+    kind: u8,
+    base: TransactionRequest,
+    authority: &PrivateKeySigner,
+) -> TransactionRequest {
+    let gas_price = provider.get_gas_price().await.unwrap() * 2;
+    let to = base.to.and_then(|k| k.to().copied()).unwrap_or_default();
     match kind {
         0 => base.with_gas_price(gas_price),
         1 => base.with_gas_price(gas_price).with_access_list(AccessList(vec![AccessListItem {
