@@ -14,9 +14,11 @@
 //!   [`ValidatorSet`] checking a [`QuorumCertificate`](ferry_messages::QuorumCertificate)
 //!   the way the Mailbox does.
 //! - [`CheckpointStore`]: final headers, the finality cursor and the halted state in redb.
+//! - [`bench`]: the throughput measurements behind `ferry bench light-client`.
 //! - [`LightClient`] ties them together; [`HeaderSource`] is the seam to a chain's RPC
 //!   and [`sync`] walks a client up to a target block.
 
+pub mod bench;
 mod client;
 pub mod committee;
 mod error;

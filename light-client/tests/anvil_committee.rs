@@ -52,7 +52,8 @@ async fn setup() -> Setup {
         block_hash: receipt.block_hash.unwrap(),
         id: message.id(),
     };
-    let keys: Vec<ValidatorKey> = devnet.validator_keys().iter().map(|k| ValidatorKey::from_bytes(k).unwrap()).collect();
+    let keys: Vec<ValidatorKey> =
+        devnet.validator_keys().iter().map(|k| ValidatorKey::from_bytes(k).unwrap()).collect();
     let set = ValidatorSet::new(info.validators.clone(), usize::from(info.threshold)).unwrap();
     assert_eq!(keys.iter().map(ValidatorKey::address).collect::<Vec<_>>(), info.validators);
     Setup { devnet, beta, message, attestation, keys, set }
@@ -109,7 +110,8 @@ async fn short_repeated_foreign_and_misdirected_certificates_fail_here_and_on_ch
     assert!(s.on_chain(&twice).await.is_err());
 
     let outsider = ValidatorKey::from_bytes(&B256::repeat_byte(0x99)).unwrap();
-    let mut mixed = vec![(s.keys[0].address(), s.sign(&[0])[0]), (outsider.address(), outsider.sign(&s.attestation).unwrap())];
+    let mut mixed =
+        vec![(s.keys[0].address(), s.sign(&[0])[0]), (outsider.address(), outsider.sign(&s.attestation).unwrap())];
     mixed.sort_by_key(|(a, _)| *a);
     let foreign = QuorumCertificate { block_hash, signatures: mixed.into_iter().map(|(_, sig)| sig).collect() };
     match s.set.verify(&s.attestation, &foreign) {
@@ -134,7 +136,9 @@ async fn short_repeated_foreign_and_misdirected_certificates_fail_here_and_on_ch
 
     // A high-s twin of a valid signature: the Mailbox (OpenZeppelin ECDSA) refuses it.
     let sig = s.sign(&[0])[0];
-    let n = alloy::primitives::U256::from_str_radix("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141", 16).unwrap();
+    let n =
+        alloy::primitives::U256::from_str_radix("fffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141", 16)
+            .unwrap();
     let high = Signature::new(sig.r(), n - sig.s(), !sig.v());
     assert_eq!(s.attestation.recover_signer(&high).unwrap(), s.keys[0].address(), "the twin recovers the same signer");
     let mut pair = vec![(s.keys[0].address(), high), (s.keys[1].address(), s.sign(&[1])[0])];

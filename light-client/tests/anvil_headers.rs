@@ -163,3 +163,35 @@ async fn every_header_field_tampered_is_rejected_with_its_reason() {
     let events = client.insert(good, hash).unwrap();
     assert!(events.iter().any(|e| matches!(e, Event::NewHead(h) if h.hash() == hash)));
 }
+
+#[tokio::test]
+async fn a_client_restarted_from_its_store_continues_where_it_stopped() {
+    let chain = anvil(Fork::Latest).await;
+    let provider = plain(&chain);
+    provider.anvil_mine(Some(100), None).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ferry.redb");
+    let config = common::config(chain.chain_id(), Fork::Latest, 5);
+    let genesis = common::genesis(&provider).await;
+
+    let finalized = {
+        let store = ferry_light_client::CheckpointStore::open(&path).unwrap();
+        let mut client = ferry_light_client::LightClient::open(config, store, genesis.clone()).unwrap();
+        sync(&mut client, &source(&chain), 100).await.unwrap();
+        assert_eq!(client.finalized().number, 95);
+        client.finalized().clone()
+    };
+
+    provider.anvil_mine(Some(50), None).await.unwrap();
+    let store = ferry_light_client::CheckpointStore::open(&path).unwrap();
+    let mut client = ferry_light_client::LightClient::open(config, store, genesis).unwrap();
+    assert_eq!(client.finalized().hash(), finalized.hash(), "resumed at the stored cursor");
+    assert_eq!(client.head().number, 95, "the non-final window is verified again, not trusted");
+    let events = sync(&mut client, &source(&chain), 150).await.unwrap();
+    let first_new = events.iter().find_map(|e| if let Event::NewHead(h) = e { Some(h.number) } else { None });
+    assert_eq!(first_new, Some(96));
+    assert_eq!(client.head().number, 150);
+    assert_eq!(client.finalized().number, 145);
+    let rpc = provider.get_block_by_number(145.into()).await.unwrap().unwrap();
+    assert_eq!(rpc.header.hash, client.finalized().hash());
+}

@@ -62,10 +62,14 @@ async fn big_block() -> BigBlock {
                 recipient: B256::repeat_byte(i as u8),
                 body: Bytes::from(vec![i as u8; i % 40]),
             };
-            TransactionRequest::default().with_to(*mailbox.address()).with_input(alloy::sol_types::SolCall::abi_encode(&call))
+            TransactionRequest::default()
+                .with_to(*mailbox.address())
+                .with_input(alloy::sol_types::SolCall::abi_encode(&call))
         } else {
             let call = TestToken::transferCall { to: Address::with_last_byte(i as u8 + 1), value: U256::from(i + 1) };
-            TransactionRequest::default().with_to(*token.address()).with_input(alloy::sol_types::SolCall::abi_encode(&call))
+            TransactionRequest::default()
+                .with_to(*token.address())
+                .with_input(alloy::sol_types::SolCall::abi_encode(&call))
         };
         let kind = (i % 3) as u8; // types 0, 1, 2
         let tx = typed(sender, Fork::Latest, kind, base.with_gas_limit(200_000), &authority).await;
@@ -75,7 +79,14 @@ async fn big_block() -> BigBlock {
     let blobber = cached_wallet(&chain, 6);
     let delegator = cached_wallet(&chain, 7);
     for _ in 0..2 {
-        let tx = typed(&blobber, Fork::Latest, 3, TransactionRequest::default().with_to(Address::repeat_byte(0xb0)), &authority).await;
+        let tx = typed(
+            &blobber,
+            Fork::Latest,
+            3,
+            TransactionRequest::default().with_to(Address::repeat_byte(0xb0)),
+            &authority,
+        )
+        .await;
         pending.push(blobber.send_transaction(tx).await.unwrap());
     }
     for i in 0..2u64 {

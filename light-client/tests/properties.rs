@@ -77,7 +77,11 @@ fn receipt(kind: u8, logs: usize, seed: u64) -> ReceiptEnvelope {
             data: LogData::new_unchecked(vec![keccak256(seed.to_be_bytes())], Bytes::from(vec![i as u8; i * 7])),
         })
         .collect();
-    let inner = ReceiptWithBloom::from(Receipt { status: Eip658Value::Eip658(seed % 5 != 0), cumulative_gas_used: seed * 21_000, logs });
+    let inner = ReceiptWithBloom::from(Receipt {
+        status: Eip658Value::Eip658(!seed.is_multiple_of(5)),
+        cumulative_gas_used: seed * 21_000,
+        logs,
+    });
     match kind % 5 {
         0 => ReceiptEnvelope::Legacy(inner),
         1 => ReceiptEnvelope::Eip2930(inner),

@@ -1,5 +1,6 @@
 //! `ferry`: the relayer service and its operator commands.
 
+mod bench;
 mod devnet;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -29,6 +30,8 @@ enum Command {
     /// Start two local anvil chains and a NATS server, deploy and wire the contracts,
     /// write DIR/ferry.toml and DIR/devnet.json, and stay up until Ctrl-C or SIGTERM.
     Devnet(devnet::DevnetArgs),
+    /// Measure throughput, each figure beside a baseline from the same run.
+    Bench(bench::BenchArgs),
 }
 
 #[tokio::main]
@@ -37,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     init_logging(cli.log_format);
     match cli.command {
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Bench(args) => bench::run(args),
     }
 }
 

@@ -85,7 +85,7 @@ pub async fn typed(
     base: TransactionRequest,
     authority: &PrivateKeySigner,
 ) -> TransactionRequest {
-    let gas_price = provider.get_gas_price().await.unwrap() * 2;
+    let gas_price = provider.get_gas_price().await.unwrap();
     let to = base.to.and_then(|k| k.to().copied()).unwrap_or_default();
     match kind {
         0 => base.with_gas_price(gas_price),
@@ -123,7 +123,8 @@ pub async fn traffic(anvil: &Anvil, fork: Fork, rounds: usize) -> Vec<Transactio
     for round in 0..rounds {
         for &kind in fork.tx_types().iter().filter(|k| **k != 3 || round % 8 == 0) {
             let tx = request(&provider, fork, kind, to, &authority).await;
-            let receipt = provider.send_transaction(tx).await.unwrap().get_receipt().await.unwrap();
+            let pending = provider.send_transaction(tx.clone()).await.unwrap_or_else(|e| panic!("type {kind} round {round}: {e}: {tx:?}"));
+            let receipt = pending.get_receipt().await.unwrap();
             assert!(receipt.status(), "type {kind} transaction reverted");
             assert_eq!(receipt.inner.tx_type() as u8, kind);
             receipts.push(receipt);
@@ -139,7 +140,11 @@ pub async fn genesis(provider: &DynProvider) -> SealedHeader {
 }
 
 pub fn config(chain_id: u64, fork: Fork, confirmations: u64) -> LightClientConfig {
-    LightClientConfig { rules: fork.rules(), finality: Finality::Confirmations(confirmations), ..LightClientConfig::new(chain_id, confirmations) }
+    LightClientConfig {
+        rules: fork.rules(),
+        finality: Finality::Confirmations(confirmations),
+        ..LightClientConfig::new(chain_id, confirmations)
+    }
 }
 
 pub async fn client_from_genesis(anvil: &Anvil, fork: Fork, confirmations: u64) -> LightClient {

@@ -1,0 +1,57 @@
+//! `ferry bench`: throughput figures, each beside a baseline measured in the same run.
+
+use std::time::Duration;
+
+use ferry_light_client::bench as lc;
+
+/// Arguments of `ferry bench`.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    target: BenchTarget,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchTarget {
+    /// Header and receipt-proof verifications per second on one core, beside bare
+    /// keccak256 over the same bytes.
+    LightClient {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Seconds to measure each figure for.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+}
+
+/// Runs the chosen benchmark and prints its figures.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.target {
+        BenchTarget::LightClient { json, seconds } => {
+            anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
+            if cfg!(debug_assertions) {
+                tracing::warn!("this is a debug build: build with --release for meaningful figures");
+            }
+            let fixtures = lc::fixtures(1_001, 200);
+            let report = lc::run(&fixtures, Duration::from_secs_f64(seconds));
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "header verifications: {:>10.0}/s   keccak bound {:>10.0}/s   ({:.2}x of the bound)",
+                    report.headers_per_s,
+                    report.keccak_headers_per_s,
+                    report.headers_per_s / report.keccak_headers_per_s
+                );
+                println!(
+                    "receipt proofs:       {:>10.0}/s   keccak bound {:>10.0}/s   ({:.2}x of the bound)",
+                    report.proofs_per_s,
+                    report.keccak_proofs_per_s,
+                    report.proofs_per_s / report.keccak_proofs_per_s
+                );
+            }
+            Ok(())
+        }
+    }
+}
