@@ -1,1 +1,43 @@
-//! ferry executors (parallel revm worker pools): built under the executors issue.
+//! ferry's executors: per-chain pools of revm workers that run ordered batches of
+//! transactions in parallel with exactly the results of sequential execution.
+//!
+//! - [`Executor`]: a pool of worker threads, each owning one reused EVM. Big batches go
+//!   to the Block-STM engine (multi-version memory, optimistic execution, validation of
+//!   read sets, re-execution on conflict, waiting on known writers, commit in order);
+//!   small ones run sequentially.
+//! - The beneficiary's fee and the balance and nonce of a sender with several
+//!   transactions are applied lazily at commit, so they are not hot spots; a
+//!   transaction that reads them explicitly still sees the exact value.
+//! - [`StateSource`]: where state comes from — [`InMemoryState`] or a chain forked over
+//!   RPC ([`ForkedState`]).
+//! - [`validation`]: comparing predictions with receipts and with sequential re-runs.
+
+pub mod bench;
+mod commit;
+mod error;
+mod evm;
+mod mv_memory;
+mod overlay;
+mod parallel;
+mod pool;
+mod scheduler;
+mod state;
+mod types;
+mod view;
+
+pub use error::{ExecutorError, StateError};
+pub use pool::{Executor, ExecutorConfig};
+pub use state::{InMemoryState, StateSource};
+pub use types::{AccountDiff, AccountState, BatchOutcome, BlockContext, ExecutionMode, StateDiff, TxOutcome, TxStatus};
+
+/// Makes workers yield at random points, to shake out races in tests.
+#[doc(hidden)]
+pub fn set_chaos(on: bool) {
+    scheduler::CHAOS.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// revm's types that appear in this crate's API.
+pub use revm::{
+    context::{BlockEnv, TxEnv},
+    primitives::hardfork::SpecId,
+};

@@ -42,6 +42,13 @@ sol!(
     "contracts/out/TestRecipient.json"
 );
 
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
+    Workbench,
+    "contracts/out/Workbench.json"
+);
+
 /// `TokenBridge.Mode` as the constructor takes it.
 pub mod bridge_mode {
     /// Locks the token on this chain and releases it on return.

@@ -123,7 +123,10 @@ pub async fn traffic(anvil: &Anvil, fork: Fork, rounds: usize) -> Vec<Transactio
     for round in 0..rounds {
         for &kind in fork.tx_types().iter().filter(|k| **k != 3 || round % 8 == 0) {
             let tx = request(&provider, fork, kind, to, &authority).await;
-            let pending = provider.send_transaction(tx.clone()).await.unwrap_or_else(|e| panic!("type {kind} round {round}: {e}: {tx:?}"));
+            let pending = provider
+                .send_transaction(tx.clone())
+                .await
+                .unwrap_or_else(|e| panic!("type {kind} round {round}: {e}: {tx:?}"));
             let receipt = pending.get_receipt().await.unwrap();
             assert!(receipt.status(), "type {kind} transaction reverted");
             assert_eq!(receipt.inner.tx_type() as u8, kind);

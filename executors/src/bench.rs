@@ -1,0 +1,306 @@
+//! Workloads for tests and benchmarks (`cargo bench -p ferry-executors`, `ferry bench
+//! executors`), built by really deploying ferry's contracts into in-memory state, and
+//! the baseline they are measured against: plain revm, one transaction after another.
+
+use std::{sync::Arc, time::Instant};
+
+use alloy::{
+    signers::{SignerSync, local::PrivateKeySigner},
+    sol_types::{SolCall, SolConstructor},
+};
+use ferry_messages::{
+    Attestation, Message, QuorumCertificate,
+    contracts::{Mailbox, TestRecipient, TestToken, Workbench},
+};
+use revm::{
+    Context, DatabaseCommit, DatabaseRef, ExecuteEvm, MainBuilder, MainContext,
+    bytecode::Bytecode,
+    context::{BlockEnv, CfgEnv, TxEnv},
+    database::CacheDB,
+    primitives::{Address, B256, Bytes, TxKind, U256, hardfork::SpecId, keccak256},
+    state::AccountInfo,
+};
+
+use crate::{BlockContext, Executor, ExecutorConfig, InMemoryState, StateError, StateSource, TxStatus};
+
+/// The chain id of the in-memory chain.
+pub const CHAIN_ID: u64 = 31338;
+const GWEI: u128 = 1_000_000_000;
+
+/// In-memory state with ferry's contracts deployed and funded accounts.
+pub struct Fixture {
+    /// The state.
+    pub state: Arc<InMemoryState>,
+    /// The block batches run in.
+    pub ctx: BlockContext,
+    /// Funded accounts (keys derived from their index).
+    pub accounts: Vec<Address>,
+    /// A TestToken every account holds 1e24 of.
+    pub token: Address,
+    /// The Workbench contract.
+    pub workbench: Address,
+    /// A Mailbox accepting messages from chain 31337 with `validators` (threshold 2).
+    pub mailbox: Address,
+    /// Recipients of deliveries.
+    pub recipients: Vec<Address>,
+    /// The validators' keys.
+    pub validators: Vec<PrivateKeySigner>,
+    /// The Mailbox it pretends messages come from.
+    pub origin_mailbox: Address,
+}
+
+/// A transaction from `caller` to `to` (EIP-1559: max fee 2 gwei, tip 1 gwei).
+pub fn call(caller: Address, nonce: u64, to: Address, data: Bytes, value: U256, gas_limit: u64) -> TxEnv {
+    TxEnv {
+        tx_type: 2,
+        caller,
+        gas_limit,
+        gas_price: 2 * GWEI,
+        gas_priority_fee: Some(GWEI),
+        kind: TxKind::Call(to),
+        value,
+        data,
+        nonce,
+        chain_id: Some(CHAIN_ID),
+        ..Default::default()
+    }
+}
+
+fn create(caller: Address, nonce: u64, code: Bytes) -> TxEnv {
+    TxEnv { kind: TxKind::Create, ..call(caller, nonce, Address::ZERO, code, U256::ZERO, 10_000_000) }
+}
+
+/// The block every fixture batch runs in (beneficiary 0xc0ffee..., base fee 1 gwei).
+pub fn block_context() -> BlockContext {
+    let block = BlockEnv {
+        number: U256::from(100),
+        beneficiary: Address::repeat_byte(0xc0),
+        timestamp: U256::from(1_800_000_000u64),
+        gas_limit: 30_000_000,
+        basefee: GWEI as u64,
+        prevrandao: Some(B256::repeat_byte(7)),
+        ..Default::default()
+    };
+    BlockContext { block, chain_id: CHAIN_ID, spec: SpecId::PRAGUE }
+}
+
+/// The key of fixture account `i`.
+pub fn account_key(i: usize) -> B256 {
+    keccak256(format!("ferry executor account {i}"))
+}
+
+impl Fixture {
+    /// Deploys the contracts with real creation transactions and funds `accounts`
+    /// accounts with ether and TestToken.
+    pub fn new(accounts: usize) -> Result<Self, crate::ExecutorError> {
+        let keys: Vec<PrivateKeySigner> =
+            (0..accounts.max(2)).filter_map(|i| PrivateKeySigner::from_bytes(&account_key(i)).ok()).collect();
+        let accounts: Vec<Address> = keys.iter().map(|k| k.address()).collect();
+        let mut state = InMemoryState::new();
+        for a in &accounts {
+            state.set_account(*a, U256::from(10u128.pow(24)), 0);
+        }
+        let deployer = accounts[0];
+        let validators: Vec<PrivateKeySigner> =
+            (0..3).filter_map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("validator {i}"))).ok()).collect();
+        let origin_mailbox = Address::repeat_byte(0xaa);
+        let ctx = block_context();
+        let executor = Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX });
+        let mut nonce = 0u64;
+        let mut deploy = |state: &mut InMemoryState, code: Bytes| -> Result<Address, crate::ExecutorError> {
+            let address = deployer.create(nonce);
+            let out = executor.execute_sequential(
+                Arc::new(state.clone()),
+                ctx.clone(),
+                vec![create(deployer, nonce, code)],
+            )?;
+            if out.outcomes[0].status != TxStatus::Success {
+                return Err(crate::ExecutorError::Evm(format!("deployment failed: {:?}", out.outcomes[0].status)));
+            }
+            state.apply(&out.state);
+            nonce += 1;
+            Ok(address)
+        };
+        let token_code = [
+            TestToken::BYTECODE.to_vec(),
+            TestToken::constructorCall { name_: "T".into(), symbol_: "T".into(), owner_: deployer }.abi_encode(),
+        ]
+        .concat();
+        let token = deploy(&mut state, token_code.into())?;
+        let workbench = deploy(&mut state, Workbench::BYTECODE.clone())?;
+        let set: Vec<Address> = validators.iter().map(|v| v.address()).collect();
+        let mailbox_code = [
+            Mailbox::BYTECODE.to_vec(),
+            Mailbox::constructorCall { owner_: deployer, validators_: set, threshold_: 2 }.abi_encode(),
+        ]
+        .concat();
+        let mailbox = deploy(&mut state, mailbox_code.into())?;
+        let recipients: Vec<Address> =
+            (0..64).map(|_| deploy(&mut state, TestRecipient::BYTECODE.clone())).collect::<Result<_, _>>()?;
+        // Wiring and minting, one by one.
+        let mut setup = vec![call(
+            deployer,
+            nonce,
+            mailbox,
+            Mailbox::enrollRemoteMailboxCall { domain: 31337, mailbox: origin_mailbox.into_word() }.abi_encode().into(),
+            U256::ZERO,
+            200_000,
+        )];
+        for (i, a) in accounts.iter().enumerate() {
+            let data = TestToken::mintCall { to: *a, amount: U256::from(10u128.pow(24)) }.abi_encode();
+            setup.push(call(deployer, nonce + 1 + i as u64, token, data.into(), U256::ZERO, 200_000));
+        }
+        let out = executor.execute_sequential(Arc::new(state.clone()), ctx.clone(), setup)?;
+        if let Some(bad) = out.outcomes.iter().find(|o| o.status != TxStatus::Success) {
+            return Err(crate::ExecutorError::Evm(format!("setup failed: {:?}", bad.status)));
+        }
+        state.apply(&out.state);
+        Ok(Self {
+            state: Arc::new(state),
+            ctx,
+            accounts,
+            token,
+            workbench,
+            mailbox,
+            recipients,
+            validators,
+            origin_mailbox,
+        })
+    }
+
+    /// The next nonce of every account, as the fixture left them.
+    pub fn nonces(&self) -> Vec<u64> {
+        self.accounts.iter().map(|a| self.state.basic(*a).ok().flatten().map_or(0, |i| i.nonce)).collect()
+    }
+
+    /// A delivery of message `n` to recipient `n % recipients`, from `relayer`.
+    pub fn delivery(&self, relayer: Address, nonce: u64, n: u32) -> TxEnv {
+        let recipient = self.recipients[n as usize % self.recipients.len()];
+        let message = Message {
+            version: ferry_messages::VERSION,
+            nonce: n,
+            origin: 31337,
+            sender: Address::repeat_byte(0x5e).into_word(),
+            destination: CHAIN_ID as u32,
+            recipient: recipient.into_word(),
+            body: Bytes::from(n.to_be_bytes().to_vec()),
+        };
+        let attestation = Attestation {
+            origin: 31337,
+            origin_mailbox: self.origin_mailbox.into_word(),
+            destination: CHAIN_ID as u32,
+            block_hash: B256::repeat_byte(0xb1),
+            id: message.id(),
+        };
+        let signatures =
+            self.validators[..2].iter().filter_map(|v| v.sign_hash_sync(&attestation.signing_hash()).ok()).collect();
+        let metadata = QuorumCertificate::ordered(&attestation, signatures).map(|qc| qc.metadata()).unwrap_or_default();
+        let data = Mailbox::processCall { metadata: metadata.into(), message: message.encode().into() }.abi_encode();
+        call(relayer, nonce, self.mailbox, data.into(), U256::ZERO, 500_000)
+    }
+}
+
+/// A named batch.
+pub struct Workload {
+    /// One of `raw-transfer`, `erc20`, `heavy`, `hot-10`, `hot-30`, `hot-50`,
+    /// `dependent-chain`, `mailbox-delivery`.
+    pub name: &'static str,
+    /// The transactions, in order.
+    pub txs: Vec<TxEnv>,
+}
+
+/// Every benchmark workload with `size` transactions over `fixture` (which needs at
+/// least `2 * size` accounts for the independent ones).
+pub fn workloads(f: &Fixture, size: usize) -> Vec<Workload> {
+    let nonces = f.nonces();
+    let n = f.accounts.len();
+    let pair = |i: usize| (f.accounts[i % n], nonces[i % n], f.accounts[(i + size) % n]);
+    let erc20 = |i: usize, to: Address| {
+        let (from, nonce, _) = pair(i);
+        let data = TestToken::transferCall { to, value: U256::from(1000 + i) }.abi_encode();
+        call(from, nonce, f.token, data.into(), U256::ZERO, 100_000)
+    };
+    let hot = |percent: usize| -> Vec<TxEnv> {
+        let hot_receiver = Address::repeat_byte(0x40);
+        (0..size).map(|i| erc20(i, if (i * 7919) % 100 < percent { hot_receiver } else { pair(i).2 })).collect()
+    };
+    let relayer = f.accounts[n - 1];
+    vec![
+        Workload {
+            name: "raw-transfer",
+            txs: (0..size)
+                .map(|i| {
+                    let (from, nonce, to) = pair(i);
+                    call(from, nonce, to, Bytes::new(), U256::from(1 + i), 21_000)
+                })
+                .collect(),
+        },
+        Workload { name: "erc20", txs: (0..size).map(|i| erc20(i, pair(i).2)).collect() },
+        Workload {
+            name: "heavy",
+            txs: (0..size)
+                .map(|i| {
+                    let (from, nonce, _) = pair(i);
+                    let data =
+                        Workbench::swapCall { id: U256::from(i), amountIn: U256::from(1_000_000 + i) }.abi_encode();
+                    call(from, nonce, f.workbench, data.into(), U256::ZERO, 300_000)
+                })
+                .collect(),
+        },
+        Workload { name: "hot-10", txs: hot(10) },
+        Workload { name: "hot-30", txs: hot(30) },
+        Workload { name: "hot-50", txs: hot(50) },
+        Workload {
+            name: "dependent-chain",
+            txs: (0..size)
+                .map(|i| {
+                    let (from, nonce, _) = pair(i);
+                    let data = Workbench::copyCall { from: U256::from(i), to: U256::from(i + 1) }.abi_encode();
+                    call(from, nonce, f.workbench, data.into(), U256::ZERO, 100_000)
+                })
+                .collect(),
+        },
+        Workload {
+            name: "mailbox-delivery",
+            txs: (0..size).map(|i| f.delivery(relayer, nonces[n - 1] + i as u64, i as u32)).collect(),
+        },
+    ]
+}
+
+/// A state source seen through revm's `DatabaseRef`, for the plain-revm baseline.
+#[derive(Debug)]
+pub struct SourceDb<S>(pub S);
+
+impl<S: StateSource> DatabaseRef for SourceDb<S> {
+    type Error = StateError;
+    fn basic_ref(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        self.0.basic(address)
+    }
+    fn code_by_hash_ref(&self, code_hash: B256) -> Result<Bytecode, StateError> {
+        self.0.code_by_hash(code_hash)
+    }
+    fn storage_ref(&self, address: Address, index: U256) -> Result<U256, StateError> {
+        self.0.storage(address, index)
+    }
+    fn block_hash_ref(&self, number: u64) -> Result<B256, StateError> {
+        self.0.block_hash(number)
+    }
+}
+
+/// Plain revm: one mainnet EVM, each transaction executed and committed into a
+/// `CacheDB` in order. Returns the seconds it took and the gas used.
+pub fn plain_revm(state: Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) -> (f64, u64) {
+    let mut cfg = CfgEnv::new_with_spec(ctx.spec);
+    cfg.chain_id = ctx.chain_id;
+    let db = CacheDB::new(SourceDb(state));
+    let mut evm = Context::mainnet().with_cfg(cfg).with_block(ctx.block.clone()).with_db(db).build_mainnet();
+    let start = Instant::now();
+    let mut gas = 0;
+    for tx in txs {
+        if let Ok(out) = evm.transact(tx.clone()) {
+            gas += out.result.tx_gas_used();
+            evm.ctx.journaled_state.database.commit(out.state);
+        }
+    }
+    (start.elapsed().as_secs_f64(), gas)
+}

@@ -1,0 +1,206 @@
+//! Multi-version memory: for every location (an account's basic fields, a storage slot)
+//! the values written by each transaction of the batch, by index and incarnation.
+
+use std::{collections::BTreeMap, sync::Mutex};
+
+use dashmap::DashMap;
+use revm::primitives::{Address, B256, U256};
+use rustc_hash::FxBuildHasher;
+
+pub(crate) type TxIdx = usize;
+pub(crate) type Incarnation = usize;
+
+/// A piece of state transactions read and write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Location {
+    /// Balance, nonce and code hash of an account.
+    Basic(Address),
+    /// One storage slot.
+    Storage(Address, U256),
+}
+
+/// Balance, nonce and code hash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct AccountLite {
+    pub balance: U256,
+    pub nonce: u64,
+    pub code_hash: B256,
+}
+
+/// What a transaction wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Value {
+    /// An account's fields (`None`: destroyed).
+    Basic(Option<AccountLite>),
+    /// A slot's value.
+    Storage(U256),
+    /// A change relative to whatever came before (lazy accounts: the beneficiary and
+    /// senders with several transactions in the batch).
+    Delta {
+        add: U256,
+        sub: U256,
+        /// The nonce after, when the transaction set it.
+        nonce: Option<u64>,
+    },
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Data(Incarnation, Value),
+    /// The writer is being re-executed: whoever reads this must wait for it.
+    Estimate,
+}
+
+/// Where a read value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The state before the batch.
+    Base,
+    /// A lower transaction's incarnation.
+    Tx(TxIdx, Incarnation),
+}
+
+/// One read, kept for validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReadItem {
+    /// A plain location and where its value came from.
+    Plain(Location, Origin),
+    /// A lazy account read in full: the value seen, re-derived on validation.
+    Lazy(Address, Option<AccountLite>),
+}
+
+/// The result of looking a location up below a transaction.
+pub(crate) enum Lookup {
+    Found(Origin, Value),
+    Base,
+    Blocked(TxIdx),
+}
+
+/// A lazy account below a transaction: a starting point and the deltas on top.
+pub(crate) struct LazySum {
+    /// An absolute value written below, or `None` to start from the base state.
+    pub start: Option<Option<AccountLite>>,
+    pub add: U256,
+    pub sub: U256,
+    pub nonce: Option<u64>,
+}
+
+/// Per transaction: the locations its last incarnation wrote, and what it read.
+#[derive(Debug, Default)]
+pub(crate) struct Footprint {
+    pub writes: Vec<Location>,
+    pub reads: Vec<ReadItem>,
+}
+
+/// The multi-version store of one batch.
+pub(crate) struct MvMemory {
+    data: DashMap<Location, BTreeMap<TxIdx, Entry>, FxBuildHasher>,
+    footprints: Vec<Mutex<Footprint>>,
+}
+
+impl MvMemory {
+    pub(crate) fn new(txs: usize) -> Self {
+        Self {
+            data: DashMap::with_capacity_and_hasher(txs * 4, FxBuildHasher),
+            footprints: (0..txs).map(|_| Mutex::new(Footprint::default())).collect(),
+        }
+    }
+
+    /// Marks `location` as about to be written by `idx` (predicted writers, lazy accounts).
+    pub(crate) fn seed_estimate(&self, location: Location, idx: TxIdx) {
+        self.data.entry(location).or_default().insert(idx, Entry::Estimate);
+        if let Ok(mut fp) = self.footprints[idx].lock()
+            && !fp.writes.contains(&location)
+        {
+            fp.writes.push(location);
+        }
+    }
+
+    /// The newest value below `idx`.
+    pub(crate) fn read(&self, location: &Location, idx: TxIdx) -> Lookup {
+        let Some(entries) = self.data.get(location) else { return Lookup::Base };
+        match entries.range(..idx).next_back() {
+            None => Lookup::Base,
+            Some((writer, Entry::Estimate)) => Lookup::Blocked(*writer),
+            Some((writer, Entry::Data(inc, value))) => Lookup::Found(Origin::Tx(*writer, *inc), value.clone()),
+        }
+    }
+
+    /// A lazy account below `idx`: deltas summed down to an absolute value or the base.
+    pub(crate) fn read_lazy(&self, address: Address, idx: TxIdx) -> Result<LazySum, TxIdx> {
+        let mut sum = LazySum { start: None, add: U256::ZERO, sub: U256::ZERO, nonce: None };
+        let Some(entries) = self.data.get(&Location::Basic(address)) else { return Ok(sum) };
+        for (writer, entry) in entries.range(..idx).rev() {
+            match entry {
+                Entry::Estimate => return Err(*writer),
+                Entry::Data(_, Value::Delta { add, sub, nonce }) => {
+                    sum.add += *add;
+                    sum.sub += *sub;
+                    if sum.nonce.is_none() {
+                        sum.nonce = *nonce;
+                    }
+                }
+                Entry::Data(_, Value::Basic(info)) => {
+                    sum.start = Some(*info);
+                    break;
+                }
+                Entry::Data(_, Value::Storage(_)) => {}
+            }
+        }
+        Ok(sum)
+    }
+
+    /// Stores an incarnation's writes and reads; says whether it wrote a location its
+    /// previous incarnation did not (then higher transactions need validating again).
+    pub(crate) fn record(
+        &self,
+        idx: TxIdx,
+        incarnation: Incarnation,
+        writes: Vec<(Location, Value)>,
+        reads: &mut Vec<ReadItem>,
+    ) -> bool {
+        let Ok(mut fp) = self.footprints[idx].lock() else { return true };
+        let mut wrote_new = false;
+        for (location, value) in &writes {
+            if !fp.writes.contains(location) {
+                wrote_new = true;
+            }
+            self.data.entry(*location).or_default().insert(idx, Entry::Data(incarnation, value.clone()));
+        }
+        for old in fp.writes.iter().filter(|old| !writes.iter().any(|(l, _)| l == *old)) {
+            if let Some(mut entries) = self.data.get_mut(old) {
+                entries.remove(&idx);
+            }
+        }
+        fp.writes.clear();
+        fp.writes.extend(writes.into_iter().map(|(l, _)| l));
+        // Swap buffers: the worker keeps the old allocation for its next run.
+        std::mem::swap(&mut fp.reads, reads);
+        reads.clear();
+        wrote_new
+    }
+
+    /// Whether everything `idx` read would still read the same. `lazy_value` re-derives
+    /// a lazy account's full value.
+    pub(crate) fn validate(&self, idx: TxIdx, lazy_value: impl Fn(Address) -> Option<Option<AccountLite>>) -> bool {
+        let Ok(fp) = self.footprints[idx].lock() else { return false };
+        fp.reads.iter().all(|read| match read {
+            ReadItem::Plain(location, origin) => match self.read(location, idx) {
+                Lookup::Found(now, _) => now == *origin,
+                Lookup::Base => *origin == Origin::Base,
+                Lookup::Blocked(_) => false,
+            },
+            ReadItem::Lazy(address, seen) => lazy_value(*address).is_some_and(|now| now == *seen),
+        })
+    }
+
+    /// An aborted incarnation's writes become estimates, so readers wait for the rerun.
+    pub(crate) fn convert_writes_to_estimates(&self, idx: TxIdx) {
+        let Ok(fp) = self.footprints[idx].lock() else { return };
+        for location in &fp.writes {
+            if let Some(mut entries) = self.data.get_mut(location) {
+                entries.insert(idx, Entry::Estimate);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Committed state on top of a state source: what sequential execution reads, and what
+//! the parallel engine commits into, transaction by transaction in batch order.
+
+use std::sync::Arc;
+
+use revm::{
+    bytecode::Bytecode,
+    primitives::{Address, B256, KECCAK_EMPTY, U256},
+    state::{AccountInfo, EvmState},
+};
+use rustc_hash::{FxHashMap, FxHashSet};
+
+use crate::{AccountDiff, AccountState, StateDiff, StateError, StateSource, mv_memory::AccountLite};
+
+/// Changes made so far in a batch, over the state before it.
+pub(crate) struct Overlay {
+    pub base: Arc<dyn StateSource>,
+    accounts: FxHashMap<Address, Option<AccountLite>>,
+    storage: FxHashMap<(Address, U256), U256>,
+    /// Accounts destroyed in the batch: their base storage no longer shows through.
+    cleared: FxHashSet<Address>,
+    pub codes: FxHashMap<B256, Bytecode>,
+}
+
+impl Overlay {
+    pub(crate) fn new(base: Arc<dyn StateSource>) -> Self {
+        Self {
+            base,
+            accounts: FxHashMap::default(),
+            storage: FxHashMap::default(),
+            cleared: FxHashSet::default(),
+            codes: FxHashMap::default(),
+        }
+    }
+
+    pub(crate) fn basic_lite(&self, address: Address) -> Result<Option<AccountLite>, StateError> {
+        if let Some(account) = self.accounts.get(&address) {
+            return Ok(*account);
+        }
+        Ok(self.base.basic(address)?.map(|i| lite(&i)))
+    }
+
+    pub(crate) fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        match self.accounts.get(&address) {
+            Some(Some(a)) => Ok(Some(info(a, self.codes.get(&a.code_hash).cloned()))),
+            Some(None) => Ok(None),
+            None => self.base.basic(address),
+        }
+    }
+
+    pub(crate) fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
+        match self.codes.get(&hash) {
+            Some(code) => Ok(code.clone()),
+            None => self.base.code_by_hash(hash),
+        }
+    }
+
+    pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        if let Some(value) = self.storage.get(&(address, slot)) {
+            return Ok(*value);
+        }
+        if self.cleared.contains(&address) {
+            return Ok(U256::ZERO);
+        }
+        self.base.storage(address, slot)
+    }
+
+    /// The diff of one transaction's final state against what is committed, then
+    /// commits it. `fixup` adjusts an account before comparison (lazy balances).
+    pub(crate) fn commit(
+        &mut self,
+        state: &EvmState,
+        mut fixup: impl FnMut(Address, &mut AccountLite, Option<AccountLite>),
+    ) -> Result<StateDiff, StateError> {
+        let mut diff = StateDiff::default();
+        for (address, account) in state {
+            if !account.is_touched() {
+                continue;
+            }
+            let before = self.basic_lite(*address)?;
+            let destroyed = account.is_selfdestructed();
+            let after = if destroyed {
+                None
+            } else {
+                let mut a = lite(&account.info);
+                fixup(*address, &mut a, before);
+                Some(a)
+            };
+            let mut entry = AccountDiff::default();
+            if destroyed {
+                self.cleared.insert(*address);
+                self.storage.retain(|(a, _), _| a != address);
+            } else {
+                if account.is_created() {
+                    self.cleared.insert(*address);
+                    self.storage.retain(|(a, _), _| a != address);
+                }
+                for (slot, value) in &account.storage {
+                    let now = value.present_value;
+                    if now != self.storage(*address, *slot)? {
+                        entry.storage.insert(*slot, now);
+                        self.storage.insert((*address, *slot), now);
+                    }
+                }
+            }
+            let info_changed = after != before || account.is_created();
+            if info_changed {
+                entry.info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
+                if let (Some(a), Some(code)) = (after, &account.info.code)
+                    && before.map(|b| b.code_hash) != Some(a.code_hash)
+                    && a.code_hash != KECCAK_EMPTY
+                {
+                    self.codes.insert(a.code_hash, code.clone());
+                    entry.code = Some(code.clone());
+                }
+                self.accounts.insert(*address, after);
+            }
+            if info_changed || !entry.storage.is_empty() {
+                if !info_changed {
+                    entry.info =
+                        after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
+                }
+                diff.0.insert(*address, entry);
+            }
+        }
+        Ok(diff)
+    }
+
+    /// Credits the beneficiary's fee for one transaction, as the mainnet handler would
+    /// have right after it (which also touches, and so creates, the account).
+    pub(crate) fn credit(&mut self, beneficiary: Address, fee: U256, diff: &mut StateDiff) -> Result<(), StateError> {
+        let before = self.basic_lite(beneficiary)?;
+        let mut after = before.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
+        after.balance += fee;
+        if Some(after) != before {
+            self.accounts.insert(beneficiary, Some(after));
+            let entry = diff.0.entry(beneficiary).or_default();
+            entry.info = Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn lite(info: &AccountInfo) -> AccountLite {
+    AccountLite { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash }
+}
+
+pub(crate) fn info(a: &AccountLite, code: Option<Bytecode>) -> AccountInfo {
+    let mut info = AccountInfo::default().with_code_hash(a.code_hash);
+    info.balance = a.balance;
+    info.nonce = a.nonce;
+    info.code = code;
+    info
+}

@@ -1,0 +1,315 @@
+//! The parallel engine: Block-STM over the worker pool, then an ordered commit that
+//! settles the lazily accounted balances and checks what speculation assumed.
+
+use std::sync::{Arc, Mutex};
+
+use dashmap::DashMap;
+use revm::{
+    bytecode::Bytecode,
+    context::{TxEnv, result::EVMError},
+    primitives::{Address, B256, KECCAK_EMPTY, U256},
+};
+use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+
+use crate::{
+    BlockContext, StateError, StateSource,
+    evm::{self, Run, WorkerEvm},
+    mv_memory::{AccountLite, Location, MvMemory, ReadItem, TxIdx, Value},
+    overlay::lite,
+    scheduler::{Scheduler, Task, Version},
+    view::{MOCK_BALANCE, Speculation, StateView, ViewError},
+};
+
+/// What the last incarnation of a transaction produced.
+pub(crate) struct Executed {
+    pub run: Run,
+    /// It saw its sender's balance and nonce mocked.
+    pub mocked: bool,
+    /// It read the mocked balance explicitly (then speculation cannot stand).
+    pub read_mocked_balance: bool,
+}
+
+/// Everything the workers share for one batch.
+pub(crate) struct Batch {
+    pub base: Arc<dyn StateSource>,
+    pub ctx: BlockContext,
+    pub txs: Vec<TxEnv>,
+    pub mv: MvMemory,
+    pub scheduler: Scheduler,
+    /// Accounts kept as deltas: the beneficiary and senders of several transactions.
+    pub lazy: FxHashSet<Address>,
+    /// Per transaction: its sender is lazy.
+    pub lazy_sender: Vec<bool>,
+    pub results: Vec<Mutex<Option<Executed>>>,
+    /// Code deployed by the batch.
+    pub codes: DashMap<B256, Bytecode, FxBuildHasher>,
+    pub fatal: Mutex<Option<StateError>>,
+    pub executions: std::sync::atomic::AtomicUsize,
+}
+
+impl Batch {
+    pub(crate) fn new(base: Arc<dyn StateSource>, ctx: BlockContext, txs: Vec<TxEnv>) -> Result<Self, StateError> {
+        let n = txs.len();
+        let beneficiary = ctx.block.beneficiary;
+        let mut count: FxHashMap<Address, usize> = FxHashMap::default();
+        for tx in &txs {
+            *count.entry(tx.caller).or_default() += 1;
+        }
+        // A sender is lazy when it sends several transactions, has no code, and no
+        // transaction could give it some (EIP-7702).
+        let delegations = txs.iter().any(|tx| !tx.authorization_list.is_empty());
+        let mut lazy: FxHashSet<Address> = FxHashSet::default();
+        lazy.insert(beneficiary);
+        if !delegations {
+            for (sender, c) in &count {
+                let no_code = base.basic(*sender)?.is_none_or(|i| i.code_hash == KECCAK_EMPTY);
+                if *c > 1 && no_code {
+                    lazy.insert(*sender);
+                }
+            }
+        }
+        let lazy_sender: Vec<bool> = txs.iter().map(|tx| lazy.contains(&tx.caller)).collect();
+        let mv = MvMemory::new(n);
+        for (idx, tx) in txs.iter().enumerate() {
+            // Every transaction pays the beneficiary; a lazy sender's own transactions
+            // change it: readers of these accounts wait for them.
+            mv.seed_estimate(Location::Basic(beneficiary), idx);
+            if lazy_sender[idx] && tx.caller != beneficiary {
+                mv.seed_estimate(Location::Basic(tx.caller), idx);
+            }
+        }
+        Ok(Self {
+            base,
+            ctx,
+            scheduler: Scheduler::new(n),
+            mv,
+            lazy,
+            lazy_sender,
+            results: (0..n).map(|_| Mutex::new(None)).collect(),
+            codes: DashMap::default(),
+            fatal: Mutex::new(None),
+            executions: std::sync::atomic::AtomicUsize::new(0),
+            txs,
+        })
+    }
+
+    /// Code by hash: deployed in this batch, or from the base state.
+    pub(crate) fn code(&self, hash: B256) -> Result<Bytecode, StateError> {
+        match self.codes.get(&hash) {
+            Some(code) => Ok(code.clone()),
+            None => self.base.code_by_hash(hash),
+        }
+    }
+
+    /// The full value of a lazy account below `idx`, or the transaction to wait for.
+    pub(crate) fn lazy_value(
+        &self,
+        address: Address,
+        idx: TxIdx,
+    ) -> Result<Result<Option<AccountLite>, StateError>, TxIdx> {
+        let sum = self.mv.read_lazy(address, idx)?;
+        let start = match sum.start {
+            Some(value) => value,
+            None => match self.base.basic(address) {
+                Ok(info) => info.as_ref().map(lite),
+                Err(e) => return Ok(Err(e)),
+            },
+        };
+        if start.is_none() && sum.add.is_zero() && sum.sub.is_zero() && sum.nonce.is_none() {
+            return Ok(Ok(None));
+        }
+        let mut value = start.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
+        value.balance = value.balance + sum.add - sum.sub;
+        if let Some(nonce) = sum.nonce {
+            value.nonce = nonce;
+        }
+        Ok(Ok(Some(value)))
+    }
+
+    fn fail(&self, error: StateError) {
+        if let Ok(mut fatal) = self.fatal.lock() {
+            fatal.get_or_insert(error);
+        }
+        self.scheduler.halt();
+    }
+}
+
+/// A worker's share of a batch: take tasks until the scheduler says done.
+pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
+    let mut reads: Vec<ReadItem> = Vec::with_capacity(16);
+    let mut served = Vec::with_capacity(8);
+    let mut task: Option<Task> = None;
+    loop {
+        task = match task {
+            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, &mut served),
+            Some(Task::Validate(version)) => validate(batch, version),
+            None if batch.scheduler.done() => break,
+            None => batch.scheduler.next_task(),
+        };
+        if task.is_none() && batch.scheduler.done() {
+            break;
+        }
+    }
+    evm.ctx.journaled_state.database = StateView::Idle;
+}
+
+fn execute(
+    evm: &mut WorkerEvm,
+    batch: &Arc<Batch>,
+    version: Version,
+    reads: &mut Vec<ReadItem>,
+    served: &mut Vec<(Address, Option<AccountLite>)>,
+) -> Option<Task> {
+    let Version { idx, incarnation } = version;
+    let tx = &batch.txs[idx];
+    loop {
+        batch.executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        reads.clear();
+        served.clear();
+        let mocked = batch.lazy_sender[idx].then_some(tx.caller);
+        evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
+            batch: Arc::clone(batch),
+            idx,
+            mocked,
+            read_mocked_balance: false,
+            reads: std::mem::take(reads),
+            served: std::mem::take(served),
+        }));
+        let run = evm::run(evm, tx);
+        let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) else {
+            return None;
+        };
+        let Speculation { reads: r, served: s, read_mocked_balance, .. } = *spec;
+        *reads = r;
+        *served = s;
+        match &run.result {
+            Err(EVMError::Database(ViewError::Blocked(blocking))) => {
+                if batch.scheduler.add_dependency(idx, *blocking) {
+                    return None;
+                }
+                continue; // the blocker finished meanwhile: run again now
+            }
+            Err(EVMError::Database(ViewError::State(e))) => {
+                batch.fail(e.clone());
+                return None;
+            }
+            Err(EVMError::Database(ViewError::Idle)) => {
+                batch.fail(StateError("executor view detached mid-run".into()));
+                return None;
+            }
+            _ => {}
+        }
+        let writes = writes_of(batch, idx, &run, served, mocked);
+        let wrote_new = batch.mv.record(idx, incarnation, writes, reads);
+        if let Ok(mut slot) = batch.results[idx].lock() {
+            *slot = Some(Executed { run, mocked: mocked.is_some(), read_mocked_balance });
+        }
+        return batch.scheduler.finish_execution(idx, incarnation, wrote_new);
+    }
+}
+
+fn validate(batch: &Arc<Batch>, version: Version) -> Option<Task> {
+    let valid =
+        batch.mv.validate(version.idx, |address| batch.lazy_value(address, version.idx).ok().and_then(Result::ok));
+    let aborted = !valid && batch.scheduler.try_validation_abort(version.idx, version.incarnation);
+    if aborted {
+        batch.mv.convert_writes_to_estimates(version.idx);
+    }
+    batch.scheduler.finish_validation(version.idx, aborted)
+}
+
+/// The locations an incarnation wrote, with their values. Only real changes count:
+/// an account merely called is read, not written.
+fn writes_of(
+    batch: &Batch,
+    idx: TxIdx,
+    run: &Run,
+    served: &[(Address, Option<AccountLite>)],
+    mocked: Option<Address>,
+) -> Vec<(Location, Value)> {
+    let mut writes = Vec::with_capacity(8);
+    let beneficiary = batch.ctx.block.beneficiary;
+    let mut beneficiary_written = false;
+    if run.result.is_ok() {
+        for (address, account) in &run.state {
+            if !account.is_touched() {
+                continue;
+            }
+            if let Some(code) = &account.info.code
+                && account.is_created()
+            {
+                batch.codes.insert(account.info.code_hash, code.clone());
+            }
+            for (slot, value) in account.changed_storage_slots() {
+                writes.push((Location::Storage(*address, *slot), Value::Storage(value.present_value)));
+            }
+            let after = (!account.is_selfdestructed()).then(|| lite(&account.info));
+            let before = served.iter().find(|(a, _)| a == address).map(|(_, v)| *v);
+            if Some(*address) == mocked {
+                // Settled at commit: keep the change, not the mocked absolute value.
+                let balance = after.map_or(U256::ZERO, |a| a.balance);
+                let (add, sub) = if balance >= MOCK_BALANCE {
+                    (balance - MOCK_BALANCE, U256::ZERO)
+                } else {
+                    (U256::ZERO, MOCK_BALANCE - balance)
+                };
+                let fee = if *address == beneficiary { run.fee } else { U256::ZERO };
+                beneficiary_written |= *address == beneficiary;
+                writes.push((
+                    Location::Basic(*address),
+                    Value::Delta { add: add + fee, sub, nonce: after.map(|a| a.nonce) },
+                ));
+                continue;
+            }
+            if *address == beneficiary {
+                beneficiary_written = true;
+                let value = after.map(|mut a| {
+                    a.balance += run.fee;
+                    a
+                });
+                writes.push((Location::Basic(*address), Value::Basic(value)));
+                continue;
+            }
+            if before != Some(after) || account.is_created() {
+                writes.push((Location::Basic(*address), Value::Basic(after)));
+            }
+        }
+    }
+    if !beneficiary_written {
+        writes.push((Location::Basic(beneficiary), Value::Delta { add: run.fee, sub: U256::ZERO, nonce: None }));
+    }
+    if let Some(sender) = mocked
+        && !run.state.contains_key(&sender)
+        && sender != beneficiary
+    {
+        // An invalid transaction changes nothing, but its seeded estimate must go.
+        writes.push((Location::Basic(sender), Value::Delta { add: U256::ZERO, sub: U256::ZERO, nonce: None }));
+    }
+    let _ = idx;
+    writes
+}
+
+/// Whether a lazily accounted transaction's assumptions hold against the committed
+/// state: the real balance covers what revm checks up front, the nonce is the one the
+/// transaction carries, and nothing read the mocked balance.
+pub(crate) fn lazy_assumptions_hold(tx: &TxEnv, read_mocked_balance: bool, committed: Option<AccountLite>) -> bool {
+    if read_mocked_balance {
+        return false;
+    }
+    let account = committed.unwrap_or_default();
+    if account.nonce != tx.nonce {
+        return false;
+    }
+    let blob_gas = U256::from(tx.blob_hashes.len() as u64 * revm::primitives::eip4844::GAS_PER_BLOB);
+    let upfront =
+        U256::from(tx.gas_limit) * U256::from(tx.gas_price) + blob_gas * U256::from(tx.max_fee_per_blob_gas) + tx.value;
+    account.balance >= upfront
+}
+
+/// A mocked sender's balance after the transaction: the real balance before it plus the
+/// change the transaction made to the mock.
+pub(crate) fn settle_mocked(a: &mut AccountLite, before: Option<AccountLite>) {
+    let real = before.map_or(U256::ZERO, |b| b.balance);
+    a.balance =
+        if a.balance >= MOCK_BALANCE { real + (a.balance - MOCK_BALANCE) } else { real - (MOCK_BALANCE - a.balance) };
+}

@@ -1,0 +1,193 @@
+//! The worker pool of one chain: threads that each own one reused EVM, fed batches.
+
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+};
+
+use revm::context::TxEnv;
+
+use crate::{
+    BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource,
+    commit::{self, Committed},
+    evm,
+    parallel::{self, Batch},
+};
+
+/// How a pool runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExecutorConfig {
+    /// Worker threads (each with its own EVM).
+    pub workers: usize,
+    /// Batches smaller than this run sequentially: too small to gain.
+    pub min_parallel_batch: usize,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        Self { workers: std::thread::available_parallelism().map_or(2, usize::from), min_parallel_batch: 4 }
+    }
+}
+
+enum Job {
+    Parallel { batch: Arc<Batch>, done: mpsc::Sender<()> },
+    Sequential(Box<SequentialJob>),
+}
+
+struct SequentialJob {
+    base: Arc<dyn StateSource>,
+    ctx: BlockContext,
+    txs: Vec<TxEnv>,
+    reply: mpsc::Sender<Result<Committed, ExecutorError>>,
+}
+
+struct Worker {
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// A per-chain pool of revm workers executing ordered batches, in parallel where it
+/// pays, always with exactly the results of sequential execution in batch order.
+pub struct Executor {
+    config: ExecutorConfig,
+    workers: Vec<Worker>,
+    /// One batch at a time: a batch uses every worker.
+    running: Mutex<()>,
+}
+
+impl Executor {
+    /// Starts `config.workers` threads, each building its EVM on its own thread.
+    pub fn new(config: ExecutorConfig) -> Self {
+        let workers = (0..config.workers.max(1))
+            .map(|i| {
+                let (jobs, inbox) = mpsc::channel::<Job>();
+                let thread =
+                    std::thread::Builder::new().name(format!("ferry-evm-{i}")).spawn(move || worker_loop(&inbox)).ok();
+                Worker { jobs: Some(jobs), thread }
+            })
+            .collect();
+        Self { config, workers, running: Mutex::new(()) }
+    }
+
+    /// The pool's configuration.
+    pub fn config(&self) -> ExecutorConfig {
+        self.config
+    }
+
+    /// Executes `txs` in order in `ctx` over `state`: in parallel when the batch is big
+    /// enough and there is more than one worker, else sequentially.
+    pub fn execute(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        if self.workers.len() > 1 && txs.len() >= self.config.min_parallel_batch {
+            self.execute_parallel(state, ctx, txs)
+        } else {
+            self.execute_sequential(state, ctx, txs)
+        }
+    }
+
+    /// Executes `txs` one by one on a worker's EVM (the reference the parallel engine
+    /// must equal, and the re-check that samples it).
+    pub fn execute_sequential(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (reply, result) = mpsc::channel();
+        self.send(0, Job::Sequential(Box::new(SequentialJob { base: state, ctx, txs, reply })))?;
+        let committed = result.recv().map_err(|_| ExecutorError::WorkerGone(0))??;
+        Ok(BatchOutcome {
+            outcomes: committed.outcomes,
+            state: committed.state,
+            mode: ExecutionMode::Sequential,
+            reexecutions: 0,
+            fallbacks: 0,
+        })
+    }
+
+    /// Executes `txs` on the parallel engine regardless of size.
+    pub fn execute_parallel(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = txs.len();
+        let batch = Arc::new(Batch::new(state, ctx, txs)?);
+        let (done, finished) = mpsc::channel();
+        for i in 0..self.workers.len() {
+            self.send(i, Job::Parallel { batch: Arc::clone(&batch), done: done.clone() })?;
+        }
+        drop(done);
+        for i in 0..self.workers.len() {
+            finished.recv().map_err(|_| ExecutorError::WorkerGone(i))?;
+        }
+        if let Some(error) = batch.fatal.lock().ok().and_then(|mut f| f.take()) {
+            return Err(error.into());
+        }
+        let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
+        let (mut committed, overlay, stopped) = commit::commit_batch(&batch)?;
+        let mut fallbacks = 0;
+        if let Some(from) = stopped {
+            // A lazy assumption failed: re-run the rest one by one on committed state.
+            fallbacks = n - from;
+            let mut evm = evm::build(batch.ctx.spec);
+            let (rest, _) = commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..])?;
+            committed.state.merge(&rest.state);
+            committed.outcomes.extend(rest.outcomes);
+        }
+        Ok(BatchOutcome {
+            outcomes: committed.outcomes,
+            state: committed.state,
+            mode: ExecutionMode::Parallel,
+            reexecutions: executions.saturating_sub(n),
+            fallbacks,
+        })
+    }
+
+    fn send(&self, worker: usize, job: Job) -> Result<(), ExecutorError> {
+        self.workers
+            .get(worker)
+            .and_then(|w| w.jobs.as_ref())
+            .ok_or(ExecutorError::WorkerGone(worker))?
+            .send(job)
+            .map_err(|_| ExecutorError::WorkerGone(worker))
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        for worker in &mut self.workers {
+            worker.jobs.take();
+        }
+        for worker in &mut self.workers {
+            if let Some(thread) = worker.thread.take() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+fn worker_loop(inbox: &mpsc::Receiver<Job>) {
+    let mut evm = evm::build(revm::primitives::hardfork::SpecId::default());
+    while let Ok(job) = inbox.recv() {
+        match job {
+            Job::Parallel { batch, done } => {
+                evm::prepare(&mut evm, &batch.ctx);
+                parallel::work(&mut evm, &batch);
+                let _ = done.send(());
+            }
+            Job::Sequential(job) => {
+                let SequentialJob { base, ctx, txs, reply } = *job;
+                let result = commit::run_sequential(&mut evm, commit::overlay(base), &ctx, &txs).map(|(c, _)| c);
+                let _ = reply.send(result);
+            }
+        }
+    }
+}

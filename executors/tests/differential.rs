@@ -1,0 +1,207 @@
+//! The parallel engine against plain revm: for every workload and for random batches,
+//! the same outcome for every transaction and the same final state.
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+
+use alloy::sol_types::SolCall;
+use common::{assert_same, reference};
+use ferry_executors::{
+    ExecutionMode, Executor, ExecutorConfig, TxStatus,
+    bench::{self, Fixture, call},
+};
+use ferry_messages::contracts::{TestToken, Workbench};
+use proptest::prelude::*;
+use revm::primitives::{Address, Bytes, U256};
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| Fixture::new(64).expect("fixture deploys"))
+}
+
+#[test]
+fn every_workload_matches_sequential_revm() {
+    let f = fixture();
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1 });
+    for workload in bench::workloads(f, 24) {
+        let (want, want_state) = reference(&f.state, &f.ctx, &workload.txs);
+        assert!(
+            want.iter().all(|o| o.status == TxStatus::Success),
+            "{}: {:?}",
+            workload.name,
+            want.iter().find(|o| o.status != TxStatus::Success)
+        );
+        let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
+        assert_eq!(got.mode, ExecutionMode::Parallel);
+        assert_same(workload.name, &got.outcomes, &got.state, &want, &want_state);
+        let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
+        assert_same(workload.name, &seq.outcomes, &seq.state, &want, &want_state);
+    }
+}
+
+/// A random operation for sender `s` with nonce `nonce`.
+fn op(f: &Fixture, kind: u8, s: usize, nonce: u64, a: u64, b: u64) -> revm::context::TxEnv {
+    let accounts = &f.accounts;
+    let sender = accounts[s];
+    let other = accounts[(a as usize) % 12];
+    let slot = U256::from(b % 4);
+    let wb = |data: Vec<u8>, value: U256| call(sender, nonce, f.workbench, data.into(), value, 200_000);
+    match kind % 10 {
+        0 => call(sender, nonce, other, Bytes::new(), U256::from(a % 1000), 21_000),
+        1 => {
+            let data = TestToken::transferCall { to: other, value: U256::from(a % 1000) }.abi_encode();
+            call(sender, nonce, f.token, data.into(), U256::ZERO, 100_000)
+        }
+        2 => wb(Workbench::bumpCall { slot }.abi_encode(), U256::ZERO),
+        3 => wb(Workbench::copyCall { from: slot, to: U256::from(a % 4) }.abi_encode(), U256::ZERO),
+        4 => wb(Workbench::maybeRevertCall { slot, x: U256::from(a) }.abi_encode(), U256::ZERO),
+        5 => wb(Workbench::recordBalanceCall { slot, who: other }.abi_encode(), U256::ZERO),
+        6 => wb(Workbench::recordCoinbaseCall { slot }.abi_encode(), U256::ZERO),
+        7 => wb(
+            Workbench::payCall { to: if a % 2 == 0 { other } else { f.ctx.block.beneficiary } }.abi_encode(),
+            U256::from(a % 5000),
+        ),
+        // Nonce too high or too low: invalid, deterministically.
+        8 => call(
+            sender,
+            if a % 2 == 0 { nonce + 5 } else { nonce.saturating_sub(1) },
+            other,
+            Bytes::new(),
+            U256::from(1),
+            21_000,
+        ),
+        _ => call(sender, nonce, other, Bytes::new(), U256::from(a % 7), 21_000),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_batches_match_sequential_revm(
+        plan in proptest::collection::vec((any::<u8>(), 0usize..8, any::<u64>(), any::<u64>()), 1..500),
+        workers in 1usize..=8,
+        chaos: bool,
+    ) {
+        let f = fixture();
+        let mut nonces = f.nonces();
+        let txs: Vec<_> = plan
+            .iter()
+            .map(|(kind, s, a, b)| {
+                let tx = op(f, *kind, *s, nonces[*s], *a, *b);
+                if kind % 10 != 8 {
+                    nonces[*s] += 1;
+                }
+                tx
+            })
+            .collect();
+        ferry_executors::set_chaos(chaos);
+        let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1 });
+        let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        ferry_executors::set_chaos(false);
+        let (want, want_state) = reference(&f.state, &f.ctx, &txs);
+        assert_same("random", &got.outcomes, &got.state, &want, &want_state);
+    }
+}
+
+#[test]
+fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
+    let f = fixture();
+    let coinbase = f.ctx.block.beneficiary;
+    let nonces = f.nonces();
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1 });
+    let mut cases: Vec<(&str, Vec<revm::context::TxEnv>)> = Vec::new();
+
+    // A contract reads COINBASE.balance mid-batch, between fee-paying transactions.
+    let mut txs: Vec<_> = (0..10)
+        .map(|i| call(f.accounts[i], nonces[i], f.accounts[i + 20], Bytes::new(), U256::from(5), 21_000))
+        .collect();
+    txs.insert(
+        5,
+        call(
+            f.accounts[30],
+            nonces[30],
+            f.workbench,
+            Workbench::recordCoinbaseCall { slot: U256::ZERO }.abi_encode().into(),
+            U256::ZERO,
+            100_000,
+        ),
+    );
+    cases.push(("coinbase read mid-batch", txs));
+
+    // One sender, 100 transactions in a row (a lazily accounted sender).
+    let s = f.accounts[40];
+    cases.push((
+        "one sender, 100 in a row",
+        (0..100)
+            .map(|i| {
+                let data = TestToken::transferCall { to: f.accounts[i % 10], value: U256::from(i + 1) }.abi_encode();
+                call(s, nonces[40] + i as u64, f.token, data.into(), U256::ZERO, 100_000)
+            })
+            .collect(),
+    ));
+
+    // The same sender reads its own balance explicitly in the middle.
+    let mut txs: Vec<_> =
+        (0..20).map(|i| call(s, nonces[40] + i, f.accounts[1], Bytes::new(), U256::from(1000), 21_000)).collect();
+    txs[10] = call(
+        s,
+        nonces[40] + 10,
+        f.workbench,
+        Workbench::recordBalanceCall { slot: U256::from(1), who: s }.abi_encode().into(),
+        U256::ZERO,
+        100_000,
+    );
+    txs.push(call(
+        f.accounts[41],
+        nonces[41],
+        f.workbench,
+        Workbench::recordBalanceCall { slot: U256::from(2), who: s }.abi_encode().into(),
+        U256::ZERO,
+        100_000,
+    ));
+    cases.push(("lazy sender's balance read explicitly", txs));
+
+    // A sender that runs out of funds only because of its earlier transactions.
+    let poor = Address::repeat_byte(0x99);
+    let mut state = (*f.state).clone();
+    state.set_account(poor, U256::from(21_000u64 * 2_000_000_000 * 3 + 10), 0);
+    let poor_state = Arc::new(state);
+    let poor_txs: Vec<_> = (0..5).map(|i| call(poor, i, f.accounts[2], Bytes::new(), U256::from(5), 21_000)).collect();
+
+    // The beneficiary is also a sender, and is paid by others in the same batch.
+    let mut state = (*f.state).clone();
+    state.set_account(coinbase, U256::from(10u128.pow(20)), 0);
+    let coinbase_state = Arc::new(state);
+    let mut cb_txs: Vec<_> =
+        (0..6).map(|i| call(coinbase, i, f.accounts[3], Bytes::new(), U256::from(7), 21_000)).collect();
+    cb_txs.insert(2, call(f.accounts[4], nonces[4], coinbase, Bytes::new(), U256::from(11), 21_000));
+    cb_txs.insert(
+        4,
+        call(
+            f.accounts[5],
+            nonces[5],
+            f.workbench,
+            Workbench::recordCoinbaseCall { slot: U256::from(3) }.abi_encode().into(),
+            U256::ZERO,
+            100_000,
+        ),
+    );
+
+    for (label, txs) in cases {
+        let (want, want_state) = reference(&f.state, &f.ctx, &txs);
+        let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs).unwrap();
+        assert_same(label, &got.outcomes, &got.state, &want, &want_state);
+    }
+    for (label, state, txs) in
+        [("runs out of funds", &poor_state, &poor_txs), ("beneficiary is a sender", &coinbase_state, &cb_txs)]
+    {
+        let (want, want_state) = reference(state, &f.ctx, txs);
+        let got = executor.execute_parallel(state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        assert_same(label, &got.outcomes, &got.state, &want, &want_state);
+        if label == "runs out of funds" {
+            assert!(matches!(got.outcomes[3].status, TxStatus::Invalid { .. }), "{:?}", got.outcomes[3].status);
+        }
+    }
+}
