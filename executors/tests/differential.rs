@@ -59,13 +59,13 @@ fn op(f: &Fixture, kind: u8, s: usize, nonce: u64, a: u64, b: u64) -> revm::cont
         5 => wb(Workbench::recordBalanceCall { slot, who: other }.abi_encode(), U256::ZERO),
         6 => wb(Workbench::recordCoinbaseCall { slot }.abi_encode(), U256::ZERO),
         7 => wb(
-            Workbench::payCall { to: if a % 2 == 0 { other } else { f.ctx.block.beneficiary } }.abi_encode(),
+            Workbench::payCall { to: if a.is_multiple_of(2) { other } else { f.ctx.block.beneficiary } }.abi_encode(),
             U256::from(a % 5000),
         ),
         // Nonce too high or too low: invalid, deterministically.
         8 => call(
             sender,
-            if a % 2 == 0 { nonce + 5 } else { nonce.saturating_sub(1) },
+            if a.is_multiple_of(2) { nonce + 5 } else { nonce.saturating_sub(1) },
             other,
             Bytes::new(),
             U256::from(1),

@@ -49,7 +49,7 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
             }
             let before = db.basic_ref(*address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
             let after = (!account.is_selfdestructed())
-                .then(|| (account.info.balance, account.info.nonce, account.info.code_hash));
+                .then_some((account.info.balance, account.info.nonce, account.info.code_hash));
             let mut storage = BTreeMap::new();
             for (slot, value) in &account.storage {
                 if value.present_value != db.storage_ref(*address, *slot).unwrap() {
