@@ -105,7 +105,8 @@ impl Fixture {
             (0..3).filter_map(|i| PrivateKeySigner::from_bytes(&keccak256(format!("validator {i}"))).ok()).collect();
         let origin_mailbox = Address::repeat_byte(0xaa);
         let ctx = block_context();
-        let executor = Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX });
+        let executor =
+            Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX, record_access: false });
         let mut nonce = 0u64;
         let mut deploy = |state: &mut InMemoryState, code: Bytes| -> Result<Address, crate::ExecutorError> {
             let address = deployer.create(nonce);
@@ -303,4 +304,130 @@ pub fn plain_revm(state: Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
         }
     }
     (start.elapsed().as_secs_f64(), gas)
+}
+
+/// One workload's figures: sequential revm and the parallel pool measured in the same
+/// run, alternating.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct WorkloadReport {
+    /// The workload.
+    pub name: &'static str,
+    /// Transactions in the batch.
+    pub txs: usize,
+    /// Gas the batch used.
+    pub gas: u64,
+    /// Plain revm, one after another (median seconds).
+    pub sequential_s: f64,
+    /// The pool's parallel engine (median seconds).
+    pub parallel_s: f64,
+    /// `sequential_s / parallel_s`.
+    pub speedup: f64,
+    /// The pool in sequential mode (median seconds), to compare with plain revm.
+    pub sequential_mode_s: f64,
+    /// Executions beyond one per transaction, per transaction.
+    pub reexecutions_per_tx: f64,
+    /// Sum of per-transaction times over the longest read-after-write path (the
+    /// beneficiary and senders excluded: they are accounted lazily).
+    pub available_parallelism: f64,
+    /// Million gas per second, parallel.
+    pub mgas_per_s: f64,
+}
+
+/// All workloads.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Report {
+    /// Worker threads of the pool.
+    pub workers: usize,
+    /// One entry per workload.
+    pub workloads: Vec<WorkloadReport>,
+}
+
+/// Measures every workload of `size` transactions, `rounds` times each.
+pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, crate::ExecutorError> {
+    let fixture = Fixture::new(size * 2 + 2)?;
+    let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
+    let mut reports = Vec::new();
+    for workload in workloads(&fixture, size) {
+        let mut seq = Vec::new();
+        let mut par = Vec::new();
+        let mut mode = Vec::new();
+        let mut reexecutions = 0;
+        let mut gas = 0;
+        for _ in 0..rounds.max(1) {
+            let (s, g) = plain_revm(Arc::clone(&fixture.state), &fixture.ctx, &workload.txs);
+            seq.push(s);
+            gas = g;
+            let start = Instant::now();
+            let out = executor.execute_parallel(fixture.state.clone(), fixture.ctx.clone(), workload.txs.clone())?;
+            par.push(start.elapsed().as_secs_f64());
+            reexecutions += out.reexecutions;
+            let start = Instant::now();
+            executor.execute_sequential(fixture.state.clone(), fixture.ctx.clone(), workload.txs.clone())?;
+            mode.push(start.elapsed().as_secs_f64());
+        }
+        let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
+        reports.push(WorkloadReport {
+            name: workload.name,
+            txs: workload.txs.len(),
+            gas,
+            sequential_s,
+            parallel_s,
+            speedup: sequential_s / parallel_s,
+            sequential_mode_s,
+            reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * workload.txs.len().max(1)) as f64,
+            available_parallelism: available_parallelism(&fixture, &workload.txs),
+            mgas_per_s: gas as f64 / parallel_s / 1e6,
+        });
+    }
+    Ok(Report { workers, workloads: reports })
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Sum of per-transaction times over the longest read-after-write dependency path.
+pub fn available_parallelism(f: &Fixture, txs: &[TxEnv]) -> f64 {
+    use std::collections::HashMap;
+    let mut cfg = CfgEnv::new_with_spec(f.ctx.spec);
+    cfg.chain_id = f.ctx.chain_id;
+    let db = CacheDB::new(SourceDb(Arc::clone(&f.state)));
+    let mut evm = Context::mainnet().with_cfg(cfg).with_block(f.ctx.block.clone()).with_db(db).build_mainnet();
+    let lazy: Vec<Address> = txs.iter().map(|t| t.caller).chain([f.ctx.block.beneficiary]).collect();
+    let mut ready: HashMap<(Address, Option<U256>), f64> = HashMap::new();
+    let (mut total, mut longest) = (0.0, 0.0f64);
+    for tx in txs {
+        let start = Instant::now();
+        let Ok(out) = evm.transact(tx.clone()) else { continue };
+        let t = start.elapsed().as_secs_f64();
+        total += t;
+        let mut reads = Vec::new();
+        let mut writes = Vec::new();
+        for (address, account) in &out.state {
+            if lazy.contains(address) {
+                continue;
+            }
+            reads.push((*address, None));
+            if account.is_touched() && (account.is_created() || account.info.balance != account.original_info().balance)
+            {
+                writes.push((*address, None));
+            }
+            for (slot, value) in &account.storage {
+                reads.push((*address, Some(*slot)));
+                if value.is_changed() {
+                    writes.push((*address, Some(*slot)));
+                }
+            }
+        }
+        let start_at = reads.iter().filter_map(|k| ready.get(k)).fold(0.0f64, |a, b| a.max(*b));
+        let finish = start_at + t;
+        for key in writes {
+            let entry = ready.entry(key).or_insert(0.0);
+            *entry = entry.max(finish);
+        }
+        longest = longest.max(finish);
+        evm.ctx.journaled_state.database.commit(out.state);
+    }
+    if longest > 0.0 { total / longest } else { 1.0 }
 }

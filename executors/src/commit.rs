@@ -23,14 +23,17 @@ use crate::{
 pub(crate) struct Committed {
     pub outcomes: Vec<TxOutcome>,
     pub state: StateDiff,
+    /// What each transaction touched, when asked for.
+    pub access: Vec<crate::AccessSet>,
 }
 
 /// Commits a finished parallel batch in order. Stops at the first transaction whose
 /// lazy assumptions do not hold and returns its index with the overlay as committed so
 /// far, so that the rest can be re-run one by one.
-pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Overlay, Option<usize>), ExecutorError> {
+pub(crate) fn commit_batch(batch: &Batch, record: bool) -> Result<(Committed, Overlay, Option<usize>), ExecutorError> {
     let mut overlay = Overlay::new(Arc::clone(&batch.base));
-    let mut done = Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default() };
+    let mut done =
+        Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
     let beneficiary = batch.ctx.block.beneficiary;
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
@@ -41,6 +44,9 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Overlay, Option<
             return Ok((done, overlay, Some(idx)));
         }
         let sender = tx.caller;
+        if record {
+            done.access.push(access_of(&run.state));
+        }
         let outcome = settle(&mut overlay, run, beneficiary, |address, account, before| {
             if mocked && address == sender {
                 settle_mocked(account, before);
@@ -58,10 +64,12 @@ pub(crate) fn run_sequential(
     overlay: Overlay,
     ctx: &BlockContext,
     txs: &[TxEnv],
+    record: bool,
 ) -> Result<(Committed, Overlay), ExecutorError> {
     evm::prepare(evm, ctx);
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
-    let mut done = Committed { outcomes: Vec::with_capacity(txs.len()), state: StateDiff::default() };
+    let mut done =
+        Committed { outcomes: Vec::with_capacity(txs.len()), state: StateDiff::default(), access: Vec::new() };
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
         for tx in txs {
@@ -69,6 +77,9 @@ pub(crate) fn run_sequential(
             let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
                 return Err(ExecutorError::Evm("sequential view detached".into()));
             };
+            if record {
+                done.access.push(access_of(&run.state));
+            }
             let outcome = settle(overlay.as_mut(), run, beneficiary, |_, _, _| {})?;
             done.state.merge(&outcome.state);
             done.outcomes.push(outcome);
@@ -133,6 +144,16 @@ pub(crate) fn outcome(result: ExecutionResult, state: StateDiff) -> TxOutcome {
             state,
         },
     }
+}
+
+/// The accounts and slots an execution loaded.
+fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
+    let mut set = crate::AccessSet::default();
+    for (address, account) in state {
+        set.accounts.push(*address);
+        set.slots.extend(account.storage.keys().map(|slot| (*address, *slot)));
+    }
+    set
 }
 
 /// A fresh overlay over `base`.

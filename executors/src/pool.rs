@@ -21,11 +21,17 @@ pub struct ExecutorConfig {
     pub workers: usize,
     /// Batches smaller than this run sequentially: too small to gain.
     pub min_parallel_batch: usize,
+    /// Report what each transaction touched ([`BatchOutcome::access`]), for prefetching.
+    pub record_access: bool,
 }
 
 impl Default for ExecutorConfig {
     fn default() -> Self {
-        Self { workers: std::thread::available_parallelism().map_or(2, usize::from), min_parallel_batch: 4 }
+        Self {
+            workers: std::thread::available_parallelism().map_or(2, usize::from),
+            min_parallel_batch: 4,
+            record_access: false,
+        }
     }
 }
 
@@ -38,6 +44,7 @@ struct SequentialJob {
     base: Arc<dyn StateSource>,
     ctx: BlockContext,
     txs: Vec<TxEnv>,
+    record: bool,
     reply: mpsc::Sender<Result<Committed, ExecutorError>>,
 }
 
@@ -99,11 +106,21 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (reply, result) = mpsc::channel();
-        self.send(0, Job::Sequential(Box::new(SequentialJob { base: state, ctx, txs, reply })))?;
+        self.send(
+            0,
+            Job::Sequential(Box::new(SequentialJob {
+                base: state,
+                ctx,
+                txs,
+                record: self.config.record_access,
+                reply,
+            })),
+        )?;
         let committed = result.recv().map_err(|_| ExecutorError::WorkerGone(0))??;
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             state: committed.state,
+            access: committed.access,
             mode: ExecutionMode::Sequential,
             reexecutions: 0,
             fallbacks: 0,
@@ -132,23 +149,47 @@ impl Executor {
             return Err(error.into());
         }
         let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
-        let (mut committed, overlay, stopped) = commit::commit_batch(&batch)?;
+        let (mut committed, overlay, stopped) = commit::commit_batch(&batch, self.config.record_access)?;
         let mut fallbacks = 0;
         if let Some(from) = stopped {
             // A lazy assumption failed: re-run the rest one by one on committed state.
             fallbacks = n - from;
             let mut evm = evm::build(batch.ctx.spec);
-            let (rest, _) = commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..])?;
+            let (rest, _) =
+                commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..], self.config.record_access)?;
             committed.state.merge(&rest.state);
             committed.outcomes.extend(rest.outcomes);
+            committed.access.extend(rest.access);
         }
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             state: committed.state,
+            access: committed.access,
             mode: ExecutionMode::Parallel,
             reexecutions: executions.saturating_sub(n),
             fallbacks,
         })
+    }
+
+    /// Executes `txs` and, when `check` picks this batch and it ran in parallel,
+    /// re-runs it sequentially and compares (cross-layer validation, sequential kind).
+    pub fn execute_checked(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+        check: &crate::validation::SampledCheck,
+    ) -> Result<(BatchOutcome, Option<crate::validation::SequentialMismatch>), ExecutorError> {
+        let outcome = self.execute(Arc::clone(&state), ctx.clone(), txs.clone())?;
+        if outcome.mode == ExecutionMode::Parallel && check.pick() {
+            let sequential = self.execute_sequential(state, ctx, txs)?;
+            let mismatch = crate::validation::compare_with_sequential(&outcome, &sequential).err();
+            if let Some(m) = &mismatch {
+                tracing::error!(mismatch = %m, "parallel execution differs from sequential");
+            }
+            return Ok((outcome, mismatch));
+        }
+        Ok((outcome, None))
     }
 
     fn send(&self, worker: usize, job: Job) -> Result<(), ExecutorError> {
@@ -184,8 +225,9 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
                 let _ = done.send(());
             }
             Job::Sequential(job) => {
-                let SequentialJob { base, ctx, txs, reply } = *job;
-                let result = commit::run_sequential(&mut evm, commit::overlay(base), &ctx, &txs).map(|(c, _)| c);
+                let SequentialJob { base, ctx, txs, record, reply } = *job;
+                let result =
+                    commit::run_sequential(&mut evm, commit::overlay(base), &ctx, &txs, record).map(|(c, _)| c);
                 let _ = reply.send(result);
             }
         }

@@ -136,6 +136,8 @@ pub struct BatchOutcome {
     pub outcomes: Vec<TxOutcome>,
     /// Everything the batch changed, merged.
     pub state: StateDiff,
+    /// What each transaction touched (empty unless the pool records access).
+    pub access: Vec<crate::AccessSet>,
     /// How it ran.
     pub mode: ExecutionMode,
     /// Executions beyond the first per transaction (conflicts).

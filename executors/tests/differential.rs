@@ -23,7 +23,7 @@ fn fixture() -> &'static Fixture {
 #[test]
 fn every_workload_matches_sequential_revm() {
     let f = fixture();
-    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1 });
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1, record_access: false });
     for workload in bench::workloads(f, 24) {
         let (want, want_state) = reference(&f.state, &f.ctx, &workload.txs);
         assert!(
@@ -97,7 +97,7 @@ proptest! {
             })
             .collect();
         ferry_executors::set_chaos(chaos);
-        let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1 });
+        let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
         ferry_executors::set_chaos(false);
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
@@ -110,7 +110,7 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
     let f = fixture();
     let coinbase = f.ctx.block.beneficiary;
     let nonces = f.nonces();
-    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1 });
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1, record_access: false });
     let mut cases: Vec<(&str, Vec<revm::context::TxEnv>)> = Vec::new();
 
     // A contract reads COINBASE.balance mid-batch, between fee-paying transactions.

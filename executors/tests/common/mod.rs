@@ -48,8 +48,11 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
                 continue;
             }
             let before = db.basic_ref(*address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
-            let after = (!account.is_selfdestructed())
-                .then_some((account.info.balance, account.info.nonce, account.info.code_hash));
+            let after = (!account.is_selfdestructed()).then_some((
+                account.info.balance,
+                account.info.nonce,
+                account.info.code_hash,
+            ));
             let mut storage = BTreeMap::new();
             for (slot, value) in &account.storage {
                 if value.present_value != db.storage_ref(*address, *slot).unwrap() {

@@ -1,0 +1,265 @@
+//! State forked from a live chain over JSON-RPC at a pinned block, with a cache shared
+//! by every worker and prefetching of what the same (contract, selector) touched before.
+
+use std::{collections::HashSet, sync::Arc};
+
+use alloy::{
+    eips::BlockId,
+    providers::{DynProvider, Provider, ProviderBuilder},
+};
+use dashmap::DashMap;
+use revm::{
+    bytecode::Bytecode,
+    context::TxEnv,
+    primitives::{Address, B256, Bytes, KECCAK_EMPTY, TxKind, U256, keccak256},
+    state::AccountInfo,
+};
+use rustc_hash::FxBuildHasher;
+use tokio::runtime::Runtime;
+
+use crate::{StateError, StateSource};
+
+/// A chain's state at one block, read over RPC on first use and cached.
+pub struct ForkedState {
+    provider: DynProvider,
+    block: u64,
+    runtime: Arc<Runtime>,
+    accounts: DashMap<Address, Option<AccountInfo>, FxBuildHasher>,
+    storage: DashMap<(Address, U256), U256, FxBuildHasher>,
+    code: DashMap<B256, Bytecode, FxBuildHasher>,
+    hashes: DashMap<u64, B256, FxBuildHasher>,
+}
+
+impl std::fmt::Debug for ForkedState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ForkedState").field("block", &self.block).field("accounts", &self.accounts.len()).finish()
+    }
+}
+
+impl ForkedState {
+    /// Forks the chain at `rpc_url` at block `block`. RPC runs on a small runtime of its
+    /// own, so workers on plain threads and callers inside another runtime can both block
+    /// on it.
+    pub fn connect(rpc_url: &str, block: u64) -> Result<Self, StateError> {
+        let url = rpc_url.parse().map_err(|e| StateError(format!("RPC URL {rpc_url}: {e}")))?;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ferry-fork-rpc")
+            .enable_all()
+            .build()
+            .map_err(|e| StateError(format!("RPC runtime: {e}")))?;
+        let provider = ProviderBuilder::new().connect_http(url).erased();
+        Ok(Self {
+            provider,
+            block,
+            runtime: Arc::new(runtime),
+            accounts: DashMap::default(),
+            storage: DashMap::default(),
+            code: DashMap::default(),
+            hashes: DashMap::default(),
+        })
+    }
+
+    /// The pinned block.
+    pub fn block(&self) -> u64 {
+        self.block
+    }
+
+    /// Runs `future` on the RPC runtime and waits for it from any thread.
+    fn wait<T: Send + 'static>(
+        &self,
+        future: impl std::future::Future<Output = Result<T, StateError>> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.runtime.spawn(async move {
+            let _ = tx.send(future.await);
+        });
+        rx.recv().map_err(|_| StateError("RPC runtime stopped".into()))?
+    }
+
+    async fn fetch_account(
+        provider: DynProvider,
+        block: u64,
+        address: Address,
+    ) -> Result<Option<AccountInfo>, StateError> {
+        let at = BlockId::number(block);
+        let (balance, nonce, code) = tokio::join!(
+            provider.get_balance(address).block_id(at).into_future(),
+            provider.get_transaction_count(address).block_id(at).into_future(),
+            provider.get_code_at(address).block_id(at).into_future(),
+        );
+        let rpc = |e: alloy::transports::TransportError| StateError(format!("account {address} at {block}: {e}"));
+        let (balance, nonce, code): (U256, u64, Bytes) =
+            (balance.map_err(rpc)?, nonce.map_err(rpc)?, code.map_err(rpc)?);
+        if balance.is_zero() && nonce == 0 && code.is_empty() {
+            return Ok(None);
+        }
+        let bytecode = Bytecode::new_raw(code.clone());
+        let code_hash = if code.is_empty() { KECCAK_EMPTY } else { keccak256(&code) };
+        let mut info = AccountInfo::default().with_code_hash(code_hash);
+        info.balance = balance;
+        info.nonce = nonce;
+        info.code = Some(bytecode);
+        Ok(Some(info))
+    }
+
+    async fn fetch_slot(provider: DynProvider, block: u64, address: Address, slot: U256) -> Result<U256, StateError> {
+        provider
+            .get_storage_at(address, slot)
+            .block_id(BlockId::number(block))
+            .await
+            .map_err(|e| StateError(format!("slot {slot} of {address} at {block}: {e}")))
+    }
+
+    fn remember(&self, address: Address, info: Option<AccountInfo>) {
+        if let Some(code) = info.as_ref().and_then(|i| i.code.clone()) {
+            self.code.insert(info.as_ref().map_or(KECCAK_EMPTY, |i| i.code_hash), code);
+        }
+        self.accounts.insert(address, info);
+    }
+
+    /// Fetches, concurrently, whatever of `accounts` and `slots` is not cached yet.
+    pub fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        let accounts: Vec<Address> = accounts
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|a| !self.accounts.contains_key(a))
+            .collect();
+        let slots: Vec<(Address, U256)> = slots
+            .iter()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .filter(|s| !self.storage.contains_key(s))
+            .collect();
+        let (provider, block) = (self.provider.clone(), self.block);
+        let (a, s) = (accounts.clone(), slots.clone());
+        let (infos, values) = self.wait(async move {
+            let mut infos = tokio::task::JoinSet::new();
+            for address in a {
+                let p = provider.clone();
+                infos.spawn(async move { (address, Self::fetch_account(p, block, address).await) });
+            }
+            let mut values = tokio::task::JoinSet::new();
+            for (address, slot) in s {
+                let p = provider.clone();
+                values.spawn(async move { ((address, slot), Self::fetch_slot(p, block, address, slot).await) });
+            }
+            let (mut i, mut v) = (Vec::new(), Vec::new());
+            while let Some(done) = infos.join_next().await {
+                i.push(done.map_err(|e| StateError(e.to_string()))?);
+            }
+            while let Some(done) = values.join_next().await {
+                v.push(done.map_err(|e| StateError(e.to_string()))?);
+            }
+            Ok((i, v))
+        })?;
+        for (address, info) in infos {
+            self.remember(address, info?);
+        }
+        for (key, value) in values {
+            self.storage.insert(key, value?);
+        }
+        Ok(accounts.len() + slots.len())
+    }
+}
+
+impl StateSource for ForkedState {
+    fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        if let Some(info) = self.accounts.get(&address) {
+            return Ok(info.clone());
+        }
+        let (provider, block) = (self.provider.clone(), self.block);
+        let info = self.wait(Self::fetch_account(provider, block, address))?;
+        self.remember(address, info.clone());
+        Ok(info)
+    }
+
+    fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
+        // Accounts carry their code, so a hash is only asked for after its account.
+        self.code.get(&hash).map(|c| c.clone()).ok_or_else(|| StateError(format!("code {hash} not fetched")))
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        if let Some(value) = self.storage.get(&(address, slot)) {
+            return Ok(*value);
+        }
+        let (provider, block) = (self.provider.clone(), self.block);
+        let value = self.wait(Self::fetch_slot(provider, block, address, slot))?;
+        self.storage.insert((address, slot), value);
+        Ok(value)
+    }
+
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        if let Some(hash) = self.hashes.get(&number) {
+            return Ok(*hash);
+        }
+        let provider = self.provider.clone();
+        let hash = self.wait(async move {
+            let block = provider
+                .get_block_by_number(number.into())
+                .await
+                .map_err(|e| StateError(format!("block {number}: {e}")))?
+                .ok_or_else(|| StateError(format!("block {number} not found")))?;
+            Ok(block.header.hash)
+        })?;
+        self.hashes.insert(number, hash);
+        Ok(hash)
+    }
+}
+
+/// What a (contract, selector) touched last time, to prefetch before the next batch.
+#[derive(Debug, Default)]
+pub struct AccessPredictor {
+    learned: DashMap<(Address, [u8; 4]), (Vec<Address>, Vec<(Address, U256)>), FxBuildHasher>,
+}
+
+/// The accounts and slots one transaction touched.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessSet {
+    /// Accounts loaded.
+    pub accounts: Vec<Address>,
+    /// Slots loaded.
+    pub slots: Vec<(Address, U256)>,
+}
+
+impl AccessPredictor {
+    /// An empty predictor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn key(tx: &TxEnv) -> Option<(Address, [u8; 4])> {
+        let TxKind::Call(to) = tx.kind else { return None };
+        let selector: [u8; 4] = tx.data.get(..4)?.try_into().ok()?;
+        Some((to, selector))
+    }
+
+    /// Remembers what each transaction touched.
+    pub fn learn(&self, txs: &[TxEnv], access: &[AccessSet]) {
+        for (tx, set) in txs.iter().zip(access) {
+            if let Some(key) = Self::key(tx) {
+                self.learned.insert(key, (set.accounts.clone(), set.slots.clone()));
+            }
+        }
+    }
+
+    /// What the batch will probably touch: each transaction's sender and target, plus
+    /// what its (contract, selector) touched last time.
+    pub fn predict(&self, txs: &[TxEnv]) -> AccessSet {
+        let mut set = AccessSet::default();
+        for tx in txs {
+            set.accounts.push(tx.caller);
+            if let TxKind::Call(to) = tx.kind {
+                set.accounts.push(to);
+            }
+            if let Some(learned) = Self::key(tx).and_then(|k| self.learned.get(&k)) {
+                set.accounts.extend(learned.0.iter().copied());
+                set.slots.extend(learned.1.iter().copied());
+            }
+        }
+        set
+    }
+}

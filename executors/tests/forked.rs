@@ -1,0 +1,206 @@
+//! Predictions on state forked from a live anvil chain against the receipts anvil then
+//! produces: 50 ERC-20 transfers and 20 Mailbox deliveries, each in one block.
+
+use std::sync::Arc;
+
+use alloy::{
+    eips::eip1559::BaseFeeParams,
+    network::{EthereumWallet, TransactionBuilder},
+    primitives::{Address, B256, Bytes, U256},
+    providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
+    rpc::types::{TransactionReceipt, TransactionRequest},
+    signers::{SignerSync, local::PrivateKeySigner},
+    sol_types::SolCall,
+};
+use ferry_devnet::{Devnet, DevnetOptions};
+use ferry_executors::{
+    AccessPredictor, BlockContext, BlockEnv, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv, TxOutcome, TxStatus,
+    validation::{ReceiptMismatch, compare_with_receipt},
+};
+use ferry_messages::{
+    Attestation, Message, QuorumCertificate,
+    contracts::{Mailbox, TestRecipient, TestToken},
+};
+use revm::primitives::TxKind;
+
+const MAX_FEE: u128 = 20_000_000_000;
+const TIP: u128 = 1_000_000_000;
+
+fn wallet(url: &str, key: B256) -> DynProvider {
+    let signer = PrivateKeySigner::from_bytes(&key).unwrap();
+    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().unwrap()).erased()
+}
+
+/// The context of the block anvil will mine next, and the block to fork at.
+async fn next_block(provider: &DynProvider, chain_id: u64) -> (BlockContext, u64) {
+    let latest = provider.get_block_number().await.unwrap();
+    let header = provider.get_block_by_number(latest.into()).await.unwrap().unwrap().header.inner;
+    let block = BlockEnv {
+        number: U256::from(latest + 1),
+        beneficiary: header.beneficiary,
+        timestamp: U256::from(header.timestamp + 1),
+        gas_limit: header.gas_limit,
+        basefee: header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap(),
+        prevrandao: Some(header.mix_hash),
+        ..Default::default()
+    };
+    (BlockContext { block, chain_id, spec: SpecId::OSAKA }, latest)
+}
+
+fn tx(caller: Address, nonce: u64, to: Address, data: Vec<u8>, gas_limit: u64, chain_id: u64) -> TxEnv {
+    TxEnv {
+        tx_type: 2,
+        caller,
+        gas_limit,
+        gas_price: MAX_FEE,
+        gas_priority_fee: Some(TIP),
+        kind: TxKind::Call(to),
+        data: data.into(),
+        nonce,
+        chain_id: Some(chain_id),
+        ..Default::default()
+    }
+}
+
+/// Sends the same transactions to anvil and mines them into one block.
+async fn land(url: &str, keys: &[(Address, B256)], txs: &[TxEnv]) -> Vec<TransactionReceipt> {
+    let plain = ProviderBuilder::new().connect_http(url.parse().unwrap()).erased();
+    plain.anvil_set_auto_mine(false).await.unwrap();
+    let mut pending = Vec::new();
+    for t in txs {
+        let key = keys.iter().find(|(a, _)| *a == t.caller).unwrap().1;
+        let TxKind::Call(to) = t.kind else { panic!("calls only") };
+        let request = TransactionRequest::default()
+            .with_from(t.caller)
+            .with_to(to)
+            .with_input(t.data.clone())
+            .with_nonce(t.nonce)
+            .with_gas_limit(t.gas_limit)
+            .with_max_fee_per_gas(MAX_FEE)
+            .with_max_priority_fee_per_gas(TIP)
+            .with_chain_id(t.chain_id.unwrap());
+        pending.push(wallet(url, key).send_transaction(request).await.unwrap());
+    }
+    plain.evm_mine(None).await.unwrap();
+    plain.anvil_set_auto_mine(true).await.unwrap();
+    let mut receipts = Vec::new();
+    for p in pending {
+        receipts.push(p.get_receipt().await.unwrap());
+    }
+    let block = receipts[0].block_number;
+    assert!(receipts.iter().all(|r| r.block_number == block), "all in one block");
+    receipts
+}
+
+fn check_all(predicted: &[TxOutcome], receipts: &[TransactionReceipt]) {
+    assert_eq!(predicted.len(), receipts.len());
+    for (i, (p, r)) in predicted.iter().zip(receipts).enumerate() {
+        compare_with_receipt(p, r).unwrap_or_else(|e| panic!("transaction {i}: {e}"));
+        assert_eq!(p.status, TxStatus::Success);
+    }
+    // A deliberately wrong prediction is reported, with both sides.
+    let mut wrong = predicted[0].clone();
+    wrong.gas_used += 1;
+    assert_eq!(
+        compare_with_receipt(&wrong, &receipts[0]),
+        Err(ReceiptMismatch::GasUsed { predicted: receipts[0].gas_used + 1, actual: receipts[0].gas_used })
+    );
+    let mut wrong = predicted[0].clone();
+    wrong.status = TxStatus::Revert { reason: "made up".into() };
+    assert!(matches!(compare_with_receipt(&wrong, &receipts[0]), Err(ReceiptMismatch::Status { .. })));
+    let mut wrong = predicted[0].clone();
+    wrong.logs.pop();
+    assert!(matches!(compare_with_receipt(&wrong, &receipts[0]), Err(ReceiptMismatch::Logs { .. })));
+}
+
+#[test]
+fn predictions_on_forked_state_match_what_anvil_does() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let devnet = runtime.block_on(Devnet::start(DevnetOptions { block_time: None, ..Default::default() })).unwrap();
+    let info = devnet.info().clone();
+    let [alpha, beta] = devnet.deployments().clone();
+    let keys: Vec<(Address, B256)> = info.accounts.iter().map(|a| (a.address, a.private_key)).collect();
+    let user = info.accounts[0].address;
+    let relayer = info.accounts[9].address;
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: true });
+
+    // 50 ERC-20 transfers on alpha, one sender, in one block.
+    let a = wallet(&info.chains[0].rpc_url, info.accounts[0].private_key);
+    let (ctx, fork_at) = runtime.block_on(next_block(&a, 31337));
+    let nonce = runtime.block_on(a.get_transaction_count(user).into_future()).unwrap();
+    let transfers: Vec<TxEnv> = (0..50u64)
+        .map(|i| {
+            let data = TestToken::transferCall {
+                to: info.accounts[1 + (i as usize % 8)].address,
+                value: U256::from(1000 + i),
+            }
+            .abi_encode();
+            tx(user, nonce + i, alpha.token, data, 100_000, 31337)
+        })
+        .collect();
+    let fork = Arc::new(ForkedState::connect(&info.chains[0].rpc_url, fork_at).unwrap());
+    let predicted = executor.execute(fork, ctx, transfers.clone()).unwrap();
+    assert_eq!(predicted.access.len(), 50);
+    let receipts = runtime.block_on(land(&info.chains[0].rpc_url, &keys, &transfers));
+    check_all(&predicted.outcomes, &receipts);
+
+    // 20 messages dispatched on alpha to a recipient on beta, signed by the validators.
+    let b = wallet(&info.chains[1].rpc_url, info.accounts[0].private_key);
+    let recipient = *runtime.block_on(TestRecipient::deploy(&b)).unwrap().address();
+    let mailbox_a = Mailbox::new(alpha.mailbox, &a);
+    let mut deliveries = Vec::new();
+    let relayer_nonce = runtime.block_on(b.get_transaction_count(relayer).into_future()).unwrap();
+    for i in 0..20u64 {
+        let receipt = runtime
+            .block_on(async {
+                mailbox_a
+                    .dispatch(31338, recipient.into_word(), Bytes::from(vec![i as u8; 8]))
+                    .send()
+                    .await
+                    .unwrap()
+                    .get_receipt()
+                    .await
+            })
+            .unwrap();
+        let log = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap();
+        let message = Message::decode(&log.inner.data.message).unwrap();
+        let attestation = Attestation {
+            origin: 31337,
+            origin_mailbox: alpha.mailbox.into_word(),
+            destination: 31338,
+            block_hash: receipt.block_hash.unwrap(),
+            id: message.id(),
+        };
+        let signatures = devnet.validator_keys()[..2]
+            .iter()
+            .map(|k| PrivateKeySigner::from_bytes(k).unwrap().sign_hash_sync(&attestation.signing_hash()).unwrap())
+            .collect();
+        let metadata = QuorumCertificate::ordered(&attestation, signatures).unwrap().metadata();
+        let data = Mailbox::processCall { metadata: metadata.into(), message: message.encode().into() }.abi_encode();
+        deliveries.push(tx(relayer, relayer_nonce + i, beta.mailbox, data, 400_000, 31338));
+    }
+    let (ctx, fork_at) = runtime.block_on(next_block(&b, 31338));
+    let fork = Arc::new(ForkedState::connect(&info.chains[1].rpc_url, fork_at).unwrap());
+    // Prefetch what the same (contract, selector) touched last time.
+    let predictor = AccessPredictor::new();
+    let warmup = executor
+        .execute(
+            Arc::new(ForkedState::connect(&info.chains[1].rpc_url, fork_at).unwrap()),
+            ctx.clone(),
+            deliveries[..1].to_vec(),
+        )
+        .unwrap();
+    predictor.learn(&deliveries[..1], &warmup.access);
+    let prediction = predictor.predict(&deliveries);
+    assert!(!prediction.slots.is_empty(), "the Mailbox's slots were learned");
+    let fetched = fork.prefetch(&prediction.accounts, &prediction.slots).unwrap();
+    assert!(fetched > 2, "prefetched {fetched}");
+    let predicted = executor.execute(fork, ctx, deliveries.clone()).unwrap();
+    let receipts = runtime.block_on(land(&info.chains[1].rpc_url, &keys, &deliveries));
+    check_all(&predicted.outcomes, &receipts);
+    for r in &receipts {
+        assert!(r.inner.logs().iter().any(|l| l.log_decode::<Mailbox::Process>().is_ok()), "delivered");
+    }
+    drop(executor);
+    drop(devnet);
+}
