@@ -213,7 +213,7 @@ impl StateSource for ForkedState {
 /// What a (contract, selector) touched last time, to prefetch before the next batch.
 #[derive(Debug, Default)]
 pub struct AccessPredictor {
-    learned: DashMap<(Address, [u8; 4]), (Vec<Address>, Vec<(Address, U256)>), FxBuildHasher>,
+    learned: DashMap<(Address, [u8; 4]), AccessSet, FxBuildHasher>,
 }
 
 /// The accounts and slots one transaction touched.
@@ -241,7 +241,7 @@ impl AccessPredictor {
     pub fn learn(&self, txs: &[TxEnv], access: &[AccessSet]) {
         for (tx, set) in txs.iter().zip(access) {
             if let Some(key) = Self::key(tx) {
-                self.learned.insert(key, (set.accounts.clone(), set.slots.clone()));
+                self.learned.insert(key, set.clone());
             }
         }
     }
@@ -256,8 +256,8 @@ impl AccessPredictor {
                 set.accounts.push(to);
             }
             if let Some(learned) = Self::key(tx).and_then(|k| self.learned.get(&k)) {
-                set.accounts.extend(learned.0.iter().copied());
-                set.slots.extend(learned.1.iter().copied());
+                set.accounts.extend(learned.accounts.iter().copied());
+                set.slots.extend(learned.slots.iter().copied());
             }
         }
         set

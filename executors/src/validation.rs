@@ -121,7 +121,7 @@ impl SampledCheck {
 
     /// Whether this batch is one to check.
     pub fn pick(&self) -> bool {
-        self.every != 0 && self.seen.fetch_add(1, Ordering::Relaxed) % self.every == 0
+        self.every != 0 && self.seen.fetch_add(1, Ordering::Relaxed).is_multiple_of(self.every)
     }
 }
 
