@@ -1,20 +1,22 @@
 //! Turning executions into outcomes: the ordered commit of the parallel engine, and
 //! plain sequential execution (small batches, fallbacks, and the sampled re-check).
 
-use std::sync::Arc;
+use std::{collections::BTreeMap, sync::Arc};
 
 use revm::{
     context::{
         TxEnv,
         result::{EVMError, ExecutionResult, Output},
     },
-    primitives::Bytes,
+    primitives::{Address, Bytes, KECCAK_EMPTY, U256},
 };
+use rustc_hash::FxHashMap;
 
 use crate::{
-    BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
+    AccountDiff, AccountState, BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
     evm::{self, WorkerEvm},
-    overlay::Overlay,
+    mv_memory::AccountLite,
+    overlay::{Overlay, lite},
     parallel::{Batch, Executed, lazy_assumptions_hold, settle_mocked},
     view::{StateView, ViewError},
 };
@@ -27,35 +29,132 @@ pub(crate) struct Committed {
     pub access: Vec<crate::AccessSet>,
 }
 
-/// Commits a finished parallel batch in order. Stops at the first transaction whose
-/// lazy assumptions do not hold and returns its index with the overlay as committed so
-/// far, so that the rest can be re-run one by one.
-pub(crate) fn commit_batch(batch: &Batch, record: bool) -> Result<(Committed, Overlay, Option<usize>), ExecutorError> {
-    let mut overlay = Overlay::new(Arc::clone(&batch.base));
-    let mut done =
-        Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
+/// Settles a finished parallel batch in order: checks each lazily accounted sender's
+/// assumptions against the running real balance, patches the lazy accounts (senders'
+/// balances, the beneficiary's fees) into the outcomes, and merges the changes. Stops
+/// at the first transaction whose assumptions fail and returns its index, so that the
+/// rest can be re-run one by one.
+pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), ExecutorError> {
     let beneficiary = batch.ctx.block.beneficiary;
+    let mut running: FxHashMap<Address, Option<AccountLite>> = FxHashMap::default();
+    let current = |running: &FxHashMap<Address, Option<AccountLite>>, a: Address| -> Result<Option<AccountLite>, StateError> {
+        match running.get(&a) {
+            Some(v) => Ok(*v),
+            None => Ok(batch.base.basic(a)?.map(|i| lite(&i))),
+        }
+    };
+    let mut builder = DiffBuilder::default();
+    let mut done = Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
-        let Some(Executed { run, mocked, read_mocked_balance }) = executed else {
-            return Ok((done, overlay, Some(idx)));
+        let Some(Executed { mut outcome, fee, valid, mocked, read_mocked_balance, access }) = executed else {
+            done.state = builder.finish();
+            return Ok((done, Some(idx)));
         };
-        if mocked && !lazy_assumptions_hold(tx, read_mocked_balance, overlay.basic_lite(tx.caller)?) {
-            return Ok((done, overlay, Some(idx)));
-        }
-        let sender = tx.caller;
-        if record {
-            done.access.push(access_of(&run.state));
-        }
-        let outcome = settle(&mut overlay, run, beneficiary, |address, account, before| {
-            if mocked && address == sender {
-                settle_mocked(account, before);
+        if valid {
+            if mocked {
+                let before = current(&running, tx.caller)?;
+                if !lazy_assumptions_hold(tx, read_mocked_balance, before) {
+                    done.state = builder.finish();
+                    return Ok((done, Some(idx)));
+                }
+                if let Some(info) = outcome.state.0.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
+                    let mut a = AccountLite { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash };
+                    settle_mocked(&mut a, before);
+                    info.balance = a.balance;
+                    running.insert(tx.caller, Some(a));
+                }
             }
-        })?;
-        done.state.merge(&outcome.state);
+            for (address, entry) in &outcome.state.0 {
+                if batch.lazy.contains(address) && !(mocked && *address == tx.caller) {
+                    running.insert(*address, entry.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }));
+                }
+            }
+            let before = current(&running, beneficiary)?;
+            let mut after = before.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
+            after.balance += fee;
+            if Some(after) != before {
+                let entry = outcome.state.0.entry(beneficiary).or_default();
+                entry.info = Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
+                running.insert(beneficiary, Some(after));
+            }
+        }
+        builder.merge(&outcome.state);
         done.outcomes.push(outcome);
+        done.access.extend(access);
     }
-    Ok((done, overlay, None))
+    done.state = builder.finish();
+    Ok((done, None))
+}
+
+/// The outcome of one speculative run, with its changes read off against what it read
+/// (exact once validated), the fee it owes the beneficiary, and whether it was valid.
+pub(crate) fn speculative_outcome(
+    run: evm::Run,
+    served: &[(Address, Option<AccountLite>)],
+) -> Result<(TxOutcome, U256, bool), ExecutorError> {
+    let result = match run.result {
+        Ok(result) => result,
+        Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO, false)),
+        Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
+        Err(other) => return Err(ExecutorError::Evm(other.to_string())),
+    };
+    let mut diff = StateDiff::default();
+    for (address, account) in &run.state {
+        if !account.is_touched() {
+            continue;
+        }
+        let before = served.iter().find(|(a, _)| a == address).and_then(|(_, v)| *v);
+        let after = (!account.is_selfdestructed()).then(|| lite(&account.info));
+        let storage: BTreeMap<U256, U256> =
+            account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
+        let info_changed = after != before || account.is_created();
+        if !info_changed && storage.is_empty() {
+            continue;
+        }
+        let code = match (after, before) {
+            (Some(a), b) if b.map(|b| b.code_hash) != Some(a.code_hash) && a.code_hash != KECCAK_EMPTY => account.info.code.clone(),
+            _ => None,
+        };
+        let info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
+        diff.0.insert(*address, AccountDiff { info, code, storage });
+    }
+    Ok((outcome(result, diff), run.fee, true))
+}
+
+fn invalid_outcome(reason: String) -> TxOutcome {
+    TxOutcome { status: TxStatus::Invalid { reason }, gas_used: 0, logs: vec![], output: Bytes::new(), state: StateDiff::default() }
+}
+
+/// Merges per-transaction changes in hash maps; sorted once at the end.
+#[derive(Default)]
+pub(crate) struct DiffBuilder {
+    accounts: FxHashMap<Address, (Option<AccountState>, Option<revm::bytecode::Bytecode>, FxHashMap<U256, U256>)>,
+}
+
+impl DiffBuilder {
+    pub(crate) fn merge(&mut self, later: &StateDiff) {
+        for (address, diff) in later.iter() {
+            let entry = self.accounts.entry(*address).or_default();
+            if diff.info.is_none() {
+                entry.2.clear();
+            }
+            entry.0 = diff.info;
+            if diff.code.is_some() {
+                entry.1.clone_from(&diff.code);
+            }
+            entry.2.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
+        }
+    }
+
+    pub(crate) fn finish(self) -> StateDiff {
+        StateDiff(
+            self.accounts
+                .into_iter()
+                .map(|(address, (info, code, storage))| (address, AccountDiff { info, code, storage: storage.into_iter().collect() }))
+                .collect(),
+        )
+    }
 }
 
 /// Runs `txs` one by one on `evm` over `overlay`, committing each.
@@ -70,6 +169,7 @@ pub(crate) fn run_sequential(
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
     let mut done =
         Committed { outcomes: Vec::with_capacity(txs.len()), state: StateDiff::default(), access: Vec::new() };
+    let mut builder = DiffBuilder::default();
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
         for tx in txs {
@@ -81,11 +181,12 @@ pub(crate) fn run_sequential(
                 done.access.push(access_of(&run.state));
             }
             let outcome = settle(overlay.as_mut(), run, beneficiary, |_, _, _| {})?;
-            done.state.merge(&outcome.state);
+            builder.merge(&outcome.state);
             done.outcomes.push(outcome);
         }
         Ok(())
     })();
+    done.state = builder.finish();
     let view = std::mem::take(&mut evm.ctx.journaled_state.database);
     result?;
     match view {
@@ -103,15 +204,7 @@ fn settle(
 ) -> Result<TxOutcome, ExecutorError> {
     let result = match run.result {
         Ok(result) => result,
-        Err(EVMError::Transaction(invalid)) => {
-            return Ok(TxOutcome {
-                status: TxStatus::Invalid { reason: invalid.to_string() },
-                gas_used: 0,
-                logs: vec![],
-                output: Bytes::new(),
-                state: StateDiff::default(),
-            });
-        }
+        Err(EVMError::Transaction(invalid)) => return Ok(invalid_outcome(invalid.to_string())),
         Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
         Err(other) => return Err(ExecutorError::Evm(other.to_string())),
     };
@@ -147,7 +240,7 @@ pub(crate) fn outcome(result: ExecutionResult, state: StateDiff) -> TxOutcome {
 }
 
 /// The accounts and slots an execution loaded.
-fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
+pub(crate) fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
     let mut set = crate::AccessSet::default();
     for (address, account) in state {
         set.accounts.push(*address);

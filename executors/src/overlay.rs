@@ -126,6 +126,24 @@ impl Overlay {
         Ok(diff)
     }
 
+    /// Applies committed changes (to resume one by one after a parallel prefix).
+    pub(crate) fn apply(&mut self, diff: &StateDiff) {
+        for (address, account) in diff.iter() {
+            if account.info.is_none() {
+                self.cleared.insert(*address);
+                self.storage.retain(|(a, _), _| a != address);
+            }
+            let info = account.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash });
+            if let (Some(i), Some(code)) = (info, &account.code) {
+                self.codes.insert(i.code_hash, code.clone());
+            }
+            self.accounts.insert(*address, info);
+            for (slot, value) in &account.storage {
+                self.storage.insert((*address, *slot), *value);
+            }
+        }
+    }
+
     /// Credits the beneficiary's fee for one transaction, as the mainnet handler would
     /// have right after it (which also touches, and so creates, the account).
     pub(crate) fn credit(&mut self, beneficiary: Address, fee: U256, diff: &mut StateDiff) -> Result<(), StateError> {

@@ -20,13 +20,20 @@ use crate::{
     view::{MOCK_BALANCE, Speculation, StateView, ViewError},
 };
 
-/// What the last incarnation of a transaction produced.
+/// What the last incarnation of a transaction produced, outcome included (its diff is
+/// exact once validated, except for lazy accounts, which the ordered settle patches).
 pub(crate) struct Executed {
-    pub run: Run,
+    pub outcome: crate::TxOutcome,
+    /// What the beneficiary is owed (zero for an invalid transaction).
+    pub fee: U256,
+    /// The transaction was valid (it has a fee to credit and changes to keep).
+    pub valid: bool,
     /// It saw its sender's balance and nonce mocked.
     pub mocked: bool,
     /// It read the mocked balance explicitly (then speculation cannot stand).
     pub read_mocked_balance: bool,
+    /// What it touched, when the pool records access.
+    pub access: Option<crate::AccessSet>,
 }
 
 /// Everything the workers share for one batch.
@@ -44,6 +51,8 @@ pub(crate) struct Batch {
     /// Code deployed by the batch.
     pub codes: DashMap<B256, Bytecode, FxBuildHasher>,
     pub fatal: Mutex<Option<StateError>>,
+    /// Report what each transaction touched.
+    pub record_access: bool,
     pub executions: std::sync::atomic::AtomicUsize,
 }
 
@@ -88,6 +97,7 @@ impl Batch {
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             codes: DashMap::default(),
             fatal: Mutex::new(None),
+            record_access: false,
             executions: std::sync::atomic::AtomicUsize::new(0),
             txs,
         })
@@ -135,13 +145,20 @@ impl Batch {
 }
 
 /// A worker's share of a batch: take tasks until the scheduler says done.
-pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
+pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
     let mut reads: Vec<ReadItem> = Vec::with_capacity(16);
-    let mut served = Vec::with_capacity(8);
+    evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
+        batch: Arc::clone(batch),
+        idx: 0,
+        mocked: None,
+        read_mocked_balance: false,
+        reads: Vec::with_capacity(16),
+        served: Vec::with_capacity(8),
+    }));
     let mut task: Option<Task> = None;
     loop {
         task = match task {
-            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, &mut served),
+            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, record),
             Some(Task::Validate(version)) => validate(batch, version),
             None if batch.scheduler.done() => break,
             None => batch.scheduler.next_task(),
@@ -158,30 +175,24 @@ fn execute(
     batch: &Arc<Batch>,
     version: Version,
     reads: &mut Vec<ReadItem>,
-    served: &mut Vec<(Address, Option<AccountLite>)>,
+    record: bool,
 ) -> Option<Task> {
     let Version { idx, incarnation } = version;
     let tx = &batch.txs[idx];
+    let mocked = batch.lazy_sender[idx].then_some(tx.caller);
     loop {
         batch.executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        reads.clear();
-        served.clear();
-        let mocked = batch.lazy_sender[idx].then_some(tx.caller);
-        evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
-            batch: Arc::clone(batch),
-            idx,
-            mocked,
-            read_mocked_balance: false,
-            reads: std::mem::take(reads),
-            served: std::mem::take(served),
-        }));
+        if let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database {
+            spec.idx = idx;
+            spec.mocked = mocked;
+            spec.read_mocked_balance = false;
+            spec.reads.clear();
+            spec.served.clear();
+        }
         let run = evm::run(evm, tx);
-        let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) else {
+        let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database else {
             return None;
         };
-        let Speculation { reads: r, served: s, read_mocked_balance, .. } = *spec;
-        *reads = r;
-        *served = s;
         match &run.result {
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
                 if batch.scheduler.add_dependency(idx, *blocking) {
@@ -199,10 +210,20 @@ fn execute(
             }
             _ => {}
         }
-        let writes = writes_of(batch, idx, &run, served, mocked);
+        let read_mocked_balance = spec.read_mocked_balance;
+        let writes = writes_of(batch, &run, &spec.served, mocked);
+        std::mem::swap(reads, &mut spec.reads);
+        let access = record.then(|| crate::commit::access_of(&run.state));
+        let executed = match crate::commit::speculative_outcome(run, &spec.served) {
+            Ok((outcome, fee, valid)) => Executed { outcome, fee, valid, mocked: mocked.is_some(), read_mocked_balance, access },
+            Err(e) => {
+                batch.fail(StateError(e.to_string()));
+                return None;
+            }
+        };
         let wrote_new = batch.mv.record(idx, incarnation, writes, reads);
         if let Ok(mut slot) = batch.results[idx].lock() {
-            *slot = Some(Executed { run, mocked: mocked.is_some(), read_mocked_balance });
+            *slot = Some(executed);
         }
         return batch.scheduler.finish_execution(idx, incarnation, wrote_new);
     }
@@ -222,7 +243,6 @@ fn validate(batch: &Arc<Batch>, version: Version) -> Option<Task> {
 /// an account merely called is read, not written.
 fn writes_of(
     batch: &Batch,
-    idx: TxIdx,
     run: &Run,
     served: &[(Address, Option<AccountLite>)],
     mocked: Option<Address>,
@@ -285,7 +305,6 @@ fn writes_of(
         // An invalid transaction changes nothing, but its seeded estimate must go.
         writes.push((Location::Basic(sender), Value::Delta { add: U256::ZERO, sub: U256::ZERO, nonce: None }));
     }
-    let _ = idx;
     writes
 }
 

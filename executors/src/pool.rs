@@ -136,7 +136,9 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = txs.len();
-        let batch = Arc::new(Batch::new(state, ctx, txs)?);
+        let mut batch = Batch::new(state, ctx, txs)?;
+        batch.record_access = self.config.record_access;
+        let batch = Arc::new(batch);
         let (done, finished) = mpsc::channel();
         for i in 0..self.workers.len() {
             self.send(i, Job::Parallel { batch: Arc::clone(&batch), done: done.clone() })?;
@@ -149,11 +151,13 @@ impl Executor {
             return Err(error.into());
         }
         let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
-        let (mut committed, overlay, stopped) = commit::commit_batch(&batch, self.config.record_access)?;
+        let (mut committed, stopped) = commit::commit_batch(&batch)?;
         let mut fallbacks = 0;
         if let Some(from) = stopped {
             // A lazy assumption failed: re-run the rest one by one on committed state.
             fallbacks = n - from;
+            let mut overlay = commit::overlay(Arc::clone(&batch.base));
+            overlay.apply(&committed.state);
             let mut evm = evm::build(batch.ctx.spec);
             let (rest, _) =
                 commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..], self.config.record_access)?;
@@ -221,7 +225,7 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
         match job {
             Job::Parallel { batch, done } => {
                 evm::prepare(&mut evm, &batch.ctx);
-                parallel::work(&mut evm, &batch);
+                parallel::work(&mut evm, &batch, batch.record_access);
                 let _ = done.send(());
             }
             Job::Sequential(job) => {
