@@ -37,14 +37,16 @@ pub(crate) struct Committed {
 pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), ExecutorError> {
     let beneficiary = batch.ctx.block.beneficiary;
     let mut running: FxHashMap<Address, Option<AccountLite>> = FxHashMap::default();
-    let current = |running: &FxHashMap<Address, Option<AccountLite>>, a: Address| -> Result<Option<AccountLite>, StateError> {
-        match running.get(&a) {
-            Some(v) => Ok(*v),
-            None => Ok(batch.base.basic(a)?.map(|i| lite(&i))),
-        }
-    };
+    let current =
+        |running: &FxHashMap<Address, Option<AccountLite>>, a: Address| -> Result<Option<AccountLite>, StateError> {
+            match running.get(&a) {
+                Some(v) => Ok(*v),
+                None => Ok(batch.base.basic(a)?.map(|i| lite(&i))),
+            }
+        };
     let mut builder = DiffBuilder::default();
-    let mut done = Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
+    let mut done =
+        Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
         let Some(Executed { mut outcome, fee, valid, mocked, read_mocked_balance, access }) = executed else {
@@ -67,7 +69,10 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
             }
             for (address, entry) in &outcome.state.0 {
                 if batch.lazy.contains(address) && !(mocked && *address == tx.caller) {
-                    running.insert(*address, entry.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }));
+                    running.insert(
+                        *address,
+                        entry.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
+                    );
                 }
             }
             let before = current(&running, beneficiary)?;
@@ -75,7 +80,8 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
             after.balance += fee;
             if Some(after) != before {
                 let entry = outcome.state.0.entry(beneficiary).or_default();
-                entry.info = Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
+                entry.info =
+                    Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
                 running.insert(beneficiary, Some(after));
             }
         }
@@ -113,7 +119,9 @@ pub(crate) fn speculative_outcome(
             continue;
         }
         let code = match (after, before) {
-            (Some(a), b) if b.map(|b| b.code_hash) != Some(a.code_hash) && a.code_hash != KECCAK_EMPTY => account.info.code.clone(),
+            (Some(a), b) if b.map(|b| b.code_hash) != Some(a.code_hash) && a.code_hash != KECCAK_EMPTY => {
+                account.info.code.clone()
+            }
             _ => None,
         };
         let info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
@@ -123,7 +131,13 @@ pub(crate) fn speculative_outcome(
 }
 
 fn invalid_outcome(reason: String) -> TxOutcome {
-    TxOutcome { status: TxStatus::Invalid { reason }, gas_used: 0, logs: vec![], output: Bytes::new(), state: StateDiff::default() }
+    TxOutcome {
+        status: TxStatus::Invalid { reason },
+        gas_used: 0,
+        logs: vec![],
+        output: Bytes::new(),
+        state: StateDiff::default(),
+    }
 }
 
 /// Merges per-transaction changes in hash maps; sorted once at the end.
@@ -151,7 +165,9 @@ impl DiffBuilder {
         StateDiff(
             self.accounts
                 .into_iter()
-                .map(|(address, (info, code, storage))| (address, AccountDiff { info, code, storage: storage.into_iter().collect() }))
+                .map(|(address, (info, code, storage))| {
+                    (address, AccountDiff { info, code, storage: storage.into_iter().collect() })
+                })
                 .collect(),
         )
     }

@@ -126,6 +126,15 @@ impl MvMemory {
         }
     }
 
+    /// The entry `idx` itself wrote at `location`: `Err` for an estimate.
+    pub(crate) fn entry_at(&self, location: &Location, idx: TxIdx) -> Option<Result<Value, ()>> {
+        let entries = self.data.get(location)?;
+        match entries.get(&idx)? {
+            Entry::Estimate => Some(Err(())),
+            Entry::Data(_, value) => Some(Ok(value.clone())),
+        }
+    }
+
     /// A lazy account below `idx`: deltas summed down to an absolute value or the base.
     pub(crate) fn read_lazy(&self, address: Address, idx: TxIdx) -> Result<LazySum, TxIdx> {
         let mut sum = LazySum { start: None, add: U256::ZERO, sub: U256::ZERO, nonce: None };

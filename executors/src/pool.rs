@@ -136,6 +136,7 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = txs.len();
+        let t0 = std::time::Instant::now();
         let mut batch = Batch::new(state, ctx, txs)?;
         batch.record_access = self.config.record_access;
         let batch = Arc::new(batch);
@@ -150,8 +151,10 @@ impl Executor {
         if let Some(error) = batch.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(error.into());
         }
+        let t1 = t0.elapsed();
         let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
         let (mut committed, stopped) = commit::commit_batch(&batch)?;
+        tracing::debug!(txs = n, execute = ?t1, settle = ?(t0.elapsed() - t1), "parallel batch phases");
         let mut fallbacks = 0;
         if let Some(from) = stopped {
             // A lazy assumption failed: re-run the rest one by one on committed state.

@@ -193,6 +193,11 @@ impl Scheduler {
         None
     }
 
+    /// Whether `idx`'s latest incarnation has finished executing (and not been aborted).
+    pub(crate) fn is_executed(&self, idx: TxIdx) -> bool {
+        self.status(idx).1 == Status::Executed
+    }
+
     pub(crate) fn try_validation_abort(&self, idx: TxIdx, incarnation: Incarnation) -> bool {
         let mut status = self.status(idx);
         if *status == (incarnation, Status::Executed) {
