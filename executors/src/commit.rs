@@ -27,6 +27,8 @@ pub(crate) struct Committed {
     pub state: StateDiff,
     /// What each transaction touched, when asked for.
     pub access: Vec<crate::AccessSet>,
+    /// Per transaction settled from the parallel engine: it was re-executed.
+    pub conflicted: Vec<bool>,
 }
 
 /// Settles a finished parallel batch in order: checks each lazily accounted sender's
@@ -45,11 +47,16 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
             }
         };
     let mut builder = DiffBuilder::default();
-    let mut done =
-        Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
+    let mut done = Committed {
+        outcomes: Vec::with_capacity(batch.txs.len()),
+        state: StateDiff::default(),
+        access: Vec::new(),
+        conflicted: Vec::new(),
+    };
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
-        let Some(Executed { mut outcome, fee, valid, mocked, read_mocked_balance, access }) = executed else {
+        let Some(Executed { mut outcome, fee, valid, mocked, read_mocked_balance, access, incarnation }) = executed
+        else {
             done.state = builder.finish();
             return Ok((done, Some(idx)));
         };
@@ -88,6 +95,7 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
         builder.merge(&outcome.state);
         done.outcomes.push(outcome);
         done.access.extend(access);
+        done.conflicted.push(incarnation > 0);
     }
     done.state = builder.finish();
     Ok((done, None))
@@ -183,8 +191,12 @@ pub(crate) fn run_sequential(
 ) -> Result<(Committed, Overlay), ExecutorError> {
     evm::prepare(evm, ctx);
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
-    let mut done =
-        Committed { outcomes: Vec::with_capacity(txs.len()), state: StateDiff::default(), access: Vec::new() };
+    let mut done = Committed {
+        outcomes: Vec::with_capacity(txs.len()),
+        state: StateDiff::default(),
+        access: Vec::new(),
+        conflicted: Vec::new(),
+    };
     let mut builder = DiffBuilder::default();
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {

@@ -34,6 +34,8 @@ pub(crate) struct Executed {
     pub read_mocked_balance: bool,
     /// What it touched, when the pool records access.
     pub access: Option<crate::AccessSet>,
+    /// Its incarnation (above zero: it was re-executed after a conflict).
+    pub incarnation: usize,
 }
 
 /// Everything the workers share for one batch.
@@ -253,7 +255,7 @@ fn execute(
         let access = record.then(|| crate::commit::access_of(&run.state));
         let executed = match crate::commit::speculative_outcome(run, &spec.served) {
             Ok((outcome, fee, valid)) => {
-                Executed { outcome, fee, valid, mocked: mocked.is_some(), read_mocked_balance, access }
+                Executed { outcome, fee, valid, mocked: mocked.is_some(), read_mocked_balance, access, incarnation }
             }
             Err(e) => {
                 batch.fail(StateError(e.to_string()));

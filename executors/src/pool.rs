@@ -57,6 +57,10 @@ struct Worker {
 /// pays, always with exactly the results of sequential execution in batch order.
 pub struct Executor {
     config: ExecutorConfig,
+    /// Per (contract, selector): measured seconds per transaction in each mode, so that
+    /// each kind of batch runs in the mode that has been faster for it (a dependent
+    /// chain sequentially, independent heavy calls in parallel).
+    costs: Mutex<rustc_hash::FxHashMap<(revm::primitives::Address, [u8; 4]), ModeCosts>>,
     workers: Vec<Worker>,
     /// One batch at a time: a batch uses every worker.
     running: Mutex<()>,
@@ -73,7 +77,7 @@ impl Executor {
                 Worker { jobs: Some(jobs), thread }
             })
             .collect();
-        Self { config, workers, running: Mutex::new(()) }
+        Self { config, workers, running: Mutex::new(()), costs: Mutex::new(Default::default()) }
     }
 
     /// The pool's configuration.
@@ -89,10 +93,53 @@ impl Executor {
         ctx: BlockContext,
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
-        if self.workers.len() > 1 && txs.len() >= self.config.min_parallel_batch {
-            self.execute_parallel(state, ctx, txs)
-        } else {
-            self.execute_sequential(state, ctx, txs)
+        let keys: Vec<_> = txs.iter().filter_map(selector_key).collect();
+        let parallel =
+            self.workers.len() > 1 && txs.len() >= self.config.min_parallel_batch && self.parallel_pays(&keys);
+        let start = std::time::Instant::now();
+        let outcome =
+            if parallel { self.execute_parallel(state, ctx, txs)? } else { self.execute_sequential(state, ctx, txs)? };
+        self.learn_cost(&keys, outcome.mode, start.elapsed().as_secs_f64() / outcome.outcomes.len().max(1) as f64);
+        Ok(outcome)
+    }
+
+    /// Whether the parallel engine has been at least as fast as sequential execution
+    /// for these kinds of transaction (untried kinds are tried in parallel first).
+    fn parallel_pays(&self, keys: &[(revm::primitives::Address, [u8; 4])]) -> bool {
+        let Ok(costs) = self.costs.lock() else { return true };
+        let (mut parallel, mut sequential) = (0.0, 0.0);
+        for key in keys {
+            match costs.get(key) {
+                Some(ModeCosts { parallel: Some(p), sequential: Some(s), .. }) => {
+                    parallel += p;
+                    sequential += s;
+                }
+                // Measure each mode at least once.
+                Some(ModeCosts { parallel: None, .. }) | None => return true,
+                Some(ModeCosts { sequential: None, .. }) => return false,
+            }
+        }
+        parallel <= sequential
+    }
+
+    /// Folds one batch's seconds per transaction into its kinds' costs for `mode`.
+    fn learn_cost(&self, keys: &[(revm::primitives::Address, [u8; 4])], mode: ExecutionMode, per_tx: f64) {
+        let Ok(mut costs) = self.costs.lock() else { return };
+        for key in keys {
+            let entry = costs.entry(*key).or_default();
+            let slot = match mode {
+                ExecutionMode::Parallel => &mut entry.parallel,
+                ExecutionMode::Sequential => &mut entry.sequential,
+            };
+            *slot = Some(slot.map_or(per_tx, |old| 0.8 * old + 0.2 * per_tx));
+            entry.batches += 1;
+            // Now and then forget the mode not chosen, so that it is measured again.
+            if entry.batches.is_multiple_of(64) {
+                match mode {
+                    ExecutionMode::Parallel => entry.sequential = None,
+                    ExecutionMode::Sequential => entry.parallel = None,
+                }
+            }
         }
     }
 
@@ -239,4 +286,20 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Measured seconds per transaction of one kind of transaction, per mode.
+#[derive(Debug, Default, Clone, Copy)]
+struct ModeCosts {
+    parallel: Option<f64>,
+    sequential: Option<f64>,
+    batches: u64,
+}
+
+/// A call's (contract, selector), the key costs are kept under (plain transfers share
+/// the empty selector).
+fn selector_key(tx: &TxEnv) -> Option<(revm::primitives::Address, [u8; 4])> {
+    let revm::primitives::TxKind::Call(to) = tx.kind else { return None };
+    let selector: [u8; 4] = tx.data.get(..4).unwrap_or(&[0; 4]).try_into().ok()?;
+    Some((to, selector))
 }
