@@ -151,8 +151,11 @@ fn invalid_outcome(reason: String) -> TxOutcome {
 /// Merges per-transaction changes in hash maps; sorted once at the end.
 #[derive(Default)]
 pub(crate) struct DiffBuilder {
-    accounts: FxHashMap<Address, (Option<AccountState>, Option<revm::bytecode::Bytecode>, FxHashMap<U256, U256>)>,
+    accounts: FxHashMap<Address, PendingAccount>,
 }
+
+/// An account's merged changes so far: info, code, storage.
+type PendingAccount = (Option<AccountState>, Option<revm::bytecode::Bytecode>, FxHashMap<U256, U256>);
 
 impl DiffBuilder {
     pub(crate) fn merge(&mut self, later: &StateDiff) {

@@ -23,6 +23,22 @@ enum BenchTarget {
         #[arg(long, default_value_t = 3.0)]
         seconds: f64,
     },
+    /// Sequential revm against the parallel worker pool on every workload (raw
+    /// transfers, ERC-20, heavy calls, hot spots, a dependent chain, Mailbox deliveries).
+    Executors {
+        /// Print one JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Worker threads of the pool.
+        #[arg(long, default_value_t = 2)]
+        workers: usize,
+        /// Transactions per batch.
+        #[arg(long, default_value_t = 1000)]
+        txs: usize,
+        /// Measurements per workload (the median is reported).
+        #[arg(long, default_value_t = 7)]
+        rounds: usize,
+    },
 }
 
 /// Runs the chosen benchmark and prints its figures.
@@ -49,6 +65,37 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                     report.proofs_per_s,
                     report.keccak_proofs_per_s,
                     report.proofs_per_s / report.keccak_proofs_per_s
+                );
+            }
+            Ok(())
+        }
+        BenchTarget::Executors { json, workers, txs, rounds } => {
+            anyhow::ensure!(workers >= 1 && txs >= 1 && rounds >= 1, "--workers, --txs and --rounds must be positive");
+            if cfg!(debug_assertions) {
+                tracing::warn!("this is a debug build: build with --release for meaningful figures");
+            }
+            let report = ferry_executors::bench::measure(workers, txs, rounds)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+                return Ok(());
+            }
+            println!("{workers} workers, {txs} transactions per batch, median of {rounds}");
+            println!(
+                "{:<18} {:>11} {:>9} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8}",
+                "workload", "gas", "seq ms", "pool ms", "speedup", "seq-mode ms", "reexec/tx", "avail par", "Mgas/s"
+            );
+            for w in &report.workloads {
+                println!(
+                    "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0}",
+                    w.name,
+                    w.gas,
+                    w.sequential_s * 1e3,
+                    w.parallel_s * 1e3,
+                    w.speedup,
+                    w.sequential_mode_s * 1e3,
+                    w.reexecutions_per_tx,
+                    w.available_parallelism,
+                    w.mgas_per_s
                 );
             }
             Ok(())
