@@ -211,7 +211,14 @@ pub(crate) fn run_sequential(
             if record {
                 done.access.push(access_of(&run.state));
             }
-            let outcome = settle(overlay.as_mut(), run, beneficiary, |_, _, _| {})?;
+            let served = std::mem::take(&mut overlay.served);
+            let (mut outcome, fee, valid) = speculative_outcome(run, &served)?;
+            overlay.served = served;
+            overlay.served.clear();
+            if valid {
+                overlay.apply(&outcome.state);
+                overlay.credit(beneficiary, fee, &mut outcome.state)?;
+            }
             builder.merge(&outcome.state);
             done.outcomes.push(outcome);
         }
@@ -224,24 +231,6 @@ pub(crate) fn run_sequential(
         StateView::Sequential(overlay) => Ok((done, *overlay)),
         _ => Err(ExecutorError::Evm("sequential view detached".into())),
     }
-}
-
-/// Commits one run into the overlay (crediting the beneficiary) and describes it.
-fn settle(
-    overlay: &mut Overlay,
-    run: evm::Run,
-    beneficiary: revm::primitives::Address,
-    fixup: impl FnMut(revm::primitives::Address, &mut crate::mv_memory::AccountLite, Option<crate::mv_memory::AccountLite>),
-) -> Result<TxOutcome, ExecutorError> {
-    let result = match run.result {
-        Ok(result) => result,
-        Err(EVMError::Transaction(invalid)) => return Ok(invalid_outcome(invalid.to_string())),
-        Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
-        Err(other) => return Err(ExecutorError::Evm(other.to_string())),
-    };
-    let mut state = overlay.commit(&run.state, fixup)?;
-    overlay.credit(beneficiary, run.fee, &mut state)?;
-    Ok(outcome(result, state))
 }
 
 /// The outcome of an execution result and its changes.

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use revm::{
     bytecode::Bytecode,
     primitives::{Address, B256, KECCAK_EMPTY, U256},
-    state::{AccountInfo, EvmState},
+    state::AccountInfo,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::{AccountDiff, AccountState, StateDiff, StateError, StateSource, mv_memory::AccountLite};
+use crate::{AccountState, StateDiff, StateError, StateSource, mv_memory::AccountLite};
 
 /// Changes made so far in a batch, over the state before it.
 pub(crate) struct Overlay {
@@ -20,6 +20,8 @@ pub(crate) struct Overlay {
     /// Accounts destroyed in the batch: their base storage no longer shows through.
     cleared: FxHashSet<Address>,
     pub codes: FxHashMap<B256, Bytecode>,
+    /// Accounts served to the running transaction, as served (its diff compares with them).
+    pub served: Vec<(Address, Option<AccountLite>)>,
 }
 
 impl Overlay {
@@ -30,6 +32,7 @@ impl Overlay {
             storage: FxHashMap::default(),
             cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
+            served: Vec::with_capacity(8),
         }
     }
 
@@ -48,6 +51,13 @@ impl Overlay {
         }
     }
 
+    /// `basic`, remembering what was served.
+    pub(crate) fn basic_recorded(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        let info = self.basic(address)?;
+        self.served.push((address, info.as_ref().map(lite)));
+        Ok(info)
+    }
+
     pub(crate) fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
         match self.codes.get(&hash) {
             Some(code) => Ok(code.clone()),
@@ -63,67 +73,6 @@ impl Overlay {
             return Ok(U256::ZERO);
         }
         self.base.storage(address, slot)
-    }
-
-    /// The diff of one transaction's final state against what is committed, then
-    /// commits it. `fixup` adjusts an account before comparison (lazy balances).
-    pub(crate) fn commit(
-        &mut self,
-        state: &EvmState,
-        mut fixup: impl FnMut(Address, &mut AccountLite, Option<AccountLite>),
-    ) -> Result<StateDiff, StateError> {
-        let mut diff = StateDiff::default();
-        for (address, account) in state {
-            if !account.is_touched() {
-                continue;
-            }
-            let before = self.basic_lite(*address)?;
-            let destroyed = account.is_selfdestructed();
-            let after = if destroyed {
-                None
-            } else {
-                let mut a = lite(&account.info);
-                fixup(*address, &mut a, before);
-                Some(a)
-            };
-            let mut entry = AccountDiff::default();
-            if destroyed {
-                self.cleared.insert(*address);
-                self.storage.retain(|(a, _), _| a != address);
-            } else {
-                if account.is_created() {
-                    self.cleared.insert(*address);
-                    self.storage.retain(|(a, _), _| a != address);
-                }
-                for (slot, value) in &account.storage {
-                    let now = value.present_value;
-                    if now != self.storage(*address, *slot)? {
-                        entry.storage.insert(*slot, now);
-                        self.storage.insert((*address, *slot), now);
-                    }
-                }
-            }
-            let info_changed = after != before || account.is_created();
-            if info_changed {
-                entry.info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
-                if let (Some(a), Some(code)) = (after, &account.info.code)
-                    && before.map(|b| b.code_hash) != Some(a.code_hash)
-                    && a.code_hash != KECCAK_EMPTY
-                {
-                    self.codes.insert(a.code_hash, code.clone());
-                    entry.code = Some(code.clone());
-                }
-                self.accounts.insert(*address, after);
-            }
-            if info_changed || !entry.storage.is_empty() {
-                if !info_changed {
-                    entry.info =
-                        after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
-                }
-                diff.0.insert(*address, entry);
-            }
-        }
-        Ok(diff)
     }
 
     /// Applies committed changes (to resume one by one after a parallel prefix).

@@ -127,7 +127,7 @@ impl Database for StateView {
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
         match self {
-            Self::Sequential(overlay) => Ok(overlay.basic(address)?),
+            Self::Sequential(overlay) => Ok(overlay.basic_recorded(address)?),
             Self::Parallel(s) => s.basic(address),
             Self::Idle => Err(ViewError::Idle),
         }

@@ -101,7 +101,9 @@ proptest! {
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
         ferry_executors::set_chaos(false);
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
-        assert_same("random", &got.outcomes, &got.state, &want, &want_state);
+        assert_same("random, parallel", &got.outcomes, &got.state, &want, &want_state);
+        let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        assert_same("random, sequential mode", &seq.outcomes, &seq.state, &want, &want_state);
     }
 }
 
