@@ -21,22 +21,5 @@ fn main() {
         return;
     }
     println!("{} workers, {} transactions per batch", report.workers, size);
-    println!(
-        "{:<18} {:>9} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8}",
-        "workload", "gas", "seq ms", "par ms", "speedup", "seqmode ms", "reexec", "avail", "Mgas/s"
-    );
-    for w in &report.workloads {
-        println!(
-            "{:<18} {:>9} {:>10.2} {:>10.2} {:>7.2}x {:>10.2} {:>8.3} {:>8.2} {:>8.0}",
-            w.name,
-            w.gas,
-            w.sequential_s * 1e3,
-            w.parallel_s * 1e3,
-            w.speedup,
-            w.sequential_mode_s * 1e3,
-            w.reexecutions_per_tx,
-            w.available_parallelism,
-            w.mgas_per_s
-        );
-    }
+    print!("{report}");
 }

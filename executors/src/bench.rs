@@ -434,3 +434,30 @@ pub fn available_parallelism(f: &Fixture, txs: &[TxEnv]) -> f64 {
     }
     if longest > 0.0 { total / longest } else { 1.0 }
 }
+
+impl std::fmt::Display for Report {
+    /// The report as a table, one workload a line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:<18} {:>11} {:>9} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8}",
+            "workload", "gas", "seq ms", "pool ms", "speedup", "seq-mode ms", "reexec/tx", "avail par", "Mgas/s"
+        )?;
+        for w in &self.workloads {
+            writeln!(
+                f,
+                "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0}",
+                w.name,
+                w.gas,
+                w.sequential_s * 1e3,
+                w.parallel_s * 1e3,
+                w.speedup,
+                w.sequential_mode_s * 1e3,
+                w.reexecutions_per_tx,
+                w.available_parallelism,
+                w.mgas_per_s
+            )?;
+        }
+        Ok(())
+    }
+}

@@ -80,24 +80,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
                 return Ok(());
             }
             println!("{workers} workers, {txs} transactions per batch, median of {rounds}");
-            println!(
-                "{:<18} {:>11} {:>9} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8}",
-                "workload", "gas", "seq ms", "pool ms", "speedup", "seq-mode ms", "reexec/tx", "avail par", "Mgas/s"
-            );
-            for w in &report.workloads {
-                println!(
-                    "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0}",
-                    w.name,
-                    w.gas,
-                    w.sequential_s * 1e3,
-                    w.parallel_s * 1e3,
-                    w.speedup,
-                    w.sequential_mode_s * 1e3,
-                    w.reexecutions_per_tx,
-                    w.available_parallelism,
-                    w.mgas_per_s
-                );
-            }
+            print!("{report}");
             Ok(())
         }
     }
