@@ -125,7 +125,8 @@ impl Executor {
     /// Folds one batch's seconds per transaction into its kinds' costs for `mode`.
     fn learn_cost(&self, keys: &[(revm::primitives::Address, [u8; 4])], mode: ExecutionMode, per_tx: f64) {
         let Ok(mut costs) = self.costs.lock() else { return };
-        for key in keys {
+        let distinct: rustc_hash::FxHashSet<_> = keys.iter().copied().collect();
+        for key in &distinct {
             let entry = costs.entry(*key).or_default();
             let slot = match mode {
                 ExecutionMode::Parallel => &mut entry.parallel,
