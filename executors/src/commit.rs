@@ -1,7 +1,7 @@
 //! Turning executions into outcomes: the ordered commit of the parallel engine, and
 //! plain sequential execution (small batches, fallbacks, and the sampled re-check).
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::sync::Arc;
 
 use revm::{
     context::{
@@ -67,14 +67,14 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
                     done.state = builder.finish();
                     return Ok((done, Some(idx)));
                 }
-                if let Some(info) = outcome.state.0.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
+                if let Some(info) = outcome.state.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
                     let mut a = AccountLite { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash };
                     settle_mocked(&mut a, before);
                     info.balance = a.balance;
                     running.insert(tx.caller, Some(a));
                 }
             }
-            for (address, entry) in &outcome.state.0 {
+            for (address, entry) in outcome.state.iter() {
                 if batch.lazy.contains(address) && !(mocked && *address == tx.caller) {
                     running.insert(
                         *address,
@@ -86,7 +86,7 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
             let mut after = before.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
             after.balance += fee;
             if Some(after) != before {
-                let entry = outcome.state.0.entry(beneficiary).or_default();
+                let entry = outcome.state.entry(beneficiary);
                 entry.info =
                     Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
                 running.insert(beneficiary, Some(after));
@@ -113,15 +113,16 @@ pub(crate) fn speculative_outcome(
         Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
         Err(other) => return Err(ExecutorError::Evm(other.to_string())),
     };
-    let mut diff = StateDiff::default();
+    let mut accounts = Vec::with_capacity(run.state.len());
     for (address, account) in &run.state {
         if !account.is_touched() {
             continue;
         }
         let before = served.iter().find(|(a, _)| a == address).and_then(|(_, v)| *v);
         let after = (!account.is_selfdestructed()).then(|| lite(&account.info));
-        let storage: BTreeMap<U256, U256> =
+        let mut storage: Vec<(U256, U256)> =
             account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
+        storage.sort_unstable_by_key(|(slot, _)| *slot);
         let info_changed = after != before || account.is_created();
         if !info_changed && storage.is_empty() {
             continue;
@@ -133,9 +134,9 @@ pub(crate) fn speculative_outcome(
             _ => None,
         };
         let info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
-        diff.0.insert(*address, AccountDiff { info, code, storage });
+        accounts.push((*address, AccountDiff { info, code, storage }));
     }
-    Ok((outcome(result, diff), run.fee, true))
+    Ok((outcome(result, StateDiff::from_accounts(accounts)), run.fee, true))
 }
 
 fn invalid_outcome(reason: String) -> TxOutcome {
@@ -173,11 +174,13 @@ impl DiffBuilder {
     }
 
     pub(crate) fn finish(self) -> StateDiff {
-        StateDiff(
+        StateDiff::from_accounts(
             self.accounts
                 .into_iter()
                 .map(|(address, (info, code, storage))| {
-                    (address, AccountDiff { info, code, storage: storage.into_iter().collect() })
+                    let mut storage: Vec<(U256, U256)> = storage.into_iter().collect();
+                    storage.sort_unstable_by_key(|(slot, _)| *slot);
+                    (address, AccountDiff { info, code, storage })
                 })
                 .collect(),
         )

@@ -101,7 +101,7 @@ impl Overlay {
         after.balance += fee;
         if Some(after) != before {
             self.accounts.insert(beneficiary, Some(after));
-            let entry = diff.0.entry(beneficiary).or_default();
+            let entry = diff.entry(beneficiary);
             entry.info = Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
         }
         Ok(())

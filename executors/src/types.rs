@@ -1,7 +1,5 @@
 //! What goes into an executor and what comes out.
 
-use std::collections::BTreeMap;
-
 use revm::{
     bytecode::Bytecode,
     context::BlockEnv,
@@ -75,29 +73,93 @@ pub struct AccountDiff {
     pub info: Option<AccountState>,
     /// New code, when the account got code.
     pub code: Option<Bytecode>,
-    /// Storage slots whose value changed, with their new values.
-    pub storage: BTreeMap<U256, U256>,
+    /// Storage slots whose value changed, with their new values, sorted by slot.
+    pub storage: Vec<(U256, U256)>,
 }
 
-/// Changes to state, by account, in a stable order.
+impl AccountDiff {
+    /// Sets a slot's new value, keeping the slots sorted.
+    pub fn set_slot(&mut self, slot: U256, value: U256) {
+        match self.storage.binary_search_by_key(&slot, |(s, _)| *s) {
+            Ok(at) => self.storage[at].1 = value,
+            Err(at) => self.storage.insert(at, (slot, value)),
+        }
+    }
+}
+
+/// Changes to state, by account, sorted by address (a flat vector: a transaction
+/// touches a handful of accounts, and this is built for every one of them).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StateDiff(pub BTreeMap<Address, AccountDiff>);
+pub struct StateDiff {
+    accounts: Vec<(Address, AccountDiff)>,
+}
 
 impl StateDiff {
-    /// Accounts changed.
+    /// No changes, with room for `accounts` accounts.
+    pub fn with_capacity(accounts: usize) -> Self {
+        Self { accounts: Vec::with_capacity(accounts) }
+    }
+
+    /// Builds a diff from accounts in any order (later duplicates win).
+    pub fn from_accounts(mut accounts: Vec<(Address, AccountDiff)>) -> Self {
+        accounts.sort_by_key(|(a, _)| *a);
+        accounts.dedup_by(|later, earlier| {
+            if later.0 == earlier.0 {
+                std::mem::swap(later, earlier);
+                true
+            } else {
+                false
+            }
+        });
+        Self { accounts }
+    }
+
+    /// Accounts changed, by address.
     pub fn iter(&self) -> impl Iterator<Item = (&Address, &AccountDiff)> {
-        self.0.iter()
+        self.accounts.iter().map(|(a, d)| (a, d))
+    }
+
+    /// How many accounts changed.
+    pub fn len(&self) -> usize {
+        self.accounts.len()
     }
 
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.accounts.is_empty()
+    }
+
+    /// One account's changes.
+    pub fn get(&self, address: &Address) -> Option<&AccountDiff> {
+        self.accounts.binary_search_by_key(address, |(a, _)| *a).ok().map(|at| &self.accounts[at].1)
+    }
+
+    /// One account's changes, to modify.
+    pub fn get_mut(&mut self, address: &Address) -> Option<&mut AccountDiff> {
+        self.accounts.binary_search_by_key(address, |(a, _)| *a).ok().map(|at| &mut self.accounts[at].1)
+    }
+
+    /// One account's changes, created empty if absent.
+    pub fn entry(&mut self, address: Address) -> &mut AccountDiff {
+        let at = match self.accounts.binary_search_by_key(&address, |(a, _)| *a) {
+            Ok(at) => at,
+            Err(at) => {
+                self.accounts.insert(at, (address, AccountDiff::default()));
+                at
+            }
+        };
+        &mut self.accounts[at].1
+    }
+
+    /// Sets one account's changes.
+    pub fn insert(&mut self, address: Address, diff: AccountDiff) {
+        *self.entry(address) = diff;
     }
 
     /// Folds a later diff into this one.
     pub fn merge(&mut self, later: &StateDiff) {
         for (address, diff) in later.iter() {
-            let entry = self.0.entry(*address).or_default();
+            let entry = self.entry(*address);
             if diff.info.is_none() {
                 entry.storage.clear();
             }
@@ -105,7 +167,9 @@ impl StateDiff {
             if diff.code.is_some() {
                 entry.code.clone_from(&diff.code);
             }
-            entry.storage.extend(diff.storage.iter().map(|(k, v)| (*k, *v)));
+            for (slot, value) in &diff.storage {
+                entry.set_slot(*slot, *value);
+            }
         }
     }
 }

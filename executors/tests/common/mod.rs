@@ -67,7 +67,7 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
                     _ => None,
                 };
                 let info = after.map(|(balance, nonce, code_hash)| AccountState { balance, nonce, code_hash });
-                diff.0.insert(*address, AccountDiff { info, code, storage });
+                diff.insert(*address, AccountDiff { info, code, storage: storage.into_iter().collect() });
             }
         }
         evm.ctx.journaled_state.database.commit(out.state);
