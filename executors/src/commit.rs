@@ -46,7 +46,7 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
                 None => Ok(batch.base.basic(a)?.map(|i| lite(&i))),
             }
         };
-    let mut builder = DiffBuilder::default();
+    let mut builder = DiffBuilder::with_capacity(batch.txs.len() * 2);
     let mut done = Committed {
         outcomes: Vec::with_capacity(batch.txs.len()),
         state: StateDiff::default(),
@@ -159,6 +159,10 @@ pub(crate) struct DiffBuilder {
 type PendingAccount = (Option<AccountState>, Option<revm::bytecode::Bytecode>, FxHashMap<U256, U256>);
 
 impl DiffBuilder {
+    pub(crate) fn with_capacity(accounts: usize) -> Self {
+        Self { accounts: FxHashMap::with_capacity_and_hasher(accounts, Default::default()) }
+    }
+
     pub(crate) fn merge(&mut self, later: &StateDiff) {
         for (address, diff) in later.iter() {
             let entry = self.accounts.entry(*address).or_default();
@@ -203,7 +207,7 @@ pub(crate) fn run_sequential(
         access: Vec::new(),
         conflicted: Vec::new(),
     };
-    let mut builder = DiffBuilder::default();
+    let mut builder = DiffBuilder::with_capacity(txs.len() * 2);
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
         for tx in txs {
@@ -273,8 +277,8 @@ pub(crate) fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
 }
 
 /// A fresh overlay over `base`.
-pub(crate) fn overlay(base: Arc<dyn StateSource>) -> Overlay {
-    Overlay::new(base)
+pub(crate) fn overlay(base: Arc<dyn StateSource>, txs: usize) -> Overlay {
+    Overlay::with_capacity(base, txs * 2)
 }
 
 #[allow(dead_code)]

@@ -25,11 +25,11 @@ pub(crate) struct Overlay {
 }
 
 impl Overlay {
-    pub(crate) fn new(base: Arc<dyn StateSource>) -> Self {
+    pub(crate) fn with_capacity(base: Arc<dyn StateSource>, entries: usize) -> Self {
         Self {
             base,
-            accounts: FxHashMap::default(),
-            storage: FxHashMap::default(),
+            accounts: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
+            storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
             served: Vec::with_capacity(8),

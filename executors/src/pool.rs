@@ -207,7 +207,7 @@ impl Executor {
         if let Some(from) = stopped {
             // A lazy assumption failed: re-run the rest one by one on committed state.
             fallbacks = n - from;
-            let mut overlay = commit::overlay(Arc::clone(&batch.base));
+            let mut overlay = commit::overlay(Arc::clone(&batch.base), batch.txs.len());
             overlay.apply(&committed.state);
             let mut evm = evm::build(batch.ctx.spec);
             let (rest, _) =
@@ -282,7 +282,7 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
             Job::Sequential(job) => {
                 let SequentialJob { base, ctx, txs, record, reply } = *job;
                 let result =
-                    commit::run_sequential(&mut evm, commit::overlay(base), &ctx, &txs, record).map(|(c, _)| c);
+                    commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record).map(|(c, _)| c);
                 let _ = reply.send(result);
             }
         }
