@@ -1,11 +1,12 @@
 //! Multi-version memory: for every location (an account's basic fields, a storage slot)
 //! the values written by each transaction of the batch, by index and incarnation.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::sync::Mutex;
 
 use dashmap::DashMap;
 use revm::primitives::{Address, B256, U256};
 use rustc_hash::FxBuildHasher;
+use smallvec::SmallVec;
 
 pub(crate) type TxIdx = usize;
 pub(crate) type Incarnation = usize;
@@ -92,9 +93,43 @@ pub(crate) struct Footprint {
     pub reads: Vec<ReadItem>,
 }
 
+/// The versions of one location, sorted by writer. Most locations have one writer, so
+/// the first lives inline.
+#[derive(Debug, Default)]
+struct Versions(SmallVec<[(TxIdx, Entry); 1]>);
+
+impl Versions {
+    /// The newest version below `idx`.
+    fn below(&self, idx: TxIdx) -> Option<(TxIdx, &Entry)> {
+        self.0.iter().rev().find(|(writer, _)| *writer < idx).map(|(w, e)| (*w, e))
+    }
+
+    /// Versions below `idx`, newest first.
+    fn all_below(&self, idx: TxIdx) -> impl Iterator<Item = (TxIdx, &Entry)> {
+        self.0.iter().rev().filter(move |(writer, _)| *writer < idx).map(|(w, e)| (*w, e))
+    }
+
+    fn get(&self, idx: TxIdx) -> Option<&Entry> {
+        self.0.binary_search_by_key(&idx, |(w, _)| *w).ok().map(|at| &self.0[at].1)
+    }
+
+    fn insert(&mut self, idx: TxIdx, entry: Entry) {
+        match self.0.binary_search_by_key(&idx, |(w, _)| *w) {
+            Ok(at) => self.0[at].1 = entry,
+            Err(at) => self.0.insert(at, (idx, entry)),
+        }
+    }
+
+    fn remove(&mut self, idx: TxIdx) {
+        if let Ok(at) = self.0.binary_search_by_key(&idx, |(w, _)| *w) {
+            self.0.remove(at);
+        }
+    }
+}
+
 /// The multi-version store of one batch.
 pub(crate) struct MvMemory {
-    data: DashMap<Location, BTreeMap<TxIdx, Entry>, FxBuildHasher>,
+    data: DashMap<Location, Versions, FxBuildHasher>,
     footprints: Vec<Mutex<Footprint>>,
 }
 
@@ -119,17 +154,17 @@ impl MvMemory {
     /// The newest value below `idx`.
     pub(crate) fn read(&self, location: &Location, idx: TxIdx) -> Lookup {
         let Some(entries) = self.data.get(location) else { return Lookup::Base };
-        match entries.range(..idx).next_back() {
+        match entries.below(idx) {
             None => Lookup::Base,
-            Some((writer, Entry::Estimate)) => Lookup::Blocked(*writer),
-            Some((writer, Entry::Data(inc, value))) => Lookup::Found(Origin::Tx(*writer, *inc), value.clone()),
+            Some((writer, Entry::Estimate)) => Lookup::Blocked(writer),
+            Some((writer, Entry::Data(inc, value))) => Lookup::Found(Origin::Tx(writer, *inc), value.clone()),
         }
     }
 
     /// The entry `idx` itself wrote at `location`: `Err` for an estimate.
     pub(crate) fn entry_at(&self, location: &Location, idx: TxIdx) -> Option<Result<Value, ()>> {
         let entries = self.data.get(location)?;
-        match entries.get(&idx)? {
+        match entries.get(idx)? {
             Entry::Estimate => Some(Err(())),
             Entry::Data(_, value) => Some(Ok(value.clone())),
         }
@@ -139,9 +174,9 @@ impl MvMemory {
     pub(crate) fn read_lazy(&self, address: Address, idx: TxIdx) -> Result<LazySum, TxIdx> {
         let mut sum = LazySum { start: None, add: U256::ZERO, sub: U256::ZERO, nonce: None };
         let Some(entries) = self.data.get(&Location::Basic(address)) else { return Ok(sum) };
-        for (writer, entry) in entries.range(..idx).rev() {
+        for (writer, entry) in entries.all_below(idx) {
             match entry {
-                Entry::Estimate => return Err(*writer),
+                Entry::Estimate => return Err(writer),
                 Entry::Data(_, Value::Delta { add, sub, nonce }) => {
                     sum.add += *add;
                     sum.sub += *sub;
@@ -178,7 +213,7 @@ impl MvMemory {
         }
         for old in fp.writes.iter().filter(|old| !writes.iter().any(|(l, _)| l == *old)) {
             if let Some(mut entries) = self.data.get_mut(old) {
-                entries.remove(&idx);
+                entries.remove(idx);
             }
         }
         fp.writes.clear();
