@@ -195,6 +195,7 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
         served: Vec::with_capacity(8),
     }));
     let mut task: Option<Task> = None;
+    let mut idle = 0u32;
     loop {
         task = match task {
             Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, record),
@@ -202,8 +203,20 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
             None if batch.scheduler.done() => break,
             None => batch.scheduler.next_task(),
         };
-        if task.is_none() && batch.scheduler.done() {
-            break;
+        if task.is_none() {
+            if batch.scheduler.done() {
+                break;
+            }
+            // Nothing to take: back off, so that polling does not steal cycles and
+            // cache lines from the worker that has the work.
+            idle += 1;
+            if idle < 64 {
+                std::hint::spin_loop();
+            } else {
+                std::thread::yield_now();
+            }
+        } else {
+            idle = 0;
         }
     }
     evm.ctx.journaled_state.database = StateView::Idle;
