@@ -451,7 +451,17 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "{:<18} {:>11} {:>9} {:>9} {:>8} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8}",
-            "workload", "gas", "seq ms", "par ms", "speedup", "pool ms", "pool", "seq-mode ms", "reexec/tx", "avail par", "Mgas/s"
+            "workload",
+            "gas",
+            "seq ms",
+            "par ms",
+            "speedup",
+            "pool ms",
+            "pool",
+            "seq-mode ms",
+            "reexec/tx",
+            "avail par",
+            "Mgas/s"
         )?;
         for w in &self.workloads {
             writeln!(

@@ -36,8 +36,13 @@ impl Default for ExecutorConfig {
 }
 
 enum Job {
-    Parallel { batch: Arc<Batch>, done: mpsc::Sender<()> },
+    Parallel {
+        batch: Arc<Batch>,
+        done: mpsc::Sender<()>,
+    },
     Sequential(Box<SequentialJob>),
+    /// Drops a finished batch off the caller's path (its memory is many small maps).
+    Discard(Arc<Batch>),
 }
 
 struct SequentialJob {
@@ -201,6 +206,7 @@ impl Executor {
         }
         let t1 = t0.elapsed();
         let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
+        let batch = DiscardOnDrop { batch: Some(batch), pool: self };
         let (mut committed, stopped) = commit::commit_batch(&batch)?;
         tracing::debug!(txs = n, execute = ?t1, settle = ?(t0.elapsed() - t1), "parallel batch phases");
         let mut fallbacks = 0;
@@ -279,12 +285,37 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
                 parallel::work(&mut evm, &batch, batch.record_access);
                 let _ = done.send(());
             }
+            Job::Discard(batch) => drop(batch),
             Job::Sequential(job) => {
                 let SequentialJob { base, ctx, txs, record, reply } = *job;
-                let result =
-                    commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record).map(|(c, _)| c);
+                let result = commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record)
+                    .map(|(c, _)| c);
                 let _ = reply.send(result);
             }
+        }
+    }
+}
+
+/// Hands a finished batch to a worker to free, once the caller is done with it.
+struct DiscardOnDrop<'a> {
+    batch: Option<Arc<Batch>>,
+    pool: &'a Executor,
+}
+
+impl std::ops::Deref for DiscardOnDrop<'_> {
+    type Target = Batch;
+    fn deref(&self) -> &Batch {
+        // Present until drop.
+        self.batch.as_deref().unwrap_or_else(|| unreachable!("taken only in drop"))
+    }
+}
+
+impl Drop for DiscardOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Some(batch) = self.batch.take() {
+            let last = self.pool.workers.len().saturating_sub(1);
+            // If the worker is gone the batch is simply dropped here.
+            let _ = self.pool.send(last, Job::Discard(batch));
         }
     }
 }
