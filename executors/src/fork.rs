@@ -1,7 +1,7 @@
 //! State forked from a live chain over JSON-RPC at a pinned block, with a cache shared
 //! by every worker and prefetching of what the same (contract, selector) touched before.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::HashSet;
 
 use alloy::{
     eips::BlockId,
@@ -23,7 +23,9 @@ use crate::{StateError, StateSource};
 pub struct ForkedState {
     provider: DynProvider,
     block: u64,
-    runtime: Arc<Runtime>,
+    /// Taken on drop, to shut down without blocking (dropping a runtime inside an async
+    /// context would panic).
+    runtime: Option<Runtime>,
     accounts: DashMap<Address, Option<AccountInfo>, FxBuildHasher>,
     storage: DashMap<(Address, U256), U256, FxBuildHasher>,
     code: DashMap<B256, Bytecode, FxBuildHasher>,
@@ -52,7 +54,7 @@ impl ForkedState {
         Ok(Self {
             provider,
             block,
-            runtime: Arc::new(runtime),
+            runtime: Some(runtime),
             accounts: DashMap::default(),
             storage: DashMap::default(),
             code: DashMap::default(),
@@ -71,7 +73,8 @@ impl ForkedState {
         future: impl std::future::Future<Output = Result<T, StateError>> + Send + 'static,
     ) -> Result<T, StateError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        self.runtime.spawn(async move {
+        let runtime = self.runtime.as_ref().ok_or_else(|| StateError("RPC runtime stopped".into()))?;
+        runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
         rx.recv().map_err(|_| StateError("RPC runtime stopped".into()))?
@@ -163,6 +166,14 @@ impl ForkedState {
             self.storage.insert(key, value?);
         }
         Ok(accounts.len() + slots.len())
+    }
+}
+
+impl Drop for ForkedState {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
@@ -261,5 +272,24 @@ impl AccessPredictor {
             }
         }
         set
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_fork_can_be_dropped_inside_async_code() {
+        let fork = ForkedState::connect("http://127.0.0.1:9", 1).unwrap();
+        assert_eq!(fork.block(), 1);
+        drop(fork);
+    }
+
+    #[test]
+    fn an_unreachable_node_is_an_error_not_a_hang() {
+        let fork = ForkedState::connect("http://127.0.0.1:9", 1).unwrap();
+        assert!(fork.basic(Address::ZERO).is_err());
+        assert!(ForkedState::connect("not a url", 1).is_err());
     }
 }
