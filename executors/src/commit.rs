@@ -16,7 +16,7 @@ use crate::{
     AccountDiff, AccountState, BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
     evm::{self, WorkerEvm},
     mv_memory::AccountLite,
-    overlay::{Overlay, lite},
+    overlay::{Overlay, credit_fee, lite},
     parallel::{Batch, Executed, lazy_assumptions_hold, settle_mocked},
     view::{StateView, ViewError},
 };
@@ -27,8 +27,6 @@ pub(crate) struct Committed {
     pub state: StateDiff,
     /// What each transaction touched, when asked for.
     pub access: Vec<crate::AccessSet>,
-    /// Per transaction settled from the parallel engine: it was re-executed.
-    pub conflicted: Vec<bool>,
 }
 
 /// Settles a finished parallel batch in order: checks each lazily accounted sender's
@@ -47,20 +45,15 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
             }
         };
     let mut builder = DiffBuilder::with_capacity(batch.txs.len() * 2);
-    let mut done = Committed {
-        outcomes: Vec::with_capacity(batch.txs.len()),
-        state: StateDiff::default(),
-        access: Vec::new(),
-        conflicted: Vec::new(),
-    };
+    let mut done =
+        Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
-        let Some(Executed { mut outcome, fee, valid, mocked, read_mocked_balance, access, incarnation }) = executed
-        else {
+        let Some(Executed { mut outcome, fee, mocked, read_mocked_balance, access }) = executed else {
             done.state = builder.finish();
             return Ok((done, Some(idx)));
         };
-        if valid {
+        if !matches!(outcome.status, TxStatus::Invalid { .. }) {
             if mocked {
                 let before = current(&running, tx.caller)?;
                 if !lazy_assumptions_hold(tx, read_mocked_balance, before) {
@@ -68,48 +61,37 @@ pub(crate) fn commit_batch(batch: &Batch) -> Result<(Committed, Option<usize>), 
                     return Ok((done, Some(idx)));
                 }
                 if let Some(info) = outcome.state.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
-                    let mut a = AccountLite { balance: info.balance, nonce: info.nonce, code_hash: info.code_hash };
-                    settle_mocked(&mut a, before);
-                    info.balance = a.balance;
-                    running.insert(tx.caller, Some(a));
+                    settle_mocked(info, before);
+                    running.insert(tx.caller, Some(*info));
                 }
             }
             for (address, entry) in outcome.state.iter() {
                 if batch.lazy.contains(address) && !(mocked && *address == tx.caller) {
-                    running.insert(
-                        *address,
-                        entry.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }),
-                    );
+                    running.insert(*address, entry.info);
                 }
             }
             let before = current(&running, beneficiary)?;
-            let mut after = before.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
-            after.balance += fee;
-            if Some(after) != before {
-                let entry = outcome.state.entry(beneficiary);
-                entry.info =
-                    Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
+            if let Some(after) = credit_fee(beneficiary, before, fee, &mut outcome.state) {
                 running.insert(beneficiary, Some(after));
             }
         }
         builder.merge(&outcome.state);
         done.outcomes.push(outcome);
         done.access.extend(access);
-        done.conflicted.push(incarnation > 0);
     }
     done.state = builder.finish();
     Ok((done, None))
 }
 
-/// The outcome of one speculative run, with its changes read off against what it read
-/// (exact once validated), the fee it owes the beneficiary, and whether it was valid.
+/// The outcome of one run, with its changes read off against what it read (exact once
+/// validated), and the fee it owes the beneficiary (zero for an invalid transaction).
 pub(crate) fn speculative_outcome(
     run: evm::Run,
     served: &[(Address, Option<AccountLite>)],
-) -> Result<(TxOutcome, U256, bool), ExecutorError> {
+) -> Result<(TxOutcome, U256), ExecutorError> {
     let result = match run.result {
         Ok(result) => result,
-        Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO, false)),
+        Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO)),
         Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
         Err(other) => return Err(ExecutorError::Evm(other.to_string())),
     };
@@ -133,10 +115,9 @@ pub(crate) fn speculative_outcome(
             }
             _ => None,
         };
-        let info = after.map(|a| AccountState { balance: a.balance, nonce: a.nonce, code_hash: a.code_hash });
-        accounts.push((*address, AccountDiff { info, code, storage }));
+        accounts.push((*address, AccountDiff { info: after, code, storage }));
     }
-    Ok((outcome(result, StateDiff::from_accounts(accounts)), run.fee, true))
+    Ok((outcome(result, StateDiff::from_accounts(accounts)), run.fee))
 }
 
 fn invalid_outcome(reason: String) -> TxOutcome {
@@ -198,15 +179,11 @@ pub(crate) fn run_sequential(
     ctx: &BlockContext,
     txs: &[TxEnv],
     record: bool,
-) -> Result<(Committed, Overlay), ExecutorError> {
+) -> Result<Committed, ExecutorError> {
     evm::prepare(evm, ctx);
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
-    let mut done = Committed {
-        outcomes: Vec::with_capacity(txs.len()),
-        state: StateDiff::default(),
-        access: Vec::new(),
-        conflicted: Vec::new(),
-    };
+    let mut done =
+        Committed { outcomes: Vec::with_capacity(txs.len()), state: StateDiff::default(), access: Vec::new() };
     let mut builder = DiffBuilder::with_capacity(txs.len() * 2);
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
@@ -219,10 +196,10 @@ pub(crate) fn run_sequential(
                 done.access.push(access_of(&run.state));
             }
             let served = std::mem::take(&mut overlay.served);
-            let (mut outcome, fee, valid) = speculative_outcome(run, &served)?;
+            let (mut outcome, fee) = speculative_outcome(run, &served)?;
             overlay.served = served;
             overlay.served.clear();
-            if valid {
+            if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);
                 overlay.credit(beneficiary, fee, &mut outcome.state)?;
             }
@@ -232,12 +209,8 @@ pub(crate) fn run_sequential(
         Ok(())
     })();
     done.state = builder.finish();
-    let view = std::mem::take(&mut evm.ctx.journaled_state.database);
-    result?;
-    match view {
-        StateView::Sequential(overlay) => Ok((done, *overlay)),
-        _ => Err(ExecutorError::Evm("sequential view detached".into())),
-    }
+    evm.ctx.journaled_state.database = StateView::Idle;
+    result.map(|()| done)
 }
 
 /// The outcome of an execution result and its changes.
@@ -280,6 +253,3 @@ pub(crate) fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
 pub(crate) fn overlay(base: Arc<dyn StateSource>, txs: usize) -> Overlay {
     Overlay::with_capacity(base, txs * 2)
 }
-
-#[allow(dead_code)]
-fn _assert_error(_: StateError) {}

@@ -9,7 +9,7 @@ use revm::{
         Block, CfgEnv, ContextTr, JournalTr, Transaction, TxEnv,
         result::{EVMError, ExecutionResult, HaltReason},
     },
-    handler::{EthFrame, FrameResult, Handler, MainnetContext, MainnetEvm},
+    handler::{FrameResult, Handler, MainnetContext, MainnetEvm},
     interpreter::{
         InstructionContext, InstructionExecResult,
         instructions::{Instruction, host},
@@ -34,9 +34,6 @@ const SELFBALANCE: u8 = 0x47;
 pub(crate) fn build(spec: SpecId) -> WorkerEvm {
     let cfg = CfgEnv::new_with_spec(spec);
     let mut evm = Context::mainnet().with_cfg(cfg).with_db(StateView::default()).build_mainnet();
-    let table = evm.instruction.instruction_table();
-    let (balance, selfbalance) = (table[BALANCE as usize], table[SELFBALANCE as usize]);
-    let _ = (balance, selfbalance);
     let gas = *evm.instruction.gas_table();
     evm.instruction.insert_instruction(BALANCE, Instruction::new(watched_balance), gas[BALANCE as usize]);
     evm.instruction.insert_instruction(SELFBALANCE, Instruction::new(watched_selfbalance), gas[SELFBALANCE as usize]);
@@ -114,7 +111,3 @@ impl Handler for DeferredFee {
         Ok(())
     }
 }
-
-// The frame type the mainnet EVM uses; named here so the handler's bounds resolve.
-#[allow(dead_code)]
-type Frame = EthFrame<EthInterpreter>;

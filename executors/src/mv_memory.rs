@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 
 use dashmap::DashMap;
-use revm::primitives::{Address, B256, U256};
+use revm::primitives::{Address, U256};
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
 
@@ -20,13 +20,8 @@ pub(crate) enum Location {
     Storage(Address, U256),
 }
 
-/// Balance, nonce and code hash.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct AccountLite {
-    pub balance: U256,
-    pub nonce: u64,
-    pub code_hash: B256,
-}
+/// Balance, nonce and code hash: the public [`AccountState`](crate::AccountState).
+pub(crate) type AccountLite = crate::AccountState;
 
 /// What a transaction wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,12 +73,34 @@ pub(crate) enum Lookup {
 }
 
 /// A lazy account below a transaction: a starting point and the deltas on top.
+#[derive(Default)]
 pub(crate) struct LazySum {
     /// An absolute value written below, or `None` to start from the base state.
     pub start: Option<Option<AccountLite>>,
     pub add: U256,
     pub sub: U256,
     pub nonce: Option<u64>,
+}
+
+impl LazySum {
+    /// Takes in the next value going down; true once an absolute value ends the walk.
+    pub(crate) fn absorb(&mut self, value: &Value) -> bool {
+        match value {
+            Value::Delta { add, sub, nonce } => {
+                self.add += *add;
+                self.sub += *sub;
+                if self.nonce.is_none() {
+                    self.nonce = *nonce;
+                }
+                false
+            }
+            Value::Basic(info) => {
+                self.start = Some(*info);
+                true
+            }
+            Value::Storage(_) => false,
+        }
+    }
 }
 
 /// Per transaction: the locations its last incarnation wrote, and what it read.
@@ -172,23 +189,13 @@ impl MvMemory {
 
     /// A lazy account below `idx`: deltas summed down to an absolute value or the base.
     pub(crate) fn read_lazy(&self, address: Address, idx: TxIdx) -> Result<LazySum, TxIdx> {
-        let mut sum = LazySum { start: None, add: U256::ZERO, sub: U256::ZERO, nonce: None };
+        let mut sum = LazySum::default();
         let Some(entries) = self.data.get(&Location::Basic(address)) else { return Ok(sum) };
         for (writer, entry) in entries.all_below(idx) {
             match entry {
                 Entry::Estimate => return Err(writer),
-                Entry::Data(_, Value::Delta { add, sub, nonce }) => {
-                    sum.add += *add;
-                    sum.sub += *sub;
-                    if sum.nonce.is_none() {
-                        sum.nonce = *nonce;
-                    }
-                }
-                Entry::Data(_, Value::Basic(info)) => {
-                    sum.start = Some(*info);
-                    break;
-                }
-                Entry::Data(_, Value::Storage(_)) => {}
+                Entry::Data(_, value) if sum.absorb(value) => break,
+                Entry::Data(..) => {}
             }
         }
         Ok(sum)

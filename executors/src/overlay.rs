@@ -5,12 +5,12 @@ use std::sync::Arc;
 
 use revm::{
     bytecode::Bytecode,
-    primitives::{Address, B256, KECCAK_EMPTY, U256},
+    primitives::{Address, B256, U256},
     state::AccountInfo,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
 
-use crate::{AccountState, StateDiff, StateError, StateSource, mv_memory::AccountLite};
+use crate::{StateDiff, StateError, StateSource, mv_memory::AccountLite};
 
 /// Changes made so far in a batch, over the state before it.
 pub(crate) struct Overlay {
@@ -82,7 +82,7 @@ impl Overlay {
                 self.cleared.insert(*address);
                 self.storage.retain(|(a, _), _| a != address);
             }
-            let info = account.info.map(|i| AccountLite { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash });
+            let info = account.info;
             if let (Some(i), Some(code)) = (info, &account.code) {
                 self.codes.insert(i.code_hash, code.clone());
             }
@@ -97,15 +97,29 @@ impl Overlay {
     /// have right after it (which also touches, and so creates, the account).
     pub(crate) fn credit(&mut self, beneficiary: Address, fee: U256, diff: &mut StateDiff) -> Result<(), StateError> {
         let before = self.basic_lite(beneficiary)?;
-        let mut after = before.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
-        after.balance += fee;
-        if Some(after) != before {
+        if let Some(after) = credit_fee(beneficiary, before, fee, diff) {
             self.accounts.insert(beneficiary, Some(after));
-            let entry = diff.entry(beneficiary);
-            entry.info = Some(AccountState { balance: after.balance, nonce: after.nonce, code_hash: after.code_hash });
         }
         Ok(())
     }
+}
+
+/// Pays the beneficiary its fee as the mainnet handler does right after a transaction
+/// (which also touches, and so creates, the account), recording the change in `diff`.
+/// Returns the account after, or `None` if nothing changed.
+pub(crate) fn credit_fee(
+    beneficiary: Address,
+    before: Option<AccountLite>,
+    fee: U256,
+    diff: &mut StateDiff,
+) -> Option<AccountLite> {
+    let mut after = before.unwrap_or_else(AccountLite::empty);
+    after.balance += fee;
+    if Some(after) == before {
+        return None;
+    }
+    diff.entry(beneficiary).info = Some(after);
+    Some(after)
 }
 
 pub(crate) fn lite(info: &AccountInfo) -> AccountLite {

@@ -26,16 +26,12 @@ pub(crate) struct Executed {
     pub outcome: crate::TxOutcome,
     /// What the beneficiary is owed (zero for an invalid transaction).
     pub fee: U256,
-    /// The transaction was valid (it has a fee to credit and changes to keep).
-    pub valid: bool,
     /// It saw its sender's balance and nonce mocked.
     pub mocked: bool,
     /// It read the mocked balance explicitly (then speculation cannot stand).
     pub read_mocked_balance: bool,
     /// What it touched, when the pool records access.
     pub access: Option<crate::AccessSet>,
-    /// Its incarnation (above zero: it was re-executed after a conflict).
-    pub incarnation: usize,
 }
 
 /// Everything the workers share for one batch.
@@ -134,7 +130,7 @@ impl Batch {
         if start.is_none() && sum.add.is_zero() && sum.sub.is_zero() && sum.nonce.is_none() {
             return Ok(Ok(None));
         }
-        let mut value = start.unwrap_or(AccountLite { code_hash: KECCAK_EMPTY, ..Default::default() });
+        let mut value = start.unwrap_or_else(AccountLite::empty);
         value.balance = value.balance + sum.add - sum.sub;
         if let Some(nonce) = sum.nonce {
             value.nonce = nonce;
@@ -147,22 +143,12 @@ impl Batch {
     /// yet blocks the read).
     fn beneficiary_sum(&self, idx: TxIdx) -> Result<crate::mv_memory::LazySum, TxIdx> {
         let beneficiary = self.ctx.block.beneficiary;
-        let mut sum = crate::mv_memory::LazySum { start: None, add: U256::ZERO, sub: U256::ZERO, nonce: None };
+        let mut sum = crate::mv_memory::LazySum::default();
         for t in (0..idx).rev() {
             match self.mv.entry_at(&Location::Basic(beneficiary), t) {
                 Some(Err(())) => return Err(t),
-                Some(Ok(Value::Basic(info))) => {
-                    sum.start = Some(info);
-                    break;
-                }
-                Some(Ok(Value::Delta { add, sub, nonce })) => {
-                    sum.add += add;
-                    sum.sub += sub;
-                    if sum.nonce.is_none() {
-                        sum.nonce = nonce;
-                    }
-                }
-                Some(Ok(Value::Storage(_))) => {}
+                Some(Ok(value)) if sum.absorb(&value) => break,
+                Some(Ok(_)) => {}
                 None => {
                     if !self.scheduler.is_executed(t) {
                         return Err(t);
@@ -184,7 +170,7 @@ impl Batch {
 }
 
 /// A worker's share of a batch: take tasks until the scheduler says done.
-pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
+pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
     let mut reads: Vec<ReadItem> = Vec::with_capacity(16);
     evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
         batch: Arc::clone(batch),
@@ -198,9 +184,8 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
     let mut idle = 0u32;
     loop {
         task = match task {
-            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, record),
+            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads),
             Some(Task::Validate(version)) => validate(batch, version),
-            None if batch.scheduler.done() => break,
             None => batch.scheduler.next_task(),
         };
         if task.is_none() {
@@ -222,13 +207,7 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, record: bool) {
     evm.ctx.journaled_state.database = StateView::Idle;
 }
 
-fn execute(
-    evm: &mut WorkerEvm,
-    batch: &Arc<Batch>,
-    version: Version,
-    reads: &mut Vec<ReadItem>,
-    record: bool,
-) -> Option<Task> {
+fn execute(evm: &mut WorkerEvm, batch: &Arc<Batch>, version: Version, reads: &mut Vec<ReadItem>) -> Option<Task> {
     let Version { idx, incarnation } = version;
     let tx = &batch.txs[idx];
     let mocked = batch.lazy_sender[idx].then_some(tx.caller);
@@ -265,11 +244,9 @@ fn execute(
         let read_mocked_balance = spec.read_mocked_balance;
         let writes = writes_of(batch, &run, &spec.served, mocked);
         std::mem::swap(reads, &mut spec.reads);
-        let access = record.then(|| crate::commit::access_of(&run.state));
+        let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
         let executed = match crate::commit::speculative_outcome(run, &spec.served) {
-            Ok((outcome, fee, valid)) => {
-                Executed { outcome, fee, valid, mocked: mocked.is_some(), read_mocked_balance, access, incarnation }
-            }
+            Ok((outcome, fee)) => Executed { outcome, fee, mocked: mocked.is_some(), read_mocked_balance, access },
             Err(e) => {
                 batch.fail(StateError(e.to_string()));
                 return None;
@@ -303,7 +280,6 @@ fn writes_of(
 ) -> Vec<(Location, Value)> {
     let mut writes = Vec::with_capacity(8);
     let beneficiary = batch.ctx.block.beneficiary;
-    let mut beneficiary_written = false;
     if run.result.is_ok() {
         for (address, account) in &run.state {
             if !account.is_touched() {
@@ -321,14 +297,8 @@ fn writes_of(
             let before = served.iter().find(|(a, _)| a == address).map(|(_, v)| *v);
             if Some(*address) == mocked {
                 // Settled at commit: keep the change, not the mocked absolute value.
-                let balance = after.map_or(U256::ZERO, |a| a.balance);
-                let (add, sub) = if balance >= MOCK_BALANCE {
-                    (balance - MOCK_BALANCE, U256::ZERO)
-                } else {
-                    (U256::ZERO, MOCK_BALANCE - balance)
-                };
+                let (add, sub) = mock_change(after.map_or(U256::ZERO, |a| a.balance));
                 let fee = if *address == beneficiary { run.fee } else { U256::ZERO };
-                beneficiary_written |= *address == beneficiary;
                 writes.push((
                     Location::Basic(*address),
                     Value::Delta { add: add + fee, sub, nonce: after.map(|a| a.nonce) },
@@ -336,7 +306,6 @@ fn writes_of(
                 continue;
             }
             if *address == beneficiary {
-                beneficiary_written = true;
                 let value = after.map(|mut a| {
                     a.balance += run.fee;
                     a
@@ -349,7 +318,6 @@ fn writes_of(
             }
         }
     }
-    let _ = beneficiary_written;
     if let Some(sender) = mocked
         && !run.state.contains_key(&sender)
         && sender != beneficiary
@@ -380,7 +348,11 @@ pub(crate) fn lazy_assumptions_hold(tx: &TxEnv, read_mocked_balance: bool, commi
 /// A mocked sender's balance after the transaction: the real balance before it plus the
 /// change the transaction made to the mock.
 pub(crate) fn settle_mocked(a: &mut AccountLite, before: Option<AccountLite>) {
-    let real = before.map_or(U256::ZERO, |b| b.balance);
-    a.balance =
-        if a.balance >= MOCK_BALANCE { real + (a.balance - MOCK_BALANCE) } else { real - (MOCK_BALANCE - a.balance) };
+    let (add, sub) = mock_change(a.balance);
+    a.balance = before.map_or(U256::ZERO, |b| b.balance) + add - sub;
+}
+
+/// What a transaction did to a mocked balance, as (added, taken).
+fn mock_change(balance: U256) -> (U256, U256) {
+    if balance >= MOCK_BALANCE { (balance - MOCK_BALANCE, U256::ZERO) } else { (U256::ZERO, MOCK_BALANCE - balance) }
 }

@@ -216,7 +216,7 @@ impl Executor {
             let mut overlay = commit::overlay(Arc::clone(&batch.base), batch.txs.len());
             overlay.apply(&committed.state);
             let mut evm = evm::build(batch.ctx.spec);
-            let (rest, _) =
+            let rest =
                 commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..], self.config.record_access)?;
             committed.state.merge(&rest.state);
             committed.outcomes.extend(rest.outcomes);
@@ -282,14 +282,13 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
         match job {
             Job::Parallel { batch, done } => {
                 evm::prepare(&mut evm, &batch.ctx);
-                parallel::work(&mut evm, &batch, batch.record_access);
+                parallel::work(&mut evm, &batch);
                 let _ = done.send(());
             }
             Job::Discard(batch) => drop(batch),
             Job::Sequential(job) => {
                 let SequentialJob { base, ctx, txs, record, reply } = *job;
-                let result = commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record)
-                    .map(|(c, _)| c);
+                let result = commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record);
                 let _ = reply.send(result);
             }
         }

@@ -56,7 +56,7 @@ pub struct TxOutcome {
 }
 
 /// An account as a transaction left it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AccountState {
     /// Balance.
     pub balance: U256,
@@ -64,6 +64,13 @@ pub struct AccountState {
     pub nonce: u64,
     /// Code hash.
     pub code_hash: B256,
+}
+
+impl AccountState {
+    /// An account that does not exist yet: no balance, no nonce, no code.
+    pub fn empty() -> Self {
+        Self { code_hash: revm::primitives::KECCAK_EMPTY, ..Default::default() }
+    }
 }
 
 /// Changes to one account.

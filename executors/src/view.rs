@@ -71,7 +71,7 @@ impl StateView {
 
 impl Speculation {
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
-        let batch = Arc::clone(&self.batch);
+        let batch = &*self.batch;
         if self.mocked == Some(address) {
             let base = batch.base.basic(address)?;
             let nonce = batch.txs[self.idx].nonce;
