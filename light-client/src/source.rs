@@ -107,18 +107,20 @@ async fn insert_branch<S: HeaderSource>(
     tip_hash: B256,
 ) -> Result<Vec<Event>, SourceError> {
     let limit = client.config().window;
+    let (mut parent, mut number) = (tip.parent_hash, tip.number);
     let mut branch = vec![(tip, tip_hash)];
     loop {
-        let (oldest, _) = branch.last().map(|(h, hash)| (h.clone(), *hash)).unwrap_or_default();
-        let known = client.header(&oldest.parent_hash).is_some();
+        let known = client.header(&parent).is_some();
         // Stop at a held ancestor. Below finality keep walking while final headers are
         // held, so that a branch forking off the final chain reaches its fork point and
         // shows as the conflict it is rather than as a header that links to nothing.
         let oldest_final = client.fork_choice().final_headers().next().map_or(0, |h| h.number);
-        if known || oldest.number <= oldest_final || branch.len() > limit {
+        if known || number <= oldest_final || branch.len() > limit {
             break;
         }
-        branch.push(source.header_by_hash(oldest.parent_hash).await?);
+        let (header, hash) = source.header_by_hash(parent).await?;
+        (parent, number) = (header.parent_hash, header.number);
+        branch.push((header, hash));
     }
     let mut events = Vec::new();
     for (header, hash) in branch.into_iter().rev() {

@@ -134,11 +134,6 @@ fn check_blob_gas(parent: &Header, header: &Header, rules: &HeaderRules) -> Resu
     Ok(())
 }
 
-/// `keccak256` of a header's RLP, for callers that hold only the encoding.
-pub fn hash_of_encoded(rlp: &[u8]) -> B256 {
-    alloy::primitives::keccak256(rlp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
