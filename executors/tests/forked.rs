@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use alloy::{
     eips::eip1559::BaseFeeParams,
-    network::{EthereumWallet, TransactionBuilder},
+    network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
     rpc::types::{TransactionReceipt, TransactionRequest},
@@ -27,8 +27,7 @@ const MAX_FEE: u128 = 20_000_000_000;
 const TIP: u128 = 1_000_000_000;
 
 fn wallet(url: &str, key: B256) -> DynProvider {
-    let signer = PrivateKeySigner::from_bytes(&key).unwrap();
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().unwrap()).erased()
+    ferry_devnet::wallet(url, key).unwrap()
 }
 
 /// The context of the block anvil will mine next, and the block to fork at.

@@ -2,10 +2,8 @@
 //! Mailbox's on chain agree, for the exact threshold and for every way to be short.
 
 use alloy::{
-    network::EthereumWallet,
     primitives::{Address, B256, Signature},
-    providers::{DynProvider, Provider, ProviderBuilder},
-    signers::local::PrivateKeySigner,
+    providers::DynProvider,
 };
 use ferry_devnet::{Devnet, DevnetOptions};
 use ferry_light_client::{CommitteeError, ValidatorKey, ValidatorSet};
@@ -23,16 +21,11 @@ struct Setup {
     set: ValidatorSet,
 }
 
-fn provider(url: &str, key: B256) -> DynProvider {
-    let signer = PrivateKeySigner::from_bytes(&key).unwrap();
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().unwrap()).erased()
-}
-
 async fn setup() -> Setup {
     let devnet = Devnet::start(DevnetOptions { block_time: None, ..Default::default() }).await.unwrap();
     let info = devnet.info().clone();
-    let alpha = provider(&info.chains[0].rpc_url, info.accounts[0].private_key);
-    let beta = provider(&info.chains[1].rpc_url, info.accounts[9].private_key);
+    let alpha = ferry_devnet::wallet(&info.chains[0].rpc_url, info.accounts[0].private_key).unwrap();
+    let beta = ferry_devnet::wallet(&info.chains[1].rpc_url, info.accounts[9].private_key).unwrap();
     let recipient = TestRecipient::deploy(&beta).await.unwrap();
     let mailbox_a = devnet.deployments()[0].mailbox;
     let receipt = Mailbox::new(mailbox_a, &alpha)

@@ -5,7 +5,7 @@
 use alloy::{
     consensus::{BlobTransactionSidecarVariant, SidecarBuilder, SimpleCoder},
     eips::{eip2930::AccessList, eip2930::AccessListItem, eip7702::Authorization},
-    network::{EthereumWallet, TransactionBuilder, TransactionBuilder4844, TransactionBuilder7702},
+    network::{TransactionBuilder, TransactionBuilder4844, TransactionBuilder7702},
     primitives::{Address, B256, U256},
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::{TransactionReceipt, TransactionRequest},
@@ -56,8 +56,7 @@ pub async fn anvil(fork: Fork) -> Anvil {
 }
 
 pub fn wallet(anvil: &Anvil, account: usize) -> DynProvider {
-    let signer = PrivateKeySigner::from_bytes(&anvil.private_keys()[account]).unwrap();
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(anvil.rpc_url().parse().unwrap()).erased()
+    ferry_devnet::wallet(&anvil.rpc_url(), anvil.private_keys()[account]).unwrap()
 }
 
 pub fn plain(anvil: &Anvil) -> DynProvider {

@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use alloy::{
-    network::EthereumWallet,
     primitives::{Address, B256, Bytes, Signature},
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::TransactionReceipt,
@@ -57,8 +56,7 @@ pub async fn devnet() -> Devnet {
 
 /// A provider on `url` that signs with `key`.
 pub fn wallet(url: &str, key: B256) -> DynProvider {
-    let signer = PrivateKeySigner::from_bytes(&key).expect("valid key");
-    ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse().expect("url")).erased()
+    ferry_devnet::wallet(url, key).expect("a devnet key and URL")
 }
 
 /// A provider on `url` without a key (anvil signs for impersonated accounts).

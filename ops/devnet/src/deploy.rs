@@ -75,6 +75,14 @@ fn deployer_provider(anvil: &Anvil, key: B256) -> Result<DynProvider, DevnetErro
         .erased())
 }
 
+/// A provider on `rpc_url` that signs with `key`: how tests and tools act as an
+/// account on a devnet chain.
+pub fn wallet(rpc_url: &str, key: B256) -> Result<DynProvider, DevnetError> {
+    let signer = PrivateKeySigner::from_bytes(&key).map_err(|e| DevnetError::rpc("private key", e))?;
+    let url = rpc_url.parse().map_err(|e| DevnetError::rpc("RPC URL", e))?;
+    Ok(ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased())
+}
+
 async fn deploy_side(
     provider: &DynProvider,
     owner: Address,
