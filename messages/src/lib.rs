@@ -6,6 +6,7 @@
 //!   origin Mailbox, its destination, the origin block and its id), and
 //!   [`QuorumCertificate`], the signatures that the destination Mailbox takes as
 //!   `metadata`.
+//! - [`wire`]: the NATS subjects and the envelopes validators and relayers exchange.
 //! - [`contracts`]: `sol!` bindings generated from the committed contract artifacts
 //!   under `contracts/out`.
 //!
@@ -16,6 +17,7 @@ mod attestation;
 pub mod contracts;
 mod error;
 mod message;
+pub mod wire;
 
 pub use attestation::{Attestation, QuorumCertificate, SIGNATURE_LEN};
 pub use error::{MessageError, MetadataError};

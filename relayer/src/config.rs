@@ -8,6 +8,7 @@ use std::{
 };
 
 use alloy::primitives::{Address, B256};
+use ferry_light_client::{HeaderRules, TimestampRule};
 use serde::{Deserialize, Serialize};
 
 use crate::ConfigError;
@@ -63,8 +64,9 @@ fn default_stream() -> String {
     "FERRY_MESSAGES".into()
 }
 
-/// The relayer's key: inline (from the environment, `FERRY__RELAYER__KEY`) or in a file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// The relayer role: its key (inline from the environment, `FERRY__RELAYER__KEY`, or in
+/// a file) and how it batches and submits.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RelayerConfig {
     /// The key itself; prefer the environment to the file for this one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -72,6 +74,53 @@ pub struct RelayerConfig {
     /// A file holding the key as hex.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
+    /// Names this relayer's own JetStream consumer of attestations (several relayers
+    /// share the delivery consumers but each collects every signature).
+    #[serde(default = "default_relayer_name")]
+    pub name: String,
+    /// Most messages per `processBatch` transaction.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Gas limit = predicted gas plus this many percent.
+    #[serde(default = "default_gas_margin")]
+    pub gas_margin_percent: u64,
+    /// A delivery transaction not mined after this many seconds is replaced with a
+    /// higher fee.
+    #[serde(default = "default_stuck_after")]
+    pub stuck_after_secs: u64,
+    /// One parallel batch in this many is re-run sequentially and compared (0: never).
+    #[serde(default = "default_sequential_check")]
+    pub sequential_check_every: u64,
+}
+
+impl Default for RelayerConfig {
+    fn default() -> Self {
+        Self {
+            key: None,
+            key_file: None,
+            name: default_relayer_name(),
+            batch_size: default_batch_size(),
+            gas_margin_percent: default_gas_margin(),
+            stuck_after_secs: default_stuck_after(),
+            sequential_check_every: default_sequential_check(),
+        }
+    }
+}
+
+fn default_relayer_name() -> String {
+    "relayer".into()
+}
+fn default_batch_size() -> usize {
+    100
+}
+fn default_gas_margin() -> u64 {
+    20
+}
+fn default_stuck_after() -> u64 {
+    30
+}
+fn default_sequential_check() -> u64 {
+    20
 }
 
 /// The validator set every Mailbox holds, and the keys this process validates with.
@@ -84,6 +133,9 @@ pub struct ValidatorsConfig {
     /// Files holding the keys of the validators run in this process (none: not a validator).
     #[serde(default)]
     pub key_files: Vec<PathBuf>,
+    /// One more validator key, inline: for the environment (`FERRY__VALIDATORS__KEY`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<Secret>,
 }
 
 /// One chain.
@@ -110,10 +162,95 @@ pub struct ChainConfig {
     /// Parallel revm workers for deliveries to this chain (default: one per core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_workers: Option<usize>,
+    /// The block the light client trusts when it starts with an empty store (0: genesis).
+    #[serde(default)]
+    pub start_block: u64,
+    /// Milliseconds between polls for new heads (also the fallback when the WebSocket
+    /// subscription is down).
+    #[serde(default = "default_poll_interval")]
+    pub poll_interval_ms: u64,
+    /// The header rules to start from.
+    #[serde(default)]
+    pub rules_preset: RulesPreset,
+    /// Individual header rules switched on or off over the preset.
+    #[serde(default)]
+    pub rules: RuleSwitches,
 }
 
 fn default_confirmations() -> u64 {
     2
+}
+
+fn default_poll_interval() -> u64 {
+    1000
+}
+
+/// A set of header rules to start from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesPreset {
+    /// Every rule, as Ethereum keeps them.
+    #[default]
+    Ethereum,
+    /// Ethereum's rules with anvil's deliberate departures forgiven.
+    Anvil,
+}
+
+/// Per-rule switches; unset ones keep the preset's value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSwitches {
+    /// `number == parent.number + 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequential_numbers: Option<bool>,
+    /// `gas_used <= gas_limit`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_used_within_limit: Option<bool>,
+    /// The gas limit moves within 1/1024.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_limit_bounds: Option<bool>,
+    /// Timestamps strictly increase (false: they may repeat, as under anvil's automine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strictly_increasing_timestamps: Option<bool>,
+    /// The base fee follows EIP-1559.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip1559_base_fee: Option<bool>,
+    /// Forgive anvil's copied base fees (block 1, first block after a reorg).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anvil_base_fee_quirks: Option<bool>,
+    /// Blob gas follows EIP-4844.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eip4844_blob_gas: Option<bool>,
+    /// Proof-of-stake header fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_merge: Option<bool>,
+    /// `extra_data` is at most 32 bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_data_limit: Option<bool>,
+}
+
+impl ChainConfig {
+    /// The header rules: the preset with the switches applied.
+    pub fn header_rules(&self) -> HeaderRules {
+        let mut rules = match self.rules_preset {
+            RulesPreset::Ethereum => HeaderRules::ethereum(),
+            RulesPreset::Anvil => HeaderRules::anvil(),
+        };
+        let s = self.rules;
+        let set = |rule: &mut bool, switch: Option<bool>| *rule = switch.unwrap_or(*rule);
+        set(&mut rules.sequential_numbers, s.sequential_numbers);
+        set(&mut rules.gas_used_within_limit, s.gas_used_within_limit);
+        set(&mut rules.gas_limit_bounds, s.gas_limit_bounds);
+        set(&mut rules.eip1559_base_fee, s.eip1559_base_fee);
+        set(&mut rules.anvil_base_fee_quirks, s.anvil_base_fee_quirks);
+        set(&mut rules.eip4844_blob_gas, s.eip4844_blob_gas);
+        set(&mut rules.post_merge, s.post_merge);
+        set(&mut rules.extra_data_limit, s.extra_data_limit);
+        if let Some(strict) = s.strictly_increasing_timestamps {
+            rules.timestamp = if strict { TimestampRule::Increasing } else { TimestampRule::NonDecreasing };
+        }
+        rules
+    }
 }
 
 /// A private key that never shows in logs or `Debug` output.
@@ -189,11 +326,12 @@ mod tests {
             data_dir: "/var/lib/ferry".into(),
             http: HttpConfig::default(),
             nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream: default_stream() },
-            relayer: RelayerConfig { key: None, key_file: Some("/run/secrets/relayer.key".into()) },
+            relayer: RelayerConfig { key_file: Some("/run/secrets/relayer.key".into()), ..Default::default() },
             validators: ValidatorsConfig {
                 threshold: 2,
                 set: vec![Address::repeat_byte(1), Address::repeat_byte(2), Address::repeat_byte(3)],
                 key_files: vec![],
+                key: None,
             },
             chains: BTreeMap::from([(
                 "alpha".to_string(),
@@ -206,6 +344,10 @@ mod tests {
                     token: None,
                     confirmations: 2,
                     executor_workers: None,
+                    start_block: 0,
+                    poll_interval_ms: 1000,
+                    rules_preset: RulesPreset::Anvil,
+                    rules: RuleSwitches { eip1559_base_fee: Some(false), ..Default::default() },
                 },
             )]),
         }
@@ -233,7 +375,7 @@ mod tests {
     #[test]
     fn secrets_never_print() {
         let secret = Secret::new(B256::repeat_byte(0xab));
-        let shown = format!("{secret:?} {:?}", RelayerConfig { key: Some(secret.clone()), key_file: None });
+        let shown = format!("{secret:?} {:?}", RelayerConfig { key: Some(secret.clone()), ..Default::default() });
         assert!(!shown.contains("abab"), "{shown}");
     }
 

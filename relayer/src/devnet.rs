@@ -11,10 +11,13 @@ use std::{
     time::Duration,
 };
 
-use alloy::primitives::B256;
+use alloy::primitives::{B256, U256};
 use anyhow::Context;
 use ferry_devnet::{Devnet, DevnetInfo, DevnetOptions};
-use ferry_relayer::{ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, ValidatorsConfig};
+use ferry_relayer::{
+    ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, Role, RulesPreset, Secret, Service, Stage,
+    ValidatorsConfig, bridge,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Arguments of `ferry devnet`.
@@ -39,6 +42,12 @@ pub struct DevnetArgs {
     /// Blocks on top of a header before it is final.
     #[arg(long, default_value_t = 2)]
     confirmations: u64,
+    /// Only chains, NATS and contracts: run `ferry run --config DIR/ferry.toml` yourself.
+    #[arg(long)]
+    no_relayer: bool,
+    /// Exit after the demo transfers instead of staying up.
+    #[arg(long)]
+    exit_after_demo: bool,
 }
 
 /// Brings the devnet up, writes its files, and holds it until a signal.
@@ -77,12 +86,53 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         config.display()
     );
 
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
-        _ = sigterm.recv() => tracing::info!("terminated"),
+    let service = if args.no_relayer {
+        None
+    } else {
+        let service = Service::start(Config::load(&config)?, Role::All).await?;
+        println!("relayer and {} validators running: http://{}", info.validators.len(), service.http_addr());
+        let user_key = dir.join("keys/user.key");
+        let demo = demo(&config, &user_key);
+        tokio::select! {
+            result = demo => result?,
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = sigterm.recv() => tracing::info!("terminated"),
+        }
+        Some(service)
+    };
+    if !args.exit_after_demo {
+        println!("up until Ctrl-C; try: ferry bridge --config {} --key-file {} --from alpha --to beta --amount 1000 --wait", config.display(), dir.join("keys/user.key").display());
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
+            _ = sigterm.recv() => tracing::info!("terminated"),
+        }
+    }
+    if let Some(service) = service {
+        service.stop().await;
     }
     drop(devnet);
     tracing::info!("devnet stopped");
+    Ok(())
+}
+
+/// Bridges 1,000 tokens alpha -> beta and back, printing each step.
+async fn demo(config_path: &Path, key_file: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let key = Secret::from_file(key_file, "user key")?;
+    let user = alloy::signers::local::PrivateKeySigner::from_bytes(key.expose())?.address();
+    let amount = U256::from(1000u64) * U256::from(10u64).pow(U256::from(18u64));
+    for (from, to) in [("alpha", "beta"), ("beta", "alpha")] {
+        println!("demo: bridging 1000 tokens {from} -> {to} for {user}");
+        let sent = bridge::send(&config, from, to, amount, user, key.expose()).await?;
+        println!("demo: message {} dispatched in {} (block {})", sent.id, sent.tx, sent.block);
+        let base = format!("http://{}", config.http.listen);
+        let record = bridge::follow(&base, sent.id, Duration::from_secs(120), |stage| {
+            println!("demo: {} {stage}", sent.id);
+        })
+        .await?;
+        anyhow::ensure!(record.stage == Stage::Delivered, "demo transfer parked: {:?}", record.parked_reason);
+    }
+    println!("demo: done, both transfers delivered");
     Ok(())
 }
 
@@ -104,6 +154,9 @@ fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmatio
     let relayer = info.accounts.last().context("anvil reported no accounts")?;
     let relayer_key = keys.join("relayer.key");
     write_secret(&relayer_key, &relayer.private_key)?;
+    // The demo's (and `ferry bridge`'s) user: the first dev account, which holds tokens.
+    let user = info.accounts.first().context("anvil reported no accounts")?;
+    write_secret(&keys.join("user.key"), &user.private_key)?;
     let mut validator_keys = Vec::new();
     for (i, key) in devnet.validator_keys().iter().enumerate() {
         let path = keys.join(format!("validator-{i}.key"));
@@ -124,6 +177,10 @@ fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmatio
                 token: Some(c.token),
                 confirmations,
                 executor_workers: None,
+                start_block: 0,
+                poll_interval_ms: 500,
+                rules_preset: RulesPreset::Anvil,
+                rules: Default::default(),
             };
             (c.name.clone(), chain)
         })
@@ -132,11 +189,12 @@ fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmatio
         data_dir: dir.join("data"),
         http: HttpConfig { listen: options.http_listen },
         nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into() },
-        relayer: RelayerConfig { key: None, key_file: Some(relayer_key) },
+        relayer: RelayerConfig { key_file: Some(relayer_key), ..Default::default() },
         validators: ValidatorsConfig {
             threshold: info.threshold,
             set: info.validators.clone(),
             key_files: validator_keys,
+            key: None,
         },
         chains,
     };

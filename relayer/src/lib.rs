@@ -1,11 +1,33 @@
-//! The ferry relayer service: configuration, and (as the pipeline lands) watchers,
-//! validators, the NATS publisher and consumer, the submitter and the store.
+//! The ferry relayer service: configuration, chain watchers, validators, the NATS
+//! JetStream publisher and consumers, the submitter, the redb store, metrics and HTTP.
 //!
 //! - [`Config`]: the one TOML file a `ferry` process runs from, every key overridable
-//!   by `FERRY__SECTION__KEY` environment variables.
+//!   by `FERRY__SECTION__KEY` environment variables; [`Config::check`] lists every
+//!   problem with its key path.
+//! - [`Service`]: a running process in one [`Role`] (watch and sign, relay, or both),
+//!   following DESIGN.md's nine steps with the light-client and executors crates.
+//! - [`Store`]: message records with their stage history, scan cursors and nonces.
+//! - [`Metrics`]: the Prometheus metrics of DESIGN.md, served on `/metrics`.
 
+pub mod bridge;
+mod bus;
+mod check;
+mod collector;
 mod config;
+mod deliver;
 mod error;
+mod http;
+pub mod metrics;
+mod service;
+pub mod store;
+mod watcher;
 
-pub use config::{ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, Secret, ValidatorsConfig};
-pub use error::ConfigError;
+pub use bus::{ATTESTATION_STREAM, Bus};
+pub use check::Problem;
+pub use config::{
+    ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
+};
+pub use error::{BusError, ConfigError, ServiceError, StoreError};
+pub use metrics::Metrics;
+pub use service::{Role, Service, Shared};
+pub use store::{MessageRecord, Stage, Store};

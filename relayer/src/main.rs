@@ -1,6 +1,7 @@
 //! `ferry`: the relayer service and its operator commands.
 
 mod bench;
+mod commands;
 mod devnet;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -27,11 +28,31 @@ enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the service: watchers, validators and the relayer (or one role).
+    Run(commands::RunArgs),
     /// Start two local anvil chains and a NATS server, deploy and wire the contracts,
-    /// write DIR/ferry.toml and DIR/devnet.json, and stay up until Ctrl-C or SIGTERM.
+    /// write DIR/ferry.toml and DIR/devnet.json, run the relayer and three validators,
+    /// bridge a demo transfer there and back, and stay up until Ctrl-C or SIGTERM.
     Devnet(devnet::DevnetArgs),
+    /// Send tokens to another chain and follow the message until delivered.
+    Bridge(commands::BridgeArgs),
+    /// Show one message and its stage history.
+    Status(commands::StatusArgs),
+    /// List messages, optionally in one stage.
+    Messages(commands::MessagesArgs),
+    /// Put a parked message back on the bus for another delivery attempt.
+    Retry(commands::RetryArgs),
+    /// Configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Measure throughput, each figure beside a baseline from the same run.
     Bench(bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Report every problem of a configuration file with its key path.
+    Check(commands::CheckArgs),
 }
 
 #[tokio::main]
@@ -39,13 +60,19 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
+        Command::Run(args) => commands::run(args).await,
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Bridge(args) => commands::bridge(args).await,
+        Command::Status(args) => commands::status(args).await,
+        Command::Messages(args) => commands::messages(args).await,
+        Command::Retry(args) => commands::retry(args).await,
+        Command::Config(ConfigCommand::Check(args)) => commands::check(args),
         Command::Bench(args) => bench::run(args),
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn"));
+    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,alloy_pubsub=off,alloy_transport_ws=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),

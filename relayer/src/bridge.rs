@@ -1,0 +1,173 @@
+//! `ferry bridge`: a user's side of a transfer. Sends `TokenBridge.transferRemote` on
+//! the origin (approving the bridge first where it holds collateral), reads the message
+//! id from the receipt, and follows the message through ferry's stages.
+
+use std::time::Duration;
+
+use alloy::{
+    network::EthereumWallet,
+    primitives::{Address, B256, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    signers::local::PrivateKeySigner,
+};
+use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge, bridge_mode};
+
+use crate::{Config, MessageRecord, Stage};
+
+/// Why a transfer could not be sent or followed.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    /// The configuration lacks what a transfer needs.
+    #[error("{0}")]
+    Config(String),
+    /// The chain refused or failed.
+    #[error("{what}: {reason}")]
+    Chain {
+        /// The step.
+        what: &'static str,
+        /// What the node said.
+        reason: String,
+    },
+}
+
+fn chain_error(what: &'static str) -> impl FnOnce(String) -> BridgeError {
+    move |reason| BridgeError::Chain { what, reason }
+}
+
+/// A transfer on its way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sent {
+    /// The ferry message id.
+    pub id: B256,
+    /// The origin transaction.
+    pub tx: B256,
+    /// The origin block.
+    pub block: u64,
+}
+
+/// A transfer of `amount` from chain `from` to `recipient` on chain `to`, paid by `key`.
+pub async fn send(
+    config: &Config,
+    from: &str,
+    to: &str,
+    amount: U256,
+    recipient: Address,
+    key: &B256,
+) -> Result<Sent, BridgeError> {
+    let origin = config.chains.get(from).ok_or_else(|| BridgeError::Config(format!("no chain {from:?}")))?;
+    let destination = config.chains.get(to).ok_or_else(|| BridgeError::Config(format!("no chain {to:?}")))?;
+    let (Some(bridge), Some(token)) = (origin.bridge, origin.token) else {
+        return Err(BridgeError::Config(format!("chains.{from} needs bridge and token addresses")));
+    };
+    let signer = PrivateKeySigner::from_bytes(key).map_err(|e| BridgeError::Config(format!("key: {e}")))?;
+    let user = signer.address();
+    let url = origin.rpc_url.parse().map_err(|e| BridgeError::Config(format!("chains.{from}.rpc_url: {e}")))?;
+    let provider: DynProvider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
+
+    let bridge = TokenBridge::new(bridge, &provider);
+    let mode = bridge.mode().call().await.map_err(|e| chain_error("reading the bridge's mode")(e.to_string()))?;
+    if mode == bridge_mode::COLLATERAL {
+        let token = BridgedToken::new(token, &provider);
+        let allowance =
+            token.allowance(user, *bridge.address()).call().await.map_err(|e| chain_error("allowance")(e.to_string()))?;
+        if allowance < amount {
+            token
+                .approve(*bridge.address(), amount)
+                .send()
+                .await
+                .map_err(|e| chain_error("approve")(e.to_string()))?
+                .get_receipt()
+                .await
+                .map_err(|e| chain_error("approve receipt")(e.to_string()))?;
+        }
+    }
+    let receipt = bridge
+        .transferRemote(destination.chain_id as u32, recipient, amount)
+        .send()
+        .await
+        .map_err(|e| chain_error("transferRemote")(e.to_string()))?
+        .get_receipt()
+        .await
+        .map_err(|e| chain_error("transferRemote receipt")(e.to_string()))?;
+    if !receipt.status() {
+        return Err(chain_error("transferRemote")(format!("reverted in {}", receipt.transaction_hash)));
+    }
+    let id = receipt
+        .inner
+        .logs()
+        .iter()
+        .find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok())
+        .map(|l| l.inner.data.id)
+        .ok_or_else(|| chain_error("transferRemote")("no Dispatch log in the receipt".into()))?;
+    Ok(Sent { id, tx: receipt.transaction_hash, block: receipt.block_number.unwrap_or_default() })
+}
+
+/// The record of `id` from a running ferry's HTTP API at `base` (`http://host:port`),
+/// or `None` while it does not know the message yet.
+pub async fn status(base: &str, id: B256) -> Result<Option<MessageRecord>, BridgeError> {
+    let url = format!("{base}/messages/{id}");
+    let response = reqwest_get(&url).await?;
+    match response {
+        (200, body) => serde_json::from_slice(&body)
+            .map(Some)
+            .map_err(|e| BridgeError::Chain { what: "ferry API", reason: format!("{url}: {e}") }),
+        (404, _) => Ok(None),
+        (code, body) => Err(BridgeError::Chain {
+            what: "ferry API",
+            reason: format!("{url}: HTTP {code}: {}", String::from_utf8_lossy(&body)),
+        }),
+    }
+}
+
+/// Whether `Mailbox.delivered(id)` reads true on chain `to`: the ground truth when
+/// the API is out of reach.
+pub async fn delivered_on_chain(config: &Config, to: &str, id: B256) -> Result<bool, BridgeError> {
+    let chain = config.chains.get(to).ok_or_else(|| BridgeError::Config(format!("no chain {to:?}")))?;
+    let url = chain.rpc_url.parse().map_err(|e| BridgeError::Config(format!("chains.{to}.rpc_url: {e}")))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    Mailbox::new(chain.mailbox, provider)
+        .delivered(id)
+        .call()
+        .await
+        .map_err(|e| chain_error("delivered(id)")(e.to_string()))
+}
+
+/// Polls the API until the message is delivered or parked, calling `progress` on every
+/// stage change; gives up after `timeout`.
+pub async fn follow(
+    base: &str,
+    id: B256,
+    timeout: Duration,
+    mut progress: impl FnMut(Stage),
+) -> Result<MessageRecord, BridgeError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = None;
+    loop {
+        // The service may be restarting: keep polling through errors until the deadline.
+        if let Ok(Some(record)) = status(base, id).await {
+            if last != Some(record.stage) {
+                last = Some(record.stage);
+                progress(record.stage);
+            }
+            if record.stage.is_final() {
+                return Ok(record);
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BridgeError::Chain {
+                what: "waiting for delivery",
+                reason: format!("message {id} still {} after {timeout:?}", last.map_or("unknown", Stage::as_str)),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A minimal HTTP GET over the alloy reqwest client: (status, body).
+async fn reqwest_get(url: &str) -> Result<(u16, Vec<u8>), BridgeError> {
+    let err = |e: reqwest::Error| BridgeError::Chain { what: "ferry API", reason: format!("{url}: {e}") };
+    let response = reqwest::get(url).await.map_err(err)?;
+    let code = response.status().as_u16();
+    let body = response.bytes().await.map_err(err)?;
+    Ok((code, body.to_vec()))
+}

@@ -1,0 +1,154 @@
+//! NATS JetStream (DESIGN.md step 6): the streams, the consumers, and publishing with
+//! `Nats-Msg-Id` so that the server drops a second publish of the same thing.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, AckKind, Context,
+    consumer::{AckPolicy, PullConsumer, pull},
+    message::PublishMessage,
+    stream::{self, DiscardPolicy, StorageType},
+};
+use ferry_messages::{
+    Message,
+    wire::{Deliverable, SignedAttestation, attestation_subject, message_subject},
+};
+
+use crate::BusError;
+
+/// The stream validator signatures travel on (`ferry.att.<origin>.<destination>`).
+pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
+
+/// How long JetStream drops a repeated `Nats-Msg-Id`.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
+
+/// How long a consumer waits for an ack before redelivering (extended with progress
+/// acks while a delivery transaction is pending).
+pub const ACK_WAIT: Duration = Duration::from_secs(60);
+
+/// The JetStream side of a ferry process.
+#[derive(Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: Context,
+    stream: String,
+}
+
+impl std::fmt::Debug for Bus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bus").field("stream", &self.stream).finish()
+    }
+}
+
+impl Bus {
+    /// Connects and makes sure both streams exist (created here if not: nats-server 2.9
+    /// has no KV buckets to rely on, streams and consumers are all ferry needs).
+    pub async fn connect(url: &str, stream: &str) -> Result<Self, BusError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("ferry")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await
+            .map_err(|e| BusError::Connect(e.to_string()))?;
+        let js = jetstream::new(client.clone());
+        let bus = Self { client, js, stream: stream.to_string() };
+        bus.ensure_stream(stream, "ferry.msg.>").await?;
+        bus.ensure_stream(ATTESTATION_STREAM, "ferry.att.>").await?;
+        Ok(bus)
+    }
+
+    /// Whether the connection is up.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The deliverables stream's name.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    async fn ensure_stream(&self, name: &str, subjects: &str) -> Result<(), BusError> {
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: name.to_string(),
+                subjects: vec![subjects.to_string()],
+                storage: StorageType::File,
+                duplicate_window: DUPLICATE_WINDOW,
+                max_age: Duration::from_secs(7 * 24 * 3600),
+                discard: DiscardPolicy::Old,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| BusError::Setup(format!("stream {name}: {e}")))?;
+        Ok(())
+    }
+
+    /// A durable pull consumer of `stream` filtered to `subject`. Processes that use the
+    /// same `name` share its messages: each goes to one of them at a time.
+    pub async fn consumer(&self, stream: &str, name: &str, subject: String) -> Result<PullConsumer, BusError> {
+        let stream = self.js.get_stream(stream).await.map_err(|e| BusError::Setup(format!("stream {stream}: {e}")))?;
+        stream
+            .get_or_create_consumer(
+                name,
+                pull::Config {
+                    durable_name: Some(name.to_string()),
+                    filter_subject: subject,
+                    ack_policy: AckPolicy::Explicit,
+                    ack_wait: ACK_WAIT,
+                    max_ack_pending: 20_000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| BusError::Setup(format!("consumer {name}: {e}")))
+    }
+
+    /// Publishes a validator's signature, deduplicated per (message, validator).
+    pub async fn publish_attestation(&self, signed: &SignedAttestation, message: &Message) -> Result<bool, BusError> {
+        let dedup = format!("{}:{}", message.id(), signed.validator);
+        self.publish(attestation_subject(message.origin, message.destination), dedup, signed.encode()).await
+    }
+
+    /// Publishes a deliverable with `Nats-Msg-Id` = `dedup` (the message id, or the id
+    /// and a retry count when an operator retries a parked message). Returns false when
+    /// the server dropped it as a duplicate.
+    pub async fn publish_deliverable(
+        &self,
+        deliverable: &Deliverable,
+        destination: u32,
+        dedup: String,
+    ) -> Result<bool, BusError> {
+        self.publish(message_subject(destination), dedup, deliverable.encode()).await
+    }
+
+    async fn publish(&self, subject: String, dedup: String, payload: Vec<u8>) -> Result<bool, BusError> {
+        let ack = self
+            .js
+            .send_publish(subject, PublishMessage::build().payload(payload.into()).message_id(dedup))
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?;
+        Ok(!ack.duplicate)
+    }
+
+    /// Publishes raw bytes on a subject (tests and the bad-input suite use it).
+    pub async fn publish_raw(&self, subject: String, payload: Vec<u8>) -> Result<(), BusError> {
+        self.js
+            .publish(subject, payload.into())
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| BusError::Publish(e.to_string()))?;
+        Ok(())
+    }
+}
+
+/// Acks `message` with `kind`, logging (not failing) when the server cannot be told:
+/// an unacked message comes back after [`ACK_WAIT`], which is always safe.
+pub async fn ack(message: &jetstream::Message, kind: AckKind) {
+    if let Err(e) = message.ack_with(kind).await {
+        tracing::warn!(error = %e, subject = %message.subject, "could not ack");
+    }
+}

@@ -1,0 +1,179 @@
+//! `ferry config check`: every problem of a configuration, each with its key path.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use alloy::primitives::Address;
+use ferry_light_client::ValidatorKey;
+
+use crate::{Config, Secret};
+
+/// One thing wrong with a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// The key path, as in the file (`chains.alpha.rpc_url`).
+    pub key: String,
+    /// What is wrong.
+    pub problem: String,
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.key, self.problem)
+    }
+}
+
+impl Config {
+    /// Every problem found, without stopping at the first; empty when the configuration
+    /// can run every role.
+    pub fn check(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut report = |key: String, problem: String| problems.push(Problem { key, problem });
+
+        if !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://")) {
+            report("nats.url".into(), format!("{:?} is not a nats:// or tls:// URL", self.nats.url));
+        }
+        if self.nats.stream.is_empty() || self.nats.stream.contains(['.', ' ', '*', '>']) {
+            report("nats.stream".into(), format!("{:?} is not a valid stream name", self.nats.stream));
+        }
+        if self.relayer.batch_size == 0 {
+            report("relayer.batch_size".into(), "must be at least 1".into());
+        }
+        if self.relayer.name.is_empty() || !self.relayer.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            report("relayer.name".into(), "must be letters, digits and dashes".into());
+        }
+        if let Err(e) = self.relayer_key() {
+            report("relayer.key".into(), e.to_string());
+        }
+
+        let set = &self.validators.set;
+        let distinct: BTreeSet<&Address> = set.iter().collect();
+        if distinct.len() != set.len() {
+            report("validators.set".into(), "lists a validator twice".into());
+        }
+        if set.contains(&Address::ZERO) {
+            report("validators.set".into(), "contains the zero address".into());
+        }
+        let threshold = usize::from(self.validators.threshold);
+        if threshold == 0 || threshold > set.len() {
+            report("validators.threshold".into(), format!("{threshold} is not between 1 and {} validators", set.len()));
+        }
+        for (i, path) in self.validators.key_files.iter().enumerate() {
+            let key = format!("validators.key_files[{i}]");
+            match Secret::from_file(path, &key).and_then(|s| validator_address(&s, &key)) {
+                Ok(address) if !set.contains(&address) => {
+                    report(key, format!("the key's address {address} is not in validators.set"))
+                }
+                Ok(_) => {}
+                Err(e) => report(key, e.to_string()),
+            }
+        }
+
+        if self.chains.len() < 2 {
+            report("chains".into(), "needs at least two chains to relay between".into());
+        }
+        let mut ids: BTreeMap<u64, &str> = BTreeMap::new();
+        for (name, chain) in &self.chains {
+            let key = |field: &str| format!("chains.{name}.{field}");
+            if chain.chain_id == 0 || chain.chain_id > u64::from(u32::MAX) {
+                report(key("chain_id"), format!("{} does not fit a message domain (1..2^32)", chain.chain_id));
+            }
+            if let Some(other) = ids.insert(chain.chain_id, name) {
+                report(key("chain_id"), format!("{} is also chain {other}'s id", chain.chain_id));
+            }
+            if !matches!(url_scheme(&chain.rpc_url), Some("http" | "https")) {
+                report(key("rpc_url"), format!("{:?} is not an http(s) URL", chain.rpc_url));
+            }
+            if let Some(ws) = &chain.ws_url
+                && !matches!(url_scheme(ws), Some("ws" | "wss"))
+            {
+                report(key("ws_url"), format!("{ws:?} is not a ws(s) URL"));
+            }
+            if chain.mailbox == Address::ZERO {
+                report(key("mailbox"), "is the zero address".into());
+            }
+            if chain.executor_workers == Some(0) {
+                report(key("executor_workers"), "must be at least 1".into());
+            }
+            if chain.poll_interval_ms == 0 {
+                report(key("poll_interval_ms"), "must be at least 1".into());
+            }
+        }
+        problems
+    }
+
+    /// The relayer key, from `relayer.key` or `relayer.key_file`.
+    pub fn relayer_key(&self) -> Result<Option<Secret>, crate::ConfigError> {
+        match (&self.relayer.key, &self.relayer.key_file) {
+            (Some(key), _) => Ok(Some(key.clone())),
+            (None, Some(path)) => Secret::from_file(path, "relayer.key_file").map(Some),
+            (None, None) => Ok(None),
+        }
+    }
+
+    /// The validator keys this process signs with: `validators.key` and every
+    /// `validators.key_files` entry.
+    pub fn validator_keys(&self) -> Result<Vec<Secret>, crate::ConfigError> {
+        let mut keys: Vec<Secret> = self.validators.key.iter().cloned().collect();
+        for (i, path) in self.validators.key_files.iter().enumerate() {
+            keys.push(Secret::from_file(path, &format!("validators.key_files[{i}]"))?);
+        }
+        Ok(keys)
+    }
+
+    /// The chain with EIP-155 id `chain_id`, with its name.
+    pub fn chain_by_id(&self, chain_id: u64) -> Option<(&str, &crate::ChainConfig)> {
+        self.chains.iter().find(|(_, c)| c.chain_id == chain_id).map(|(n, c)| (n.as_str(), c))
+    }
+}
+
+fn validator_address(secret: &Secret, key: &str) -> Result<Address, crate::ConfigError> {
+    ValidatorKey::from_bytes(secret.expose())
+        .map(|k| k.address())
+        .map_err(|e| crate::ConfigError::Secret { key: key.into(), reason: e.to_string() })
+}
+
+fn url_scheme(url: &str) -> Option<&str> {
+    url.split_once("://").filter(|(_, rest)| !rest.is_empty()).map(|(scheme, _)| scheme)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+            data_dir = "/tmp/ferry"
+            [nats]
+            url = "http://nats:4222"
+            [validators]
+            threshold = 3
+            set = ["0x0000000000000000000000000000000000000001", "0x0000000000000000000000000000000000000001"]
+            [chains.alpha]
+            chain_id = 31337
+            rpc_url = "localhost:8545"
+            mailbox = "0x0000000000000000000000000000000000000000"
+            [chains.beta]
+            chain_id = 31337
+            rpc_url = "http://127.0.0.1:8546"
+            ws_url = "http://127.0.0.1:8546"
+            mailbox = "0x0000000000000000000000000000000000000009"
+        "#;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, text).unwrap();
+        let config = Config::load_with_env(&path, Some(Default::default())).unwrap();
+        let keys: Vec<String> = config.check().into_iter().map(|p| p.key).collect();
+        for expected in [
+            "nats.url",
+            "validators.set",
+            "validators.threshold",
+            "chains.alpha.rpc_url",
+            "chains.alpha.mailbox",
+            "chains.beta.chain_id",
+            "chains.beta.ws_url",
+        ] {
+            assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The relayer's collector (DESIGN.md step 6): gathers validator signatures from
+//! JetStream into quorum certificates and publishes each deliverable message once, with
+//! `Nats-Msg-Id` = its id.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy::primitives::{B256, Signature};
+use async_nats::jetstream::{AckKind, Message as JsMessage};
+use ferry_messages::{
+    Attestation, Message,
+    wire::{Deliverable, SignedAttestation, WIRE_VERSION},
+};
+use futures_util::StreamExt;
+use tracing::{debug, info, warn};
+
+use crate::{
+    bus::{self, ATTESTATION_STREAM},
+    service::Shared,
+    store::{MessageRecord, Stage},
+};
+
+/// Signatures taken from the bus per round.
+const ROUND: usize = 500;
+
+/// Runs until aborted: republishes what a crash left attested but unpublished, then
+/// collects.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match collect(&shared).await {
+            Ok(()) => return,
+            Err(e) => {
+                warn!(error = %e, retry_in = ?backoff, "collector failed");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
+async fn collect(shared: &Arc<Shared>) -> Result<(), CollectError> {
+    let stranded: Vec<B256> = shared.store.list(Some(Stage::Attested), usize::MAX)?.iter().map(|r| r.id).collect();
+    publish(shared, &stranded).await?;
+    let name = format!("ferry-collect-{}", shared.config.relayer.name);
+    let consumer = shared.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
+    loop {
+        let mut batch = consumer
+            .fetch()
+            .max_messages(ROUND)
+            .expires(Duration::from_millis(500))
+            .messages()
+            .await
+            .map_err(|e| CollectError::Bus(e.to_string()))?;
+        let mut taken = Vec::new();
+        while let Some(message) = batch.next().await {
+            match message {
+                Ok(m) => taken.push(m),
+                Err(e) => debug!(error = %e, "fetch ended early"),
+            }
+        }
+        if taken.is_empty() {
+            continue;
+        }
+        let quorate = absorb(shared, &taken).await?;
+        publish(shared, &quorate).await?;
+        for message in &taken {
+            bus::ack(message, AckKind::Ack).await;
+        }
+    }
+}
+
+/// A signature that checked out.
+struct Valid {
+    message: Message,
+    attestation: Attestation,
+    signed: SignedAttestation,
+    signature: Signature,
+}
+
+/// Checks each signature, refusing bad input (termed, so it is not redelivered), and
+/// stores the good ones in one transaction; returns the ids that reached quorum.
+async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, CollectError> {
+    let mut valid = Vec::new();
+    for message in taken {
+        match check(shared, &message.payload) {
+            Ok(v) => valid.push(v),
+            Err(reason) => {
+                warn!(subject = %message.subject, reason = %reason.1, "refused a signature");
+                shared.metrics.bad_input("nats_attestation", reason.0);
+                bus::ack(message, AckKind::Term).await;
+            }
+        }
+    }
+    let threshold = shared.validators.threshold();
+    let quorate = shared.store.write(|tx| {
+        let mut quorate = Vec::new();
+        for v in &valid {
+            let id = v.attestation.id;
+            let mut record = match tx.get(&id)? {
+                Some(record) => record,
+                None => MessageRecord::new(&v.message, v.signed.origin_mailbox, v.signed.block, Stage::Observed),
+            };
+            if record.block.hash != v.signed.block.hash {
+                // Signatures over another block (a reorged one) never mix with these.
+                warn!(%id, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
+                continue;
+            }
+            record.signatures.insert(v.signed.validator, v.signed.signature.clone());
+            if record.stage < Stage::Attested && record.signatures.len() >= threshold {
+                let signatures = record.signatures.values().filter_map(|s| Signature::from_raw(s).ok());
+                match shared.validators.certify(&v.attestation, signatures) {
+                    Ok(qc) => {
+                        record.metadata = Some(qc.metadata().into());
+                        record.advance(Stage::Attested, Some(format!("{} signatures", record.signatures.len())));
+                        quorate.push(id);
+                    }
+                    Err(e) => debug!(%id, error = %e, "no quorum yet"),
+                }
+            }
+            let _ = v.signature;
+            tx.put(&record)?;
+        }
+        Ok(quorate)
+    })?;
+    Ok(quorate)
+}
+
+/// Why a signature is refused: a metric label and the reason.
+type Refusal = (&'static str, String);
+
+fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
+    let signed = SignedAttestation::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
+    let (message, attestation, signature) = signed.open().map_err(|e| ("malformed", e.to_string()))?;
+    let Some((_, origin)) = shared.config.chain_by_id(u64::from(message.origin)) else {
+        return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
+    };
+    if shared.config.chain_by_id(u64::from(message.destination)).is_none() {
+        return Err(("unknown_chain", format!("destination {} is not configured", message.destination)));
+    }
+    if signed.origin_mailbox != origin.mailbox {
+        return Err(("wrong_mailbox", format!("origin Mailbox {} is not {}", signed.origin_mailbox, origin.mailbox)));
+    }
+    let signer = shared
+        .validators
+        .recover(&attestation, 0, &signature)
+        .map_err(|e| ("bad_signature", format!("message {}: {e}", attestation.id)))?;
+    if signer != signed.validator || !shared.validators.contains(&signer) {
+        return Err((
+            "bad_signature",
+            format!("message {}: signed by {signer}, claimed {}, not a validator or not the claimant", attestation.id, signed.validator),
+        ));
+    }
+    Ok(Valid { message, attestation, signed, signature })
+}
+
+/// Publishes the deliverables of `ids` (records with a certificate) and marks them
+/// published.
+pub(crate) async fn publish(shared: &Shared, ids: &[B256]) -> Result<(), CollectError> {
+    let mut published = Vec::new();
+    for id in ids {
+        let Some(record) = shared.store.get(id)? else { continue };
+        let Some(metadata) = record.metadata.clone() else { continue };
+        let deliverable = Deliverable {
+            version: WIRE_VERSION,
+            message: record.message.clone(),
+            origin_mailbox: record.origin_mailbox,
+            block: record.block,
+            metadata,
+        };
+        let dedup = if record.retries == 0 { id.to_string() } else { format!("{id}-retry-{}", record.retries) };
+        let fresh = shared.bus.publish_deliverable(&deliverable, record.destination, dedup).await?;
+        shared.metrics.nats_published_total.with_label_values(&[shared.bus.stream()]).inc();
+        info!(%id, origin = record.origin, destination = record.destination, duplicate = !fresh, "published");
+        published.push(*id);
+    }
+    shared.store.update(&published, |r| r.stage < Stage::Published && r.advance(Stage::Published, None))?;
+    Ok(())
+}
+
+/// Why collecting stopped (retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CollectError {
+    #[error("store: {0}")]
+    Store(#[from] crate::StoreError),
+    #[error("bus: {0}")]
+    Bus(String),
+}
+
+impl From<crate::BusError> for CollectError {
+    fn from(e: crate::BusError) -> Self {
+        Self::Bus(e.to_string())
+    }
+}

@@ -1,0 +1,594 @@
+//! The delivery side of the relayer role (DESIGN.md steps 7 to 9), one per destination
+//! chain: takes deliverables from the destination's durable JetStream consumer (shared
+//! by every relayer process, so each message goes to one of them), pre-executes them on
+//! the chain's revm pool against forked state, parks the ones that would revert, sends
+//! the rest in `processBatch` transactions, validates every receipt against the
+//! prediction, and acks a message only once `Mailbox.delivered(id)` reads true.
+
+use std::{
+    collections::HashSet,
+    future::IntoFuture,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    eips::eip1559::BaseFeeParams,
+    network::{EthereumWallet, TransactionBuilder},
+    primitives::{Address, B256, Bytes, TxKind, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::{TransactionReceipt, TransactionRequest},
+    signers::local::PrivateKeySigner,
+    sol_types::{SolCall, SolInterface},
+};
+use async_nats::jetstream::{AckKind, Message as JsMessage};
+use ferry_executors::{
+    AccessPredictor, BatchOutcome, BlockContext, BlockEnv, ExecutionMode, Executor, ExecutorConfig, ForkedState,
+    SpecId, TxEnv, TxOutcome, TxStatus,
+    validation::{SampledCheck, compare_with_receipt, compare_with_sequential},
+};
+use ferry_messages::{
+    Message,
+    contracts::{Mailbox, TokenBridge},
+    wire::{Deliverable, message_subject},
+};
+use futures_util::StreamExt;
+use tracing::{error, info, warn};
+
+use crate::{
+    ChainConfig, Secret, bus,
+    service::Shared,
+    store::{MessageRecord, Stage, now_ms},
+};
+
+/// Gas each simulated `process` may use: far above what a delivery needs.
+const SIMULATION_GAS: u64 = 3_000_000;
+/// Priority fee of delivery transactions.
+const TIP: u128 = 1_000_000_000;
+
+/// One destination chain's deliverer.
+pub(crate) struct Deliverer {
+    shared: Arc<Shared>,
+    name: String,
+    chain: ChainConfig,
+    relayer: Address,
+    provider: DynProvider,
+    executor: Arc<Executor>,
+    predictor: Arc<AccessPredictor>,
+    check: SampledCheck,
+    next_nonce: Option<u64>,
+}
+
+/// A deliverable taken from the bus, checked.
+struct Item {
+    js: JsMessage,
+    message: Message,
+    metadata: Bytes,
+    record: MessageRecord,
+}
+
+impl Deliverer {
+    pub(crate) fn new(shared: Arc<Shared>, name: String, chain: ChainConfig, key: &Secret) -> Result<Self, DeliverError> {
+        let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
+        let relayer = signer.address();
+        let url = chain.rpc_url.parse().map_err(|e| DeliverError::Config(format!("{}: {e}", chain.rpc_url)))?;
+        let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
+        let workers = chain.executor_workers.unwrap_or_else(|| ExecutorConfig::default().workers);
+        let executor = Arc::new(Executor::new(ExecutorConfig { workers, record_access: true, ..Default::default() }));
+        let check = SampledCheck::new(shared.config.relayer.sequential_check_every);
+        Ok(Self {
+            shared,
+            name,
+            chain,
+            relayer,
+            provider,
+            executor,
+            predictor: Arc::new(AccessPredictor::new()),
+            check,
+            next_nonce: None,
+        })
+    }
+
+    /// Runs until aborted, retrying with backoff after errors (unacked messages come
+    /// back from JetStream, so nothing is lost).
+    pub(crate) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.consume().await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(chain = %self.name, error = %e, retry_in = ?backoff, "deliverer failed");
+                    self.next_nonce = None;
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn consume(&mut self) -> Result<(), DeliverError> {
+        let chain_id = self.chain.chain_id as u32;
+        let name = format!("ferry-deliver-{chain_id}");
+        let consumer = self.shared.bus.consumer(self.shared.bus.stream(), &name, message_subject(chain_id)).await?;
+        loop {
+            let mut fetched = consumer
+                .fetch()
+                .max_messages(self.shared.config.relayer.batch_size)
+                .expires(Duration::from_millis(1000))
+                .messages()
+                .await
+                .map_err(|e| DeliverError::Bus(e.to_string()))?;
+            let mut taken = Vec::new();
+            while let Some(message) = fetched.next().await {
+                if let Ok(m) = message {
+                    taken.push(m);
+                }
+            }
+            if !taken.is_empty() {
+                self.deliver(taken).await?;
+            }
+        }
+    }
+
+    /// One round: check, execute, park or send, confirm.
+    async fn deliver(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
+        let items = self.admit(taken).await?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (ctx, fork) = self.fork().await?;
+        let nonce = self.chain_nonce(ctx.block.number.saturating_to::<u64>() - 1).await?;
+        let txs: Vec<TxEnv> = items
+            .iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let data = Mailbox::processCall { metadata: item.metadata.clone(), message: item.message.encode().into() };
+                self.tx_env(&ctx, nonce + i as u64, SIMULATION_GAS, data.abi_encode())
+            })
+            .collect();
+        let outcome = self.execute(fork.clone(), ctx.clone(), txs).await?;
+
+        let mut sendable = Vec::new();
+        for (item, predicted) in items.into_iter().zip(outcome.outcomes) {
+            match &predicted.status {
+                TxStatus::Success => sendable.push((item, predicted.gas_used)),
+                TxStatus::Invalid { reason } => {
+                    // Our own transaction is invalid (funds, nonce): not the message's fault.
+                    error!(chain = %self.name, id = %item.record.id, %reason, "delivery transaction invalid; will retry");
+                    bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(5)))).await;
+                }
+                TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
+                    let (label, reason) = revert_reason(&predicted);
+                    self.settle_failed(item, label, reason).await?;
+                }
+            }
+        }
+        for chunk in self.chunks(sendable, ctx.block.gas_limit / 2) {
+            self.send_batch(&ctx, fork.clone(), chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Decodes and checks what came off the bus; refuses bad input, acks replays.
+    async fn admit(&self, taken: Vec<JsMessage>) -> Result<Vec<Item>, DeliverError> {
+        let mut items: Vec<Item> = Vec::new();
+        let mut seen = HashSet::new();
+        for js in taken {
+            if js.info().is_ok_and(|info| info.delivered > 1) {
+                let destination = self.chain.chain_id.to_string();
+                self.shared.metrics.nats_redeliveries_total.with_label_values(&[destination.as_str()]).inc();
+            }
+            let (deliverable, message, metadata) = match self.check(&js.payload) {
+                Ok(checked) => checked,
+                Err((label, reason)) => {
+                    warn!(chain = %self.name, subject = %js.subject, %reason, "refused a deliverable");
+                    self.shared.metrics.bad_input("nats_message", label);
+                    bus::ack(&js, AckKind::Term).await;
+                    continue;
+                }
+            };
+            let id = message.id();
+            let record = match self.shared.store.get(&id)? {
+                Some(record) => record,
+                None => {
+                    let mut record = MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
+                    record.metadata = Some(metadata.clone());
+                    record.advance(Stage::Published, Some("taken from JetStream".into()));
+                    self.shared.store.write(|tx| tx.put(&record))?;
+                    record
+                }
+            };
+            if record.stage.is_final() || !seen.insert(id) {
+                info!(%id, origin = message.origin, destination = message.destination, stage = %record.stage, "already settled; acked");
+                bus::ack(&js, AckKind::Ack).await;
+                continue;
+            }
+            items.push(Item { js, message, metadata, record });
+        }
+        Ok(items)
+    }
+
+    fn check(&self, payload: &[u8]) -> Result<(Deliverable, Message, Bytes), (&'static str, String)> {
+        let deliverable = Deliverable::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
+        let (message, attestation, qc) = deliverable.open().map_err(|e| ("malformed", e.to_string()))?;
+        if u64::from(message.destination) != self.chain.chain_id {
+            return Err(("wrong_destination", format!("message {} is for chain {}", message.id(), message.destination)));
+        }
+        let Some((_, origin)) = self.shared.config.chain_by_id(u64::from(message.origin)) else {
+            return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
+        };
+        if origin.mailbox != deliverable.origin_mailbox {
+            return Err(("wrong_mailbox", format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox)));
+        }
+        // The Mailbox would refuse it too, but only after we paid for the attempt.
+        self.shared
+            .validators
+            .verify(&attestation, &qc)
+            .map_err(|e| ("bad_certificate", format!("message {}: {e}", message.id())))?;
+        let metadata = deliverable.metadata.clone();
+        Ok((deliverable, message, metadata))
+    }
+
+    /// The context of the next block and the state at the latest one.
+    async fn fork(&self) -> Result<(BlockContext, Arc<ForkedState>), DeliverError> {
+        let latest = self.rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future()).await?;
+        let header = latest.ok_or_else(|| DeliverError::Rpc("no latest block".into()))?.header.inner;
+        let block = BlockEnv {
+            number: U256::from(header.number + 1),
+            beneficiary: header.beneficiary,
+            timestamp: U256::from(header.timestamp + 1),
+            gas_limit: header.gas_limit,
+            basefee: header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or_default(),
+            prevrandao: Some(header.mix_hash),
+            ..Default::default()
+        };
+        let ctx = BlockContext { block, chain_id: self.chain.chain_id, spec: SpecId::OSAKA };
+        let (url, number) = (self.chain.rpc_url.clone(), header.number);
+        let fork = tokio::task::spawn_blocking(move || ForkedState::connect(&url, number))
+            .await
+            .map_err(|e| DeliverError::Execute(e.to_string()))?
+            .map_err(|e| DeliverError::Execute(e.to_string()))?;
+        Ok((ctx, Arc::new(fork)))
+    }
+
+    async fn chain_nonce(&self, block: u64) -> Result<u64, DeliverError> {
+        self.rpc("eth_getTransactionCount", self.provider.get_transaction_count(self.relayer).number(block).into_future())
+            .await
+    }
+
+    fn tx_env(&self, ctx: &BlockContext, nonce: u64, gas_limit: u64, data: Vec<u8>) -> TxEnv {
+        TxEnv {
+            tx_type: 2,
+            caller: self.relayer,
+            gas_limit,
+            gas_price: max_fee(ctx.block.basefee),
+            gas_priority_fee: Some(TIP),
+            kind: TxKind::Call(self.chain.mailbox),
+            data: data.into(),
+            nonce,
+            chain_id: Some(self.chain.chain_id),
+            ..Default::default()
+        }
+    }
+
+    /// Runs a batch on the pool (prefetching what these kinds of call touched before),
+    /// re-runs a sampled fraction sequentially, and counts it all.
+    async fn execute(
+        &self,
+        fork: Arc<ForkedState>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, DeliverError> {
+        let (executor, predictor) = (self.executor.clone(), self.predictor.clone());
+        let sample = self.check.pick();
+        let (outcome, seconds, check) = tokio::task::spawn_blocking(move || {
+            let predicted = predictor.predict(&txs);
+            if let Err(e) = fork.prefetch(&predicted.accounts, &predicted.slots) {
+                tracing::debug!(error = %e, "prefetch failed; reading on demand");
+            }
+            let start = Instant::now();
+            let outcome = executor.execute(fork.clone(), ctx.clone(), txs.clone())?;
+            let seconds = start.elapsed().as_secs_f64();
+            predictor.learn(&txs, &outcome.access);
+            let check = if sample && outcome.mode == ExecutionMode::Parallel {
+                let start = Instant::now();
+                let sequential = executor.execute_sequential(fork, ctx, txs)?;
+                Some((compare_with_sequential(&outcome, &sequential), start.elapsed().as_secs_f64()))
+            } else {
+                None
+            };
+            Ok::<_, ferry_executors::ExecutorError>((outcome, seconds, check))
+        })
+        .await
+        .map_err(|e| DeliverError::Execute(e.to_string()))?
+        .map_err(|e| DeliverError::Execute(e.to_string()))?;
+
+        let (m, chain) = (&self.shared.metrics, self.name.as_str());
+        let mode = outcome.mode.as_str();
+        m.executor_batches_total.with_label_values(&[chain, mode]).inc();
+        m.executor_batch_seconds.with_label_values(&[chain, mode]).observe(seconds);
+        m.executor_transactions_total.with_label_values(&[chain]).inc_by(outcome.outcomes.len() as u64);
+        m.executor_reexecutions_total.with_label_values(&[chain]).inc_by(outcome.reexecutions as u64);
+        if let Some((result, check_seconds)) = check {
+            m.executor_sequential_check_seconds.with_label_values(&[chain]).observe(check_seconds);
+            if let Err(mismatch) = result {
+                m.validation_mismatches_total.with_label_values(&[chain, "sequential"]).inc();
+                error!(chain, %mismatch, "parallel execution differs from its sequential re-run");
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// Splits what can be sent into `processBatch` transactions within `gas_cap` and the
+    /// configured batch size.
+    fn chunks(&self, sendable: Vec<(Item, u64)>, gas_cap: u64) -> Vec<Vec<Item>> {
+        let mut chunks: Vec<Vec<Item>> = Vec::new();
+        let mut gas = 0;
+        for (item, item_gas) in sendable {
+            let full = chunks.last().is_none_or(|c| c.len() >= self.shared.config.relayer.batch_size);
+            if full || gas + item_gas > gas_cap {
+                chunks.push(Vec::new());
+                gas = 0;
+            }
+            gas += item_gas;
+            if let Some(chunk) = chunks.last_mut() {
+                chunk.push(item);
+            }
+        }
+        chunks
+    }
+
+    /// Predicts, sends and confirms one `processBatch` transaction.
+    async fn send_batch(&mut self, ctx: &BlockContext, fork: Arc<ForkedState>, items: Vec<Item>) -> Result<(), DeliverError> {
+        let call = Mailbox::processBatchCall {
+            metadata: items.iter().map(|i| i.metadata.clone()).collect(),
+            messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
+        };
+        let data = call.abi_encode();
+        let sim_nonce = self.chain_nonce(ctx.block.number.saturating_to::<u64>() - 1).await?;
+        let tx = self.tx_env(ctx, sim_nonce, ctx.block.gas_limit / 2, data.clone());
+        let predicted = self.execute(fork, ctx.clone(), vec![tx]).await?.outcomes.remove(0);
+        if predicted.status != TxStatus::Success {
+            // The items succeeded one by one; the batch failing means the state moved.
+            warn!(chain = %self.name, status = ?predicted.status, "batch prediction failed; retrying the messages");
+            for item in &items {
+                bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(1)))).await;
+            }
+            return Ok(());
+        }
+        let margin = self.shared.config.relayer.gas_margin_percent;
+        let gas_limit = predicted.gas_used * (100 + margin) / 100 + 50_000;
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        self.shared.store.update(&ids, |r| r.advance(Stage::Executed, Some(format!("predicted gas {}", predicted.gas_used))))?;
+
+        let receipt = self.submit(data, gas_limit, &items).await?;
+        let m = &self.shared.metrics;
+        let chain = self.name.as_str();
+        m.submitter_batch_size.with_label_values(&[chain]).observe(items.len() as f64);
+        let outcome = if receipt.status() { "success" } else { "reverted" };
+        m.submitter_transactions_total.with_label_values(&[chain, outcome]).inc();
+        let mismatch = compare_with_receipt(&predicted, &receipt).err().map(|e| {
+            m.validation_mismatches_total.with_label_values(&[chain, "receipt"]).inc();
+            error!(chain, tx = %receipt.transaction_hash, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
+            e.to_string()
+        });
+        self.confirm(items, &receipt, mismatch).await?;
+        self.update_balance().await;
+        Ok(())
+    }
+
+    /// Sends with the persisted nonce, replaces with a higher fee when stuck, and
+    /// returns the receipt of whichever version was mined.
+    async fn submit(&mut self, data: Vec<u8>, gas_limit: u64, items: &[Item]) -> Result<TransactionReceipt, DeliverError> {
+        let nonce = self.reserve_nonce().await?;
+        let base = self.rpc("eth_gasPrice", self.provider.get_gas_price()).await?;
+        let mut max_fee = base * 2 + TIP;
+        let mut sent: Vec<B256> = Vec::new();
+        let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        loop {
+            let request = TransactionRequest::default()
+                .with_from(self.relayer)
+                .with_to(self.chain.mailbox)
+                .with_input(data.clone())
+                .with_nonce(nonce)
+                .with_gas_limit(gas_limit)
+                .with_max_fee_per_gas(max_fee)
+                .with_max_priority_fee_per_gas(TIP.min(max_fee))
+                .with_chain_id(self.chain.chain_id);
+            match self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await {
+                Ok(pending) => {
+                    let hash = *pending.tx_hash();
+                    let detail = if sent.is_empty() { format!("tx {hash} nonce {nonce}") } else { format!("replaced by tx {hash}, max fee {max_fee}") };
+                    info!(chain = %self.name, tx = %hash, nonce, messages = items.len(), "delivery sent");
+                    self.shared.store.update(&ids, |r| {
+                        r.tx_hash = Some(hash);
+                        r.advance(Stage::Submitted, Some(detail.clone()))
+                    })?;
+                    sent.push(hash);
+                }
+                Err(e) if !sent.is_empty() => warn!(chain = %self.name, error = %e, "replacement refused; waiting on the sent one"),
+                Err(e) => return Err(e),
+            }
+            let deadline = Instant::now() + stuck_after;
+            while Instant::now() < deadline {
+                for hash in &sent {
+                    if let Some(receipt) = self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await? {
+                        return Ok(receipt);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            for item in items {
+                bus::ack(&item.js, AckKind::Progress).await;
+            }
+            self.shared.metrics.submitter_transactions_total.with_label_values(&[self.name.as_str(), "replaced"]).inc();
+            max_fee = max_fee * 5 / 4 + 1;
+            warn!(chain = %self.name, nonce, max_fee, "delivery stuck; replacing with a higher fee");
+        }
+    }
+
+    /// The next nonce: the larger of the stored one and the chain's pending count, moved
+    /// on in the store before the transaction goes out.
+    async fn reserve_nonce(&mut self) -> Result<u64, DeliverError> {
+        let chain_id = self.chain.chain_id;
+        let pending = self
+            .rpc("eth_getTransactionCount", self.provider.get_transaction_count(self.relayer).pending().into_future())
+            .await?;
+        // The node's pending count is the authority (a stored nonce above it would leave a
+        // gap that never fills); the stored one says what we sent before a restart.
+        let stored = self.shared.store.nonce(chain_id, self.relayer)?.unwrap_or(0);
+        if stored > pending {
+            warn!(chain = %self.name, stored, pending, "transactions sent before were dropped by the node; reusing their nonces");
+        }
+        let nonce = pending.max(self.next_nonce.unwrap_or(0));
+        self.shared.store.write(|tx| tx.set_nonce(chain_id, self.relayer, nonce + 1))?;
+        self.next_nonce = Some(nonce + 1);
+        Ok(nonce)
+    }
+
+    /// Marks each message delivered (once `delivered(id)` reads true) or parked (its item
+    /// failed on chain), and acks it; anything else goes back for another try.
+    async fn confirm(&self, items: Vec<Item>, receipt: &TransactionReceipt, mismatch: Option<String>) -> Result<(), DeliverError> {
+        let failed: std::collections::HashMap<B256, Bytes> = receipt
+            .inner
+            .logs()
+            .iter()
+            .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
+            .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
+            .collect();
+        let mailbox = Mailbox::new(self.chain.mailbox, &self.provider);
+        let block = receipt.block_number.unwrap_or_default();
+        for item in items {
+            let id = item.record.id;
+            let delivered = self.rpc("eth_call", mailbox.delivered(id).block(block.into()).call().into_future()).await?;
+            if delivered {
+                let detail = format!("tx {}", receipt.transaction_hash);
+                let mismatch = mismatch.clone();
+                self.shared.store.update(&[id], |r| {
+                    r.mismatch = mismatch.clone();
+                    r.advance(Stage::Delivered, Some(detail.clone()))
+                })?;
+                self.count_delivered(&item.record);
+                info!(%id, origin = item.message.origin, destination = item.message.destination, tx = %receipt.transaction_hash, "delivered");
+                bus::ack(&item.js, AckKind::Ack).await;
+            } else if let Some(reason) = failed.get(&id) {
+                let (label, text) = decode_revert(reason, "process_failed");
+                self.settle_failed(item, label, format!("failed on chain in {}: {text}", receipt.transaction_hash)).await?;
+            } else {
+                warn!(%id, tx = %receipt.transaction_hash, status = receipt.status(), "not delivered by its transaction; will retry");
+                bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Parks a message whose delivery reverts, or settles it as delivered when the
+    /// revert is the Mailbox saying it already was (and `delivered(id)` agrees).
+    async fn settle_failed(&self, item: Item, label: &'static str, reason: String) -> Result<(), DeliverError> {
+        let id = item.record.id;
+        if label == "AlreadyDelivered" {
+            let mailbox = Mailbox::new(self.chain.mailbox, &self.provider);
+            if self.rpc("eth_call", mailbox.delivered(id).call().into_future()).await? {
+                self.shared.store.update(&[id], |r| r.advance(Stage::Delivered, Some("already delivered".into())))?;
+                info!(%id, origin = item.message.origin, destination = item.message.destination, "already delivered; acked");
+                bus::ack(&item.js, AckKind::Ack).await;
+                return Ok(());
+            }
+        }
+        self.shared.store.update(&[id], |r| {
+            r.parked_reason = Some(reason.clone());
+            r.advance(Stage::Parked, Some(reason.clone()))
+        })?;
+        let (origin, destination) = (item.message.origin.to_string(), item.message.destination.to_string());
+        self.shared.metrics.messages_parked_total.with_label_values(&[origin.as_str(), destination.as_str(), label]).inc();
+        warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
+        bus::ack(&item.js, AckKind::Ack).await;
+        Ok(())
+    }
+
+    fn count_delivered(&self, record: &MessageRecord) {
+        let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
+        let labels = [origin.as_str(), destination.as_str()];
+        self.shared.metrics.messages_delivered_total.with_label_values(&labels).inc();
+        let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);
+        self.shared.metrics.message_delivery_seconds.with_label_values(&labels).observe(latency);
+    }
+
+    async fn update_balance(&self) {
+        if let Ok(balance) = self.rpc("eth_getBalance", self.provider.get_balance(self.relayer).into_future()).await {
+            let wei: f64 = balance.to_string().parse().unwrap_or(f64::MAX);
+            self.shared.metrics.submitter_wallet_balance_wei.with_label_values(&[self.name.as_str()]).set(wei);
+        }
+    }
+
+    async fn rpc<T, E: std::fmt::Display>(
+        &self,
+        method: &str,
+        call: impl std::future::Future<Output = Result<T, E>>,
+    ) -> Result<T, DeliverError> {
+        self.shared.metrics.rpc(&self.name, method, call).await.map_err(|e| DeliverError::Rpc(format!("{method}: {e}")))
+    }
+}
+
+fn max_fee(basefee: u64) -> u128 {
+    u128::from(basefee) * 2 + TIP
+}
+
+/// A metric label and a readable reason for a failed delivery.
+fn revert_reason(outcome: &TxOutcome) -> (&'static str, String) {
+    match &outcome.status {
+        TxStatus::Halt { reason } => ("halt", reason.clone()),
+        TxStatus::Revert { reason } => {
+            let (label, decoded) = decode_revert(&outcome.output, "revert");
+            if label == "revert" { (label, reason.clone()) } else { (label, decoded) }
+        }
+        _ => ("revert", format!("{:?}", outcome.status)),
+    }
+}
+
+/// Names a revert by the Mailbox's or the bridge's error it carries.
+fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static str, String) {
+    if let Ok(e) = Mailbox::MailboxErrors::abi_decode(data) {
+        let label = match &e {
+            Mailbox::MailboxErrors::AlreadyDelivered(_) => "AlreadyDelivered",
+            Mailbox::MailboxErrors::InvalidRecipient(_) => "InvalidRecipient",
+            Mailbox::MailboxErrors::UnknownOrigin(_) => "UnknownOrigin",
+            Mailbox::MailboxErrors::InsufficientSignatures(_)
+            | Mailbox::MailboxErrors::InvalidSignature(_)
+            | Mailbox::MailboxErrors::SignersNotAscending(_)
+            | Mailbox::MailboxErrors::NotValidator(_) => "bad_signatures",
+            _ => "mailbox",
+        };
+        return (label, format!("{e:?}"));
+    }
+    if let Ok(e) = TokenBridge::TokenBridgeErrors::abi_decode(data) {
+        return ("bridge", format!("{e:?}"));
+    }
+    if let Ok(text) = <alloy::sol_types::Revert as alloy::sol_types::SolError>::abi_decode(data) {
+        return ("recipient", text.reason);
+    }
+    (fallback, if data.is_empty() { "reverted without data".into() } else { format!("revert data {}", Bytes::copy_from_slice(data)) })
+}
+
+/// Why a delivery round stopped (retried; unacked messages come back).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DeliverError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("store: {0}")]
+    Store(#[from] crate::StoreError),
+    #[error("bus: {0}")]
+    Bus(String),
+    #[error("rpc: {0}")]
+    Rpc(String),
+    #[error("execution: {0}")]
+    Execute(String),
+}
+
+impl From<crate::BusError> for DeliverError {
+    fn from(e: crate::BusError) -> Self {
+        Self::Bus(e.to_string())
+    }
+}
+

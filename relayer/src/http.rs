@@ -1,0 +1,134 @@
+//! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/messages` and
+//! `/messages/{id}` (with `POST /messages/{id}/retry` for parked messages).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use alloy::primitives::B256;
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::{
+    ServiceError, StoreError,
+    metrics::CONTENT_TYPE,
+    service::Shared,
+    store::Stage,
+};
+
+/// Binds `listen` and serves until the task is aborted; returns the bound address.
+pub(crate) async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>), ServiceError> {
+    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| ServiceError::Http(format!("{listen}: {e}")))?;
+    let addr = listener.local_addr().map_err(|e| ServiceError::Http(e.to_string()))?;
+    let app = router(shared);
+    let task = tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            warn!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok((addr, task))
+}
+
+fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/messages", get(list))
+        .route("/messages/{id}", get(message))
+        .route("/messages/{id}/retry", post(retry))
+        .with_state(shared)
+}
+
+async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], shared.metrics.render()).into_response()
+}
+
+async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
+    let reasons = shared.not_ready();
+    if reasons.is_empty() {
+        (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"ready": false, "reasons": reasons}))).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn list(State(shared): State<Arc<Shared>>, Query(query): Query<ListQuery>) -> Response {
+    let stage = match query.status.as_deref().map(str::parse::<Stage>).transpose() {
+        Ok(stage) => stage,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match shared.store.list(stage, query.limit.unwrap_or(1000)) {
+        Ok(records) => Json(records).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+fn parse_id(id: &str) -> Result<B256, Response> {
+    id.parse::<B256>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("{id:?} is not a 32-byte hex message id")))
+}
+
+async fn message(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    match shared.store.get(&id) {
+        Ok(Some(record)) => Json(record).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, format!("no message {id}")),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Puts a parked message back on the bus (under a fresh `Nats-Msg-Id`, since the server
+/// remembers the first one) for another delivery attempt.
+async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(response) => return response,
+    };
+    let updated = shared.store.update(&[id], |r| {
+        if r.stage != Stage::Parked || r.metadata.is_none() {
+            return false;
+        }
+        r.retries += 1;
+        r.parked_reason = None;
+        r.advance(Stage::Published, Some(format!("retry {} by an operator", r.retries)))
+    });
+    match updated {
+        Ok(records) if records.is_empty() => {
+            error(StatusCode::CONFLICT, format!("message {id} is not parked with a certificate (or does not exist)"))
+        }
+        Ok(_) => match crate::collector::publish(&shared, &[id]).await {
+            Ok(()) => {
+                info!(%id, "retried by an operator");
+                match shared.store.get(&id) {
+                    Ok(Some(record)) => Json(record).into_response(),
+                    _ => StatusCode::ACCEPTED.into_response(),
+                }
+            }
+            Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        Err(e) => store_error(e),
+    }
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({"error": message.into()}))).into_response()
+}
+
+fn store_error(e: StoreError) -> Response {
+    error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+}

@@ -1,0 +1,455 @@
+//! The relayer's store (DESIGN.md, "Storage"): one redb file per process holding each
+//! message's record with its stage history, the scan cursor of each origin chain, the
+//! submitter's nonces, and (through the shared database) the light clients' checkpoints.
+//! Every change is made inside one write transaction.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use alloy::primitives::{Address, B256, Bytes};
+use ferry_messages::{Message, wire::OriginBlock};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// Message id -> JSON of its [`MessageRecord`].
+const MESSAGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("messages");
+/// (current stage, destination, id) -> when it entered that stage (ms): the index behind
+/// listings and the pending gauges.
+const BY_STAGE: TableDefinition<(u8, u32, [u8; 32]), u64> = TableDefinition::new("messages_by_stage");
+/// Origin chain id -> the last final block whose `Dispatch` logs were turned into records.
+const CURSORS: TableDefinition<u64, u64> = TableDefinition::new("scan_cursors");
+/// (chain id, account) -> the next nonce the submitter will use.
+const NONCES: TableDefinition<(u64, [u8; 20]), u64> = TableDefinition::new("nonces");
+
+/// Where a message is in its lifecycle (DESIGN.md, "Message lifecycle").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// Its `Dispatch` log was seen in a final block.
+    Observed,
+    /// A receipt proof against the verified header checked out.
+    Proven,
+    /// A quorum of validator signatures is collected.
+    Attested,
+    /// Published to JetStream for its destination.
+    Published,
+    /// Pre-executed on the destination's executor: it will succeed.
+    Executed,
+    /// Sent in a `processBatch` transaction.
+    Submitted,
+    /// `Mailbox.delivered(id)` reads true on the destination.
+    Delivered,
+    /// Not sent because delivery would revert (or did); waits for an operator.
+    Parked,
+}
+
+impl Stage {
+    /// Every stage, in lifecycle order.
+    pub const ALL: [Stage; 8] = [
+        Stage::Observed,
+        Stage::Proven,
+        Stage::Attested,
+        Stage::Published,
+        Stage::Executed,
+        Stage::Submitted,
+        Stage::Delivered,
+        Stage::Parked,
+    ];
+
+    /// The label used in metrics, the API and the CLI.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Observed => "observed",
+            Stage::Proven => "proven",
+            Stage::Attested => "attested",
+            Stage::Published => "published",
+            Stage::Executed => "executed",
+            Stage::Submitted => "submitted",
+            Stage::Delivered => "delivered",
+            Stage::Parked => "parked",
+        }
+    }
+
+    /// Whether nothing more happens to a message in this stage without an operator.
+    pub fn is_final(self) -> bool {
+        matches!(self, Stage::Delivered | Stage::Parked)
+    }
+
+    fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl std::str::FromStr for Stage {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Stage::ALL.into_iter().find(|stage| stage.as_str() == s).ok_or_else(|| {
+            let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
+            format!("unknown stage {s:?} (one of {})", names.join(", "))
+        })
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a message's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageEntry {
+    /// The stage entered.
+    pub stage: Stage,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// What else is worth knowing (transaction hash, revert reason...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// Everything the store knows about one message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The message id.
+    pub id: B256,
+    /// Origin chain id.
+    pub origin: u32,
+    /// Destination chain id.
+    pub destination: u32,
+    /// The origin Mailbox's nonce for it.
+    pub nonce: u32,
+    /// The packed message.
+    pub message: Bytes,
+    /// The origin Mailbox.
+    pub origin_mailbox: Address,
+    /// The origin block holding its `Dispatch` log.
+    pub block: OriginBlock,
+    /// The current stage.
+    pub stage: Stage,
+    /// Every stage it went through, oldest first.
+    pub history: Vec<StageEntry>,
+    /// Validator signatures collected so far (validator -> 65-byte signature).
+    #[serde(default)]
+    pub signatures: BTreeMap<Address, Bytes>,
+    /// The quorum certificate, once there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Bytes>,
+    /// The last delivery transaction sent for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_hash: Option<B256>,
+    /// Why it is parked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked_reason: Option<String>,
+    /// A cross-layer validation mismatch seen while delivering it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mismatch: Option<String>,
+    /// How many times an operator retried it.
+    #[serde(default)]
+    pub retries: u32,
+}
+
+impl MessageRecord {
+    /// A record for a message first seen at `stage`.
+    pub fn new(message: &Message, origin_mailbox: Address, block: OriginBlock, stage: Stage) -> Self {
+        Self {
+            id: message.id(),
+            origin: message.origin,
+            destination: message.destination,
+            nonce: message.nonce,
+            message: message.encode().into(),
+            origin_mailbox,
+            block,
+            stage,
+            history: vec![StageEntry { stage, at_ms: now_ms(), detail: None }],
+            signatures: BTreeMap::new(),
+            metadata: None,
+            tx_hash: None,
+            parked_reason: None,
+            mismatch: None,
+            retries: 0,
+        }
+    }
+
+    /// Moves to `stage` and records it. A delivered message stays delivered: returns
+    /// false and changes nothing then.
+    pub fn advance(&mut self, stage: Stage, detail: Option<String>) -> bool {
+        if self.stage == Stage::Delivered {
+            return false;
+        }
+        self.stage = stage;
+        self.history.push(StageEntry { stage, at_ms: now_ms(), detail });
+        true
+    }
+
+    /// When it entered `stage` last, if it did.
+    pub fn entered(&self, stage: Stage) -> Option<u64> {
+        self.history.iter().rev().find(|e| e.stage == stage).map(|e| e.at_ms)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The process's redb file.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Arc<Database>,
+}
+
+impl Store {
+    /// Opens (or creates) the store file and its tables. redb locks the file: one process
+    /// at a time.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::create(path).map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
+        let txn = db.begin_write()?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(BY_STAGE)?;
+        txn.open_table(CURSORS)?;
+        txn.open_table(NONCES)?;
+        txn.commit()?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// The database, to share with the light clients' checkpoint store.
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
+    /// One message's record.
+    pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MESSAGES)?;
+        table.get(id.0)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Records in `stage` (or all), oldest stage entry first, at most `limit`.
+    pub fn list(&self, stage: Option<Stage>, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let messages = txn.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        match stage {
+            Some(stage) => {
+                let index = txn.open_table(BY_STAGE)?;
+                let mut ids: Vec<(u64, [u8; 32])> = Vec::new();
+                for entry in index.range(stage_range(stage))? {
+                    let (key, at) = entry?;
+                    ids.push((at.value(), key.value().2));
+                }
+                ids.sort_unstable();
+                for (_, id) in ids.into_iter().take(limit) {
+                    if let Some(v) = messages.get(id)? {
+                        out.push(decode(v.value())?);
+                    }
+                }
+            }
+            None => {
+                for entry in messages.iter()? {
+                    if out.len() >= limit {
+                        break;
+                    }
+                    out.push(decode(entry?.1.value())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// How many messages are in each stage now.
+    pub fn counts(&self) -> Result<BTreeMap<Stage, u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(BY_STAGE)?;
+        let mut counts = BTreeMap::new();
+        for stage in Stage::ALL {
+            counts.insert(stage, index.range(stage_range(stage))?.count() as u64);
+        }
+        Ok(counts)
+    }
+
+    /// How many messages wait in each non-final stage, per destination.
+    pub fn pending_by_destination(&self) -> Result<BTreeMap<(u32, Stage), u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let index = txn.open_table(BY_STAGE)?;
+        let mut counts = BTreeMap::new();
+        for stage in Stage::ALL.into_iter().filter(|s| !s.is_final()) {
+            for entry in index.range(stage_range(stage))? {
+                let (key, _) = entry?;
+                *counts.entry((key.value().1, stage)).or_insert(0) += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// The last scanned final block of `chain_id`.
+    pub fn cursor(&self, chain_id: u64) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(CURSORS)?.get(chain_id)?.map(|v| v.value()))
+    }
+
+    /// The stored next nonce of `account` on `chain_id`.
+    pub fn nonce(&self, chain_id: u64, account: Address) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(NONCES)?.get((chain_id, account.0.0))?.map(|v| v.value()))
+    }
+
+    /// Runs `f` inside one write transaction and commits it if `f` succeeds.
+    pub fn write<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        let txn = self.db.begin_write()?;
+        let result = {
+            let mut tx = Transaction {
+                messages: txn.open_table(MESSAGES)?,
+                by_stage: txn.open_table(BY_STAGE)?,
+                cursors: txn.open_table(CURSORS)?,
+                nonces: txn.open_table(NONCES)?,
+            };
+            f(&mut tx)?
+        };
+        txn.commit()?;
+        Ok(result)
+    }
+
+    /// Applies `change` to each existing record of `ids` in one transaction; returns the
+    /// records as written (missing ids are skipped).
+    pub fn update(
+        &self,
+        ids: &[B256],
+        mut change: impl FnMut(&mut MessageRecord) -> bool,
+    ) -> Result<Vec<MessageRecord>, StoreError> {
+        self.write(|tx| {
+            let mut written = Vec::new();
+            for id in ids {
+                if let Some(mut record) = tx.get(id)?
+                    && change(&mut record)
+                {
+                    tx.put(&record)?;
+                    written.push(record);
+                }
+            }
+            Ok(written)
+        })
+    }
+}
+
+/// The tables of one write transaction.
+pub struct Transaction<'t> {
+    messages: redb::Table<'t, [u8; 32], &'static [u8]>,
+    by_stage: redb::Table<'t, (u8, u32, [u8; 32]), u64>,
+    cursors: redb::Table<'t, u64, u64>,
+    nonces: redb::Table<'t, (u64, [u8; 20]), u64>,
+}
+
+impl Transaction<'_> {
+    /// A record as this transaction sees it.
+    pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
+        self.messages.get(id.0)?.map(|v| decode(v.value())).transpose()
+    }
+
+    /// Writes a record and keeps the stage index in step.
+    pub fn put(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let old = self.messages.insert(record.id.0, bytes.as_slice())?.map(|v| decode(v.value())).transpose()?;
+        if let Some(old) = old {
+            self.by_stage.remove((old.stage.code(), old.destination, record.id.0))?;
+        }
+        let at = record.history.last().map_or(0, |e| e.at_ms);
+        self.by_stage.insert((record.stage.code(), record.destination, record.id.0), at)?;
+        Ok(())
+    }
+
+    /// Moves the scan cursor of `chain_id`.
+    pub fn set_cursor(&mut self, chain_id: u64, block: u64) -> Result<(), StoreError> {
+        self.cursors.insert(chain_id, block)?;
+        Ok(())
+    }
+
+    /// Stores the next nonce of `account` on `chain_id`.
+    pub fn set_nonce(&mut self, chain_id: u64, account: Address, nonce: u64) -> Result<(), StoreError> {
+        self.nonces.insert((chain_id, account.0.0), nonce)?;
+        Ok(())
+    }
+}
+
+fn stage_range(stage: Stage) -> std::ops::RangeInclusive<(u8, u32, [u8; 32])> {
+    (stage.code(), 0, [0u8; 32])..=(stage.code(), u32::MAX, [0xff; 32])
+}
+
+fn decode(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(nonce: u32) -> Message {
+        Message {
+            version: ferry_messages::VERSION,
+            nonce,
+            origin: 31337,
+            sender: B256::repeat_byte(1),
+            destination: 31338,
+            recipient: B256::repeat_byte(2),
+            body: vec![nonce as u8].into(),
+        }
+    }
+
+    fn record(nonce: u32) -> MessageRecord {
+        let block = OriginBlock { number: 3, hash: B256::repeat_byte(3), timestamp: 10 };
+        MessageRecord::new(&message(nonce), Address::repeat_byte(9), block, Stage::Proven)
+    }
+
+    #[test]
+    fn records_move_through_stages_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.redb");
+        let store = Store::open(&path).unwrap();
+        let (a, b) = (record(1), record(2));
+        store
+            .write(|tx| {
+                tx.put(&a)?;
+                tx.put(&b)?;
+                tx.set_cursor(31337, 12)
+            })
+            .unwrap();
+        let moved = store.update(&[a.id], |r| r.advance(Stage::Published, None)).unwrap();
+        assert_eq!(moved.len(), 1);
+        store.update(&[b.id], |r| r.advance(Stage::Delivered, Some("0xabc".into()))).unwrap();
+        // Delivered is terminal.
+        assert!(store.update(&[b.id], |r| r.advance(Stage::Parked, None)).unwrap().is_empty());
+        drop(store);
+
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.cursor(31337).unwrap(), Some(12));
+        assert_eq!(store.cursor(31338).unwrap(), None);
+        let a = store.get(&a.id).unwrap().unwrap();
+        assert_eq!(a.history.iter().map(|e| e.stage).collect::<Vec<_>>(), [Stage::Proven, Stage::Published]);
+        let counts = store.counts().unwrap();
+        assert_eq!((counts[&Stage::Published], counts[&Stage::Delivered], counts[&Stage::Proven]), (1, 1, 0));
+        assert_eq!(store.list(Some(Stage::Delivered), 10).unwrap()[0].id, b.id);
+        assert_eq!(store.list(None, 10).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_failed_transaction_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ferry.redb")).unwrap();
+        let r = record(1);
+        let failed: Result<(), _> = store.write(|tx| {
+            tx.put(&r)?;
+            tx.set_nonce(31338, Address::repeat_byte(1), 5)?;
+            Err(StoreError::Corrupt("abort".into()))
+        });
+        assert!(failed.is_err());
+        assert!(store.get(&r.id).unwrap().is_none());
+        assert_eq!(store.nonce(31338, Address::repeat_byte(1)).unwrap(), None);
+    }
+}

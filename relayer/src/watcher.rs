@@ -1,0 +1,346 @@
+//! One chain's watcher (DESIGN.md steps 2 to 5): follows new heads (WebSocket, with HTTP
+//! polling as the fallback), hands every header to the chain's light client, turns the
+//! `Dispatch` logs of final blocks into proven messages and, where this process runs
+//! validators, signs them and publishes the signatures.
+
+use std::{sync::Arc, time::Duration};
+
+use alloy::{
+    consensus::ReceiptEnvelope,
+    primitives::{B256, BloomInput},
+    providers::{DynProvider, Provider, ProviderBuilder, WsConnect},
+    sol_types::SolEvent,
+};
+use ferry_light_client::{
+    CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage,
+    RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
+};
+use ferry_messages::{
+    contracts::Mailbox,
+    wire::{OriginBlock, SignedAttestation, WIRE_VERSION},
+};
+use futures_util::StreamExt;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use crate::{
+    ChainConfig,
+    service::Shared,
+    store::{MessageRecord, Stage},
+};
+
+/// Most headers synced before the new final blocks are scanned, so that the scan always
+/// finds them among the final headers the light client keeps.
+const SYNC_CHUNK: u64 = 64;
+
+/// A chain's watcher.
+pub(crate) struct Watcher {
+    shared: Arc<Shared>,
+    name: String,
+    chain: ChainConfig,
+    provider: DynProvider,
+    signers: Arc<Vec<ValidatorKey>>,
+}
+
+impl Watcher {
+    pub(crate) fn new(shared: Arc<Shared>, name: String, chain: ChainConfig, signers: Arc<Vec<ValidatorKey>>) -> Self {
+        let provider = match chain.rpc_url.parse() {
+            Ok(url) => ProviderBuilder::new().connect_http(url).erased(),
+            // `config check` refuses such a URL; a provider that fails every call keeps
+            // the watcher (and its readiness) honest if one gets through anyway.
+            Err(_) => ProviderBuilder::new().connect_http("http://invalid.invalid".parse().expect("static URL")).erased(),
+        };
+        Self { shared, name, chain, provider, signers }
+    }
+
+    /// Runs until the task is aborted: opens the light client, then syncs on every new
+    /// head or poll tick, backing off after errors.
+    pub(crate) async fn run(self) {
+        let wake = Arc::new(Notify::new());
+        // Aborted with this task: the subscription must not outlive its watcher.
+        let _heads = self.chain.ws_url.clone().map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws, wake.clone(), self.name.clone()))));
+        let mut client = None;
+        let mut backoff = Duration::from_millis(250);
+        let poll = Duration::from_millis(self.chain.poll_interval_ms);
+        loop {
+            let step = match client.as_mut() {
+                None => self.open().await.map(|c| client = Some(c)),
+                Some(c) => self.step(c).await,
+            };
+            match step {
+                Ok(()) => backoff = Duration::from_millis(250),
+                Err(e) => {
+                    warn!(chain = %self.name, error = %e, retry_in = ?backoff, "watcher step failed");
+                    self.shared.set_caught_up(&self.name, false);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    continue;
+                }
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    fn source(&self) -> Instrumented<'_> {
+        Instrumented { inner: RpcHeaderSource::new(self.provider.clone()), shared: &self.shared, chain: &self.name }
+    }
+
+    /// Opens the light client from the store, or from the configured start block.
+    async fn open(&self) -> Result<LightClient, WatchError> {
+        let mut config = LightClientConfig::new(self.chain.chain_id, self.chain.confirmations);
+        config.rules = self.chain.header_rules();
+        let (header, hash) = self.source().header_by_number(self.chain.start_block).await?;
+        let checkpoint = SealedHeader::new_unchecked(header, hash);
+        let store = CheckpointStore::with_database(self.shared.store.database());
+        let client = LightClient::open(config, store, checkpoint)?;
+        if self.shared.store.cursor(self.chain.chain_id)?.is_none() {
+            self.shared.store.write(|tx| tx.set_cursor(self.chain.chain_id, self.chain.start_block))?;
+        }
+        if let Some(fault) = client.halted() {
+            self.shared.metrics.light_client_halted.with_label_values(&[self.name.as_str()]).set(1);
+            warn!(chain = %self.name, %fault, "light client is halted; an operator must investigate");
+        }
+        info!(chain = %self.name, head = client.head().number, finalized = client.finalized().number, "light client open");
+        Ok(client)
+    }
+
+    /// Syncs to the source's head in chunks, scanning new final blocks after each.
+    async fn step(&self, client: &mut LightClient) -> Result<(), WatchError> {
+        if client.halted().is_some() {
+            self.shared.set_caught_up(&self.name, false);
+            return Ok(());
+        }
+        let latest = self.source().latest_number().await?;
+        loop {
+            let target = latest.min(client.head().number + SYNC_CHUNK);
+            let synced = ferry_light_client::sync(client, &self.source(), target).await;
+            let events = match synced {
+                Ok(events) => events,
+                Err(SourceError::LightClient(e)) => return Err(self.refused(e)),
+                Err(e) => return Err(e.into()),
+            };
+            self.account(&events);
+            self.scan_finals(client).await?;
+            let chain = self.name.as_str();
+            self.shared.metrics.chain_head_block.with_label_values(&[chain]).set(client.head().number as i64);
+            self.shared.metrics.chain_final_block.with_label_values(&[chain]).set(client.finalized().number as i64);
+            if client.head().number >= latest || events.is_empty() {
+                break;
+            }
+        }
+        self.shared.set_caught_up(&self.name, client.head().number >= latest);
+        Ok(())
+    }
+
+    fn refused(&self, e: LightClientError) -> WatchError {
+        let chain = self.name.as_str();
+        self.shared.metrics.light_client_headers_rejected_total.with_label_values(&[chain, e.reason()]).inc();
+        if matches!(e, LightClientError::SafetyFault(_) | LightClientError::Halted { .. }) {
+            self.shared.metrics.light_client_halted.with_label_values(&[chain]).set(1);
+        }
+        WatchError::LightClient(e)
+    }
+
+    fn account(&self, events: &[Event]) {
+        let chain = self.name.as_str();
+        for event in events {
+            match event {
+                Event::NewHead(_) => self.shared.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc(),
+                Event::Reorg(reorg) => {
+                    self.shared.metrics.light_client_reorgs_total.with_label_values(&[chain]).inc();
+                    info!(chain, depth = reorg.dropped.len(), ancestor = reorg.common_ancestor.number, "reorg below the head; nothing final was touched");
+                }
+                Event::Finalized(_) => {}
+            }
+        }
+    }
+
+    /// Turns the `Dispatch` logs of every final block past the scan cursor into proven
+    /// messages, signs them, and moves the cursor, block by block.
+    async fn scan_finals(&self, client: &LightClient) -> Result<(), WatchError> {
+        let chain_id = self.chain.chain_id;
+        let cursor = self.shared.store.cursor(chain_id)?.unwrap_or(self.chain.start_block);
+        for number in cursor + 1..=client.finalized().number {
+            let header = client
+                .fork_choice()
+                .canonical(number)
+                .ok_or(WatchError::Gap { number, held_from: client.fork_choice().final_headers().next().map(|h| h.number) })?
+                .clone();
+            let proven = self.prove_block(&header).await?;
+            let records = self.attest(&header, &proven).await?;
+            self.shared.store.write(|tx| {
+                for record in &records {
+                    if tx.get(&record.id)?.is_none() {
+                        tx.put(record)?;
+                    }
+                }
+                tx.set_cursor(chain_id, number)
+            })?;
+            for record in &records {
+                let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
+                self.shared.metrics.messages_observed_total.with_label_values(&[origin.as_str(), destination.as_str()]).inc();
+            }
+        }
+        Ok(())
+    }
+
+    /// The proven messages of one final block (none without fetching receipts when the
+    /// header's bloom rules the Mailbox out).
+    async fn prove_block(&self, header: &SealedHeader) -> Result<Vec<ProvenMessage>, WatchError> {
+        let mailbox = self.chain.mailbox;
+        let bloom = header.logs_bloom;
+        if !bloom.contains_input(BloomInput::Raw(mailbox.as_slice()))
+            || !bloom.contains_input(BloomInput::Raw(Mailbox::Dispatch::SIGNATURE_HASH.as_slice()))
+        {
+            return Ok(vec![]);
+        }
+        let number = header.number;
+        let receipts = self
+            .shared
+            .metrics
+            .rpc(&self.name, "eth_getBlockReceipts", self.provider.get_block_receipts(number.into()))
+            .await
+            .map_err(|e| WatchError::Rpc(format!("eth_getBlockReceipts({number}): {e}")))?
+            .ok_or_else(|| WatchError::Rpc(format!("no receipts for final block {number}")))?;
+        let receipts: Vec<ReceiptEnvelope> = receipts.into_iter().map(|r| r.inner.into_primitives_receipt()).collect();
+        let mut proven = Vec::new();
+        for (tx_index, receipt) in receipts.iter().enumerate() {
+            for (log_index, log) in receipt.logs().iter().enumerate() {
+                if log.address != mailbox || log.topics().first() != Some(&Mailbox::Dispatch::SIGNATURE_HASH) {
+                    continue;
+                }
+                // Proofs are built and checked against the verified header: a node that
+                // serves receipts not matching `receiptsRoot` is caught here.
+                let message = ProvenMessage::build(header, &receipts, tx_index as u64, log_index as u64)
+                    .and_then(|m| m.verify(header.hash(), self.chain.chain_id as u32, mailbox).map(|_| m));
+                match message {
+                    Ok(message) => proven.push(message),
+                    Err(e) => {
+                        self.shared.metrics.bad_input("rpc", "receipt_proof");
+                        return Err(WatchError::Proof { number, reason: e.to_string() });
+                    }
+                }
+            }
+        }
+        Ok(proven)
+    }
+
+    /// Records for the proven messages, after this process's validators signed them and
+    /// the signatures reached JetStream.
+    async fn attest(&self, header: &SealedHeader, proven: &[ProvenMessage]) -> Result<Vec<MessageRecord>, WatchError> {
+        let block = OriginBlock { number: header.number, hash: header.hash(), timestamp: header.timestamp };
+        let mut records = Vec::with_capacity(proven.len());
+        for message in proven {
+            let id = message.id();
+            let mut record = MessageRecord::new(&message.message, self.chain.mailbox, block, Stage::Observed);
+            record.advance(Stage::Proven, Some(format!("receipt proof against block {} ({})", block.number, block.hash)));
+            if self.shared.config.chain_by_id(u64::from(message.message.destination)).is_none() {
+                warn!(%id, origin = message.message.origin, destination = message.message.destination, "message for a chain this network does not serve; not signed");
+                self.shared.metrics.bad_input("chain", "unknown_destination");
+                records.push(record);
+                continue;
+            }
+            let attestation = message.attestation(self.chain.mailbox);
+            for key in self.signers.iter() {
+                let signature = key.sign(&attestation).map_err(|e| WatchError::Sign(e.to_string()))?;
+                let signed = SignedAttestation {
+                    version: WIRE_VERSION,
+                    message: message.message.encode().into(),
+                    origin_mailbox: self.chain.mailbox,
+                    block,
+                    validator: key.address(),
+                    signature: signature.as_bytes().to_vec().into(),
+                };
+                self.shared.bus.publish_attestation(&signed, &message.message).await?;
+                let validator = key.address().to_string();
+                self.shared.metrics.attestations_signed_total.with_label_values(&[validator.as_str(), self.name.as_str()]).inc();
+                debug!(%id, origin = message.message.origin, destination = message.message.destination, validator = %key.address(), "signed");
+            }
+            info!(%id, origin = message.message.origin, destination = message.message.destination, block = block.number, "message proven");
+            records.push(record);
+        }
+        Ok(records)
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Wakes the watcher on every new head from the WebSocket subscription, reconnecting
+/// with backoff; polling covers the gaps.
+async fn follow_heads(url: String, wake: Arc<Notify>, chain: String) {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match ProviderBuilder::new().connect_ws(WsConnect::new(url.clone())).await {
+            Ok(provider) => match provider.subscribe_blocks().await {
+                Ok(subscription) => {
+                    backoff = Duration::from_millis(500);
+                    let mut heads = subscription.into_stream();
+                    while heads.next().await.is_some() {
+                        wake.notify_one();
+                    }
+                    debug!(%chain, "new-heads subscription ended; reconnecting");
+                }
+                Err(e) => debug!(%chain, error = %e, "new-heads subscription refused"),
+            },
+            Err(e) => debug!(%chain, error = %e, "WebSocket connect failed; polling meanwhile"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(15));
+    }
+}
+
+/// The chain's RPC as a header source, with every call timed and counted.
+struct Instrumented<'a> {
+    inner: RpcHeaderSource<DynProvider>,
+    shared: &'a Shared,
+    chain: &'a str,
+}
+
+impl HeaderSource for Instrumented<'_> {
+    async fn latest_number(&self) -> Result<u64, SourceError> {
+        self.shared.metrics.rpc(self.chain, "eth_blockNumber", self.inner.latest_number()).await
+    }
+
+    async fn header_by_number(&self, number: u64) -> Result<(alloy::consensus::Header, B256), SourceError> {
+        self.shared.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.header_by_number(number)).await
+    }
+
+    async fn header_by_hash(&self, hash: B256) -> Result<(alloy::consensus::Header, B256), SourceError> {
+        self.shared.metrics.rpc(self.chain, "eth_getBlockByHash", self.inner.header_by_hash(hash)).await
+    }
+
+    async fn finalized(&self) -> Result<Option<(u64, B256)>, SourceError> {
+        self.shared.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.finalized()).await
+    }
+}
+
+/// Why a watcher step failed (it is retried with backoff).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum WatchError {
+    #[error("header source: {0}")]
+    Source(#[from] SourceError),
+    #[error("light client: {0}")]
+    LightClient(#[from] LightClientError),
+    #[error("store: {0}")]
+    Store(#[from] crate::StoreError),
+    #[error("bus: {0}")]
+    Bus(#[from] crate::BusError),
+    #[error("rpc: {0}")]
+    Rpc(String),
+    #[error("block {number}: the receipts do not prove against the verified header: {reason}")]
+    Proof { number: u64, reason: String },
+    #[error("signing: {0}")]
+    Sign(String),
+    #[error("final block {number} is no longer held (oldest held: {held_from:?})")]
+    Gap { number: u64, held_from: Option<u64> },
+}
