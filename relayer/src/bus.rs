@@ -22,9 +22,6 @@ pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
-/// How long a consumer waits for an ack before redelivering (extended with progress
-/// acks while a delivery transaction is pending).
-pub const ACK_WAIT: Duration = Duration::from_secs(60);
 
 /// The JetStream side of a ferry process.
 #[derive(Clone)]
@@ -32,6 +29,7 @@ pub struct Bus {
     client: async_nats::Client,
     js: Context,
     stream: String,
+    ack_wait: Duration,
 }
 
 impl std::fmt::Debug for Bus {
@@ -43,7 +41,10 @@ impl std::fmt::Debug for Bus {
 impl Bus {
     /// Connects and makes sure both streams exist (created here if not: nats-server 2.9
     /// has no KV buckets to rely on, streams and consumers are all ferry needs).
-    pub async fn connect(url: &str, stream: &str) -> Result<Self, BusError> {
+    /// `ack_wait` is how long a consumer waits for an ack before redelivering: what a
+    /// crashed process's messages wait before another process takes them (delivery
+    /// extends it with progress acks while a transaction is pending).
+    pub async fn connect(url: &str, stream: &str, ack_wait: Duration) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("ferry")
             .retry_on_initial_connect()
@@ -52,7 +53,7 @@ impl Bus {
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, stream: stream.to_string() };
+        let bus = Self { client, js, stream: stream.to_string(), ack_wait };
         bus.ensure_stream(stream, "ferry.msg.>").await?;
         bus.ensure_stream(ATTESTATION_STREAM, "ferry.att.>").await?;
         Ok(bus)
@@ -61,6 +62,11 @@ impl Bus {
     /// Whether the connection is up.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// How long an unacked message waits before redelivery.
+    pub fn ack_wait(&self) -> Duration {
+        self.ack_wait
     }
 
     /// The deliverables stream's name.
@@ -95,7 +101,7 @@ impl Bus {
                     durable_name: Some(name.to_string()),
                     filter_subject: subject,
                     ack_policy: AckPolicy::Explicit,
-                    ack_wait: ACK_WAIT,
+                    ack_wait: self.ack_wait,
                     max_ack_pending: 20_000,
                     ..Default::default()
                 },
@@ -146,7 +152,7 @@ impl Bus {
 }
 
 /// Acks `message` with `kind`, logging (not failing) when the server cannot be told:
-/// an unacked message comes back after [`ACK_WAIT`], which is always safe.
+/// an unacked message comes back after the ack wait, which is always safe.
 pub async fn ack(message: &jetstream::Message, kind: AckKind) {
     if let Err(e) = message.ack_with(kind).await {
         tracing::warn!(error = %e, subject = %message.subject, "could not ack");

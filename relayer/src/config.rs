@@ -58,6 +58,14 @@ pub struct NatsConfig {
     /// The JetStream stream messages travel on.
     #[serde(default = "default_stream")]
     pub stream: String,
+    /// Seconds JetStream waits for an ack before handing a message to another consumer
+    /// (how long a crashed relayer's messages wait).
+    #[serde(default = "default_ack_wait")]
+    pub ack_wait_secs: u64,
+}
+
+fn default_ack_wait() -> u64 {
+    30
 }
 
 fn default_stream() -> String {
@@ -325,7 +333,7 @@ mod tests {
         Config {
             data_dir: "/var/lib/ferry".into(),
             http: HttpConfig::default(),
-            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream: default_stream() },
+            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream: default_stream(), ack_wait_secs: 30 },
             relayer: RelayerConfig { key_file: Some("/run/secrets/relayer.key".into()), ..Default::default() },
             validators: ValidatorsConfig {
                 threshold: 2,

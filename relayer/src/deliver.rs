@@ -29,7 +29,7 @@ use ferry_executors::{
 };
 use ferry_messages::{
     Message,
-    contracts::{Mailbox, TokenBridge},
+    contracts::{Mailbox, TestRecipient, TokenBridge},
     wire::{Deliverable, message_subject},
 };
 use futures_util::StreamExt;
@@ -411,16 +411,21 @@ impl Deliverer {
                 Err(e) => return Err(e),
             }
             let deadline = Instant::now() + stuck_after;
+            let mut progress_at = Instant::now() + self.shared.bus.ack_wait() / 3;
             while Instant::now() < deadline {
                 for hash in &sent {
                     if let Some(receipt) = self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await? {
                         return Ok(receipt);
                     }
                 }
+                if Instant::now() >= progress_at {
+                    // Still ours: keep JetStream from handing these to another relayer.
+                    for item in items {
+                        bus::ack(&item.js, AckKind::Progress).await;
+                    }
+                    progress_at = Instant::now() + self.shared.bus.ack_wait() / 3;
+                }
                 tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            for item in items {
-                bus::ack(&item.js, AckKind::Progress).await;
             }
             self.shared.metrics.submitter_transactions_total.with_label_values(&[self.name.as_str(), "replaced"]).inc();
             max_fee = max_fee * 5 / 4 + 1;
@@ -564,6 +569,9 @@ fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static str, String) 
     }
     if let Ok(e) = TokenBridge::TokenBridgeErrors::abi_decode(data) {
         return ("bridge", format!("{e:?}"));
+    }
+    if let Ok(e) = TestRecipient::TestRecipientErrors::abi_decode(data) {
+        return ("recipient", format!("{e:?}"));
     }
     if let Ok(text) = <alloy::sol_types::Revert as alloy::sol_types::SolError>::abi_decode(data) {
         return ("recipient", text.reason);

@@ -2,22 +2,15 @@
 //! running `ferry run` against.
 
 use std::{
-    collections::BTreeMap,
-    fs::OpenOptions,
-    io::Write,
     net::{SocketAddr, TcpListener},
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
     path::{Path, PathBuf},
     time::Duration,
 };
 
-use alloy::primitives::{B256, U256};
+use alloy::primitives::U256;
 use anyhow::Context;
-use ferry_devnet::{Devnet, DevnetInfo, DevnetOptions};
-use ferry_relayer::{
-    ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, Role, RulesPreset, Secret, Service, Stage,
-    ValidatorsConfig, bridge,
-};
+use ferry_devnet::{Devnet, DevnetOptions};
+use ferry_relayer::{Config, Role, Secret, Service, Stage, bridge};
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Arguments of `ferry devnet`.
@@ -148,73 +141,9 @@ fn available(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
 
 /// Writes keys, devnet.json and ferry.toml; returns the config's path.
 fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmations: u64) -> anyhow::Result<PathBuf> {
-    let info: &DevnetInfo = devnet.info();
-    let keys = dir.join("keys");
-    // The relayer pays from the last dev account, leaving the first ones to users.
-    let relayer = info.accounts.last().context("anvil reported no accounts")?;
-    let relayer_key = keys.join("relayer.key");
-    write_secret(&relayer_key, &relayer.private_key)?;
-    // The demo's (and `ferry bridge`'s) user: the first dev account, which holds tokens.
-    let user = info.accounts.first().context("anvil reported no accounts")?;
-    write_secret(&keys.join("user.key"), &user.private_key)?;
-    let mut validator_keys = Vec::new();
-    for (i, key) in devnet.validator_keys().iter().enumerate() {
-        let path = keys.join(format!("validator-{i}.key"));
-        write_secret(&path, key)?;
-        validator_keys.push(path);
-    }
-
-    let chains = info
-        .chains
-        .iter()
-        .map(|c| {
-            let chain = ChainConfig {
-                chain_id: c.chain_id,
-                rpc_url: c.rpc_url.clone(),
-                ws_url: Some(c.ws_url.clone()),
-                mailbox: c.mailbox,
-                bridge: Some(c.bridge),
-                token: Some(c.token),
-                confirmations,
-                executor_workers: None,
-                start_block: 0,
-                poll_interval_ms: 500,
-                rules_preset: RulesPreset::Anvil,
-                rules: Default::default(),
-            };
-            (c.name.clone(), chain)
-        })
-        .collect::<BTreeMap<_, _>>();
-    let config = Config {
-        data_dir: dir.join("data"),
-        http: HttpConfig { listen: options.http_listen },
-        nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into() },
-        relayer: RelayerConfig { key_file: Some(relayer_key), ..Default::default() },
-        validators: ValidatorsConfig {
-            threshold: info.threshold,
-            set: info.validators.clone(),
-            key_files: validator_keys,
-            key: None,
-        },
-        chains,
-    };
+    let config = ferry_relayer::devnet_config(dir, devnet, options.http_listen, confirmations)?;
     let config_path = dir.join("ferry.toml");
     config.write(&config_path)?;
-    info.write(&dir.join("devnet.json"))?;
+    devnet.info().write(&dir.join("devnet.json"))?;
     Ok(config_path)
-}
-
-/// Writes a key readable by its owner only.
-fn write_secret(path: &Path, key: &B256) -> anyhow::Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    // The mode above applies only to a new file; an old one is tightened here.
-    file.set_permissions(std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("restricting {}", path.display()))?;
-    writeln!(file, "{key}").with_context(|| format!("writing {}", path.display()))
 }

@@ -15,6 +15,7 @@ mod check;
 mod collector;
 mod config;
 mod deliver;
+mod devnet_config;
 mod error;
 mod http;
 pub mod metrics;
@@ -24,6 +25,7 @@ mod watcher;
 
 pub use bus::{ATTESTATION_STREAM, Bus};
 pub use check::Problem;
+pub use devnet_config::{devnet_config, write_secret};
 pub use config::{
     ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
 };

@@ -101,7 +101,8 @@ impl Service {
             Role::Validator => None,
             _ => Some(config.relayer_key()?.ok_or_else(|| ServiceError::Config("relayer.key: no relayer key".into()))?),
         };
-        let bus = Bus::connect(&config.nats.url, &config.nats.stream).await?;
+        let ack_wait = Duration::from_secs(config.nats.ack_wait_secs.max(1));
+        let bus = Bus::connect(&config.nats.url, &config.nats.stream, ack_wait).await?;
         let shared = Arc::new(Shared {
             config: config.clone(),
             store,

@@ -170,15 +170,20 @@ impl Watcher {
                 .ok_or(WatchError::Gap { number, held_from: client.fork_choice().final_headers().next().map(|h| h.number) })?
                 .clone();
             let proven = self.prove_block(&header).await?;
-            let records = self.attest(&header, &proven).await?;
+            let records = self.records(&header, &proven);
+            // Records first, so that a signature coming back through the collector finds
+            // the message's history; the cursor moves only once the signatures are out, so
+            // a crash in between re-signs (JetStream drops the duplicates).
             self.shared.store.write(|tx| {
                 for record in &records {
                     if tx.get(&record.id)?.is_none() {
                         tx.put(record)?;
                     }
                 }
-                tx.set_cursor(chain_id, number)
+                Ok(())
             })?;
+            self.attest(&proven).await?;
+            self.shared.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
                 let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
                 self.shared.metrics.messages_observed_total.with_label_values(&[origin.as_str(), destination.as_str()]).inc();
@@ -228,22 +233,35 @@ impl Watcher {
         Ok(proven)
     }
 
-    /// Records for the proven messages, after this process's validators signed them and
-    /// the signatures reached JetStream.
-    async fn attest(&self, header: &SealedHeader, proven: &[ProvenMessage]) -> Result<Vec<MessageRecord>, WatchError> {
+    /// Records (observed and proven) for the proven messages of one block.
+    fn records(&self, header: &SealedHeader, proven: &[ProvenMessage]) -> Vec<MessageRecord> {
         let block = OriginBlock { number: header.number, hash: header.hash(), timestamp: header.timestamp };
-        let mut records = Vec::with_capacity(proven.len());
+        proven
+            .iter()
+            .map(|message| {
+                let mut record = MessageRecord::new(&message.message, self.chain.mailbox, block, Stage::Observed);
+                let detail = format!("receipt proof against block {} ({})", block.number, block.hash);
+                record.advance(Stage::Proven, Some(detail));
+                info!(id = %record.id, origin = record.origin, destination = record.destination, block = block.number, "message proven");
+                record
+            })
+            .collect()
+    }
+
+    /// Signs each proven message with this process's validator keys and publishes the
+    /// signatures; messages for chains this network does not serve are not signed.
+    async fn attest(&self, proven: &[ProvenMessage]) -> Result<(), WatchError> {
         for message in proven {
             let id = message.id();
-            let mut record = MessageRecord::new(&message.message, self.chain.mailbox, block, Stage::Observed);
-            record.advance(Stage::Proven, Some(format!("receipt proof against block {} ({})", block.number, block.hash)));
-            if self.shared.config.chain_by_id(u64::from(message.message.destination)).is_none() {
-                warn!(%id, origin = message.message.origin, destination = message.message.destination, "message for a chain this network does not serve; not signed");
+            let (origin, destination) = (message.message.origin, message.message.destination);
+            if self.shared.config.chain_by_id(u64::from(destination)).is_none() {
+                warn!(%id, origin, destination, "message for a chain this network does not serve; not signed");
                 self.shared.metrics.bad_input("chain", "unknown_destination");
-                records.push(record);
                 continue;
             }
             let attestation = message.attestation(self.chain.mailbox);
+            let header = &message.header;
+            let block = OriginBlock { number: header.number, hash: message.block_hash(), timestamp: header.timestamp };
             for key in self.signers.iter() {
                 let signature = key.sign(&attestation).map_err(|e| WatchError::Sign(e.to_string()))?;
                 let signed = SignedAttestation {
@@ -256,13 +274,12 @@ impl Watcher {
                 };
                 self.shared.bus.publish_attestation(&signed, &message.message).await?;
                 let validator = key.address().to_string();
-                self.shared.metrics.attestations_signed_total.with_label_values(&[validator.as_str(), self.name.as_str()]).inc();
-                debug!(%id, origin = message.message.origin, destination = message.message.destination, validator = %key.address(), "signed");
+                let labels = [validator.as_str(), self.name.as_str()];
+                self.shared.metrics.attestations_signed_total.with_label_values(&labels).inc();
+                debug!(%id, origin, destination, validator = %key.address(), "signed");
             }
-            info!(%id, origin = message.message.origin, destination = message.message.destination, block = block.number, "message proven");
-            records.push(record);
         }
-        Ok(records)
+        Ok(())
     }
 }
 

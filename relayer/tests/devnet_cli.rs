@@ -19,7 +19,7 @@ async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm
     let mut ferry = Command::new(env!("CARGO_BIN_EXE_ferry"))
         .args(["devnet", "--dir"])
         .arg(dir.path())
-        .args(["--block-time", "1", "--http", &format!("127.0.0.1:{http}")])
+        .args(["--no-relayer", "--block-time", "1", "--http", &format!("127.0.0.1:{http}")])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
@@ -99,4 +99,30 @@ async fn devnet_starts_writes_its_files_answers_and_stops_every_child_on_sigterm
         assert!(provider.get_chain_id().await.is_err(), "{} still answers", chain.name);
     }
     assert!(Path::new(&dir.path().join("keys/relayer.key")).exists());
+}
+
+/// The quick start from a clean directory: chains, NATS, contracts, the relayer and three
+/// validators in one process, and the demo transfer there and back.
+#[tokio::test]
+async fn devnet_demo_transfer_completes_from_a_clean_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = ferry_devnet::free_port().unwrap();
+    let ferry = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(["devnet", "--exit-after-demo", "--block-time", "0.5", "--dir"])
+        .arg(dir.path().join("fresh"))
+        .args(["--http", &format!("127.0.0.1:{http}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let output = timeout(Duration::from_secs(240), ferry.wait_with_output()).await.expect("demo within 240s").unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}");
+    assert_eq!(stdout.matches(" delivered\n").count(), 2, "{stdout}");
+    assert!(stdout.contains("demo: done, both transfers delivered"), "{stdout}");
+    // Every step of the lifecycle was shown for the first transfer.
+    for stage in ["dispatched", "submitted", "delivered"] {
+        assert!(stdout.contains(stage), "{stage} missing from {stdout}");
+    }
 }

@@ -1,0 +1,93 @@
+//! The configuration of a ferry process on a devnet, with its key files: what
+//! `ferry devnet` writes and what the integration tests run from.
+
+use std::{
+    collections::BTreeMap,
+    fs::OpenOptions,
+    io::Write,
+    net::SocketAddr,
+    os::unix::fs::{OpenOptionsExt, PermissionsExt},
+    path::Path,
+};
+
+use alloy::primitives::B256;
+use ferry_devnet::Devnet;
+
+use crate::{ChainConfig, Config, ConfigError, HttpConfig, NatsConfig, RelayerConfig, RulesPreset, ValidatorsConfig};
+
+/// Writes the relayer's, the user's (first dev account) and every validator's key under
+/// `dir/keys` (mode 0600) and returns a configuration running all of them, with its data
+/// under `dir/data`.
+pub fn devnet_config(
+    dir: &Path,
+    devnet: &Devnet,
+    http_listen: SocketAddr,
+    confirmations: u64,
+) -> Result<Config, ConfigError> {
+    let info = devnet.info();
+    let keys = dir.join("keys");
+    std::fs::create_dir_all(&keys).map_err(|e| write_error(&keys, e))?;
+    let missing = || ConfigError::Secret { key: "accounts".into(), reason: "anvil reported no accounts".into() };
+    // The relayer pays from the last dev account, leaving the first ones to users.
+    let relayer_key = keys.join("relayer.key");
+    write_secret(&relayer_key, &info.accounts.last().ok_or_else(missing)?.private_key)?;
+    write_secret(&keys.join("user.key"), &info.accounts.first().ok_or_else(missing)?.private_key)?;
+    let mut validator_keys = Vec::new();
+    for (i, key) in devnet.validator_keys().iter().enumerate() {
+        let path = keys.join(format!("validator-{i}.key"));
+        write_secret(&path, key)?;
+        validator_keys.push(path);
+    }
+    let chains = info
+        .chains
+        .iter()
+        .map(|c| {
+            let chain = ChainConfig {
+                chain_id: c.chain_id,
+                rpc_url: c.rpc_url.clone(),
+                ws_url: Some(c.ws_url.clone()),
+                mailbox: c.mailbox,
+                bridge: Some(c.bridge),
+                token: Some(c.token),
+                confirmations,
+                executor_workers: None,
+                start_block: 0,
+                poll_interval_ms: 500,
+                rules_preset: RulesPreset::Anvil,
+                rules: Default::default(),
+            };
+            (c.name.clone(), chain)
+        })
+        .collect::<BTreeMap<_, _>>();
+    Ok(Config {
+        data_dir: dir.join("data"),
+        http: HttpConfig { listen: http_listen },
+        nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into(), ack_wait_secs: 30 },
+        relayer: RelayerConfig { key_file: Some(relayer_key), ..Default::default() },
+        validators: ValidatorsConfig {
+            threshold: info.threshold,
+            set: info.validators.clone(),
+            key_files: validator_keys,
+            key: None,
+        },
+        chains,
+    })
+}
+
+fn write_error(path: &Path, e: std::io::Error) -> ConfigError {
+    ConfigError::Write { path: path.into(), reason: e.to_string() }
+}
+
+/// Writes a key readable by its owner only.
+pub fn write_secret(path: &Path, key: &B256) -> Result<(), ConfigError> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| write_error(path, e))?;
+    // The mode above applies only to a new file; an old one is tightened here.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| write_error(path, e))?;
+    writeln!(file, "{key}").map_err(|e| write_error(path, e))
+}
