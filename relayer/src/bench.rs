@@ -39,11 +39,44 @@ enum BenchTarget {
         #[arg(long, default_value_t = 7)]
         rounds: usize,
     },
+    /// The whole pipeline on a fresh devnet: messages sent alpha -> beta as fast as alpha
+    /// accepts them, delivered through the relayer and three validators in this process.
+    Relay {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Messages to send.
+        #[arg(long, default_value_t = 2000)]
+        messages: usize,
+        /// Block time of both chains, in seconds.
+        #[arg(long, default_value_t = 1.0)]
+        block_time: f64,
+    },
 }
 
 /// Runs the chosen benchmark and prints its figures.
-pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
+        BenchTarget::Relay { json, messages, block_time } => {
+            anyhow::ensure!(messages >= 1 && block_time > 0.0, "--messages and --block-time must be positive");
+            let r = crate::bench_relay::run(messages, block_time).await?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "{} messages alpha -> beta in {:.1}s: {:.1} messages/s",
+                    r.messages, r.seconds, r.messages_per_s
+                );
+                println!("latency from finality to delivery: p50 {:.2}s  p99 {:.2}s", r.latency_p50_s, r.latency_p99_s);
+                println!("{:.3} delivery transactions per message", r.tx_per_message);
+                match r.executor_speedup {
+                    Some(s) => println!("executor speedup (sequential re-run / parallel): {s:.2}x"),
+                    None => println!("executor speedup: no batch ran in parallel"),
+                }
+                println!("peak RSS {:.1} MiB", r.peak_rss_bytes as f64 / (1024.0 * 1024.0));
+            }
+            Ok(())
+        }
         BenchTarget::LightClient { json, seconds } => {
             anyhow::ensure!(seconds > 0.0 && seconds.is_finite(), "--seconds must be positive");
             if cfg!(debug_assertions) {

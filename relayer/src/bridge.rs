@@ -68,8 +68,11 @@ pub async fn send(
     let mode = bridge.mode().call().await.map_err(|e| chain_error("reading the bridge's mode")(e.to_string()))?;
     if mode == bridge_mode::COLLATERAL {
         let token = BridgedToken::new(token, &provider);
-        let allowance =
-            token.allowance(user, *bridge.address()).call().await.map_err(|e| chain_error("allowance")(e.to_string()))?;
+        let allowance = token
+            .allowance(user, *bridge.address())
+            .call()
+            .await
+            .map_err(|e| chain_error("allowance")(e.to_string()))?;
         if allowance < amount {
             token
                 .approve(*bridge.address(), amount)

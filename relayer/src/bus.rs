@@ -22,7 +22,6 @@ pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
-
 /// The JetStream side of a ferry process.
 #[derive(Clone)]
 pub struct Bus {

@@ -147,7 +147,10 @@ fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
     if signer != signed.validator || !shared.validators.contains(&signer) {
         return Err((
             "bad_signature",
-            format!("message {}: signed by {signer}, claimed {}, not a validator or not the claimant", attestation.id, signed.validator),
+            format!(
+                "message {}: signed by {signer}, claimed {}, not a validator or not the claimant",
+                attestation.id, signed.validator
+            ),
         ));
     }
     Ok(Valid { message, attestation, signed, signature })

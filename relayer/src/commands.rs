@@ -203,5 +203,6 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
 
 fn open_store(config: &Config) -> anyhow::Result<Store> {
     let path = config.data_dir.join("ferry.redb");
-    Store::open(&path).with_context(|| format!("the API is unreachable and the store {} cannot be opened", path.display()))
+    Store::open(&path)
+        .with_context(|| format!("the API is unreachable and the store {} cannot be opened", path.display()))
 }

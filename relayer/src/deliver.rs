@@ -68,7 +68,12 @@ struct Item {
 }
 
 impl Deliverer {
-    pub(crate) fn new(shared: Arc<Shared>, name: String, chain: ChainConfig, key: &Secret) -> Result<Self, DeliverError> {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        name: String,
+        chain: ChainConfig,
+        key: &Secret,
+    ) -> Result<Self, DeliverError> {
         let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
         let relayer = signer.address();
         let url = chain.rpc_url.parse().map_err(|e| DeliverError::Config(format!("{}: {e}", chain.rpc_url)))?;
@@ -142,7 +147,8 @@ impl Deliverer {
             .iter()
             .enumerate()
             .map(|(i, item)| {
-                let data = Mailbox::processCall { metadata: item.metadata.clone(), message: item.message.encode().into() };
+                let data =
+                    Mailbox::processCall { metadata: item.metadata.clone(), message: item.message.encode().into() };
                 self.tx_env(&ctx, nonce + i as u64, SIMULATION_GAS, data.abi_encode())
             })
             .collect();
@@ -191,7 +197,8 @@ impl Deliverer {
             let record = match self.shared.store.get(&id)? {
                 Some(record) => record,
                 None => {
-                    let mut record = MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
+                    let mut record =
+                        MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
                     record.metadata = Some(metadata.clone());
                     record.advance(Stage::Published, Some("taken from JetStream".into()));
                     self.shared.store.write(|tx| tx.put(&record))?;
@@ -212,13 +219,19 @@ impl Deliverer {
         let deliverable = Deliverable::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
         let (message, attestation, qc) = deliverable.open().map_err(|e| ("malformed", e.to_string()))?;
         if u64::from(message.destination) != self.chain.chain_id {
-            return Err(("wrong_destination", format!("message {} is for chain {}", message.id(), message.destination)));
+            return Err((
+                "wrong_destination",
+                format!("message {} is for chain {}", message.id(), message.destination),
+            ));
         }
         let Some((_, origin)) = self.shared.config.chain_by_id(u64::from(message.origin)) else {
             return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
         };
         if origin.mailbox != deliverable.origin_mailbox {
-            return Err(("wrong_mailbox", format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox)));
+            return Err((
+                "wrong_mailbox",
+                format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox),
+            ));
         }
         // The Mailbox would refuse it too, but only after we paid for the attempt.
         self.shared
@@ -231,7 +244,9 @@ impl Deliverer {
 
     /// The context of the next block and the state at the latest one.
     async fn fork(&self) -> Result<(BlockContext, Arc<ForkedState>), DeliverError> {
-        let latest = self.rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future()).await?;
+        let latest = self
+            .rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future())
+            .await?;
         let header = latest.ok_or_else(|| DeliverError::Rpc("no latest block".into()))?.header.inner;
         let block = BlockEnv {
             number: U256::from(header.number + 1),
@@ -252,8 +267,11 @@ impl Deliverer {
     }
 
     async fn chain_nonce(&self, block: u64) -> Result<u64, DeliverError> {
-        self.rpc("eth_getTransactionCount", self.provider.get_transaction_count(self.relayer).number(block).into_future())
-            .await
+        self.rpc(
+            "eth_getTransactionCount",
+            self.provider.get_transaction_count(self.relayer).number(block).into_future(),
+        )
+        .await
     }
 
     fn tx_env(&self, ctx: &BlockContext, nonce: u64, gas_limit: u64, data: Vec<u8>) -> TxEnv {
@@ -339,7 +357,12 @@ impl Deliverer {
     }
 
     /// Predicts, sends and confirms one `processBatch` transaction.
-    async fn send_batch(&mut self, ctx: &BlockContext, fork: Arc<ForkedState>, items: Vec<Item>) -> Result<(), DeliverError> {
+    async fn send_batch(
+        &mut self,
+        ctx: &BlockContext,
+        fork: Arc<ForkedState>,
+        items: Vec<Item>,
+    ) -> Result<(), DeliverError> {
         let call = Mailbox::processBatchCall {
             metadata: items.iter().map(|i| i.metadata.clone()).collect(),
             messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
@@ -359,7 +382,9 @@ impl Deliverer {
         let margin = self.shared.config.relayer.gas_margin_percent;
         let gas_limit = predicted.gas_used * (100 + margin) / 100 + 50_000;
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        self.shared.store.update(&ids, |r| r.advance(Stage::Executed, Some(format!("predicted gas {}", predicted.gas_used))))?;
+        self.shared
+            .store
+            .update(&ids, |r| r.advance(Stage::Executed, Some(format!("predicted gas {}", predicted.gas_used))))?;
 
         let receipt = self.submit(data, gas_limit, &items).await?;
         let m = &self.shared.metrics;
@@ -379,7 +404,12 @@ impl Deliverer {
 
     /// Sends with the persisted nonce, replaces with a higher fee when stuck, and
     /// returns the receipt of whichever version was mined.
-    async fn submit(&mut self, data: Vec<u8>, gas_limit: u64, items: &[Item]) -> Result<TransactionReceipt, DeliverError> {
+    async fn submit(
+        &mut self,
+        data: Vec<u8>,
+        gas_limit: u64,
+        items: &[Item],
+    ) -> Result<TransactionReceipt, DeliverError> {
         let nonce = self.reserve_nonce().await?;
         let base = self.rpc("eth_gasPrice", self.provider.get_gas_price()).await?;
         let mut max_fee = base * 2 + TIP;
@@ -399,7 +429,11 @@ impl Deliverer {
             match self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await {
                 Ok(pending) => {
                     let hash = *pending.tx_hash();
-                    let detail = if sent.is_empty() { format!("tx {hash} nonce {nonce}") } else { format!("replaced by tx {hash}, max fee {max_fee}") };
+                    let detail = if sent.is_empty() {
+                        format!("tx {hash} nonce {nonce}")
+                    } else {
+                        format!("replaced by tx {hash}, max fee {max_fee}")
+                    };
                     info!(chain = %self.name, tx = %hash, nonce, messages = items.len(), "delivery sent");
                     self.shared.store.update(&ids, |r| {
                         r.tx_hash = Some(hash);
@@ -407,14 +441,18 @@ impl Deliverer {
                     })?;
                     sent.push(hash);
                 }
-                Err(e) if !sent.is_empty() => warn!(chain = %self.name, error = %e, "replacement refused; waiting on the sent one"),
+                Err(e) if !sent.is_empty() => {
+                    warn!(chain = %self.name, error = %e, "replacement refused; waiting on the sent one")
+                }
                 Err(e) => return Err(e),
             }
             let deadline = Instant::now() + stuck_after;
             let mut progress_at = Instant::now() + self.shared.bus.ack_wait() / 3;
             while Instant::now() < deadline {
                 for hash in &sent {
-                    if let Some(receipt) = self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await? {
+                    if let Some(receipt) =
+                        self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await?
+                    {
                         return Ok(receipt);
                     }
                 }
@@ -454,7 +492,12 @@ impl Deliverer {
 
     /// Marks each message delivered (once `delivered(id)` reads true) or parked (its item
     /// failed on chain), and acks it; anything else goes back for another try.
-    async fn confirm(&self, items: Vec<Item>, receipt: &TransactionReceipt, mismatch: Option<String>) -> Result<(), DeliverError> {
+    async fn confirm(
+        &self,
+        items: Vec<Item>,
+        receipt: &TransactionReceipt,
+        mismatch: Option<String>,
+    ) -> Result<(), DeliverError> {
         let failed: std::collections::HashMap<B256, Bytes> = receipt
             .inner
             .logs()
@@ -466,7 +509,8 @@ impl Deliverer {
         let block = receipt.block_number.unwrap_or_default();
         for item in items {
             let id = item.record.id;
-            let delivered = self.rpc("eth_call", mailbox.delivered(id).block(block.into()).call().into_future()).await?;
+            let delivered =
+                self.rpc("eth_call", mailbox.delivered(id).block(block.into()).call().into_future()).await?;
             if delivered {
                 let detail = format!("tx {}", receipt.transaction_hash);
                 let mismatch = mismatch.clone();
@@ -479,7 +523,8 @@ impl Deliverer {
                 bus::ack(&item.js, AckKind::Ack).await;
             } else if let Some(reason) = failed.get(&id) {
                 let (label, text) = decode_revert(reason, "process_failed");
-                self.settle_failed(item, label, format!("failed on chain in {}: {text}", receipt.transaction_hash)).await?;
+                self.settle_failed(item, label, format!("failed on chain in {}: {text}", receipt.transaction_hash))
+                    .await?;
             } else {
                 warn!(%id, tx = %receipt.transaction_hash, status = receipt.status(), "not delivered by its transaction; will retry");
                 bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
@@ -506,7 +551,11 @@ impl Deliverer {
             r.advance(Stage::Parked, Some(reason.clone()))
         })?;
         let (origin, destination) = (item.message.origin.to_string(), item.message.destination.to_string());
-        self.shared.metrics.messages_parked_total.with_label_values(&[origin.as_str(), destination.as_str(), label]).inc();
+        self.shared
+            .metrics
+            .messages_parked_total
+            .with_label_values(&[origin.as_str(), destination.as_str(), label])
+            .inc();
         warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
         bus::ack(&item.js, AckKind::Ack).await;
         Ok(())
@@ -576,7 +625,14 @@ fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static str, String) 
     if let Ok(text) = <alloy::sol_types::Revert as alloy::sol_types::SolError>::abi_decode(data) {
         return ("recipient", text.reason);
     }
-    (fallback, if data.is_empty() { "reverted without data".into() } else { format!("revert data {}", Bytes::copy_from_slice(data)) })
+    (
+        fallback,
+        if data.is_empty() {
+            "reverted without data".into()
+        } else {
+            format!("revert data {}", Bytes::copy_from_slice(data))
+        },
+    )
 }
 
 /// Why a delivery round stopped (retried; unacked messages come back).
@@ -599,4 +655,3 @@ impl From<crate::BusError> for DeliverError {
         Self::Bus(e.to_string())
     }
 }
-

@@ -94,7 +94,11 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         Some(service)
     };
     if !args.exit_after_demo {
-        println!("up until Ctrl-C; try: ferry bridge --config {} --key-file {} --from alpha --to beta --amount 1000 --wait", config.display(), dir.join("keys/user.key").display());
+        println!(
+            "up until Ctrl-C; try: ferry bridge --config {} --key-file {} --from alpha --to beta --amount 1000 --wait",
+            config.display(),
+            dir.join("keys/user.key").display()
+        );
         tokio::select! {
             _ = tokio::signal::ctrl_c() => tracing::info!("interrupted"),
             _ = sigterm.recv() => tracing::info!("terminated"),

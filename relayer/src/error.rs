@@ -59,13 +59,7 @@ macro_rules! database_errors {
         }
     )*};
 }
-database_errors!(
-    redb::DatabaseError,
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
+database_errors!(redb::DatabaseError, redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
 
 /// Why talking to NATS failed.
 #[derive(Debug, thiserror::Error)]

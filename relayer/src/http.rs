@@ -15,16 +15,15 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{
-    ServiceError, StoreError,
-    metrics::CONTENT_TYPE,
-    service::Shared,
-    store::Stage,
-};
+use crate::{ServiceError, StoreError, metrics::CONTENT_TYPE, service::Shared, store::Stage};
 
 /// Binds `listen` and serves until the task is aborted; returns the bound address.
-pub(crate) async fn serve(shared: Arc<Shared>, listen: SocketAddr) -> Result<(SocketAddr, JoinHandle<()>), ServiceError> {
-    let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| ServiceError::Http(format!("{listen}: {e}")))?;
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    listen: SocketAddr,
+) -> Result<(SocketAddr, JoinHandle<()>), ServiceError> {
+    let listener =
+        tokio::net::TcpListener::bind(listen).await.map_err(|e| ServiceError::Http(format!("{listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Http(e.to_string()))?;
     let app = router(shared);
     let task = tokio::spawn(async move {
@@ -76,14 +75,14 @@ async fn list(State(shared): State<Arc<Shared>>, Query(query): Query<ListQuery>)
     }
 }
 
-fn parse_id(id: &str) -> Result<B256, Response> {
-    id.parse::<B256>().map_err(|_| error(StatusCode::BAD_REQUEST, format!("{id:?} is not a 32-byte hex message id")))
+fn parse_id(id: &str) -> Result<B256, String> {
+    id.parse::<B256>().map_err(|_| format!("{id:?} is not a 32-byte hex message id"))
 }
 
 async fn message(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     match shared.store.get(&id) {
         Ok(Some(record)) => Json(record).into_response(),
@@ -97,7 +96,7 @@ async fn message(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
 async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
-        Err(response) => return response,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
     let updated = shared.store.update(&[id], |r| {
         if r.stage != Stage::Parked || r.metadata.is_none() {

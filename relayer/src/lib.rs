@@ -25,10 +25,10 @@ mod watcher;
 
 pub use bus::{ATTESTATION_STREAM, Bus};
 pub use check::Problem;
-pub use devnet_config::{devnet_config, write_secret};
 pub use config::{
     ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
 };
+pub use devnet_config::{devnet_config, write_secret};
 pub use error::{BusError, ConfigError, ServiceError, StoreError};
 pub use metrics::Metrics;
 pub use service::{Role, Service, Shared};

@@ -1,6 +1,7 @@
 //! `ferry`: the relayer service and its operator commands.
 
 mod bench;
+mod bench_relay;
 mod commands;
 mod devnet;
 
@@ -67,12 +68,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Messages(args) => commands::messages(args).await,
         Command::Retry(args) => commands::retry(args).await,
         Command::Config(ConfigCommand::Check(args)) => commands::check(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(args).await,
     }
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("FERRY_LOG").unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,alloy_pubsub=off,alloy_transport_ws=off"));
+    let filter = EnvFilter::try_from_env("FERRY_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,async_nats=warn,alloy_pubsub=off,alloy_transport_ws=off"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),

@@ -63,7 +63,8 @@ impl Shared {
             reasons.push("NATS is not connected".to_string());
         }
         if let Ok(map) = self.caught_up.lock() {
-            reasons.extend(map.iter().filter(|(_, ok)| !**ok).map(|(chain, _)| format!("chain {chain} is catching up")));
+            reasons
+                .extend(map.iter().filter(|(_, ok)| !**ok).map(|(chain, _)| format!("chain {chain} is catching up")));
         }
         reasons
     }

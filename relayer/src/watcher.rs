@@ -48,7 +48,9 @@ impl Watcher {
             Ok(url) => ProviderBuilder::new().connect_http(url).erased(),
             // `config check` refuses such a URL; a provider that fails every call keeps
             // the watcher (and its readiness) honest if one gets through anyway.
-            Err(_) => ProviderBuilder::new().connect_http("http://invalid.invalid".parse().expect("static URL")).erased(),
+            Err(_) => {
+                ProviderBuilder::new().connect_http("http://invalid.invalid".parse().expect("static URL")).erased()
+            }
         };
         Self { shared, name, chain, provider, signers }
     }
@@ -58,7 +60,11 @@ impl Watcher {
     pub(crate) async fn run(self) {
         let wake = Arc::new(Notify::new());
         // Aborted with this task: the subscription must not outlive its watcher.
-        let _heads = self.chain.ws_url.clone().map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws, wake.clone(), self.name.clone()))));
+        let _heads = self
+            .chain
+            .ws_url
+            .clone()
+            .map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws, wake.clone(), self.name.clone()))));
         let mut client = None;
         let mut backoff = Duration::from_millis(250);
         let poll = Duration::from_millis(self.chain.poll_interval_ms);
@@ -148,10 +154,17 @@ impl Watcher {
         let chain = self.name.as_str();
         for event in events {
             match event {
-                Event::NewHead(_) => self.shared.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc(),
+                Event::NewHead(_) => {
+                    self.shared.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc()
+                }
                 Event::Reorg(reorg) => {
                     self.shared.metrics.light_client_reorgs_total.with_label_values(&[chain]).inc();
-                    info!(chain, depth = reorg.dropped.len(), ancestor = reorg.common_ancestor.number, "reorg below the head; nothing final was touched");
+                    info!(
+                        chain,
+                        depth = reorg.dropped.len(),
+                        ancestor = reorg.common_ancestor.number,
+                        "reorg below the head; nothing final was touched"
+                    );
                 }
                 Event::Finalized(_) => {}
             }
@@ -167,7 +180,10 @@ impl Watcher {
             let header = client
                 .fork_choice()
                 .canonical(number)
-                .ok_or(WatchError::Gap { number, held_from: client.fork_choice().final_headers().next().map(|h| h.number) })?
+                .ok_or(WatchError::Gap {
+                    number,
+                    held_from: client.fork_choice().final_headers().next().map(|h| h.number),
+                })?
                 .clone();
             let proven = self.prove_block(&header).await?;
             let records = self.records(&header, &proven);
@@ -186,7 +202,11 @@ impl Watcher {
             self.shared.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
                 let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
-                self.shared.metrics.messages_observed_total.with_label_values(&[origin.as_str(), destination.as_str()]).inc();
+                self.shared
+                    .metrics
+                    .messages_observed_total
+                    .with_label_values(&[origin.as_str(), destination.as_str()])
+                    .inc();
             }
         }
         Ok(())

@@ -42,12 +42,21 @@ async fn round_trip_of_random_amounts_keeps_balances_exact() {
     assert_eq!(locked_on_alpha, net.supply("beta").await, "locked on alpha == supply on beta");
 
     // The API tells the whole story of a message.
-    let record: MessageRecord = reqwest::get(format!("{}/messages/{}", net.api(), ids[0])).await.unwrap().json().await.unwrap();
+    let record: MessageRecord =
+        reqwest::get(format!("{}/messages/{}", net.api(), ids[0])).await.unwrap().json().await.unwrap();
     assert_eq!(record.stage, Stage::Delivered);
     let stages: Vec<Stage> = record.history.iter().map(|e| e.stage).collect();
     assert_eq!(
         stages,
-        [Stage::Observed, Stage::Proven, Stage::Attested, Stage::Published, Stage::Executed, Stage::Submitted, Stage::Delivered]
+        [
+            Stage::Observed,
+            Stage::Proven,
+            Stage::Attested,
+            Stage::Published,
+            Stage::Executed,
+            Stage::Submitted,
+            Stage::Delivered
+        ]
     );
     service.stop().await;
 }
@@ -91,7 +100,8 @@ async fn a_delivery_that_would_revert_is_parked_unsent_and_can_be_retried() {
         .get_receipt()
         .await
         .unwrap();
-    let parked_id = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap().inner.data.id;
+    let parked_id =
+        receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap().inner.data.id;
     let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(5, 3)).await;
     net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
 
@@ -106,11 +116,15 @@ async fn a_delivery_that_would_revert_is_parked_unsent_and_can_be_retried() {
     assert!(!net.processed("beta").await.contains_key(&parked_id));
     assert!(!net.failed("beta").await.contains(&parked_id));
     let metrics = reqwest::get(format!("{}/metrics", net.api())).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"ferry_messages_parked_total{destination="31338",origin="31337",reason="recipient"} 1"#), "{metrics}");
+    assert!(
+        metrics.contains(r#"ferry_messages_parked_total{destination="31338",origin="31337",reason="recipient"} 1"#),
+        "{metrics}"
+    );
 
     // The recipient is fixed; the operator retries; it is delivered once.
     recipient.setRejecting(false).send().await.unwrap().get_receipt().await.unwrap();
-    let retried = reqwest::Client::new().post(format!("{}/messages/{parked_id}/retry", net.api())).send().await.unwrap();
+    let retried =
+        reqwest::Client::new().post(format!("{}/messages/{parked_id}/retry", net.api())).send().await.unwrap();
     assert!(retried.status().is_success(), "{}", retried.text().await.unwrap());
     let processed = net.wait_processed("beta", &[parked_id], Duration::from_secs(60)).await;
     assert_once(&processed, &[parked_id]);

@@ -63,7 +63,14 @@ impl Net {
 
     /// Sends one transfer per amount from dev account `sender` on `from` to `recipient`
     /// on `to`, without waiting between them; returns the message ids in order.
-    pub async fn send_many(&self, from: &str, to: &str, sender: usize, recipient: Address, amounts: &[U256]) -> Vec<B256> {
+    pub async fn send_many(
+        &self,
+        from: &str,
+        to: &str,
+        sender: usize,
+        recipient: Address,
+        amounts: &[U256],
+    ) -> Vec<B256> {
         let provider = self.wallet(from, sender);
         let chain = &self.config.chains[from];
         let destination = self.config.chains[to].chain_id as u32;

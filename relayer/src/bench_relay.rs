@@ -1,0 +1,125 @@
+//! `ferry bench relay`: the whole pipeline on a fresh devnet, messages sent alpha -> beta
+//! as fast as alpha accepts them.
+
+use std::time::{Duration, Instant};
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::Provider,
+};
+use anyhow::Context;
+use ferry_devnet::{Devnet, DevnetOptions};
+use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge};
+use ferry_relayer::{Role, Service, Stage};
+use serde::Serialize;
+
+/// What `ferry bench relay --json` prints.
+#[derive(Debug, Serialize)]
+pub struct RelayReport {
+    /// Messages sent and delivered.
+    pub messages: usize,
+    /// From the first send to the last delivery.
+    pub seconds: f64,
+    /// Delivered per second over that span.
+    pub messages_per_s: f64,
+    /// From the origin block's finality (the watcher observing it) to delivery.
+    pub latency_p50_s: f64,
+    /// The same, 99th percentile.
+    pub latency_p99_s: f64,
+    /// Delivery transactions per message.
+    pub tx_per_message: f64,
+    /// Sequential re-run time over parallel time, summed over the batches the pool ran in
+    /// parallel (every one is re-run here).
+    pub executor_speedup: Option<f64>,
+    /// Peak resident memory of this process (the relayer and validators).
+    pub peak_rss_bytes: u64,
+}
+
+/// Runs the benchmark.
+pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport> {
+    let http = format!("127.0.0.1:{}", ferry_devnet::free_port()?).parse()?;
+    let options = DevnetOptions {
+        block_time: Some(Duration::from_secs_f64(block_time)),
+        http_listen: http,
+        ..Default::default()
+    };
+    let devnet = Devnet::start(options).await?;
+    let dir = tempfile::tempdir()?;
+    let mut config = ferry_relayer::devnet_config(dir.path(), &devnet, http, 2)?;
+    config.relayer.sequential_check_every = 1;
+    config.relayer.batch_size = 500;
+    let service = Service::start(config.clone(), Role::All).await?;
+
+    let info = devnet.info();
+    let user = info.accounts[0].clone();
+    let alpha = ferry_devnet::wallet(&info.chains[0].rpc_url, user.private_key)?;
+    let bridge = TokenBridge::new(info.chains[0].bridge, &alpha);
+    let token = BridgedToken::new(info.chains[0].token, &alpha);
+    token.approve(info.chains[0].bridge, U256::MAX).send().await?.get_receipt().await?;
+    let start = Instant::now();
+    let mut nonce = alpha.get_transaction_count(user.address).pending().await?;
+    let fee = alpha.get_gas_price().await? * 3 + 1_000_000_000;
+    let mut pending = Vec::with_capacity(messages);
+    for i in 0..messages {
+        let call = bridge
+            .transferRemote(31338, Address::with_last_byte(1 + (i % 200) as u8), U256::from(1 + i))
+            .nonce(nonce)
+            .gas(300_000)
+            .max_fee_per_gas(fee)
+            .max_priority_fee_per_gas(1_000_000_000);
+        pending.push(call.send().await?);
+        nonce += 1;
+    }
+    let mut ids: Vec<B256> = Vec::with_capacity(messages);
+    for p in pending {
+        let receipt = p.with_timeout(Some(Duration::from_secs(300))).get_receipt().await?;
+        let id = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok());
+        ids.push(id.context("a transfer without a Dispatch log")?.inner.data.id);
+    }
+    tracing::info!(messages, sent_in = ?start.elapsed(), "all transfers mined on alpha");
+
+    let store = &service.shared().store;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let records = loop {
+        let records: Vec<_> = ids.iter().filter_map(|id| store.get(id).ok().flatten()).collect();
+        if records.len() == ids.len() && records.iter().all(|r| r.stage == Stage::Delivered) {
+            break records;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "not all delivered within 10 minutes");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let mut latencies: Vec<f64> = records
+        .iter()
+        .filter_map(|r| Some((r.entered(Stage::Delivered)? as f64 - r.entered(Stage::Observed)? as f64) / 1000.0))
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
+    let txs: std::collections::HashSet<B256> = records.iter().filter_map(|r| r.tx_hash).collect();
+    let m = &service.shared().metrics;
+    let parallel = m.executor_batch_seconds.with_label_values(&["beta", "parallel"]).get_sample_sum();
+    let sequential = m.executor_sequential_check_seconds.with_label_values(&["beta"]).get_sample_sum();
+    let report = RelayReport {
+        messages,
+        seconds,
+        messages_per_s: messages as f64 / seconds,
+        latency_p50_s: pick(0.5),
+        latency_p99_s: pick(0.99),
+        tx_per_message: txs.len() as f64 / messages as f64,
+        executor_speedup: (parallel > 0.0).then(|| sequential / parallel),
+        peak_rss_bytes: peak_rss(),
+    };
+    service.stop().await;
+    drop(devnet);
+    Ok(report)
+}
+
+/// VmHWM of this process.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}

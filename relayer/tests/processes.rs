@@ -1,0 +1,108 @@
+//! `ferry run` as real processes: killed with SIGKILL mid-run and restarted from the
+//! same data dir, and two relayer processes sharing one NATS.
+
+mod common;
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use common::{Net, amounts, assert_once, wait_for};
+use ferry_relayer::{Role, Service};
+use tokio::process::{Child, Command};
+
+/// Starts `ferry run` with `config` and environment overrides.
+fn ferry_run(config: &Path, role: &str, env: &[(&str, String)]) -> Child {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(["run", "--role", role, "--config"])
+        .arg(config)
+        .env("FERRY_LOG", "warn,ferry_relayer=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+async fn ready(api: &str) {
+    wait_for(Duration::from_secs(60), "ferry's HTTP server", || async {
+        reqwest::get(format!("{api}/healthz")).await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
+}
+
+fn kill9(child: &Child) {
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_ferry_run_restarts_from_its_data_dir_and_delivers_each_once() {
+    let net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    let path = net.dir.path().join("ferry.toml");
+    net.config.write(&path).unwrap();
+    let mut ferry = ferry_run(&path, "all", &[]);
+    ready(&net.api()).await;
+    let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(200, 9)).await;
+    wait_for(Duration::from_secs(120), "the first deliveries", || async {
+        (!net.processed("beta").await.is_empty()).then_some(())
+    })
+    .await;
+    kill9(&ferry);
+    ferry.wait().await.unwrap();
+
+    let mut ferry = ferry_run(&path, "all", &[]);
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(180)).await;
+    assert_once(&processed, &ids);
+    // The restarted process knows every message as delivered.
+    let api = net.api();
+    wait_for(Duration::from_secs(60), "the store to agree", || async {
+        let url = format!("{api}/messages?status=delivered&limit=1000");
+        let records: Vec<serde_json::Value> = reqwest::get(url).await.ok()?.json().await.ok()?;
+        (records.len() == 200).then_some(())
+    })
+    .await;
+    ferry.kill().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relayer_processes_share_the_work_and_never_send_a_message_twice() {
+    let net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    // The validators run in this process; two relayers run as processes with their own
+    // keys, data dirs and HTTP ports.
+    let validators = Service::start(net.config.clone(), Role::Validator).await.unwrap();
+    let path = net.dir.path().join("ferry.toml");
+    net.config.write(&path).unwrap();
+    let mut relayers = Vec::new();
+    for (i, account) in [(1, 8usize), (2, 7usize)] {
+        let key = net.devnet.info().accounts[account].private_key;
+        let env = [
+            ("FERRY__RELAYER__KEY", key.to_string()),
+            ("FERRY__RELAYER__NAME", format!("relayer-{i}")),
+            ("FERRY__DATA_DIR", net.dir.path().join(format!("relayer-{i}")).display().to_string()),
+            ("FERRY__HTTP__LISTEN", format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap())),
+        ];
+        relayers.push(ferry_run(&path, "relayer", &env));
+    }
+    let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(150, 4)).await;
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(180)).await;
+    assert_once(&processed, &ids);
+    assert!(net.failed("beta").await.is_empty(), "no item failed for 'already delivered'");
+
+    // Both relayers sent deliveries, and none of their transactions reverted.
+    let provider = alloy::providers::ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    let mut senders = std::collections::HashSet::new();
+    for tx in processed.values().flatten().collect::<std::collections::HashSet<_>>() {
+        use alloy::providers::Provider;
+        let receipt = provider.get_transaction_receipt(*tx).await.unwrap().unwrap();
+        assert!(receipt.status(), "delivery {tx} reverted");
+        senders.insert(receipt.from);
+    }
+    assert!(!senders.is_empty() && senders.len() <= 2, "{senders:?}");
+    for mut r in relayers {
+        r.kill().await.unwrap();
+    }
+    validators.stop().await;
+}
