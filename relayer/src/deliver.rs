@@ -169,8 +169,21 @@ impl Deliverer {
                 }
             }
         }
-        for chunk in self.chunks(sendable, ctx.block.gas_limit / 2) {
-            self.send_batch(&ctx, fork.clone(), chunk).await?;
+        let chunks = self.chunks(sendable, ctx.block.gas_limit / 2);
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        // Every processBatch of the round predicted in order in one batch, so that each
+        // sees what the ones before it change (first-time balances cost more gas).
+        let calls: Vec<Vec<u8>> = chunks.iter().map(|items| process_batch(items)).collect();
+        let txs = calls
+            .iter()
+            .enumerate()
+            .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, ctx.block.gas_limit / 2, data.clone()))
+            .collect();
+        let predicted = self.execute(fork, ctx, txs).await?.outcomes;
+        for ((items, data), predicted) in chunks.into_iter().zip(calls).zip(predicted) {
+            self.send_batch(items, data, predicted).await?;
         }
         Ok(())
     }
@@ -356,21 +369,8 @@ impl Deliverer {
         chunks
     }
 
-    /// Predicts, sends and confirms one `processBatch` transaction.
-    async fn send_batch(
-        &mut self,
-        ctx: &BlockContext,
-        fork: Arc<ForkedState>,
-        items: Vec<Item>,
-    ) -> Result<(), DeliverError> {
-        let call = Mailbox::processBatchCall {
-            metadata: items.iter().map(|i| i.metadata.clone()).collect(),
-            messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
-        };
-        let data = call.abi_encode();
-        let sim_nonce = self.chain_nonce(ctx.block.number.saturating_to::<u64>() - 1).await?;
-        let tx = self.tx_env(ctx, sim_nonce, ctx.block.gas_limit / 2, data.clone());
-        let predicted = self.execute(fork, ctx.clone(), vec![tx]).await?.outcomes.remove(0);
+    /// Sends and confirms one `processBatch` transaction with its prediction.
+    async fn send_batch(&mut self, items: Vec<Item>, data: Vec<u8>, predicted: TxOutcome) -> Result<(), DeliverError> {
         if predicted.status != TxStatus::Success {
             // The items succeeded one by one; the batch failing means the state moved.
             warn!(chain = %self.name, status = ?predicted.status, "batch prediction failed; retrying the messages");
@@ -587,6 +587,15 @@ impl Deliverer {
 
 fn max_fee(basefee: u64) -> u128 {
     u128::from(basefee) * 2 + TIP
+}
+
+/// The calldata of `processBatch` for `items`.
+fn process_batch(items: &[Item]) -> Vec<u8> {
+    Mailbox::processBatchCall {
+        metadata: items.iter().map(|i| i.metadata.clone()).collect(),
+        messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
+    }
+    .abi_encode()
 }
 
 /// A metric label and a readable reason for a failed delivery.
