@@ -41,6 +41,12 @@ async fn round_trip_of_random_amounts_keeps_balances_exact() {
     let locked_on_alpha = net.balance("alpha", net.config.chains["alpha"].bridge.unwrap()).await;
     assert_eq!(locked_on_alpha, net.supply("beta").await, "locked on alpha == supply on beta");
 
+    // Ready: both watchers caught up, NATS connected.
+    let api = net.api();
+    wait_for(Duration::from_secs(30), "/readyz to say ready", || async {
+        reqwest::get(format!("{api}/readyz")).await.ok().filter(|r| r.status().is_success())
+    })
+    .await;
     // The API tells the whole story of a message.
     let record: MessageRecord =
         reqwest::get(format!("{}/messages/{}", net.api(), ids[0])).await.unwrap().json().await.unwrap();

@@ -64,7 +64,23 @@ async fn a_killed_ferry_run_restarts_from_its_data_dir_and_delivers_each_once() 
         (records.len() == 200).then_some(())
     })
     .await;
+    // What an operator types.
+    let status = cli(&["status", &ids[0].to_string(), "--config"], &path).await;
+    assert!(status.contains(r#""stage": "delivered""#), "{status}");
+    let listed = cli(&["messages", "--status", "delivered", "--limit", "1000", "--config"], &path).await;
+    assert_eq!(listed.lines().filter(|l| l.contains("delivered")).count(), 200, "{listed}");
     ferry.kill().await.unwrap();
+    // With the service stopped, the same answers come from the store.
+    ferry.wait().await.unwrap();
+    let status = cli(&["status", &ids[1].to_string(), "--config"], &path).await;
+    assert!(status.contains(r#""stage": "delivered""#), "{status}");
+}
+
+/// Runs a `ferry` command with `config` as its last argument; returns its stdout.
+async fn cli(args: &[&str], config: &Path) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).arg(config).output().await.unwrap();
+    assert!(output.status.success(), "ferry {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
