@@ -17,6 +17,23 @@ pub struct BlockContext {
     pub spec: SpecId,
 }
 
+impl BlockContext {
+    /// The block a node builds on `parent`: the next number, one second later, the same
+    /// beneficiary and gas limit, and the EIP-1559 base fee that follows the parent's.
+    pub fn after(parent: &alloy::consensus::Header, chain_id: u64, spec: SpecId) -> Self {
+        let block = BlockEnv {
+            number: U256::from(parent.number + 1),
+            beneficiary: parent.beneficiary,
+            timestamp: U256::from(parent.timestamp + 1),
+            gas_limit: parent.gas_limit,
+            basefee: parent.next_block_base_fee(alloy::eips::eip1559::BaseFeeParams::ethereum()).unwrap_or_default(),
+            prevrandao: Some(parent.mix_hash),
+            ..Default::default()
+        };
+        Self { block, chain_id, spec }
+    }
+}
+
 /// How one transaction ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxStatus {

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use alloy::{
-    eips::eip1559::BaseFeeParams,
     network::TransactionBuilder,
     primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
@@ -14,7 +13,7 @@ use alloy::{
 };
 use ferry_devnet::{Devnet, DevnetOptions};
 use ferry_executors::{
-    AccessPredictor, BlockContext, BlockEnv, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv, TxOutcome, TxStatus,
+    AccessPredictor, BlockContext, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv, TxOutcome, TxStatus,
     validation::{ReceiptMismatch, compare_with_receipt},
 };
 use ferry_messages::{
@@ -34,16 +33,8 @@ fn wallet(url: &str, key: B256) -> DynProvider {
 async fn next_block(provider: &DynProvider, chain_id: u64) -> (BlockContext, u64) {
     let latest = provider.get_block_number().await.unwrap();
     let header = provider.get_block_by_number(latest.into()).await.unwrap().unwrap().header.inner;
-    let block = BlockEnv {
-        number: U256::from(latest + 1),
-        beneficiary: header.beneficiary,
-        timestamp: U256::from(header.timestamp + 1),
-        gas_limit: header.gas_limit,
-        basefee: header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap(),
-        prevrandao: Some(header.mix_hash),
-        ..Default::default()
-    };
-    (BlockContext { block, chain_id, spec: SpecId::OSAKA }, latest)
+    assert!(header.base_fee_per_gas.is_some(), "a London block");
+    (BlockContext::after(&header, chain_id, SpecId::OSAKA), latest)
 }
 
 fn tx(caller: Address, nonce: u64, to: Address, data: Vec<u8>, gas_limit: u64, chain_id: u64) -> TxEnv {

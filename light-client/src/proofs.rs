@@ -182,13 +182,7 @@ impl ProvenMessage {
 
     /// The attestation a validator signs for this message.
     pub fn attestation(&self, origin_mailbox: Address) -> Attestation {
-        Attestation {
-            origin: self.message.origin,
-            origin_mailbox: origin_mailbox.into_word(),
-            destination: self.message.destination,
-            block_hash: self.block_hash(),
-            id: self.id(),
-        }
+        ferry_messages::wire::attestation(&self.message, origin_mailbox, self.block_hash())
     }
 }
 

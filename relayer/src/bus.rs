@@ -13,6 +13,7 @@ use ferry_messages::{
     Message,
     wire::{Deliverable, SignedAttestation, attestation_subject, message_subject},
 };
+use futures_util::StreamExt;
 
 use crate::BusError;
 
@@ -137,17 +138,26 @@ impl Bus {
             .map_err(|e| BusError::Publish(e.to_string()))?;
         Ok(!ack.duplicate)
     }
+}
 
-    /// Publishes raw bytes on a subject (tests and the bad-input suite use it).
-    pub async fn publish_raw(&self, subject: String, payload: Vec<u8>) -> Result<(), BusError> {
-        self.js
-            .publish(subject, payload.into())
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?;
-        Ok(())
+/// Takes up to `max` messages from `consumer`, waiting at most `expires` for them; a
+/// message the fetch fails on mid-way stays unacked and comes back later.
+pub async fn take(consumer: &PullConsumer, max: usize, expires: Duration) -> Result<Vec<jetstream::Message>, BusError> {
+    let mut batch = consumer
+        .fetch()
+        .max_messages(max)
+        .expires(expires)
+        .messages()
+        .await
+        .map_err(|e| BusError::Fetch(e.to_string()))?;
+    let mut taken = Vec::new();
+    while let Some(message) = batch.next().await {
+        match message {
+            Ok(m) => taken.push(m),
+            Err(e) => tracing::debug!(error = %e, "fetch ended early"),
+        }
     }
+    Ok(taken)
 }
 
 /// Acks `message` with `kind`, logging (not failing) when the server cannot be told:

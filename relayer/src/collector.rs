@@ -10,7 +10,6 @@ use ferry_messages::{
     Attestation, Message,
     wire::{Deliverable, SignedAttestation, WIRE_VERSION},
 };
-use futures_util::StreamExt;
 use tracing::{debug, info, warn};
 
 use crate::{
@@ -44,20 +43,7 @@ async fn collect(shared: &Arc<Shared>) -> Result<(), CollectError> {
     let name = format!("ferry-collect-{}", shared.config.relayer.name);
     let consumer = shared.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
     loop {
-        let mut batch = consumer
-            .fetch()
-            .max_messages(ROUND)
-            .expires(Duration::from_millis(500))
-            .messages()
-            .await
-            .map_err(|e| CollectError::Bus(e.to_string()))?;
-        let mut taken = Vec::new();
-        while let Some(message) = batch.next().await {
-            match message {
-                Ok(m) => taken.push(m),
-                Err(e) => debug!(error = %e, "fetch ended early"),
-            }
-        }
+        let taken = bus::take(&consumer, ROUND, Duration::from_millis(500)).await?;
         if taken.is_empty() {
             continue;
         }
@@ -74,7 +60,6 @@ struct Valid {
     message: Message,
     attestation: Attestation,
     signed: SignedAttestation,
-    signature: Signature,
 }
 
 /// Checks each signature, refusing bad input (termed, so it is not redelivered), and
@@ -117,7 +102,6 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
                     Err(e) => debug!(%id, error = %e, "no quorum yet"),
                 }
             }
-            let _ = v.signature;
             tx.put(&record)?;
         }
         Ok(quorate)
@@ -153,7 +137,7 @@ fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
             ),
         ));
     }
-    Ok(Valid { message, attestation, signed, signature })
+    Ok(Valid { message, attestation, signed })
 }
 
 /// Publishes the deliverables of `ids` (records with a certificate) and marks them

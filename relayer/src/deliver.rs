@@ -13,9 +13,8 @@ use std::{
 };
 
 use alloy::{
-    eips::eip1559::BaseFeeParams,
     network::{EthereumWallet, TransactionBuilder},
-    primitives::{Address, B256, Bytes, TxKind, U256},
+    primitives::{Address, B256, Bytes, TxKind},
     providers::{DynProvider, Provider, ProviderBuilder},
     rpc::types::{TransactionReceipt, TransactionRequest},
     signers::local::PrivateKeySigner,
@@ -23,8 +22,8 @@ use alloy::{
 };
 use async_nats::jetstream::{AckKind, Message as JsMessage};
 use ferry_executors::{
-    AccessPredictor, BatchOutcome, BlockContext, BlockEnv, ExecutionMode, Executor, ExecutorConfig, ForkedState,
-    SpecId, TxEnv, TxOutcome, TxStatus,
+    AccessPredictor, BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv,
+    TxOutcome, TxStatus,
     validation::{SampledCheck, compare_with_receipt, compare_with_sequential},
 };
 use ferry_messages::{
@@ -32,7 +31,6 @@ use ferry_messages::{
     contracts::{Mailbox, TestRecipient, TokenBridge},
     wire::{Deliverable, message_subject},
 };
-use futures_util::StreamExt;
 use tracing::{error, info, warn};
 
 use crate::{
@@ -116,19 +114,8 @@ impl Deliverer {
         let name = format!("ferry-deliver-{chain_id}");
         let consumer = self.shared.bus.consumer(self.shared.bus.stream(), &name, message_subject(chain_id)).await?;
         loop {
-            let mut fetched = consumer
-                .fetch()
-                .max_messages(self.shared.config.relayer.batch_size)
-                .expires(Duration::from_millis(1000))
-                .messages()
-                .await
-                .map_err(|e| DeliverError::Bus(e.to_string()))?;
-            let mut taken = Vec::new();
-            while let Some(message) = fetched.next().await {
-                if let Ok(m) = message {
-                    taken.push(m);
-                }
-            }
+            let batch_size = self.shared.config.relayer.batch_size;
+            let taken = bus::take(&consumer, batch_size, Duration::from_millis(1000)).await?;
             if !taken.is_empty() {
                 self.deliver(taken).await?;
             }
@@ -197,7 +184,7 @@ impl Deliverer {
                 let destination = self.chain.chain_id.to_string();
                 self.shared.metrics.nats_redeliveries_total.with_label_values(&[destination.as_str()]).inc();
             }
-            let (deliverable, message, metadata) = match self.check(&js.payload) {
+            let (deliverable, message) = match self.check(&js.payload) {
                 Ok(checked) => checked,
                 Err((label, reason)) => {
                     warn!(chain = %self.name, subject = %js.subject, %reason, "refused a deliverable");
@@ -212,7 +199,7 @@ impl Deliverer {
                 None => {
                     let mut record =
                         MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
-                    record.metadata = Some(metadata.clone());
+                    record.metadata = Some(deliverable.metadata.clone());
                     record.advance(Stage::Published, Some("taken from JetStream".into()));
                     self.shared.store.write(|tx| tx.put(&record))?;
                     record
@@ -223,12 +210,12 @@ impl Deliverer {
                 bus::ack(&js, AckKind::Ack).await;
                 continue;
             }
-            items.push(Item { js, message, metadata, record });
+            items.push(Item { js, message, metadata: deliverable.metadata, record });
         }
         Ok(items)
     }
 
-    fn check(&self, payload: &[u8]) -> Result<(Deliverable, Message, Bytes), (&'static str, String)> {
+    fn check(&self, payload: &[u8]) -> Result<(Deliverable, Message), (&'static str, String)> {
         let deliverable = Deliverable::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
         let (message, attestation, qc) = deliverable.open().map_err(|e| ("malformed", e.to_string()))?;
         if u64::from(message.destination) != self.chain.chain_id {
@@ -251,8 +238,7 @@ impl Deliverer {
             .validators
             .verify(&attestation, &qc)
             .map_err(|e| ("bad_certificate", format!("message {}: {e}", message.id())))?;
-        let metadata = deliverable.metadata.clone();
-        Ok((deliverable, message, metadata))
+        Ok((deliverable, message))
     }
 
     /// The context of the next block and the state at the latest one.
@@ -261,16 +247,7 @@ impl Deliverer {
             .rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future())
             .await?;
         let header = latest.ok_or_else(|| DeliverError::Rpc("no latest block".into()))?.header.inner;
-        let block = BlockEnv {
-            number: U256::from(header.number + 1),
-            beneficiary: header.beneficiary,
-            timestamp: U256::from(header.timestamp + 1),
-            gas_limit: header.gas_limit,
-            basefee: header.next_block_base_fee(BaseFeeParams::ethereum()).unwrap_or_default(),
-            prevrandao: Some(header.mix_hash),
-            ..Default::default()
-        };
-        let ctx = BlockContext { block, chain_id: self.chain.chain_id, spec: SpecId::OSAKA };
+        let ctx = BlockContext::after(&header, self.chain.chain_id, SpecId::OSAKA);
         let (url, number) = (self.chain.rpc_url.clone(), header.number);
         let fork = tokio::task::spawn_blocking(move || ForkedState::connect(&url, number))
             .await

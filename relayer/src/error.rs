@@ -73,6 +73,9 @@ pub enum BusError {
     /// A publish was not acknowledged.
     #[error("publishing: {0}")]
     Publish(String),
+    /// Pulling from a consumer failed.
+    #[error("fetching: {0}")]
+    Fetch(String),
 }
 
 /// Why a ferry process cannot start.

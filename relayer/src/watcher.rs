@@ -186,7 +186,8 @@ impl Watcher {
                 })?
                 .clone();
             let proven = self.prove_block(&header).await?;
-            let records = self.records(&header, &proven);
+            let block = OriginBlock { number: header.number, hash: header.hash(), timestamp: header.timestamp };
+            let records = self.records(block, &proven);
             // Records first, so that a signature coming back through the collector finds
             // the message's history; the cursor moves only once the signatures are out, so
             // a crash in between re-signs (JetStream drops the duplicates).
@@ -198,7 +199,7 @@ impl Watcher {
                 }
                 Ok(())
             })?;
-            self.attest(&proven).await?;
+            self.attest(block, &proven).await?;
             self.shared.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
                 let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
@@ -254,8 +255,7 @@ impl Watcher {
     }
 
     /// Records (observed and proven) for the proven messages of one block.
-    fn records(&self, header: &SealedHeader, proven: &[ProvenMessage]) -> Vec<MessageRecord> {
-        let block = OriginBlock { number: header.number, hash: header.hash(), timestamp: header.timestamp };
+    fn records(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Vec<MessageRecord> {
         proven
             .iter()
             .map(|message| {
@@ -270,7 +270,7 @@ impl Watcher {
 
     /// Signs each proven message with this process's validator keys and publishes the
     /// signatures; messages for chains this network does not serve are not signed.
-    async fn attest(&self, proven: &[ProvenMessage]) -> Result<(), WatchError> {
+    async fn attest(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Result<(), WatchError> {
         for message in proven {
             let id = message.id();
             let (origin, destination) = (message.message.origin, message.message.destination);
@@ -279,9 +279,8 @@ impl Watcher {
                 self.shared.metrics.bad_input("chain", "unknown_destination");
                 continue;
             }
-            let attestation = message.attestation(self.chain.mailbox);
-            let header = &message.header;
-            let block = OriginBlock { number: header.number, hash: message.block_hash(), timestamp: header.timestamp };
+            // The verified header's hash, not one recomputed from the proof's copy.
+            let attestation = ferry_messages::wire::attestation(&message.message, self.chain.mailbox, block.hash);
             for key in self.signers.iter() {
                 let signature = key.sign(&attestation).map_err(|e| WatchError::Sign(e.to_string()))?;
                 let signed = SignedAttestation {
