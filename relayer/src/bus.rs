@@ -90,6 +90,15 @@ impl Bus {
         Ok(())
     }
 
+    /// A consumer's backlog: messages not yet delivered to it, and messages delivered and not
+    /// yet acknowledged.
+    pub async fn backlog(&self, stream: &str, consumer: &str) -> Result<(u64, u64), BusError> {
+        let stream = self.js.get_stream(stream).await.map_err(|e| BusError::Setup(format!("stream {stream}: {e}")))?;
+        let info =
+            stream.consumer_info(consumer).await.map_err(|e| BusError::Setup(format!("consumer {consumer}: {e}")))?;
+        Ok((info.num_pending, info.num_ack_pending as u64))
+    }
+
     /// A durable pull consumer of `stream` filtered to `subject`. Processes that use the
     /// same `name` share its messages: each goes to one of them at a time.
     pub async fn consumer(&self, stream: &str, name: &str, subject: String) -> Result<PullConsumer, BusError> {

@@ -87,7 +87,7 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
             };
             if record.block.hash != v.signed.block.hash {
                 // Signatures over another block (a reorged one) never mix with these.
-                warn!(%id, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
+                warn!(%id, origin = record.origin, destination = record.destination, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
                 continue;
             }
             record.signatures.insert(v.signed.validator, v.signed.signature.clone());
@@ -99,7 +99,9 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
                         record.advance(Stage::Attested, Some(format!("{} signatures", record.signatures.len())));
                         quorate.push(id);
                     }
-                    Err(e) => debug!(%id, error = %e, "no quorum yet"),
+                    Err(e) => {
+                        debug!(%id, origin = record.origin, destination = record.destination, error = %e, "no quorum yet")
+                    }
                 }
             }
             tx.put(&record)?;

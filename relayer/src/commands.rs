@@ -1,6 +1,7 @@
-//! The operator commands: `run`, `bridge`, `status`, `messages`, `retry`, `config check`.
+//! The operator commands: `run`, `bridge`, `status`, `messages`, `retry`, `config check`,
+//! `health`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::{Context, bail};
@@ -205,4 +206,29 @@ fn open_store(config: &Config) -> anyhow::Result<Store> {
     let path = config.data_dir.join("ferry.redb");
     Store::open(&path)
         .with_context(|| format!("the API is unreachable and the store {} cannot be opened", path.display()))
+}
+
+/// Arguments of `ferry health`.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The HTTP address of the ferry process to ask.
+    #[arg(long, env = "FERRY_HEALTH_ADDR", default_value = "127.0.0.1:9100")]
+    http: SocketAddr,
+    /// Ask `/readyz` (caught up and connected) instead of `/healthz` (serving).
+    #[arg(long)]
+    ready: bool,
+}
+
+/// Exits 0 when the process answers 200 on `/healthz` (or `/readyz`): the container's
+/// health check, with nothing to install beside ferry.
+pub async fn health(args: HealthArgs) -> anyhow::Result<()> {
+    let path = if args.ready { "readyz" } else { "healthz" };
+    let url = format!("http://{}/{path}", args.http);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+    let response = client.get(&url).send().await.with_context(|| format!("GET {url}"))?;
+    let status = response.status();
+    let body = response.text().await.unwrap_or_default();
+    anyhow::ensure!(status.is_success(), "{url}: {status} {}", body.trim());
+    println!("{url}: {status} {}", body.trim());
+    Ok(())
 }

@@ -147,7 +147,7 @@ impl Deliverer {
                 TxStatus::Success => sendable.push((item, predicted.gas_used)),
                 TxStatus::Invalid { reason } => {
                     // Our own transaction is invalid (funds, nonce): not the message's fault.
-                    error!(chain = %self.name, id = %item.record.id, %reason, "delivery transaction invalid; will retry");
+                    error!(chain = %self.name, id = %item.record.id, origin = item.record.origin, destination = item.record.destination, %reason, "delivery transaction invalid; will retry");
                     bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(5)))).await;
                 }
                 TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
@@ -181,8 +181,7 @@ impl Deliverer {
         let mut seen = HashSet::new();
         for js in taken {
             if js.info().is_ok_and(|info| info.delivered > 1) {
-                let destination = self.chain.chain_id.to_string();
-                self.shared.metrics.nats_redeliveries_total.with_label_values(&[destination.as_str()]).inc();
+                self.shared.metrics.nats_redeliveries_total.with_label_values(&[self.name.as_str()]).inc();
             }
             let (deliverable, message) = match self.check(&js.payload) {
                 Ok(checked) => checked,
@@ -503,7 +502,7 @@ impl Deliverer {
                 self.settle_failed(item, label, format!("failed on chain in {}: {text}", receipt.transaction_hash))
                     .await?;
             } else {
-                warn!(%id, tx = %receipt.transaction_hash, status = receipt.status(), "not delivered by its transaction; will retry");
+                warn!(%id, origin = item.message.origin, destination = item.message.destination, tx = %receipt.transaction_hash, status = receipt.status(), "not delivered by its transaction; will retry");
                 bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
             }
         }
@@ -527,7 +526,8 @@ impl Deliverer {
             r.parked_reason = Some(reason.clone());
             r.advance(Stage::Parked, Some(reason.clone()))
         })?;
-        let (origin, destination) = (item.message.origin.to_string(), item.message.destination.to_string());
+        let origin = self.shared.chain_label(item.message.origin.into());
+        let destination = self.shared.chain_label(item.message.destination.into());
         self.shared
             .metrics
             .messages_parked_total
@@ -539,7 +539,8 @@ impl Deliverer {
     }
 
     fn count_delivered(&self, record: &MessageRecord) {
-        let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
+        let origin = self.shared.chain_label(record.origin.into());
+        let destination = self.shared.chain_label(record.destination.into());
         let labels = [origin.as_str(), destination.as_str()];
         self.shared.metrics.messages_delivered_total.with_label_values(&labels).inc();
         let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);

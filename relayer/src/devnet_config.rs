@@ -11,7 +11,7 @@ use std::{
 };
 
 use alloy::primitives::B256;
-use ferry_devnet::Devnet;
+use ferry_devnet::{Devnet, DevnetInfo};
 
 use crate::{ChainConfig, Config, ConfigError, HttpConfig, NatsConfig, RelayerConfig, RulesPreset, ValidatorsConfig};
 
@@ -38,6 +38,16 @@ pub fn devnet_config(
         write_secret(&path, key)?;
         validator_keys.push(path);
     }
+    let mut config = network_config(info, &dir.join("data"), http_listen, confirmations);
+    config.relayer.key_file = Some(relayer_key);
+    config.validators.key_files = validator_keys;
+    Ok(config)
+}
+
+/// The configuration of a process on the network `info` describes, with no keys: they
+/// come from the environment (`FERRY__RELAYER__KEY`, `FERRY__VALIDATORS__KEY`) or are
+/// added by the caller.
+pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAddr, confirmations: u64) -> Config {
     let chains = info
         .chains
         .iter()
@@ -59,19 +69,19 @@ pub fn devnet_config(
             (c.name.clone(), chain)
         })
         .collect::<BTreeMap<_, _>>();
-    Ok(Config {
-        data_dir: dir.join("data"),
+    Config {
+        data_dir: data_dir.to_path_buf(),
         http: HttpConfig { listen: http_listen },
         nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into(), ack_wait_secs: 30 },
-        relayer: RelayerConfig { key_file: Some(relayer_key), ..Default::default() },
+        relayer: RelayerConfig::default(),
         validators: ValidatorsConfig {
             threshold: info.threshold,
             set: info.validators.clone(),
-            key_files: validator_keys,
+            key_files: Vec::new(),
             key: None,
         },
         chains,
-    })
+    }
 }
 
 fn write_error(path: &Path, e: std::io::Error) -> ConfigError {

@@ -111,13 +111,13 @@ async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Res
             error(StatusCode::CONFLICT, format!("message {id} is not parked with a certificate (or does not exist)"))
         }
         Ok(_) => match crate::collector::publish(&shared, &[id]).await {
-            Ok(()) => {
-                info!(%id, "retried by an operator");
-                match shared.store.get(&id) {
-                    Ok(Some(record)) => Json(record).into_response(),
-                    _ => StatusCode::ACCEPTED.into_response(),
+            Ok(()) => match shared.store.get(&id) {
+                Ok(Some(record)) => {
+                    info!(%id, origin = record.origin, destination = record.destination, "retried by an operator");
+                    Json(record).into_response()
                 }
-            }
+                _ => StatusCode::ACCEPTED.into_response(),
+            },
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         Err(e) => store_error(e),

@@ -28,7 +28,7 @@ pub use check::Problem;
 pub use config::{
     ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
 };
-pub use devnet_config::{devnet_config, write_secret};
+pub use devnet_config::{devnet_config, network_config, write_secret};
 pub use error::{BusError, ConfigError, ServiceError, StoreError};
 pub use metrics::Metrics;
 pub use service::{Role, Service, Shared};

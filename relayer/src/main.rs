@@ -3,6 +3,7 @@
 mod bench;
 mod bench_relay;
 mod commands;
+mod deploy;
 mod devnet;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -35,6 +36,9 @@ enum Command {
     /// write DIR/ferry.toml and DIR/devnet.json, run the relayer and three validators,
     /// bridge a demo transfer there and back, and stay up until Ctrl-C or SIGTERM.
     Devnet(devnet::DevnetArgs),
+    /// Deploy ferry's contracts on two running chains and write the configuration (and
+    /// devnet.json) to relay between them; does nothing if they are already there.
+    Deploy(deploy::DeployArgs),
     /// Send tokens to another chain and follow the message until delivered.
     Bridge(commands::BridgeArgs),
     /// Show one message and its stage history.
@@ -43,6 +47,8 @@ enum Command {
     Messages(commands::MessagesArgs),
     /// Put a parked message back on the bus for another delivery attempt.
     Retry(commands::RetryArgs),
+    /// Exit 0 if a running ferry answers its health check (for container health checks).
+    Health(commands::HealthArgs),
     /// Configuration tools.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -63,6 +69,8 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Run(args) => commands::run(args).await,
         Command::Devnet(args) => devnet::run(args).await,
+        Command::Deploy(args) => deploy::run(args).await,
+        Command::Health(args) => commands::health(args).await,
         Command::Bridge(args) => commands::bridge(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Messages(args) => commands::messages(args).await,

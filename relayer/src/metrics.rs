@@ -52,7 +52,11 @@ pub struct Metrics {
     pub messages_parked_total: IntCounterVec,
     /// `ferry_messages_pending{destination, stage}`: messages currently waiting at a pipeline stage.
     pub messages_pending: IntGaugeVec,
-    /// `ferry_message_delivery_seconds{origin, destination}`: time from observation to delivery.
+    /// `ferry_messages_oldest_pending_seconds{destination}`: age of the oldest message neither
+    /// delivered nor parked, from its origin block's timestamp (0 when none is pending).
+    pub messages_oldest_pending_seconds: GaugeVec,
+    /// `ferry_message_delivery_seconds{origin, destination}`: time from the origin block's
+    /// timestamp to the confirmation of `delivered(id)` on the destination.
     pub message_delivery_seconds: HistogramVec,
 
     /// `ferry_attestations_signed_total{validator, origin}`: attestations signed by a validator.
@@ -85,6 +89,12 @@ pub struct Metrics {
     pub nats_published_total: IntCounterVec,
     /// `ferry_nats_redeliveries_total{destination}`: NATS messages received again after a redelivery.
     pub nats_redeliveries_total: IntCounterVec,
+    /// `ferry_nats_consumer_pending{stream, consumer}`: stream messages not yet delivered to one of
+    /// this relayer's consumers (its backlog).
+    pub nats_consumer_pending: IntGaugeVec,
+    /// `ferry_nats_consumer_ack_pending{stream, consumer}`: messages delivered to a consumer and not
+    /// yet acknowledged.
+    pub nats_consumer_ack_pending: IntGaugeVec,
 
     /// `ferry_bad_input_total{source, reason}`: malformed or invalid inputs dropped.
     pub bad_input_total: IntCounterVec,
@@ -167,10 +177,16 @@ impl Metrics {
                 "Cross-chain messages currently waiting at a pipeline stage.",
                 &["destination", "stage"],
             ),
+            messages_oldest_pending_seconds: gauge(
+                r,
+                "ferry_messages_oldest_pending_seconds",
+                "Age of the oldest message neither delivered nor parked, from its origin block's timestamp, in seconds.",
+                &["destination"],
+            ),
             message_delivery_seconds: histogram(
                 r,
                 "ferry_message_delivery_seconds",
-                "Time from observing a message on its origin chain to its delivery, in seconds.",
+                "Time from a message's origin block timestamp to its confirmed delivery, in seconds.",
                 &["origin", "destination"],
                 DELIVERY_BUCKETS.to_vec(),
             ),
@@ -249,6 +265,18 @@ impl Metrics {
                 "NATS messages received again after a redelivery.",
                 &["destination"],
             ),
+            nats_consumer_pending: int_gauge(
+                r,
+                "ferry_nats_consumer_pending",
+                "Stream messages not yet delivered to this relayer's consumer.",
+                &["stream", "consumer"],
+            ),
+            nats_consumer_ack_pending: int_gauge(
+                r,
+                "ferry_nats_consumer_ack_pending",
+                "Messages delivered to this relayer's consumer and not yet acknowledged.",
+                &["stream", "consumer"],
+            ),
             bad_input_total: int_counter(
                 r,
                 "ferry_bad_input_total",
@@ -277,7 +305,27 @@ impl Metrics {
             registry,
         };
         metrics.build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // CPU, memory and file descriptors of this process (Linux /proc), as process_*.
+        let process = prometheus::process_collector::ProcessCollector::for_self();
+        if let Err(error) = metrics.registry.register(Box::new(process)) {
+            tracing::warn!(%error, "registering the process metrics failed");
+        }
         metrics
+    }
+
+    /// Creates the series of events that may never happen (mismatches, reorgs, halts,
+    /// redeliveries, rejected headers) at zero for the chains a service follows, so that alerts
+    /// and dashboards see a value, not an absent series, on a healthy relayer.
+    pub fn prime(&self, chains: &[&str]) {
+        for &chain in chains {
+            for kind in ["receipt", "sequential"] {
+                self.validation_mismatches_total.with_label_values(&[chain, kind]);
+            }
+            self.light_client_reorgs_total.with_label_values(&[chain]);
+            self.light_client_halted.with_label_values(&[chain]);
+            self.nats_redeliveries_total.with_label_values(&[chain]);
+            self.messages_oldest_pending_seconds.with_label_values(&[chain]);
+        }
     }
 
     /// Renders every metric in the Prometheus text exposition format (see [`CONTENT_TYPE`]).

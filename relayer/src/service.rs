@@ -10,9 +10,15 @@ use std::{
 
 use ferry_light_client::{ValidatorKey, ValidatorSet};
 use tokio::task::JoinHandle;
-use tracing::info;
+use tracing::{info, warn};
 
-use crate::{Bus, Config, ServiceError, Store, deliver::Deliverer, metrics::Metrics, store::Stage, watcher::Watcher};
+use crate::{
+    ATTESTATION_STREAM, Bus, Config, ServiceError, Store,
+    deliver::Deliverer,
+    metrics::Metrics,
+    store::{Stage, now_ms},
+    watcher::Watcher,
+};
 
 /// What a process does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -49,6 +55,12 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// The metric label of the chain with EIP-155 id `chain_id`: its configured name, or the id
+    /// itself for a chain this service does not know.
+    pub fn chain_label(&self, chain_id: u64) -> String {
+        self.config.chain_by_id(chain_id).map_or_else(|| chain_id.to_string(), |(name, _)| name.to_string())
+    }
+
     pub(crate) fn set_caught_up(&self, chain: &str, caught_up: bool) {
         if let Ok(mut map) = self.caught_up.lock() {
             map.insert(chain.to_string(), caught_up);
@@ -113,8 +125,10 @@ impl Service {
             caught_up: Mutex::new(BTreeMap::new()),
         });
 
+        let names: Vec<&str> = config.chains.keys().map(String::as_str).collect();
+        shared.metrics.prime(&names);
         let (http, server) = crate::http::serve(shared.clone(), config.http.listen).await?;
-        let mut tasks = vec![server, tokio::spawn(gauges(shared.clone()))];
+        let mut tasks = vec![server, tokio::spawn(gauges(shared.clone(), role))];
         if role != Role::Relayer {
             let signers = Arc::new(signers);
             for (name, chain) in &config.chains {
@@ -158,21 +172,44 @@ impl Service {
     }
 }
 
-/// Keeps the pending gauges in step with the store.
-async fn gauges(shared: Arc<Shared>) {
+/// Keeps the pending gauges in step with the store and the NATS consumers.
+async fn gauges(shared: Arc<Shared>, role: Role) {
+    let mut consumers = Vec::new();
+    if role != Role::Validator {
+        consumers.push((ATTESTATION_STREAM.to_string(), format!("ferry-collect-{}", shared.config.relayer.name)));
+        for chain in shared.config.chains.values() {
+            consumers.push((shared.bus.stream().to_string(), format!("ferry-deliver-{}", chain.chain_id)));
+        }
+    }
     loop {
-        if let Ok(counts) = shared.store.pending_by_destination() {
-            // Every (destination, stage) pair gets a series, zero included, so that
-            // dashboards and alerts see the gauge fall back to nothing pending.
-            for chain in shared.config.chains.values() {
-                let destination = chain.chain_id as u32;
-                for stage in Stage::ALL.into_iter().filter(|s| !s.is_final()) {
-                    let n = counts.get(&(destination, stage)).copied().unwrap_or(0);
-                    let label = destination.to_string();
-                    shared.metrics.messages_pending.with_label_values(&[label.as_str(), stage.as_str()]).set(n as i64);
-                }
+        pending_gauges(&shared);
+        for (stream, consumer) in &consumers {
+            // A consumer is created when its task first connects: until then there is no backlog.
+            if let Ok((pending, ack_pending)) = shared.bus.backlog(stream, consumer).await {
+                let labels = [stream.as_str(), consumer.as_str()];
+                shared.metrics.nats_consumer_pending.with_label_values(&labels).set(pending as i64);
+                shared.metrics.nats_consumer_ack_pending.with_label_values(&labels).set(ack_pending as i64);
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+fn pending_gauges(shared: &Shared) {
+    let pending = match shared.store.pending() {
+        Ok(pending) => pending,
+        Err(error) => return warn!(%error, "reading the pending messages failed"),
+    };
+    let now = now_ms() as f64 / 1000.0;
+    // Every (destination, stage) pair gets a series, zero included, so that dashboards and
+    // alerts see the gauge fall back to nothing pending.
+    for (name, chain) in &shared.config.chains {
+        let destination = chain.chain_id as u32;
+        for stage in Stage::ALL.into_iter().filter(|s| !s.is_final()) {
+            let n = pending.counts.get(&(destination, stage)).copied().unwrap_or(0);
+            shared.metrics.messages_pending.with_label_values(&[name.as_str(), stage.as_str()]).set(n as i64);
+        }
+        let age = pending.oldest.get(&destination).map_or(0.0, |&ts| (now - ts as f64).max(0.0));
+        shared.metrics.messages_oldest_pending_seconds.with_label_values(&[name.as_str()]).set(age);
     }
 }

@@ -27,6 +27,15 @@ const CURSORS: TableDefinition<u64, u64> = TableDefinition::new("scan_cursors");
 /// (chain id, account) -> the next nonce the submitter will use.
 const NONCES: TableDefinition<(u64, [u8; 20]), u64> = TableDefinition::new("nonces");
 
+/// What waits in the pipeline: see [`Store::pending`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Pending {
+    /// Messages per (destination chain id, non-final stage).
+    pub counts: BTreeMap<(u32, Stage), u64>,
+    /// Per destination chain id, the origin block timestamp (seconds) of its oldest pending message.
+    pub oldest: BTreeMap<u32, u64>,
+}
+
 /// Where a message is in its lifecycle (DESIGN.md, "Message lifecycle").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -275,18 +284,25 @@ impl Store {
         Ok(counts)
     }
 
-    /// How many messages wait in each non-final stage, per destination.
-    pub fn pending_by_destination(&self) -> Result<BTreeMap<(u32, Stage), u64>, StoreError> {
+    /// How many messages wait in each non-final stage, per destination, and the origin block
+    /// timestamp of the oldest of them per destination.
+    pub fn pending(&self) -> Result<Pending, StoreError> {
         let txn = self.db.begin_read()?;
         let index = txn.open_table(BY_STAGE)?;
-        let mut counts = BTreeMap::new();
+        let messages = txn.open_table(MESSAGES)?;
+        let mut pending = Pending::default();
         for stage in Stage::ALL.into_iter().filter(|s| !s.is_final()) {
             for entry in index.range(stage_range(stage))? {
                 let (key, _) = entry?;
-                *counts.entry((key.value().1, stage)).or_insert(0) += 1;
+                let (_, destination, id) = key.value();
+                *pending.counts.entry((destination, stage)).or_insert(0) += 1;
+                if let Some(record) = messages.get(id)?.map(|v| decode(v.value())).transpose()? {
+                    let oldest = pending.oldest.entry(destination).or_insert(u64::MAX);
+                    *oldest = (*oldest).min(record.block.timestamp);
+                }
             }
         }
-        Ok(counts)
+        Ok(pending)
     }
 
     /// The last scanned final block of `chain_id`.

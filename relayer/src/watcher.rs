@@ -202,7 +202,8 @@ impl Watcher {
             self.attest(block, &proven).await?;
             self.shared.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
-                let (origin, destination) = (record.origin.to_string(), record.destination.to_string());
+                let origin = self.shared.chain_label(record.origin.into());
+                let destination = self.shared.chain_label(record.destination.into());
                 self.shared
                     .metrics
                     .messages_observed_total

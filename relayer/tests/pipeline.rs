@@ -123,7 +123,7 @@ async fn a_delivery_that_would_revert_is_parked_unsent_and_can_be_retried() {
     assert!(!net.failed("beta").await.contains(&parked_id));
     let metrics = reqwest::get(format!("{}/metrics", net.api())).await.unwrap().text().await.unwrap();
     assert!(
-        metrics.contains(r#"ferry_messages_parked_total{destination="31338",origin="31337",reason="recipient"} 1"#),
+        metrics.contains(r#"ferry_messages_parked_total{destination="beta",origin="alpha",reason="recipient"} 1"#),
         "{metrics}"
     );
 

@@ -10,7 +10,7 @@ use alloy::{
 use ferry_messages::contracts::{BridgedToken, Mailbox, TestToken, TokenBridge, bridge_mode};
 use serde::{Deserialize, Serialize};
 
-use crate::{Anvil, DevnetError};
+use crate::DevnetError;
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -43,30 +43,50 @@ pub struct ChainDeployment {
 }
 
 /// Deploys a Mailbox and a TokenBridge on both chains (collateral mode over a new
-/// TestToken on `collateral`, synthetic mode over a new BridgedToken on `synthetic`),
-/// enrols each Mailbox and bridge with its peer, and mints the demo supply.
+/// TestToken on the chain at `collateral_rpc`, synthetic mode over a new BridgedToken on
+/// the one at `synthetic_rpc`), enrols each Mailbox and bridge with its peer, and mints the
+/// demo supply.
 pub async fn deploy_pair(
-    collateral: &Anvil,
-    synthetic: &Anvil,
+    collateral_rpc: &str,
+    synthetic_rpc: &str,
     options: &DeployOptions,
 ) -> Result<(ChainDeployment, ChainDeployment), DevnetError> {
     let owner =
         PrivateKeySigner::from_bytes(&options.deployer).map_err(|e| DevnetError::rpc("deployer key", e))?.address();
-    let a = deployer_provider(collateral, options.deployer)?;
-    let b = deployer_provider(synthetic, options.deployer)?;
-    let (mut alpha, mut beta) = tokio::try_join!(
-        deploy_side(&a, owner, collateral.chain_id(), bridge_mode::COLLATERAL, options),
-        deploy_side(&b, owner, synthetic.chain_id(), bridge_mode::SYNTHETIC, options),
+    let a = deployer_provider(collateral_rpc, options.deployer)?;
+    let b = deployer_provider(synthetic_rpc, options.deployer)?;
+    let (a_id, b_id) = tokio::try_join!(chain_id(&a), chain_id(&b))?;
+    let (alpha, beta) = tokio::try_join!(
+        deploy_side(&a, owner, a_id, bridge_mode::COLLATERAL, options),
+        deploy_side(&b, owner, b_id, bridge_mode::SYNTHETIC, options),
     )?;
     tokio::try_join!(wire_side(&a, &alpha, &beta, options), wire_side(&b, &beta, &alpha, options))?;
-    alpha.chain_id = collateral.chain_id();
-    beta.chain_id = synthetic.chain_id();
     Ok((alpha, beta))
 }
 
-fn deployer_provider(anvil: &Anvil, key: B256) -> Result<DynProvider, DevnetError> {
+/// Whether every contract of `deployment` has code on the chain at `rpc_url`: a deployment
+/// recorded earlier is still there (a restarted anvil without its state has lost it).
+pub async fn is_deployed(rpc_url: &str, deployment: &ChainDeployment) -> Result<bool, DevnetError> {
+    let url = rpc_url.parse().map_err(|e| DevnetError::rpc("RPC URL", e))?;
+    let provider = ProviderBuilder::new().connect_http(url);
+    if provider.get_chain_id().await.map_err(|e| DevnetError::rpc("eth_chainId", e))? != deployment.chain_id {
+        return Ok(false);
+    }
+    for address in [deployment.mailbox, deployment.bridge, deployment.token] {
+        if provider.get_code_at(address).await.map_err(|e| DevnetError::rpc("eth_getCode", e))?.is_empty() {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+async fn chain_id(provider: &DynProvider) -> Result<u64, DevnetError> {
+    provider.get_chain_id().await.map_err(|e| DevnetError::rpc("eth_chainId", e))
+}
+
+fn deployer_provider(rpc_url: &str, key: B256) -> Result<DynProvider, DevnetError> {
     let signer = PrivateKeySigner::from_bytes(&key).map_err(|e| DevnetError::rpc("deployer key", e))?;
-    let url = anvil.rpc_url().parse().map_err(|e| DevnetError::rpc("anvil URL", e))?;
+    let url = rpc_url.parse().map_err(|e| DevnetError::rpc("RPC URL", e))?;
     // A local nonce count lets several transactions go out before the first is mined.
     Ok(ProviderBuilder::new()
         .with_cached_nonce_management()

@@ -122,7 +122,7 @@ impl Devnet {
             mint_to: deployer.address,
             mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
         };
-        let (a, b) = deploy_pair(&alpha, &beta, &deploy).await?;
+        let (a, b) = deploy_pair(&alpha.rpc_url(), &beta.rpc_url(), &deploy).await?;
 
         let info = DevnetInfo {
             nats_url: nats.url(),
@@ -182,13 +182,20 @@ fn address_of(key: &B256) -> Result<Address, DevnetError> {
 }
 
 fn chain_info(name: &str, anvil: &Anvil, deployment: &ChainDeployment) -> ChainInfo {
-    ChainInfo {
-        name: name.into(),
-        chain_id: anvil.chain_id(),
-        rpc_url: anvil.rpc_url(),
-        ws_url: anvil.ws_url(),
-        mailbox: deployment.mailbox,
-        bridge: deployment.bridge,
-        token: deployment.token,
+    ChainInfo::new(name, anvil.rpc_url(), anvil.ws_url(), deployment)
+}
+
+impl ChainInfo {
+    /// A chain called `name`, reached at `rpc_url` and `ws_url`, with `deployment` on it.
+    pub fn new(name: &str, rpc_url: String, ws_url: String, deployment: &ChainDeployment) -> Self {
+        Self {
+            name: name.into(),
+            chain_id: deployment.chain_id,
+            rpc_url,
+            ws_url,
+            mailbox: deployment.mailbox,
+            bridge: deployment.bridge,
+            token: deployment.token,
+        }
     }
 }

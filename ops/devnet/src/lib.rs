@@ -15,7 +15,7 @@ mod nats;
 mod process;
 
 pub use anvil::{Anvil, AnvilOptions};
-pub use deploy::{ChainDeployment, DeployOptions, deploy_pair, wallet};
+pub use deploy::{ChainDeployment, DeployOptions, deploy_pair, is_deployed, wallet};
 pub use devnet::{AccountInfo, ChainInfo, Devnet, DevnetInfo, DevnetOptions, validator_key};
 pub use error::DevnetError;
 pub use nats::NatsServer;

@@ -1,0 +1,125 @@
+//! `ferry deploy`: ferry's contracts on two running chains, and the configuration to relay
+//! between them. What the container setup's one-shot deploy step runs.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    signers::local::PrivateKeySigner,
+};
+use anyhow::Context;
+use ferry_devnet::{ChainDeployment, ChainInfo, DeployOptions, DevnetInfo, deploy_pair, is_deployed, validator_key};
+
+/// Arguments of `ferry deploy`.
+#[derive(Debug, clap::Args)]
+pub struct DeployArgs {
+    /// The collateral chain (TestToken is locked there) as NAME=HTTP_URL; its WebSocket
+    /// endpoint is taken to be the same address with a ws scheme, as anvil serves both.
+    #[arg(long, default_value = "alpha=http://127.0.0.1:8545")]
+    collateral: String,
+    /// The synthetic chain (BridgedToken is minted there) as NAME=HTTP_URL.
+    #[arg(long, default_value = "beta=http://127.0.0.1:8546")]
+    synthetic: String,
+    /// The NATS server the written configuration points at.
+    #[arg(long, default_value = "nats://127.0.0.1:4222")]
+    nats: String,
+    /// Where the relayer's HTTP server listens, in the written configuration.
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    http: SocketAddr,
+    /// The relayer's data directory, in the written configuration.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Directory for ferry.toml and devnet.json.
+    #[arg(long, default_value = ".")]
+    dir: PathBuf,
+    /// Blocks on top of a header before it is final.
+    #[arg(long, default_value_t = 2)]
+    confirmations: u64,
+    /// Size of the validator set (the devnet's fixed validator keys 0..N).
+    #[arg(long, default_value_t = 3)]
+    validators: usize,
+    /// Signatures needed per message.
+    #[arg(long, default_value_t = 2)]
+    threshold: u8,
+    /// The deploying account's key (hex), funded on both chains; it owns the contracts and
+    /// receives the demo supply of TestToken.
+    #[arg(long, env = "FERRY_DEPLOYER_KEY", hide_env_values = true)]
+    deployer_key: B256,
+    /// Deploy even if DIR/devnet.json describes contracts that are still on both chains.
+    #[arg(long)]
+    force: bool,
+}
+
+/// Deploys (unless a recorded deployment is still live) and writes the files.
+pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.threshold >= 1 && usize::from(args.threshold) <= args.validators,
+        "--threshold must be between 1 and --validators"
+    );
+    let collateral = endpoint(&args.collateral)?;
+    let synthetic = endpoint(&args.synthetic)?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("creating {}", args.dir.display()))?;
+    let info_path = args.dir.join("devnet.json");
+    if !args.force && still_deployed(&info_path).await {
+        println!("ferry deploy: the contracts in {} are live; nothing to do", info_path.display());
+        return Ok(());
+    }
+
+    let deployer = PrivateKeySigner::from_bytes(&args.deployer_key).context("--deployer-key")?;
+    let validator_keys: Vec<B256> = (0..args.validators).map(validator_key).collect();
+    let validators = validator_keys
+        .iter()
+        .map(|k| PrivateKeySigner::from_bytes(k).map(|s| s.address()))
+        .collect::<Result<Vec<Address>, _>>()?;
+    let options = DeployOptions {
+        deployer: args.deployer_key,
+        validators: validators.clone(),
+        threshold: args.threshold,
+        mint_to: deployer.address(),
+        mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+    };
+    let (a, b) = deploy_pair(&collateral.1, &synthetic.1, &options).await.context("deploying the contracts")?;
+    let info = DevnetInfo {
+        nats_url: args.nats.clone(),
+        metrics_url: format!("http://{}/metrics", args.http),
+        chains: vec![chain(&collateral, &a), chain(&synthetic, &b)],
+        validators,
+        threshold: args.threshold,
+        accounts: Vec::new(),
+    };
+    for c in &info.chains {
+        tracing::info!(chain = %c.name, chain_id = c.chain_id, mailbox = %c.mailbox, bridge = %c.bridge, token = %c.token, "deployed");
+    }
+    let config = ferry_relayer::network_config(&info, &args.data_dir, args.http, args.confirmations);
+    let config_path = args.dir.join("ferry.toml");
+    config.write(&config_path)?;
+    info.write(&info_path)?;
+    println!("ferry deploy: wrote {} and {}", config_path.display(), info_path.display());
+    Ok(())
+}
+
+/// Whether `path` records a deployment whose contracts are all still on their chains.
+async fn still_deployed(path: &std::path::Path) -> bool {
+    let Ok(info) = DevnetInfo::read(path) else { return false };
+    for c in &info.chains {
+        let deployment =
+            ChainDeployment { chain_id: c.chain_id, mailbox: c.mailbox, bridge: c.bridge, token: c.token, mode: 0 };
+        if !is_deployed(&c.rpc_url, &deployment).await.unwrap_or(false) {
+            return false;
+        }
+    }
+    !info.chains.is_empty()
+}
+
+/// `NAME=URL` split, with the URL checked to be http(s).
+fn endpoint(arg: &str) -> anyhow::Result<(String, String)> {
+    let (name, url) = arg.split_once('=').with_context(|| format!("{arg:?} is not NAME=HTTP_URL"))?;
+    anyhow::ensure!(!name.is_empty(), "{arg:?} has no chain name");
+    anyhow::ensure!(url.starts_with("http://") || url.starts_with("https://"), "{arg:?}: the URL must be http(s)");
+    Ok((name.to_string(), url.to_string()))
+}
+
+fn chain((name, rpc_url): &(String, String), deployment: &ChainDeployment) -> ChainInfo {
+    let ws_url = rpc_url.replacen("http", "ws", 1);
+    ChainInfo::new(name, rpc_url.clone(), ws_url, deployment)
+}
