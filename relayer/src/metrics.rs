@@ -314,7 +314,7 @@ impl Metrics {
     }
 
     /// Creates the series of events that may never happen (mismatches, reorgs, halts,
-    /// redeliveries, rejected headers) at zero for the chains a service follows, so that alerts
+    /// redeliveries, parallel batches and their sequential re-checks) at zero for the chains a service follows, so that alerts
     /// and dashboards see a value, not an absent series, on a healthy relayer.
     pub fn prime(&self, chains: &[&str]) {
         for &chain in chains {
@@ -325,6 +325,12 @@ impl Metrics {
             self.light_client_halted.with_label_values(&[chain]);
             self.nats_redeliveries_total.with_label_values(&[chain]);
             self.messages_oldest_pending_seconds.with_label_values(&[chain]);
+            for mode in ["parallel", "sequential"] {
+                self.executor_batches_total.with_label_values(&[chain, mode]);
+                self.executor_batch_seconds.with_label_values(&[chain, mode]);
+            }
+            self.executor_sequential_check_seconds.with_label_values(&[chain]);
+            self.executor_reexecutions_total.with_label_values(&[chain]);
         }
     }
 
