@@ -379,3 +379,112 @@ fn check_json_logs(log: &str, delivered: &[B256], parked: B256) {
     assert!(missing.is_empty(), "deliveries not logged: {missing:?}");
     assert!(parked_logged, "the park of {parked} was not logged");
 }
+
+/// Runs a `ferry` command to completion with extra environment; returns its stdout.
+async fn ferry_cli(args: &[&str], env: &[(&str, String)]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "ferry {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// What docker-compose runs, as processes: `ferry deploy` onto two running chains (and
+/// again, doing nothing), then `ferry run --role all` and `--role validator` with the
+/// compose file's keys in the environment, and a transfer delivered through them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_topology_deploys_once_and_relays_with_keys_from_the_environment() {
+    use ferry_devnet::{Anvil, AnvilOptions, NatsServer};
+    let chain =
+        |id| AnvilOptions { chain_id: Some(id), block_time: Some(Duration::from_millis(500)), ..Default::default() };
+    let (alpha, beta, nats) =
+        tokio::try_join!(Anvil::spawn(chain(31337)), Anvil::spawn(chain(31338)), NatsServer::spawn()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let compose = std::fs::read_to_string(root().join("ops/docker-compose.yml")).unwrap();
+    let deployer = env_values(&compose, "FERRY_DEPLOYER_KEY")[0];
+    let relayer = env_values(&compose, "FERRY__RELAYER__KEY")[0];
+    let validators = env_values(&compose, "FERRY__VALIDATORS__KEY");
+    let http = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap());
+    let (collateral, synthetic) = (format!("alpha={}", alpha.rpc_url()), format!("beta={}", beta.rpc_url()));
+    let data = dir.path().join("data");
+    let deploy = [
+        "deploy",
+        "--collateral",
+        &collateral,
+        "--synthetic",
+        &synthetic,
+        "--nats",
+        &nats.url(),
+        "--http",
+        &http,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ];
+    let env = [("FERRY_DEPLOYER_KEY", deployer.to_string())];
+    let first = ferry_cli(&deploy, &env).await;
+    assert!(first.contains("wrote"), "{first}");
+    let config_path = dir.path().join("ferry.toml");
+    let written = std::fs::read_to_string(&config_path).unwrap();
+    let again = ferry_cli(&deploy, &env).await;
+    assert!(again.contains("nothing to do"), "{again}");
+    assert_eq!(std::fs::read_to_string(&config_path).unwrap(), written, "a second deploy rewrote the config");
+    ferry_cli(&["config", "check", config_path.to_str().unwrap()], &[]).await;
+
+    let run = |role: &str, env: Vec<(&str, String)>| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["run", "--role", role, "--config"])
+            .arg(&config_path)
+            .env("FERRY_LOG", "warn")
+            .envs(env)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    let other_data = dir.path().join("validator-1");
+    let other_http = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap());
+    let mut ferry = run(
+        "all",
+        vec![("FERRY__RELAYER__KEY", relayer.to_string()), ("FERRY__VALIDATORS__KEY", validators[0].to_string())],
+    );
+    let mut validator = run(
+        "validator",
+        vec![
+            ("FERRY__VALIDATORS__KEY", validators[1].to_string()),
+            ("FERRY__DATA_DIR", other_data.display().to_string()),
+            ("FERRY__HTTP__LISTEN", other_http.clone()),
+        ],
+    );
+    for address in [&http, &other_http] {
+        wait_for(Duration::from_secs(90), "a ferry process to be ready", || async {
+            reqwest::get(format!("http://{address}/readyz")).await.ok().filter(|r| r.status().is_success())
+        })
+        .await;
+        // The container's health check says so too.
+        let healthy = ferry_cli(&["health", "--ready", "--http", address], &[]).await;
+        assert!(healthy.contains("200"), "{healthy}");
+    }
+    let dead = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap());
+    let unhealthy = Command::new(env!("CARGO_BIN_EXE_ferry")).args(["health", "--http", &dead]).output().await.unwrap();
+    assert!(!unhealthy.status.success(), "ferry health passed with nothing listening");
+
+    // One transfer from the deployer, who holds the demo supply: two signatures from two
+    // processes reach the threshold, and it is delivered.
+    let config = ferry_relayer::Config::load(&config_path).unwrap();
+    let user = alloy::signers::local::PrivateKeySigner::from_bytes(&deployer).unwrap().address();
+    let amount = alloy::primitives::U256::from(1234u64);
+    let sent = ferry_relayer::bridge::send(&config, "alpha", "beta", amount, user, &deployer).await.unwrap();
+    wait_for(Duration::from_secs(120), "the transfer delivered on beta", || async {
+        ferry_relayer::bridge::delivered_on_chain(&config, "beta", sent.id).await.ok()?.then_some(())
+    })
+    .await;
+    ferry.kill().await.unwrap();
+    validator.kill().await.unwrap();
+}
