@@ -23,6 +23,16 @@ pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
+/// The durable consumer through which relayer `name` collects signatures.
+pub fn collector_consumer(name: &str) -> String {
+    format!("ferry-collect-{name}")
+}
+
+/// The durable consumer, shared by every relayer, of the deliverables for `chain_id`.
+pub fn deliverer_consumer(chain_id: u64) -> String {
+    format!("ferry-deliver-{chain_id}")
+}
+
 /// The JetStream side of a ferry process.
 #[derive(Clone)]
 pub struct Bus {

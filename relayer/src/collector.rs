@@ -40,7 +40,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
 async fn collect(shared: &Arc<Shared>) -> Result<(), CollectError> {
     let stranded: Vec<B256> = shared.store.list(Some(Stage::Attested), usize::MAX)?.iter().map(|r| r.id).collect();
     publish(shared, &stranded).await?;
-    let name = format!("ferry-collect-{}", shared.config.relayer.name);
+    let name = bus::collector_consumer(&shared.config.relayer.name);
     let consumer = shared.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
     loop {
         let taken = bus::take(&consumer, ROUND, Duration::from_millis(500)).await?;

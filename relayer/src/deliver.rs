@@ -111,7 +111,7 @@ impl Deliverer {
 
     async fn consume(&mut self) -> Result<(), DeliverError> {
         let chain_id = self.chain.chain_id as u32;
-        let name = format!("ferry-deliver-{chain_id}");
+        let name = bus::deliverer_consumer(self.chain.chain_id);
         let consumer = self.shared.bus.consumer(self.shared.bus.stream(), &name, message_subject(chain_id)).await?;
         loop {
             let batch_size = self.shared.config.relayer.batch_size;

@@ -3,12 +3,9 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
-use alloy::{
-    primitives::{Address, B256, U256},
-    signers::local::PrivateKeySigner,
-};
+use alloy::primitives::B256;
 use anyhow::Context;
-use ferry_devnet::{ChainDeployment, ChainInfo, DeployOptions, DevnetInfo, deploy_pair, is_deployed, validator_key};
+use ferry_devnet::{ChainDeployment, ChainInfo, DevnetInfo, deploy_network, is_deployed};
 
 /// Arguments of `ferry deploy`.
 #[derive(Debug, clap::Args)]
@@ -65,25 +62,15 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let deployer = PrivateKeySigner::from_bytes(&args.deployer_key).context("--deployer-key")?;
-    let validator_keys: Vec<B256> = (0..args.validators).map(validator_key).collect();
-    let validators = validator_keys
-        .iter()
-        .map(|k| PrivateKeySigner::from_bytes(k).map(|s| s.address()))
-        .collect::<Result<Vec<Address>, _>>()?;
-    let options = DeployOptions {
-        deployer: args.deployer_key,
-        validators: validators.clone(),
-        threshold: args.threshold,
-        mint_to: deployer.address(),
-        mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
-    };
-    let (a, b) = deploy_pair(&collateral.1, &synthetic.1, &options).await.context("deploying the contracts")?;
+    let network = deploy_network(&collateral.1, &synthetic.1, args.deployer_key, args.validators, args.threshold)
+        .await
+        .context("deploying the contracts")?;
+    let [a, b] = &network.deployments;
     let info = DevnetInfo {
         nats_url: args.nats.clone(),
         metrics_url: format!("http://{}/metrics", args.http),
-        chains: vec![chain(&collateral, &a), chain(&synthetic, &b)],
-        validators,
+        chains: vec![chain(&collateral, a), chain(&synthetic, b)],
+        validators: network.validators,
         threshold: args.threshold,
         accounts: Vec::new(),
     };
@@ -101,10 +88,8 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
 /// Whether `path` records a deployment whose contracts are all still on their chains.
 async fn still_deployed(path: &std::path::Path) -> bool {
     let Ok(info) = DevnetInfo::read(path) else { return false };
-    for c in &info.chains {
-        let deployment =
-            ChainDeployment { chain_id: c.chain_id, mailbox: c.mailbox, bridge: c.bridge, token: c.token, mode: 0 };
-        if !is_deployed(&c.rpc_url, &deployment).await.unwrap_or(false) {
+    for chain in &info.chains {
+        if !is_deployed(chain).await.unwrap_or(false) {
             return false;
         }
     }

@@ -314,8 +314,9 @@ impl Metrics {
     }
 
     /// Creates the series of events that may never happen (mismatches, reorgs, halts,
-    /// redeliveries, parallel batches and their sequential re-checks) at zero for the chains a service follows, so that alerts
-    /// and dashboards see a value, not an absent series, on a healthy relayer.
+    /// redeliveries, parallel batches and their sequential re-checks) at zero for the chains a
+    /// service follows, so that alerts and dashboards see a value, not an absent series, on a
+    /// healthy relayer.
     pub fn prime(&self, chains: &[&str]) {
         for &chain in chains {
             for kind in ["receipt", "sequential"] {

@@ -14,6 +14,7 @@ use tracing::{info, warn};
 
 use crate::{
     ATTESTATION_STREAM, Bus, Config, ServiceError, Store,
+    bus::{collector_consumer, deliverer_consumer},
     deliver::Deliverer,
     metrics::Metrics,
     store::{Stage, now_ms},
@@ -176,9 +177,9 @@ impl Service {
 async fn gauges(shared: Arc<Shared>, role: Role) {
     let mut consumers = Vec::new();
     if role != Role::Validator {
-        consumers.push((ATTESTATION_STREAM.to_string(), format!("ferry-collect-{}", shared.config.relayer.name)));
+        consumers.push((ATTESTATION_STREAM.to_string(), collector_consumer(&shared.config.relayer.name)));
         for chain in shared.config.chains.values() {
-            consumers.push((shared.bus.stream().to_string(), format!("ferry-deliver-{}", chain.chain_id)));
+            consumers.push((shared.bus.stream().to_string(), deliverer_consumer(chain.chain_id)));
         }
     }
     loop {

@@ -16,7 +16,7 @@ use std::{
 };
 
 use alloy::primitives::{B256, Bytes};
-use common::{Net, amounts, wait_for};
+use common::{Net, amounts, ferry_cli, ferry_run, wait_for, wait_ok};
 use ferry_messages::contracts::{Mailbox, TestRecipient};
 use serde_json::Value;
 use tokio::process::{Child, Command};
@@ -224,10 +224,7 @@ async fn prometheus_finds_every_alert_and_panel_series_and_logs_are_json() {
         .spawn()
         .unwrap();
     let api = net.api();
-    wait_for(Duration::from_secs(60), "ferry's HTTP server", || async {
-        reqwest::get(format!("{api}/healthz")).await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
+    wait_ok(&format!("{api}/healthz"), Duration::from_secs(60)).await;
 
     // The compose file's keys are anvil's dev accounts, as the devnet reports them.
     let compose = std::fs::read_to_string(root().join("ops/docker-compose.yml")).unwrap();
@@ -380,19 +377,6 @@ fn check_json_logs(log: &str, delivered: &[B256], parked: B256) {
     assert!(parked_logged, "the park of {parked} was not logged");
 }
 
-/// Runs a `ferry` command to completion with extra environment; returns its stdout.
-async fn ferry_cli(args: &[&str], env: &[(&str, String)]) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry"))
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(output.status.success(), "ferry {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
-    stdout
-}
-
 /// What docker-compose runs, as processes: `ferry deploy` onto two running chains (and
 /// again, doing nothing), then `ferry run --role all` and `--role validator` with the
 /// compose file's keys in the environment, and a transfer delivered through them.
@@ -436,37 +420,24 @@ async fn the_compose_topology_deploys_once_and_relays_with_keys_from_the_environ
     assert_eq!(std::fs::read_to_string(&config_path).unwrap(), written, "a second deploy rewrote the config");
     ferry_cli(&["config", "check", config_path.to_str().unwrap()], &[]).await;
 
-    let run = |role: &str, env: Vec<(&str, String)>| {
-        Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .args(["run", "--role", role, "--config"])
-            .arg(&config_path)
-            .env("FERRY_LOG", "warn")
-            .envs(env)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    };
     let other_data = dir.path().join("validator-1");
     let other_http = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap());
-    let mut ferry = run(
+    let mut ferry = ferry_run(
+        &config_path,
         "all",
-        vec![("FERRY__RELAYER__KEY", relayer.to_string()), ("FERRY__VALIDATORS__KEY", validators[0].to_string())],
+        &[("FERRY__RELAYER__KEY", relayer.to_string()), ("FERRY__VALIDATORS__KEY", validators[0].to_string())],
     );
-    let mut validator = run(
+    let mut validator = ferry_run(
+        &config_path,
         "validator",
-        vec![
+        &[
             ("FERRY__VALIDATORS__KEY", validators[1].to_string()),
             ("FERRY__DATA_DIR", other_data.display().to_string()),
             ("FERRY__HTTP__LISTEN", other_http.clone()),
         ],
     );
     for address in [&http, &other_http] {
-        wait_for(Duration::from_secs(90), "a ferry process to be ready", || async {
-            reqwest::get(format!("http://{address}/readyz")).await.ok().filter(|r| r.status().is_success())
-        })
-        .await;
+        wait_ok(&format!("http://{address}/readyz"), Duration::from_secs(90)).await;
         // The container's health check says so too.
         let healthy = ferry_cli(&["health", "--ready", "--http", address], &[]).await;
         assert!(healthy.contains("200"), "{healthy}");

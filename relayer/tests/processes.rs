@@ -3,34 +3,11 @@
 
 mod common;
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{path::Path, time::Duration};
 
-use common::{Net, amounts, assert_once, wait_for};
+use common::{Net, amounts, assert_once, ferry_cli, ferry_run, wait_for, wait_ok};
 use ferry_relayer::{Role, Service};
-use tokio::process::{Child, Command};
-
-/// Starts `ferry run` with `config` and environment overrides.
-fn ferry_run(config: &Path, role: &str, env: &[(&str, String)]) -> Child {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
-    command
-        .args(["run", "--role", role, "--config"])
-        .arg(config)
-        .env("FERRY_LOG", "warn,ferry_relayer=info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.spawn().unwrap()
-}
-
-async fn ready(api: &str) {
-    wait_for(Duration::from_secs(60), "ferry's HTTP server", || async {
-        reqwest::get(format!("{api}/healthz")).await.ok().filter(|r| r.status().is_success())
-    })
-    .await;
-}
+use tokio::process::Child;
 
 fn kill9(child: &Child) {
     let pid = child.id().unwrap() as i32;
@@ -44,7 +21,7 @@ async fn a_killed_ferry_run_restarts_from_its_data_dir_and_delivers_each_once() 
     let path = net.dir.path().join("ferry.toml");
     net.config.write(&path).unwrap();
     let mut ferry = ferry_run(&path, "all", &[]);
-    ready(&net.api()).await;
+    wait_ok(&format!("{}/healthz", net.api()), Duration::from_secs(60)).await;
     let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(200, 9)).await;
     wait_for(Duration::from_secs(120), "the first deliveries", || async {
         (!net.processed("beta").await.is_empty()).then_some(())
@@ -78,9 +55,8 @@ async fn a_killed_ferry_run_restarts_from_its_data_dir_and_delivers_each_once() 
 
 /// Runs a `ferry` command with `config` as its last argument; returns its stdout.
 async fn cli(args: &[&str], config: &Path) -> String {
-    let output = Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).arg(config).output().await.unwrap();
-    assert!(output.status.success(), "ferry {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8(output.stdout).unwrap()
+    let config = config.to_str().unwrap();
+    ferry_cli(&[args, &[config]].concat(), &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use alloy::{
 use ferry_messages::contracts::{BridgedToken, Mailbox, TestToken, TokenBridge, bridge_mode};
 use serde::{Deserialize, Serialize};
 
-use crate::DevnetError;
+use crate::{ChainInfo, DevnetError};
 
 /// What to deploy.
 #[derive(Debug, Clone)]
@@ -64,15 +64,15 @@ pub async fn deploy_pair(
     Ok((alpha, beta))
 }
 
-/// Whether every contract of `deployment` has code on the chain at `rpc_url`: a deployment
-/// recorded earlier is still there (a restarted anvil without its state has lost it).
-pub async fn is_deployed(rpc_url: &str, deployment: &ChainDeployment) -> Result<bool, DevnetError> {
-    let url = rpc_url.parse().map_err(|e| DevnetError::rpc("RPC URL", e))?;
+/// Whether every contract of `chain` is still on it: the chain answers with the recorded
+/// id and each address has code (a restarted anvil without its state has lost them).
+pub async fn is_deployed(chain: &ChainInfo) -> Result<bool, DevnetError> {
+    let url = chain.rpc_url.parse().map_err(|e| DevnetError::rpc("RPC URL", e))?;
     let provider = ProviderBuilder::new().connect_http(url);
-    if provider.get_chain_id().await.map_err(|e| DevnetError::rpc("eth_chainId", e))? != deployment.chain_id {
+    if provider.get_chain_id().await.map_err(|e| DevnetError::rpc("eth_chainId", e))? != chain.chain_id {
         return Ok(false);
     }
-    for address in [deployment.mailbox, deployment.bridge, deployment.token] {
+    for address in [chain.mailbox, chain.bridge, chain.token] {
         if provider.get_code_at(address).await.map_err(|e| DevnetError::rpc("eth_getCode", e))?.is_empty() {
             return Ok(false);
         }

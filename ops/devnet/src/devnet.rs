@@ -107,32 +107,30 @@ impl Devnet {
         let (alpha, beta, nats) =
             tokio::try_join!(Anvil::spawn(chain(ALPHA.1)), Anvil::spawn(chain(BETA.1)), NatsServer::spawn())?;
 
-        let validator_keys: Vec<B256> = (0..options.validators).map(validator_key).collect();
-        let validators = validator_keys.iter().map(address_of).collect::<Result<Vec<_>, _>>()?;
         let accounts = alpha
             .private_keys()
             .iter()
             .map(|key| Ok(AccountInfo { address: address_of(key)?, private_key: *key }))
             .collect::<Result<Vec<_>, DevnetError>>()?;
         let deployer = accounts.first().ok_or_else(|| DevnetError::rpc("anvil accounts", "anvil reported none"))?;
-        let deploy = DeployOptions {
-            deployer: deployer.private_key,
-            validators: validators.clone(),
-            threshold: options.threshold,
-            mint_to: deployer.address,
-            mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
-        };
-        let (a, b) = deploy_pair(&alpha.rpc_url(), &beta.rpc_url(), &deploy).await?;
-
+        let network = deploy_network(
+            &alpha.rpc_url(),
+            &beta.rpc_url(),
+            deployer.private_key,
+            options.validators,
+            options.threshold,
+        )
+        .await?;
+        let [a, b] = &network.deployments;
         let info = DevnetInfo {
             nats_url: nats.url(),
             metrics_url: format!("http://{}/metrics", options.http_listen),
-            chains: vec![chain_info(ALPHA.0, &alpha, &a), chain_info(BETA.0, &beta, &b)],
-            validators,
+            chains: vec![chain_info(ALPHA.0, &alpha, a), chain_info(BETA.0, &beta, b)],
+            validators: network.validators,
             threshold: options.threshold,
             accounts,
         };
-        Ok(Self { alpha, beta, nats, info, deployments: [a, b], validator_keys })
+        Ok(Self { alpha, beta, nats, info, deployments: network.deployments, validator_keys: network.validator_keys })
     }
 
     /// The description written to `devnet.json`.
@@ -169,6 +167,41 @@ impl DevnetInfo {
     pub fn chain(&self, name: &str) -> Option<&ChainInfo> {
         self.chains.iter().find(|c| c.name == name)
     }
+}
+
+/// ferry's contracts on two running chains, enrolled with the devnet validator set.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The collateral chain's contracts, then the synthetic chain's.
+    pub deployments: [ChainDeployment; 2],
+    /// The validator set both Mailboxes accept.
+    pub validators: Vec<Address>,
+    /// Their keys ([`validator_key`] `0..n`), in the same order.
+    pub validator_keys: Vec<B256>,
+}
+
+/// Deploys and wires ferry's contracts with `deployer`'s key on the running chains at
+/// `collateral_rpc` and `synthetic_rpc` ([`deploy_pair`]), with the first `validators`
+/// devnet validator keys as the set and `threshold` signatures per message, and mints the
+/// deployer 1,000,000 TestToken: what `ferry devnet` and `ferry deploy` share.
+pub async fn deploy_network(
+    collateral_rpc: &str,
+    synthetic_rpc: &str,
+    deployer: B256,
+    validators: usize,
+    threshold: u8,
+) -> Result<Network, DevnetError> {
+    let validator_keys: Vec<B256> = (0..validators).map(validator_key).collect();
+    let validators = validator_keys.iter().map(address_of).collect::<Result<Vec<_>, _>>()?;
+    let deploy = DeployOptions {
+        deployer,
+        validators: validators.clone(),
+        threshold,
+        mint_to: address_of(&deployer)?,
+        mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+    };
+    let (a, b) = deploy_pair(collateral_rpc, synthetic_rpc, &deploy).await?;
+    Ok(Network { deployments: [a, b], validators, validator_keys })
 }
 
 /// The key of devnet validator `index`: derived from a fixed phrase, so a devnet's

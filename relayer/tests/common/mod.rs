@@ -6,6 +6,8 @@
 use std::{
     collections::HashMap,
     future::Future,
+    path::Path,
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -186,4 +188,40 @@ pub fn amounts(n: usize, seed: u64) -> Vec<U256> {
             U256::from(1 + x % 1_000_000_007)
         })
         .collect()
+}
+
+/// Starts `ferry run --role ROLE --config CONFIG` with environment overrides; killed when
+/// dropped.
+pub fn ferry_run(config: &Path, role: &str, env: &[(&str, String)]) -> tokio::process::Child {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"));
+    command
+        .args(["run", "--role", role, "--config"])
+        .arg(config)
+        .env("FERRY_LOG", "warn,ferry_relayer=info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.spawn().unwrap()
+}
+
+/// Runs a `ferry` command to completion with extra environment; returns its stdout, or
+/// fails the test with its output unless it exits 0.
+pub async fn ferry_cli(args: &[&str], env: &[(&str, String)]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(output.status.success(), "ferry {args:?}: {stdout}{}", String::from_utf8_lossy(&output.stderr));
+    stdout
+}
+
+/// Waits until GET `url` answers with a success status.
+pub async fn wait_ok(url: &str, deadline: Duration) {
+    wait_for(deadline, url, || async { reqwest::get(url).await.ok().filter(|r| r.status().is_success()) }).await;
 }
