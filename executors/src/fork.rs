@@ -219,6 +219,10 @@ impl StateSource for ForkedState {
         self.hashes.insert(number, hash);
         Ok(hash)
     }
+
+    fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        ForkedState::prefetch(self, accounts, slots)
+    }
 }
 
 /// What a (contract, selector) touched last time, to prefetch before the next batch.

@@ -8,8 +8,9 @@
 //! - The beneficiary's fee and the balance and nonce of a sender with several
 //!   transactions are applied lazily at commit, so they are not hot spots; a
 //!   transaction that reads them explicitly still sees the exact value.
-//! - [`StateSource`]: where state comes from — [`InMemoryState`] or a chain forked over
-//!   RPC ([`ForkedState`]).
+//! - [`StateSource`]: where state comes from — [`InMemoryState`], a chain forked over
+//!   RPC ([`ForkedState`]), or either with the changes of not yet mined transactions
+//!   laid over it ([`LayeredState`]).
 //! - [`validation`]: comparing predictions with receipts and with sequential re-runs.
 
 pub mod bench;
@@ -30,7 +31,7 @@ mod view;
 pub use error::{ExecutorError, StateError};
 pub use fork::{AccessPredictor, AccessSet, ForkedState};
 pub use pool::{Executor, ExecutorConfig};
-pub use state::{InMemoryState, StateSource};
+pub use state::{InMemoryState, LayeredState, StateSource};
 pub use types::{AccountDiff, AccountState, BatchOutcome, BlockContext, ExecutionMode, StateDiff, TxOutcome, TxStatus};
 
 /// Makes workers yield at random points, to shake out races in tests.

@@ -21,6 +21,13 @@ pub trait StateSource: Send + Sync {
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError>;
     /// The hash of block `number`.
     fn block_hash(&self, number: u64) -> Result<B256, StateError>;
+    /// Hints that a batch is about to read `accounts` and `slots`, so that a remote source
+    /// can fetch them together rather than one by one; returns how many it fetched.
+    /// Nothing to do for a local source.
+    fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        let _ = (accounts, slots);
+        Ok(0)
+    }
 }
 
 /// State in memory, for tests and benchmarks.
@@ -119,5 +126,65 @@ impl<T: StateSource + ?Sized> StateSource for std::sync::Arc<T> {
     }
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
         (**self).block_hash(number)
+    }
+    fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        (**self).prefetch(accounts, slots)
+    }
+}
+
+/// A state source with a diff laid over it: the state once transactions that were sent
+/// but are not yet mined have run, so that the next batch can be predicted on top of
+/// them while they wait for a block. The diff's values are the ones the transactions
+/// left (as in [`TxOutcome::state`](crate::TxOutcome)), merged in order.
+pub struct LayeredState {
+    base: std::sync::Arc<dyn StateSource>,
+    diff: crate::StateDiff,
+}
+
+impl LayeredState {
+    /// `diff` over `base`.
+    pub fn new(base: std::sync::Arc<dyn StateSource>, diff: crate::StateDiff) -> Self {
+        Self { base, diff }
+    }
+}
+
+impl StateSource for LayeredState {
+    fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+        let Some(account) = self.diff.get(&address) else { return self.base.basic(address) };
+        let Some(info) = account.info else { return Ok(None) };
+        Ok(Some(AccountInfo {
+            balance: info.balance,
+            nonce: info.nonce,
+            code_hash: info.code_hash,
+            code: account.code.clone(),
+            ..Default::default()
+        }))
+    }
+
+    fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
+        let new = self.diff.iter().find_map(|(_, a)| a.code.as_ref().filter(|_| a.info.is_some_and(|i| i.code_hash == hash)));
+        match new {
+            Some(code) => Ok(code.clone()),
+            None => self.base.code_by_hash(hash),
+        }
+    }
+
+    fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+        let Some(account) = self.diff.get(&address) else { return self.base.storage(address, slot) };
+        if account.info.is_none() {
+            return Ok(U256::ZERO);
+        }
+        match account.storage.binary_search_by_key(&slot, |(s, _)| *s) {
+            Ok(at) => Ok(account.storage[at].1),
+            Err(_) => self.base.storage(address, slot),
+        }
+    }
+
+    fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+        self.base.block_hash(number)
+    }
+
+    fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        self.base.prefetch(accounts, slots)
     }
 }

@@ -33,7 +33,7 @@ pub use client::{LightClient, LightClientConfig};
 pub use committee::{ValidatorKey, ValidatorSet};
 pub use error::{CommitteeError, HeaderError, LightClientError, ProofError, SafetyFault, SourceError, StoreError};
 pub use fork_choice::{Event, ForkChoice, Reorg};
-pub use proofs::{ProvenMessage, ReceiptProof};
+pub use proofs::{ProvenMessage, ReceiptProof, ReceiptTrie};
 pub use rules::{BlobSchedule, Finality, HeaderRules, TimestampRule};
 pub use source::{HeaderSource, RpcHeaderSource, sync};
 pub use store::CheckpointStore;

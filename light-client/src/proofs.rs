@@ -10,7 +10,7 @@ use alloy::{
     sol_types::SolEvent,
     trie::{
         HashBuilder, Nibbles, TrieAccount,
-        proof::{ProofRetainer, verify_proof},
+        proof::{ProofNodes, ProofRetainer, verify_proof},
     },
 };
 use ferry_messages::{Attestation, Message, MessageId, contracts::Mailbox};
@@ -31,30 +31,10 @@ pub struct ReceiptProof {
 
 impl ReceiptProof {
     /// Builds the receipts trie of a block and the proof of receipt `index`, checking
-    /// that the trie's root is `receipts_root`.
+    /// that the trie's root is `receipts_root`. To prove several receipts of one block,
+    /// build a [`ReceiptTrie`] once instead.
     pub fn build(receipts: &[ReceiptEnvelope], index: u64, receipts_root: B256) -> Result<Self, ProofError> {
-        let target = usize::try_from(index)
-            .ok()
-            .filter(|i| *i < receipts.len())
-            .ok_or(ProofError::NoSuchReceipt { index, count: receipts.len() })?;
-        let target_key = Nibbles::unpack(rlp_index(index));
-        let mut leaves: Vec<(Nibbles, Vec<u8>)> = receipts
-            .iter()
-            .enumerate()
-            .map(|(i, r)| (Nibbles::unpack(rlp_index(i as u64)), r.encoded_2718()))
-            .collect();
-        // The builder takes leaves in key order, and rlp(index) does not sort like index.
-        leaves.sort_by_key(|(key, _)| *key);
-        let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(vec![target_key]));
-        for (key, value) in &leaves {
-            builder.add_leaf(*key, value);
-        }
-        let root = builder.root();
-        if root != receipts_root {
-            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
-        }
-        let nodes = builder.take_proof_nodes().matching_nodes_sorted(&target_key).into_iter().map(|(_, n)| n).collect();
-        Ok(Self { index, receipt: receipts[target].encoded_2718().into(), nodes })
+        ReceiptTrie::build(receipts, &[index], receipts_root)?.proof(index)
     }
 
     /// Verifies the proof against `receipts_root` and returns the receipt.
@@ -63,6 +43,58 @@ impl ReceiptProof {
             .map_err(|e| ProofError::Trie { what: "receipt", root: receipts_root, reason: e.to_string() })?;
         ReceiptEnvelope::decode_2718(&mut self.receipt.as_ref())
             .map_err(|e| ProofError::Malformed { what: "receipt", reason: e.to_string() })
+    }
+}
+
+/// A block's receipts trie, hashed once, holding the proof nodes of chosen receipts:
+/// proving every message of a block with one trie instead of one per message keeps a
+/// block of `n` dispatches at O(n) hashing, not O(n²).
+#[derive(Debug, Clone)]
+pub struct ReceiptTrie {
+    /// Each receipt's EIP-2718 encoding, by index.
+    encoded: Vec<Vec<u8>>,
+    /// The retained nodes on the paths to the chosen receipts.
+    nodes: ProofNodes,
+    /// The chosen receipts' indices.
+    targets: Vec<u64>,
+    /// The trie's root, equal to the `receiptsRoot` it was checked against.
+    root: B256,
+}
+
+impl ReceiptTrie {
+    /// Builds the receipts trie of a block, keeping the proof nodes of the receipts at
+    /// `targets`, and checks that its root is `receipts_root`.
+    pub fn build(receipts: &[ReceiptEnvelope], targets: &[u64], receipts_root: B256) -> Result<Self, ProofError> {
+        if let Some(&index) = targets.iter().find(|&&i| usize::try_from(i).map_or(true, |i| i >= receipts.len())) {
+            return Err(ProofError::NoSuchReceipt { index, count: receipts.len() });
+        }
+        let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
+        let mut keys: Vec<(Nibbles, usize)> =
+            (0..receipts.len()).map(|i| (Nibbles::unpack(rlp_index(i as u64)), i)).collect();
+        // The builder takes leaves in key order, and rlp(index) does not sort like index.
+        keys.sort_unstable_by_key(|(key, _)| *key);
+        let retain = targets.iter().map(|&i| Nibbles::unpack(rlp_index(i))).collect();
+        let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(retain));
+        for (key, i) in &keys {
+            builder.add_leaf(*key, &encoded[*i]);
+        }
+        let root = builder.root();
+        if root != receipts_root {
+            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
+        }
+        Ok(Self { encoded, nodes: builder.take_proof_nodes(), targets: targets.to_vec(), root })
+    }
+
+    /// The proof of receipt `index`, which must be one of the targets it was built for.
+    pub fn proof(&self, index: u64) -> Result<ReceiptProof, ProofError> {
+        let receipt = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.encoded.get(i))
+            .filter(|_| self.targets.contains(&index))
+            .ok_or(ProofError::NoSuchReceipt { index, count: self.encoded.len() })?;
+        let key = Nibbles::unpack(rlp_index(index));
+        let nodes = self.nodes.matching_nodes_sorted(&key).into_iter().map(|(_, n)| n).collect();
+        Ok(ReceiptProof { index, receipt: receipt.clone().into(), nodes })
     }
 }
 
@@ -127,7 +159,17 @@ impl ProvenMessage {
         tx_index: u64,
         log_index: u64,
     ) -> Result<Self, ProofError> {
-        let receipt_proof = ReceiptProof::build(receipts, tx_index, header.receipts_root)?;
+        let trie = ReceiptTrie::build(receipts, &[tx_index], header.receipts_root)?;
+        Self::from_trie(header, &trie, tx_index, log_index)
+    }
+
+    /// Proves the `Dispatch` log `log_index` of receipt `tx_index` from a receipts trie
+    /// of `header`'s block built with `tx_index` among its targets.
+    pub fn from_trie(header: &SealedHeader, trie: &ReceiptTrie, tx_index: u64, log_index: u64) -> Result<Self, ProofError> {
+        if trie.root != header.receipts_root {
+            return Err(ProofError::ReceiptsRootMismatch { expected: header.receipts_root, actual: trie.root });
+        }
+        let receipt_proof = trie.proof(tx_index)?;
         let receipt = receipt_proof.verify(header.receipts_root)?;
         let log = receipt_log(&receipt, log_index)?;
         let dispatch = Mailbox::Dispatch::decode_log_data(&log.data)

@@ -6,7 +6,7 @@ use alloy::{
     primitives::{Address, B64, B256, Bloom, Bytes, Log, LogData, U256, keccak256},
     rlp::Decodable,
 };
-use ferry_light_client::{LightClient, LightClientConfig, ReceiptProof, SealedHeader, verify};
+use ferry_light_client::{LightClient, LightClientConfig, ReceiptProof, ReceiptTrie, SealedHeader, verify};
 use proptest::prelude::*;
 
 fn parent() -> SealedHeader {
@@ -146,6 +146,31 @@ proptest! {
         bad.nodes[node] = bytes.into();
         prop_assert!(bad.verify(root).is_err());
         prop_assert!(proof.verify(root ^ B256::with_last_byte(flip)).is_err());
+    }
+
+    #[test]
+    fn one_trie_proves_each_target_as_a_single_build_does(
+        kinds in proptest::collection::vec((0u8..5, 0usize..4), 1..140),
+        chosen in proptest::collection::vec(any::<prop::sample::Index>(), 1..20),
+    ) {
+        let receipts: Vec<ReceiptEnvelope> =
+            kinds.iter().enumerate().map(|(i, (kind, logs))| receipt(*kind, *logs, i as u64)).collect();
+        let root = receipts_root(&receipts);
+        let mut targets: Vec<u64> = chosen.iter().map(|c| c.index(receipts.len()) as u64).collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let trie = ReceiptTrie::build(&receipts, &targets, root).unwrap();
+        for &index in &targets {
+            let proof = trie.proof(index).unwrap();
+            prop_assert_eq!(&proof, &ReceiptProof::build(&receipts, index, root).unwrap());
+            prop_assert_eq!(&proof.verify(root).unwrap(), &receipts[index as usize]);
+        }
+        // A receipt it was not built for has no proof in it, and a wrong root is refused.
+        if let Some(other) = (0..receipts.len() as u64).find(|i| !targets.contains(i)) {
+            prop_assert!(trie.proof(other).is_err());
+        }
+        prop_assert!(ReceiptTrie::build(&receipts, &targets, root ^ B256::with_last_byte(1)).is_err());
+        prop_assert!(ReceiptTrie::build(&receipts, &[receipts.len() as u64], root).is_err());
     }
 
     #[test]

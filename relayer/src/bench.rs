@@ -51,23 +51,39 @@ enum BenchTarget {
         /// Block time of both chains, in seconds.
         #[arg(long, default_value_t = 1.0)]
         block_time: f64,
+        /// Send at this many messages per second instead of as fast as alpha accepts them.
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Block gas limit of both chains (anvil's default of 30M caps a 1 s block at about
+        /// 300 transfers, below the relay's target rate).
+        #[arg(long, default_value_t = 100_000_000)]
+        gas_limit: u64,
     },
 }
 
 /// Runs the chosen benchmark and prints its figures.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.target {
-        BenchTarget::Relay { json, messages, block_time } => {
+        BenchTarget::Relay { json, messages, block_time, rate, gas_limit } => {
             anyhow::ensure!(messages >= 1 && block_time > 0.0, "--messages and --block-time must be positive");
-            let r = crate::bench_relay::run(messages, block_time).await?;
+            anyhow::ensure!(rate.is_none_or(|r| r > 0.0), "--rate must be positive");
+            let r = crate::bench_relay::run(crate::bench_relay::RelayBench { messages, block_time, rate, gas_limit })
+                .await?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "{} messages alpha -> beta in {:.1}s: {:.1} messages/s",
-                    r.messages, r.seconds, r.messages_per_s
+                    "{} messages alpha -> beta, offered at {:.1}/s: delivered at {:.1} messages/s \
+                     ({:.1}s from the first final message to the last delivery; {:.1}s end to end)",
+                    r.messages, r.offered_per_s, r.messages_per_s, r.seconds, r.end_to_end_seconds
                 );
-                println!("latency from finality to delivery: p50 {:.2}s  p99 {:.2}s", r.latency_p50_s, r.latency_p99_s);
+                println!(
+                    "latency from finality to delivery: p50 {:.2}s  p99 {:.2}s  ({:.2} and {:.2} block times)",
+                    r.latency_p50_s,
+                    r.latency_p99_s,
+                    r.latency_p50_s / r.block_time_s,
+                    r.latency_p99_s / r.block_time_s
+                );
                 println!("{:.3} delivery transactions per message", r.tx_per_message);
                 match r.executor_speedup {
                     Some(s) => println!("executor speedup (sequential re-run / parallel): {s:.2}x"),

@@ -1,5 +1,5 @@
 //! `ferry bench relay`: the whole pipeline on a fresh devnet, messages sent alpha -> beta
-//! as fast as alpha accepts them.
+//! as fast as alpha accepts them, or at a steady rate.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,17 @@ use serde::Serialize;
 pub struct RelayReport {
     /// Messages sent and delivered.
     pub messages: usize,
-    /// From the first send to the last delivery.
+    /// What the relay worked for: from the first message turning final on the origin (the
+    /// watcher observing it) to the last delivery.
     pub seconds: f64,
     /// Delivered per second over that span.
     pub messages_per_s: f64,
+    /// From the first send to the last delivery (the origin's confirmations included).
+    pub end_to_end_seconds: f64,
+    /// Messages per second offered (sent to the origin), measured.
+    pub offered_per_s: f64,
+    /// Block time of both chains, in seconds (the latency target is counted in these).
+    pub block_time_s: f64,
     /// From the origin block's finality (the watcher observing it) to delivery.
     pub latency_p50_s: f64,
     /// The same, 99th percentile.
@@ -35,11 +42,26 @@ pub struct RelayReport {
     pub peak_rss_bytes: u64,
 }
 
+/// How to run the benchmark.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayBench {
+    /// Messages to send.
+    pub messages: usize,
+    /// Block time of both chains, in seconds.
+    pub block_time: f64,
+    /// Messages per second to send at; as fast as the origin accepts them when `None`.
+    pub rate: Option<f64>,
+    /// Block gas limit of both chains.
+    pub gas_limit: u64,
+}
+
 /// Runs the benchmark.
-pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport> {
+pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
+    let RelayBench { messages, block_time, rate, gas_limit } = bench;
     let http = format!("127.0.0.1:{}", ferry_devnet::free_port()?).parse()?;
     let options = DevnetOptions {
         block_time: Some(Duration::from_secs_f64(block_time)),
+        gas_limit: Some(gas_limit),
         http_listen: http,
         ..Default::default()
     };
@@ -61,6 +83,9 @@ pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport
     let fee = alpha.get_gas_price().await? * 3 + 1_000_000_000;
     let mut pending = Vec::with_capacity(messages);
     for i in 0..messages {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        }
         let call = bridge
             .transferRemote(31338, Address::with_last_byte(1 + (i % 200) as u8), U256::from(1 + i))
             .nonce(nonce)
@@ -70,6 +95,7 @@ pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport
         pending.push(call.send().await?);
         nonce += 1;
     }
+    let offered_per_s = messages as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON);
     let mut ids: Vec<B256> = Vec::with_capacity(messages);
     for p in pending {
         let receipt = p.with_timeout(Some(Duration::from_secs(300))).get_receipt().await?;
@@ -88,7 +114,10 @@ pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport
         anyhow::ensure!(Instant::now() < deadline, "not all delivered within 10 minutes");
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
-    let seconds = start.elapsed().as_secs_f64();
+    let end_to_end_seconds = start.elapsed().as_secs_f64();
+    let first_observed = records.iter().filter_map(|r| r.entered(Stage::Observed)).min().unwrap_or(0);
+    let last_delivered = records.iter().filter_map(|r| r.entered(Stage::Delivered)).max().unwrap_or(0);
+    let seconds = (last_delivered.saturating_sub(first_observed) as f64 / 1000.0).max(f64::EPSILON);
     let mut latencies: Vec<f64> = records
         .iter()
         .filter_map(|r| Some((r.entered(Stage::Delivered)? as f64 - r.entered(Stage::Observed)? as f64) / 1000.0))
@@ -103,6 +132,9 @@ pub async fn run(messages: usize, block_time: f64) -> anyhow::Result<RelayReport
         messages,
         seconds,
         messages_per_s: messages as f64 / seconds,
+        end_to_end_seconds,
+        offered_per_s,
+        block_time_s: block_time,
         latency_p50_s: pick(0.5),
         latency_p99_s: pick(0.99),
         tx_per_message: txs.len() as f64 / messages as f64,

@@ -20,6 +20,10 @@ use crate::BusError;
 /// The stream validator signatures travel on (`ferry.att.<origin>.<destination>`).
 pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
 
+/// Publishes one task keeps unacknowledged at most (async-nats allows 5,000 per
+/// connection, shared by every task: a task holding them all would wait on itself).
+const PUBLISH_WINDOW: usize = 500;
+
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
@@ -129,46 +133,96 @@ impl Bus {
             .map_err(|e| BusError::Setup(format!("consumer {name}: {e}")))
     }
 
-    /// Publishes a validator's signature, deduplicated per (message, validator).
-    pub async fn publish_attestation(&self, signed: &SignedAttestation, message: &Message) -> Result<bool, BusError> {
-        let dedup = format!("{}:{}", message.id(), signed.validator);
-        self.publish(attestation_subject(message.origin, message.destination), dedup, signed.encode()).await
+    /// Publishes validators' signatures, each deduplicated per (message, validator).
+    /// Returns, for each, false when the server dropped it as a duplicate.
+    pub async fn publish_attestations(&self, signed: &[(SignedAttestation, Message)]) -> Result<Vec<bool>, BusError> {
+        let outgoing = signed.iter().map(|(signed, message)| Outgoing {
+            subject: attestation_subject(message.origin, message.destination),
+            dedup: format!("{}:{}", message.id(), signed.validator),
+            payload: signed.encode(),
+        });
+        self.publish_all(outgoing).await
     }
 
-    /// Publishes a deliverable with `Nats-Msg-Id` = `dedup` (the message id, or the id
-    /// and a retry count when an operator retries a parked message). Returns false when
-    /// the server dropped it as a duplicate.
-    pub async fn publish_deliverable(
-        &self,
-        deliverable: &Deliverable,
-        destination: u32,
-        dedup: String,
-    ) -> Result<bool, BusError> {
-        self.publish(message_subject(destination), dedup, deliverable.encode()).await
+    /// Publishes deliverables, each to its destination's subject with `Nats-Msg-Id` = its
+    /// dedup key (the message id, or the id and a retry count when an operator retries a
+    /// parked message). Returns, for each, false when the server dropped it as a duplicate.
+    pub async fn publish_deliverables(&self, deliverables: &[(Deliverable, u32, String)]) -> Result<Vec<bool>, BusError> {
+        let outgoing = deliverables.iter().map(|(deliverable, destination, dedup)| Outgoing {
+            subject: message_subject(*destination),
+            dedup: dedup.clone(),
+            payload: deliverable.encode(),
+        });
+        self.publish_all(outgoing).await
     }
 
-    async fn publish(&self, subject: String, dedup: String, payload: Vec<u8>) -> Result<bool, BusError> {
-        let ack = self
-            .js
-            .send_publish(subject, PublishMessage::build().payload(payload.into()).message_id(dedup))
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?
-            .await
-            .map_err(|e| BusError::Publish(e.to_string()))?;
-        Ok(!ack.duplicate)
+    /// Sends messages without waiting for each acknowledgement (up to
+    /// [`PUBLISH_WINDOW`] outstanding, well under the client's own limit that every task
+    /// of the process shares), and collects the acknowledgements in order.
+    async fn publish_all(&self, outgoing: impl Iterator<Item = Outgoing>) -> Result<Vec<bool>, BusError> {
+        let mut window = std::collections::VecDeque::with_capacity(PUBLISH_WINDOW);
+        let mut fresh = Vec::new();
+        for o in outgoing {
+            if window.len() >= PUBLISH_WINDOW
+                && let Some(ack) = window.pop_front()
+            {
+                fresh.push(acknowledged(ack).await?);
+            }
+            let ack = self
+                .js
+                .send_publish(o.subject, PublishMessage::build().payload(o.payload.into()).message_id(o.dedup))
+                .await
+                .map_err(|e| BusError::Publish(e.to_string()))?;
+            window.push_back(ack);
+        }
+        for ack in window {
+            fresh.push(acknowledged(ack).await?);
+        }
+        Ok(fresh)
     }
 }
 
-/// Takes up to `max` messages from `consumer`, waiting at most `expires` for them; a
-/// message the fetch fails on mid-way stays unacked and comes back later.
-pub async fn take(consumer: &PullConsumer, max: usize, expires: Duration) -> Result<Vec<jetstream::Message>, BusError> {
-    let mut batch = consumer
-        .fetch()
-        .max_messages(max)
-        .expires(expires)
-        .messages()
-        .await
-        .map_err(|e| BusError::Fetch(e.to_string()))?;
+/// Whether JetStream stored the message (false: dropped as a duplicate).
+async fn acknowledged(ack: jetstream::context::PublishAckFuture) -> Result<bool, BusError> {
+    Ok(!ack.await.map_err(|e| BusError::Publish(e.to_string()))?.duplicate)
+}
+
+/// One message to publish.
+struct Outgoing {
+    subject: String,
+    dedup: String,
+    payload: Vec<u8>,
+}
+
+/// Takes up to `max` messages from `consumer`: what is ready now or, when nothing is,
+/// what arrives within `wait` (returning as soon as the first does, with whatever is
+/// ready with it). A message the fetch fails on mid-way stays unacked and comes back
+/// later.
+pub async fn take(consumer: &PullConsumer, max: usize, wait: Duration) -> Result<Vec<jetstream::Message>, BusError> {
+    let mut taken = ready(consumer, max).await?;
+    if taken.is_empty() && !wait.is_zero() {
+        let first = consumer
+            .batch()
+            .max_messages(1)
+            .expires(wait)
+            .messages()
+            .await
+            .map_err(|e| BusError::Fetch(e.to_string()))?;
+        taken = drain(first).await;
+        if !taken.is_empty() && max > 1 {
+            taken.extend(ready(consumer, max - 1).await?);
+        }
+    }
+    Ok(taken)
+}
+
+/// What `consumer` has ready, up to `max`, without waiting.
+async fn ready(consumer: &PullConsumer, max: usize) -> Result<Vec<jetstream::Message>, BusError> {
+    let batch = consumer.fetch().max_messages(max).messages().await.map_err(|e| BusError::Fetch(e.to_string()))?;
+    Ok(drain(batch).await)
+}
+
+async fn drain(mut batch: pull::Batch) -> Vec<jetstream::Message> {
     let mut taken = Vec::new();
     while let Some(message) = batch.next().await {
         match message {
@@ -176,7 +230,7 @@ pub async fn take(consumer: &PullConsumer, max: usize, expires: Duration) -> Res
             Err(e) => tracing::debug!(error = %e, "fetch ended early"),
         }
     }
-    Ok(taken)
+    taken
 }
 
 /// Acks `message` with `kind`, logging (not failing) when the server cannot be told:

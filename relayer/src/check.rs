@@ -38,6 +38,9 @@ impl Config {
         if self.relayer.batch_size == 0 {
             report("relayer.batch_size".into(), "must be at least 1".into());
         }
+        if self.relayer.max_in_flight == 0 {
+            report("relayer.max_in_flight".into(), "must be at least 1".into());
+        }
         if self.relayer.name.is_empty() || !self.relayer.name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
             report("relayer.name".into(), "must be letters, digits and dashes".into());
         }

@@ -145,7 +145,8 @@ fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
 /// Publishes the deliverables of `ids` (records with a certificate) and marks them
 /// published.
 pub(crate) async fn publish(shared: &Shared, ids: &[B256]) -> Result<(), CollectError> {
-    let mut published = Vec::new();
+    let mut records = Vec::with_capacity(ids.len());
+    let mut outgoing = Vec::with_capacity(ids.len());
     for id in ids {
         let Some(record) = shared.store.get(id)? else { continue };
         let Some(metadata) = record.metadata.clone() else { continue };
@@ -157,11 +158,15 @@ pub(crate) async fn publish(shared: &Shared, ids: &[B256]) -> Result<(), Collect
             metadata,
         };
         let dedup = if record.retries == 0 { id.to_string() } else { format!("{id}-retry-{}", record.retries) };
-        let fresh = shared.bus.publish_deliverable(&deliverable, record.destination, dedup).await?;
-        shared.metrics.nats_published_total.with_label_values(&[shared.bus.stream()]).inc();
-        info!(%id, origin = record.origin, destination = record.destination, duplicate = !fresh, "published");
-        published.push(*id);
+        outgoing.push((deliverable, record.destination, dedup));
+        records.push(record);
     }
+    let fresh = shared.bus.publish_deliverables(&outgoing).await?;
+    shared.metrics.nats_published_total.with_label_values(&[shared.bus.stream()]).inc_by(records.len() as u64);
+    for (record, fresh) in records.iter().zip(fresh) {
+        info!(id = %record.id, origin = record.origin, destination = record.destination, duplicate = !fresh, "published");
+    }
+    let published: Vec<B256> = records.iter().map(|r| r.id).collect();
     shared.store.update(&published, |r| r.stage < Stage::Published && r.advance(Stage::Published, None))?;
     Ok(())
 }

@@ -89,6 +89,10 @@ pub struct RelayerConfig {
     /// Most messages per `processBatch` transaction.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most `processBatch` transactions in flight (sent, not yet confirmed) per
+    /// destination; each round is predicted on top of the ones in flight.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
     /// Gas limit = predicted gas plus this many percent.
     #[serde(default = "default_gas_margin")]
     pub gas_margin_percent: u64,
@@ -108,6 +112,7 @@ impl Default for RelayerConfig {
             key_file: None,
             name: default_relayer_name(),
             batch_size: default_batch_size(),
+            max_in_flight: default_max_in_flight(),
             gas_margin_percent: default_gas_margin(),
             stuck_after_secs: default_stuck_after(),
             sequential_check_every: default_sequential_check(),
@@ -120,6 +125,9 @@ fn default_relayer_name() -> String {
 }
 fn default_batch_size() -> usize {
     100
+}
+fn default_max_in_flight() -> usize {
+    6
 }
 fn default_gas_margin() -> u64 {
     20

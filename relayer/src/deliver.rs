@@ -4,15 +4,21 @@
 //! the chain's revm pool against forked state, parks the ones that would revert, sends
 //! the rest in `processBatch` transactions, validates every receipt against the
 //! prediction, and acks a message only once `Mailbox.delivered(id)` reads true.
+//!
+//! Rounds are pipelined: up to `relayer.max_in_flight` transactions wait for a block at
+//! once, and each new round is predicted on the chain's latest state with the predicted
+//! changes of the ones still in flight laid over it ([`LayeredState`]), so that a
+//! destination takes a round every block rather than one every round trip.
 
 use std::{
-    collections::HashSet,
+    collections::{HashMap, HashSet, VecDeque},
     future::IntoFuture,
     sync::Arc,
     time::{Duration, Instant},
 };
 
 use alloy::{
+    eips::BlockId,
     network::{EthereumWallet, TransactionBuilder},
     primitives::{Address, B256, Bytes, TxKind},
     providers::{DynProvider, Provider, ProviderBuilder},
@@ -22,8 +28,8 @@ use alloy::{
 };
 use async_nats::jetstream::{AckKind, Message as JsMessage};
 use ferry_executors::{
-    AccessPredictor, BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv,
-    TxOutcome, TxStatus,
+    AccessPredictor, BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState,
+    SpecId, StateDiff, StateSource, TxEnv, TxOutcome, TxStatus,
     validation::{SampledCheck, compare_with_receipt, compare_with_sequential},
 };
 use ferry_messages::{
@@ -43,6 +49,14 @@ use crate::{
 const SIMULATION_GAS: u64 = 3_000_000;
 /// Priority fee of delivery transactions.
 const TIP: u128 = 1_000_000_000;
+/// Most gas one transaction may ask for since Osaka (EIP-7825).
+const TX_GAS_CAP: u64 = 1 << 24;
+/// How often the receipts of transactions in flight are looked for.
+const RECEIPT_POLL: Duration = Duration::from_millis(100);
+/// How long an idle deliverer waits on the bus for the first message of a round.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// `delivered(id)` reads per JSON-RPC batch request.
+const READS_PER_REQUEST: usize = 200;
 
 /// One destination chain's deliverer.
 pub(crate) struct Deliverer {
@@ -55,6 +69,26 @@ pub(crate) struct Deliverer {
     predictor: Arc<AccessPredictor>,
     check: SampledCheck,
     next_nonce: Option<u64>,
+    /// Sent and not yet settled, in nonce order.
+    in_flight: VecDeque<InFlight>,
+    /// The newest block whose receipts were looked for.
+    seen_block: u64,
+}
+
+/// A `processBatch` transaction sent and not yet settled.
+struct InFlight {
+    nonce: u64,
+    items: Vec<Item>,
+    data: Vec<u8>,
+    gas_limit: u64,
+    predicted: TxOutcome,
+    /// Every version sent (each replacement pays more), latest last.
+    sent: Vec<B256>,
+    max_fee: u128,
+    /// When the latest version went out.
+    sent_at: Instant,
+    /// When its messages are next told to JetStream to be still in progress.
+    progress_at: Instant,
 }
 
 /// A deliverable taken from the bus, checked.
@@ -89,6 +123,8 @@ impl Deliverer {
             predictor: Arc::new(AccessPredictor::new()),
             check,
             next_nonce: None,
+            in_flight: VecDeque::new(),
+            seen_block: 0,
         })
     }
 
@@ -114,22 +150,33 @@ impl Deliverer {
         let name = bus::deliverer_consumer(self.chain.chain_id);
         let consumer = self.shared.bus.consumer(self.shared.bus.stream(), &name, message_subject(chain_id)).await?;
         loop {
-            let batch_size = self.shared.config.relayer.batch_size;
-            let taken = bus::take(&consumer, batch_size, Duration::from_millis(1000)).await?;
-            if !taken.is_empty() {
-                self.deliver(taken).await?;
+            self.settle_in_flight().await?;
+            let relayer = &self.shared.config.relayer;
+            let room = relayer.max_in_flight.saturating_sub(self.in_flight.len());
+            if room > 0 {
+                // Wait on the bus only when no receipt needs watching meanwhile.
+                let wait = if self.in_flight.is_empty() { IDLE_WAIT } else { Duration::ZERO };
+                let taken = bus::take(&consumer, relayer.batch_size * room, wait).await?;
+                if !taken.is_empty() {
+                    self.deliver(taken).await?;
+                    continue;
+                }
+            }
+            if !self.in_flight.is_empty() {
+                tokio::time::sleep(RECEIPT_POLL).await;
             }
         }
     }
 
-    /// One round: check, execute, park or send, confirm.
+    /// One round: check, execute on top of what is in flight, park or send.
     async fn deliver(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
         let items = self.admit(taken).await?;
         if items.is_empty() {
             return Ok(());
         }
-        let (ctx, fork) = self.fork().await?;
-        let nonce = self.chain_nonce(ctx.block.number.saturating_to::<u64>() - 1).await?;
+        let (ctx, state) = self.fork().await?;
+        // The nonce the pending state expects next (what is in flight counted in).
+        let nonce = state.basic(self.relayer).map_err(|e| DeliverError::Execute(e.to_string()))?.map_or(0, |a| a.nonce);
         let txs: Vec<TxEnv> = items
             .iter()
             .enumerate()
@@ -139,7 +186,7 @@ impl Deliverer {
                 self.tx_env(&ctx, nonce + i as u64, SIMULATION_GAS, data.abi_encode())
             })
             .collect();
-        let outcome = self.execute(fork.clone(), ctx.clone(), txs).await?;
+        let outcome = self.execute(state.clone(), ctx.clone(), txs).await?;
 
         let mut sendable = Vec::new();
         for (item, predicted) in items.into_iter().zip(outcome.outcomes) {
@@ -156,7 +203,9 @@ impl Deliverer {
                 }
             }
         }
-        let chunks = self.chunks(sendable, ctx.block.gas_limit / 2);
+        // Half a block each, so that two fit a block, and within the per-transaction cap.
+        let chunk_gas = (ctx.block.gas_limit / 2).min(TX_GAS_CAP);
+        let chunks = self.chunks(sendable, chunk_gas);
         if chunks.is_empty() {
             return Ok(());
         }
@@ -166,9 +215,9 @@ impl Deliverer {
         let txs = calls
             .iter()
             .enumerate()
-            .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, ctx.block.gas_limit / 2, data.clone()))
+            .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
             .collect();
-        let predicted = self.execute(fork, ctx, txs).await?.outcomes;
+        let predicted = self.execute(state, ctx, txs).await?.outcomes;
         for ((items, data), predicted) in chunks.into_iter().zip(calls).zip(predicted) {
             self.send_batch(items, data, predicted).await?;
         }
@@ -240,8 +289,9 @@ impl Deliverer {
         Ok((deliverable, message))
     }
 
-    /// The context of the next block and the state at the latest one.
-    async fn fork(&self) -> Result<(BlockContext, Arc<ForkedState>), DeliverError> {
+    /// The context of the next block, and the state at the latest one with the
+    /// predicted changes of the transactions in flight that it does not include yet.
+    async fn fork(&self) -> Result<(BlockContext, Arc<dyn StateSource>), DeliverError> {
         let latest = self
             .rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future())
             .await?;
@@ -252,7 +302,13 @@ impl Deliverer {
             .await
             .map_err(|e| DeliverError::Execute(e.to_string()))?
             .map_err(|e| DeliverError::Execute(e.to_string()))?;
-        Ok((ctx, Arc::new(fork)))
+        // Which of ours that block includes is told by our nonce in it, exactly.
+        let mined = self.chain_nonce(number).await?;
+        let mut pending = StateDiff::default();
+        for sent in self.in_flight.iter().filter(|f| f.nonce >= mined) {
+            pending.merge(&sent.predicted.state);
+        }
+        Ok((ctx, Arc::new(LayeredState::new(Arc::new(fork), pending))))
     }
 
     async fn chain_nonce(&self, block: u64) -> Result<u64, DeliverError> {
@@ -282,7 +338,7 @@ impl Deliverer {
     /// re-runs a sampled fraction sequentially, and counts it all.
     async fn execute(
         &self,
-        fork: Arc<ForkedState>,
+        state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, DeliverError> {
@@ -290,16 +346,16 @@ impl Deliverer {
         let sample = self.check.pick();
         let (outcome, seconds, check) = tokio::task::spawn_blocking(move || {
             let predicted = predictor.predict(&txs);
-            if let Err(e) = fork.prefetch(&predicted.accounts, &predicted.slots) {
+            if let Err(e) = state.prefetch(&predicted.accounts, &predicted.slots) {
                 tracing::debug!(error = %e, "prefetch failed; reading on demand");
             }
             let start = Instant::now();
-            let outcome = executor.execute(fork.clone(), ctx.clone(), txs.clone())?;
+            let outcome = executor.execute(state.clone(), ctx.clone(), txs.clone())?;
             let seconds = start.elapsed().as_secs_f64();
             predictor.learn(&txs, &outcome.access);
             let check = if sample && outcome.mode == ExecutionMode::Parallel {
                 let start = Instant::now();
-                let sequential = executor.execute_sequential(fork, ctx, txs)?;
+                let sequential = executor.execute_sequential(state, ctx, txs)?;
                 Some((compare_with_sequential(&outcome, &sequential), start.elapsed().as_secs_f64()))
             } else {
                 None
@@ -345,7 +401,7 @@ impl Deliverer {
         chunks
     }
 
-    /// Sends and confirms one `processBatch` transaction with its prediction.
+    /// Sends one `processBatch` transaction with its prediction and puts it in flight.
     async fn send_batch(&mut self, items: Vec<Item>, data: Vec<u8>, predicted: TxOutcome) -> Result<(), DeliverError> {
         if predicted.status != TxStatus::Success {
             // The items succeeded one by one; the batch failing means the state moved.
@@ -356,95 +412,140 @@ impl Deliverer {
             return Ok(());
         }
         let margin = self.shared.config.relayer.gas_margin_percent;
-        let gas_limit = predicted.gas_used * (100 + margin) / 100 + 50_000;
+        let gas_limit = (predicted.gas_used * (100 + margin) / 100 + 50_000).min(TX_GAS_CAP);
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
         self.shared
             .store
             .update(&ids, |r| r.advance(Stage::Executed, Some(format!("predicted gas {}", predicted.gas_used))))?;
+        let nonce = self.reserve_nonce().await?;
+        let base = self.rpc("eth_gasPrice", self.provider.get_gas_price()).await?;
+        let now = Instant::now();
+        let mut sent = InFlight {
+            nonce,
+            items,
+            data,
+            gas_limit,
+            predicted,
+            sent: Vec::new(),
+            max_fee: base * 2 + TIP,
+            sent_at: now,
+            progress_at: now + self.shared.bus.ack_wait() / 3,
+        };
+        self.send_version(&mut sent).await?;
+        self.in_flight.push_back(sent);
+        Ok(())
+    }
 
-        let receipt = self.submit(data, gas_limit, &items).await?;
+    /// Sends `sent` (again, at its current fee, when replacing) and records the hash.
+    async fn send_version(&self, sent: &mut InFlight) -> Result<(), DeliverError> {
+        let request = TransactionRequest::default()
+            .with_from(self.relayer)
+            .with_to(self.chain.mailbox)
+            .with_input(sent.data.clone())
+            .with_nonce(sent.nonce)
+            .with_gas_limit(sent.gas_limit)
+            .with_max_fee_per_gas(sent.max_fee)
+            .with_max_priority_fee_per_gas(TIP.min(sent.max_fee))
+            .with_chain_id(self.chain.chain_id);
+        let hash = match self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await {
+            Ok(pending) => *pending.tx_hash(),
+            Err(e) if !sent.sent.is_empty() => {
+                warn!(chain = %self.name, nonce = sent.nonce, error = %e, "replacement refused; waiting on the sent one");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (nonce, max_fee) = (sent.nonce, sent.max_fee);
+        let detail =
+            if sent.sent.is_empty() { format!("tx {hash} nonce {nonce}") } else { format!("replaced by tx {hash}, max fee {max_fee}") };
+        info!(chain = %self.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        self.shared.store.update(&ids, |r| {
+            r.tx_hash = Some(hash);
+            r.advance(Stage::Submitted, Some(detail.clone()))
+        })?;
+        sent.sent.push(hash);
+        Ok(())
+    }
+
+    /// Settles, in nonce order, every transaction in flight that a new block mined;
+    /// replaces the ones stuck for too long and keeps the messages of the others ours.
+    async fn settle_in_flight(&mut self) -> Result<(), DeliverError> {
+        if self.in_flight.is_empty() {
+            return Ok(());
+        }
+        let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
+        if latest != self.seen_block {
+            let mut waiting = VecDeque::with_capacity(self.in_flight.len());
+            while let Some(sent) = self.in_flight.pop_front() {
+                match self.receipt(&sent).await {
+                    Ok(Some(receipt)) => self.settle(sent, receipt).await?,
+                    Ok(None) => waiting.push_back(sent),
+                    Err(e) => {
+                        waiting.push_back(sent);
+                        waiting.extend(self.in_flight.drain(..));
+                        self.in_flight = waiting;
+                        return Err(e);
+                    }
+                }
+            }
+            self.in_flight = waiting;
+            self.seen_block = latest;
+        }
+        let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
+        let progress_every = self.shared.bus.ack_wait() / 3;
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let mut result = Ok(());
+        for sent in in_flight.iter_mut() {
+            let now = Instant::now();
+            if now >= sent.progress_at {
+                // Still ours: keep JetStream from handing these to another relayer.
+                for item in &sent.items {
+                    bus::ack(&item.js, AckKind::Progress).await;
+                }
+                sent.progress_at = now + progress_every;
+            }
+            if result.is_ok() && now >= sent.sent_at + stuck_after {
+                let chain = self.name.as_str();
+                self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
+                sent.max_fee = sent.max_fee * 5 / 4 + 1;
+                sent.sent_at = now;
+                warn!(chain, nonce = sent.nonce, max_fee = sent.max_fee, "delivery stuck; replacing with a higher fee");
+                result = self.send_version(sent).await;
+            }
+        }
+        self.in_flight = in_flight;
+        result
+    }
+
+    /// The receipt of whichever version of `sent` was mined, if one was.
+    async fn receipt(&self, sent: &InFlight) -> Result<Option<TransactionReceipt>, DeliverError> {
+        for hash in sent.sent.iter().rev() {
+            let receipt = self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await?;
+            if receipt.is_some() {
+                return Ok(receipt);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Validates a mined transaction's receipt against its prediction and confirms its
+    /// messages.
+    async fn settle(&self, sent: InFlight, receipt: TransactionReceipt) -> Result<(), DeliverError> {
         let m = &self.shared.metrics;
         let chain = self.name.as_str();
-        m.submitter_batch_size.with_label_values(&[chain]).observe(items.len() as f64);
+        m.submitter_batch_size.with_label_values(&[chain]).observe(sent.items.len() as f64);
         let outcome = if receipt.status() { "success" } else { "reverted" };
         m.submitter_transactions_total.with_label_values(&[chain, outcome]).inc();
-        let mismatch = compare_with_receipt(&predicted, &receipt).err().map(|e| {
+        let predicted = &sent.predicted;
+        let mismatch = compare_with_receipt(predicted, &receipt).err().map(|e| {
             m.validation_mismatches_total.with_label_values(&[chain, "receipt"]).inc();
             error!(chain, tx = %receipt.transaction_hash, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
             e.to_string()
         });
-        self.confirm(items, &receipt, mismatch).await?;
+        self.confirm(sent.items, &receipt, mismatch).await?;
         self.update_balance().await;
         Ok(())
-    }
-
-    /// Sends with the persisted nonce, replaces with a higher fee when stuck, and
-    /// returns the receipt of whichever version was mined.
-    async fn submit(
-        &mut self,
-        data: Vec<u8>,
-        gas_limit: u64,
-        items: &[Item],
-    ) -> Result<TransactionReceipt, DeliverError> {
-        let nonce = self.reserve_nonce().await?;
-        let base = self.rpc("eth_gasPrice", self.provider.get_gas_price()).await?;
-        let mut max_fee = base * 2 + TIP;
-        let mut sent: Vec<B256> = Vec::new();
-        let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
-        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        loop {
-            let request = TransactionRequest::default()
-                .with_from(self.relayer)
-                .with_to(self.chain.mailbox)
-                .with_input(data.clone())
-                .with_nonce(nonce)
-                .with_gas_limit(gas_limit)
-                .with_max_fee_per_gas(max_fee)
-                .with_max_priority_fee_per_gas(TIP.min(max_fee))
-                .with_chain_id(self.chain.chain_id);
-            match self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await {
-                Ok(pending) => {
-                    let hash = *pending.tx_hash();
-                    let detail = if sent.is_empty() {
-                        format!("tx {hash} nonce {nonce}")
-                    } else {
-                        format!("replaced by tx {hash}, max fee {max_fee}")
-                    };
-                    info!(chain = %self.name, tx = %hash, nonce, messages = items.len(), "delivery sent");
-                    self.shared.store.update(&ids, |r| {
-                        r.tx_hash = Some(hash);
-                        r.advance(Stage::Submitted, Some(detail.clone()))
-                    })?;
-                    sent.push(hash);
-                }
-                Err(e) if !sent.is_empty() => {
-                    warn!(chain = %self.name, error = %e, "replacement refused; waiting on the sent one")
-                }
-                Err(e) => return Err(e),
-            }
-            let deadline = Instant::now() + stuck_after;
-            let mut progress_at = Instant::now() + self.shared.bus.ack_wait() / 3;
-            while Instant::now() < deadline {
-                for hash in &sent {
-                    if let Some(receipt) =
-                        self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(*hash)).await?
-                    {
-                        return Ok(receipt);
-                    }
-                }
-                if Instant::now() >= progress_at {
-                    // Still ours: keep JetStream from handing these to another relayer.
-                    for item in items {
-                        bus::ack(&item.js, AckKind::Progress).await;
-                    }
-                    progress_at = Instant::now() + self.shared.bus.ack_wait() / 3;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-            self.shared.metrics.submitter_transactions_total.with_label_values(&[self.name.as_str(), "replaced"]).inc();
-            max_fee = max_fee * 5 / 4 + 1;
-            warn!(chain = %self.name, nonce, max_fee, "delivery stuck; replacing with a higher fee");
-        }
     }
 
     /// The next nonce: the larger of the stored one and the chain's pending count, moved
@@ -474,39 +575,65 @@ impl Deliverer {
         receipt: &TransactionReceipt,
         mismatch: Option<String>,
     ) -> Result<(), DeliverError> {
-        let failed: std::collections::HashMap<B256, Bytes> = receipt
+        let failed: HashMap<B256, Bytes> = receipt
             .inner
             .logs()
             .iter()
             .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
             .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
             .collect();
-        let mailbox = Mailbox::new(self.chain.mailbox, &self.provider);
         let block = receipt.block_number.unwrap_or_default();
-        for item in items {
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        let delivered = self.delivered(&ids, block).await?;
+        let tx = receipt.transaction_hash;
+        let detail = format!("tx {tx}");
+        let done: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
+        // One write for the whole transaction's messages: they were delivered together.
+        self.shared.store.update(&done, |r| {
+            r.mismatch.clone_from(&mismatch);
+            r.advance(Stage::Delivered, Some(detail.clone()))
+        })?;
+        for (item, delivered) in items.into_iter().zip(delivered) {
             let id = item.record.id;
-            let delivered =
-                self.rpc("eth_call", mailbox.delivered(id).block(block.into()).call().into_future()).await?;
             if delivered {
-                let detail = format!("tx {}", receipt.transaction_hash);
-                let mismatch = mismatch.clone();
-                self.shared.store.update(&[id], |r| {
-                    r.mismatch = mismatch.clone();
-                    r.advance(Stage::Delivered, Some(detail.clone()))
-                })?;
                 self.count_delivered(&item.record);
-                info!(%id, origin = item.message.origin, destination = item.message.destination, tx = %receipt.transaction_hash, "delivered");
+                info!(%id, origin = item.message.origin, destination = item.message.destination, %tx, "delivered");
                 bus::ack(&item.js, AckKind::Ack).await;
             } else if let Some(reason) = failed.get(&id) {
                 let (label, text) = decode_revert(reason, "process_failed");
-                self.settle_failed(item, label, format!("failed on chain in {}: {text}", receipt.transaction_hash))
-                    .await?;
+                self.settle_failed(item, label, format!("failed on chain in {tx}: {text}")).await?;
             } else {
-                warn!(%id, origin = item.message.origin, destination = item.message.destination, tx = %receipt.transaction_hash, status = receipt.status(), "not delivered by its transaction; will retry");
+                warn!(%id, origin = item.message.origin, destination = item.message.destination, %tx, status = receipt.status(), "not delivered by its transaction; will retry");
                 bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
             }
         }
         Ok(())
+    }
+
+    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.
+    async fn delivered(&self, ids: &[B256], block: u64) -> Result<Vec<bool>, DeliverError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(READS_PER_REQUEST) {
+            let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+            let mut waiters = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let call = TransactionRequest::default()
+                    .with_to(self.chain.mailbox)
+                    .with_input(Mailbox::deliveredCall { id: *id }.abi_encode());
+                let waiter = batch
+                    .add_call::<_, Bytes>("eth_call", &(call, BlockId::number(block)))
+                    .map_err(|e| DeliverError::Rpc(format!("eth_call: {e}")))?;
+                waiters.push(waiter);
+            }
+            self.rpc("eth_call", batch.send()).await?;
+            for waiter in waiters {
+                let bytes = waiter.await.map_err(|e| DeliverError::Rpc(format!("eth_call: {e}")))?;
+                let delivered = Mailbox::deliveredCall::abi_decode_returns(&bytes)
+                    .map_err(|e| DeliverError::Rpc(format!("delivered(): {e}")))?;
+                out.push(delivered);
+            }
+        }
+        Ok(out)
     }
 
     /// Parks a message whose delivery reverts, or settles it as delivered when the

@@ -57,6 +57,7 @@ pub async fn run(args: DevnetArgs) -> anyhow::Result<()> {
         validators: args.validators,
         threshold: args.threshold,
         http_listen: available(args.http)?,
+        ..Default::default()
     };
 
     let mut sigterm = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;

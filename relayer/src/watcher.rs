@@ -13,7 +13,7 @@ use alloy::{
 };
 use ferry_light_client::{
     CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage,
-    RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
+    ReceiptTrie, RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
 };
 use ferry_messages::{
     contracts::Mailbox,
@@ -233,26 +233,37 @@ impl Watcher {
             .map_err(|e| WatchError::Rpc(format!("eth_getBlockReceipts({number}): {e}")))?
             .ok_or_else(|| WatchError::Rpc(format!("no receipts for final block {number}")))?;
         let receipts: Vec<ReceiptEnvelope> = receipts.into_iter().map(|r| r.inner.into_primitives_receipt()).collect();
-        let mut proven = Vec::new();
-        for (tx_index, receipt) in receipts.iter().enumerate() {
-            for (log_index, log) in receipt.logs().iter().enumerate() {
-                if log.address != mailbox || log.topics().first() != Some(&Mailbox::Dispatch::SIGNATURE_HASH) {
-                    continue;
-                }
-                // Proofs are built and checked against the verified header: a node that
-                // serves receipts not matching `receiptsRoot` is caught here.
-                let message = ProvenMessage::build(header, &receipts, tx_index as u64, log_index as u64)
-                    .and_then(|m| m.verify(header.hash(), self.chain.chain_id as u32, mailbox).map(|_| m));
-                match message {
-                    Ok(message) => proven.push(message),
-                    Err(e) => {
-                        self.shared.metrics.bad_input("rpc", "receipt_proof");
-                        return Err(WatchError::Proof { number, reason: e.to_string() });
-                    }
-                }
-            }
+        let dispatches: Vec<(u64, u64)> = receipts
+            .iter()
+            .enumerate()
+            .flat_map(|(tx_index, receipt)| {
+                receipt.logs().iter().enumerate().filter_map(move |(log_index, log)| {
+                    (log.address == mailbox && log.topics().first() == Some(&Mailbox::Dispatch::SIGNATURE_HASH))
+                        .then_some((tx_index as u64, log_index as u64))
+                })
+            })
+            .collect();
+        if dispatches.is_empty() {
+            return Ok(vec![]);
         }
-        Ok(proven)
+        // Proofs are built (one trie for the block) and checked against the verified
+        // header: a node that serves receipts not matching `receiptsRoot` is caught here.
+        let mut targets: Vec<u64> = dispatches.iter().map(|(tx, _)| *tx).collect();
+        targets.dedup();
+        let proven = ReceiptTrie::build(&receipts, &targets, header.receipts_root).and_then(|trie| {
+            dispatches
+                .iter()
+                .map(|&(tx_index, log_index)| {
+                    let message = ProvenMessage::from_trie(header, &trie, tx_index, log_index)?;
+                    message.verify(header.hash(), self.chain.chain_id as u32, mailbox)?;
+                    Ok(message)
+                })
+                .collect::<Result<Vec<_>, _>>()
+        });
+        proven.map_err(|e| {
+            self.shared.metrics.bad_input("rpc", "receipt_proof");
+            WatchError::Proof { number, reason: e.to_string() }
+        })
     }
 
     /// Records (observed and proven) for the proven messages of one block.
@@ -272,6 +283,7 @@ impl Watcher {
     /// Signs each proven message with this process's validator keys and publishes the
     /// signatures; messages for chains this network does not serve are not signed.
     async fn attest(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Result<(), WatchError> {
+        let mut signed = Vec::with_capacity(proven.len() * self.signers.len());
         for message in proven {
             let id = message.id();
             let (origin, destination) = (message.message.origin, message.message.destination);
@@ -284,7 +296,7 @@ impl Watcher {
             let attestation = ferry_messages::wire::attestation(&message.message, self.chain.mailbox, block.hash);
             for key in self.signers.iter() {
                 let signature = key.sign(&attestation).map_err(|e| WatchError::Sign(e.to_string()))?;
-                let signed = SignedAttestation {
+                let envelope = SignedAttestation {
                     version: WIRE_VERSION,
                     message: message.message.encode().into(),
                     origin_mailbox: self.chain.mailbox,
@@ -292,12 +304,16 @@ impl Watcher {
                     validator: key.address(),
                     signature: signature.as_bytes().to_vec().into(),
                 };
-                self.shared.bus.publish_attestation(&signed, &message.message).await?;
-                let validator = key.address().to_string();
-                let labels = [validator.as_str(), self.name.as_str()];
-                self.shared.metrics.attestations_signed_total.with_label_values(&labels).inc();
                 debug!(%id, origin, destination, validator = %key.address(), "signed");
+                signed.push((envelope, message.message.clone()));
             }
+        }
+        // Out together: one round trip to JetStream for the block, not one per signature.
+        self.shared.bus.publish_attestations(&signed).await?;
+        for (envelope, _) in &signed {
+            let validator = envelope.validator.to_string();
+            let labels = [validator.as_str(), self.name.as_str()];
+            self.shared.metrics.attestations_signed_total.with_label_values(&labels).inc();
         }
         Ok(())
     }

@@ -20,6 +20,8 @@ const BETA: (&str, u64) = ("beta", 31338);
 pub struct DevnetOptions {
     /// Block time of both chains; `None` mines a block per transaction.
     pub block_time: Option<Duration>,
+    /// Block gas limit of both chains; anvil's default (30M) when `None`.
+    pub gas_limit: Option<u64>,
     /// Size of the validator set.
     pub validators: usize,
     /// Signatures needed per message.
@@ -32,6 +34,7 @@ impl Default for DevnetOptions {
     fn default() -> Self {
         Self {
             block_time: Some(Duration::from_secs(1)),
+            gas_limit: None,
             validators: 3,
             threshold: 2,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
@@ -103,7 +106,14 @@ impl Devnet {
     /// Starts both chains and NATS, deploys and wires the contracts, funds the first dev
     /// account with 1,000,000 TestToken, and returns once everything answers.
     pub async fn start(options: DevnetOptions) -> Result<Self, DevnetError> {
-        let chain = |id| AnvilOptions { chain_id: Some(id), block_time: options.block_time, ..Default::default() };
+        let extra_args: Vec<String> =
+            options.gas_limit.map(|g| vec!["--gas-limit".to_string(), g.to_string()]).unwrap_or_default();
+        let chain = |id| AnvilOptions {
+            chain_id: Some(id),
+            block_time: options.block_time,
+            extra_args: extra_args.clone(),
+            ..Default::default()
+        };
         let (alpha, beta, nats) =
             tokio::try_join!(Anvil::spawn(chain(ALPHA.1)), Anvil::spawn(chain(BETA.1)), NatsServer::spawn())?;
 
