@@ -152,17 +152,25 @@ impl StateSource for LayeredState {
     fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         let Some(account) = self.diff.get(&address) else { return self.base.basic(address) };
         let Some(info) = account.info else { return Ok(None) };
+        // Code the diff did not change is the base's: served with the account, as a
+        // source that fetches code with accounts (a fork) expects.
+        let code = match &account.code {
+            Some(code) => Some(code.clone()),
+            None if info.code_hash == KECCAK_EMPTY => None,
+            None => self.base.basic(address)?.filter(|base| base.code_hash == info.code_hash).and_then(|b| b.code),
+        };
         Ok(Some(AccountInfo {
             balance: info.balance,
             nonce: info.nonce,
             code_hash: info.code_hash,
-            code: account.code.clone(),
+            code,
             ..Default::default()
         }))
     }
 
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
-        let new = self.diff.iter().find_map(|(_, a)| a.code.as_ref().filter(|_| a.info.is_some_and(|i| i.code_hash == hash)));
+        let new =
+            self.diff.iter().find_map(|(_, a)| a.code.as_ref().filter(|_| a.info.is_some_and(|i| i.code_hash == hash)));
         match new {
             Some(code) => Ok(code.clone()),
             None => self.base.code_by_hash(hash),

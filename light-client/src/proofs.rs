@@ -165,7 +165,12 @@ impl ProvenMessage {
 
     /// Proves the `Dispatch` log `log_index` of receipt `tx_index` from a receipts trie
     /// of `header`'s block built with `tx_index` among its targets.
-    pub fn from_trie(header: &SealedHeader, trie: &ReceiptTrie, tx_index: u64, log_index: u64) -> Result<Self, ProofError> {
+    pub fn from_trie(
+        header: &SealedHeader,
+        trie: &ReceiptTrie,
+        tx_index: u64,
+        log_index: u64,
+    ) -> Result<Self, ProofError> {
         if trie.root != header.receipts_root {
             return Err(ProofError::ReceiptsRootMismatch { expected: header.receipts_root, actual: trie.root });
         }

@@ -147,7 +147,10 @@ impl Bus {
     /// Publishes deliverables, each to its destination's subject with `Nats-Msg-Id` = its
     /// dedup key (the message id, or the id and a retry count when an operator retries a
     /// parked message). Returns, for each, false when the server dropped it as a duplicate.
-    pub async fn publish_deliverables(&self, deliverables: &[(Deliverable, u32, String)]) -> Result<Vec<bool>, BusError> {
+    pub async fn publish_deliverables(
+        &self,
+        deliverables: &[(Deliverable, u32, String)],
+    ) -> Result<Vec<bool>, BusError> {
         let outgoing = deliverables.iter().map(|(deliverable, destination, dedup)| Outgoing {
             subject: message_subject(*destination),
             dedup: dedup.clone(),

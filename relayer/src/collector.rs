@@ -47,11 +47,15 @@ async fn collect(shared: &Arc<Shared>) -> Result<(), CollectError> {
         if taken.is_empty() {
             continue;
         }
+        let started = std::time::Instant::now();
         let quorate = absorb(shared, &taken).await?;
+        let absorbed = started.elapsed();
         publish(shared, &quorate).await?;
+        let published = started.elapsed();
         for message in &taken {
             bus::ack(message, AckKind::Ack).await;
         }
+        debug!(signatures = taken.len(), quorate = quorate.len(), ?absorbed, ?published, acked = ?started.elapsed(), "round");
     }
 }
 

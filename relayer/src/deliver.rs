@@ -37,7 +37,7 @@ use ferry_messages::{
     contracts::{Mailbox, TestRecipient, TokenBridge},
     wire::{Deliverable, message_subject},
 };
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::{
     ChainConfig, Secret, bus,
@@ -82,6 +82,8 @@ struct InFlight {
     data: Vec<u8>,
     gas_limit: u64,
     predicted: TxOutcome,
+    /// What the prediction stood on, to tell when the receipt disagrees.
+    basis: Basis,
     /// Every version sent (each replacement pays more), latest last.
     sent: Vec<B256>,
     max_fee: u128,
@@ -90,6 +92,24 @@ struct InFlight {
     /// When its messages are next told to JetStream to be still in progress.
     progress_at: Instant,
 }
+
+/// The state a round was predicted on: the chain at `block`, with the predicted changes of
+/// our transactions in flight with these nonces laid over it.
+#[derive(Debug, Clone)]
+struct Basis {
+    block: u64,
+    layered: Vec<u64>,
+}
+
+/// A deliverable that passed [`Deliverer::check`], with its stored record if it has one.
+struct Checked {
+    deliverable: Deliverable,
+    message: Message,
+    stored: Option<MessageRecord>,
+}
+
+/// Why a deliverable is refused: a metric label and the reason.
+type Refusal = (&'static str, String);
 
 /// A deliverable taken from the bus, checked.
 struct Item {
@@ -170,13 +190,22 @@ impl Deliverer {
 
     /// One round: check, execute on top of what is in flight, park or send.
     async fn deliver(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
+        let started = Instant::now();
         let items = self.admit(taken).await?;
         if items.is_empty() {
             return Ok(());
         }
-        let (ctx, state) = self.fork().await?;
+        let admitted = started.elapsed();
+        let (ctx, state, basis) = self.fork().await?;
         // The nonce the pending state expects next (what is in flight counted in).
-        let nonce = state.basic(self.relayer).map_err(|e| DeliverError::Execute(e.to_string()))?.map_or(0, |a| a.nonce);
+        let relayer = self.relayer;
+        let reader = state.clone();
+        let nonce = tokio::task::spawn_blocking(move || reader.basic(relayer))
+            .await
+            .map_err(|e| DeliverError::Execute(e.to_string()))?
+            .map_err(|e| DeliverError::Execute(e.to_string()))?
+            .map_or(0, |a| a.nonce);
+        let forked = started.elapsed();
         let txs: Vec<TxEnv> = items
             .iter()
             .enumerate()
@@ -187,6 +216,7 @@ impl Deliverer {
             })
             .collect();
         let outcome = self.execute(state.clone(), ctx.clone(), txs).await?;
+        let simulated = started.elapsed();
 
         let mut sendable = Vec::new();
         for (item, predicted) in items.into_iter().zip(outcome.outcomes) {
@@ -205,6 +235,7 @@ impl Deliverer {
         }
         // Half a block each, so that two fit a block, and within the per-transaction cap.
         let chunk_gas = (ctx.block.gas_limit / 2).min(TX_GAS_CAP);
+        let messages = sendable.len();
         let chunks = self.chunks(sendable, chunk_gas);
         if chunks.is_empty() {
             return Ok(());
@@ -218,21 +249,24 @@ impl Deliverer {
             .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
             .collect();
         let predicted = self.execute(state, ctx, txs).await?.outcomes;
+        let batched = started.elapsed();
         for ((items, data), predicted) in chunks.into_iter().zip(calls).zip(predicted) {
-            self.send_batch(items, data, predicted).await?;
+            self.send_batch(items, data, predicted, basis.clone()).await?;
         }
+        debug!(chain = %self.name, messages, ?admitted, ?forked, ?simulated, ?batched, sent = ?started.elapsed(), "round");
         Ok(())
     }
 
     /// Decodes and checks what came off the bus; refuses bad input, acks replays.
     async fn admit(&self, taken: Vec<JsMessage>) -> Result<Vec<Item>, DeliverError> {
         let mut items: Vec<Item> = Vec::new();
+        let mut fresh: Vec<MessageRecord> = Vec::new();
         let mut seen = HashSet::new();
         for js in taken {
             if js.info().is_ok_and(|info| info.delivered > 1) {
                 self.shared.metrics.nats_redeliveries_total.with_label_values(&[self.name.as_str()]).inc();
             }
-            let (deliverable, message) = match self.check(&js.payload) {
+            let Checked { deliverable, message, stored } = match self.check(&js.payload)? {
                 Ok(checked) => checked,
                 Err((label, reason)) => {
                     warn!(chain = %self.name, subject = %js.subject, %reason, "refused a deliverable");
@@ -242,14 +276,14 @@ impl Deliverer {
                 }
             };
             let id = message.id();
-            let record = match self.shared.store.get(&id)? {
+            let record = match stored {
                 Some(record) => record,
                 None => {
                     let mut record =
                         MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
                     record.metadata = Some(deliverable.metadata.clone());
                     record.advance(Stage::Published, Some("taken from JetStream".into()));
-                    self.shared.store.write(|tx| tx.put(&record))?;
+                    fresh.push(record.clone());
                     record
                 }
             };
@@ -260,38 +294,49 @@ impl Deliverer {
             }
             items.push(Item { js, message, metadata: deliverable.metadata, record });
         }
+        // One write for the records of every message first seen here.
+        self.shared.store.write(|tx| fresh.iter().try_for_each(|record| tx.put(record)))?;
         Ok(items)
     }
 
-    fn check(&self, payload: &[u8]) -> Result<(Deliverable, Message), (&'static str, String)> {
-        let deliverable = Deliverable::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
-        let (message, attestation, qc) = deliverable.open().map_err(|e| ("malformed", e.to_string()))?;
+    /// Decodes a deliverable and checks it is for this chain, from a configured origin and
+    /// Mailbox, and certified by the validator set; with the message's stored record.
+    fn check(&self, payload: &[u8]) -> Result<Result<Checked, Refusal>, DeliverError> {
+        let opened = Deliverable::decode(payload).and_then(|d| d.open().map(|o| (d, o)));
+        let (deliverable, (message, attestation, qc)) = match opened {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Err(("malformed", e.to_string()))),
+        };
+        let id = message.id();
         if u64::from(message.destination) != self.chain.chain_id {
-            return Err((
-                "wrong_destination",
-                format!("message {} is for chain {}", message.id(), message.destination),
-            ));
+            return Ok(Err(("wrong_destination", format!("message {id} is for chain {}", message.destination))));
         }
         let Some((_, origin)) = self.shared.config.chain_by_id(u64::from(message.origin)) else {
-            return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
+            return Ok(Err(("unknown_chain", format!("origin {} is not configured", message.origin))));
         };
         if origin.mailbox != deliverable.origin_mailbox {
-            return Err((
-                "wrong_mailbox",
-                format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox),
-            ));
+            let reason = format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox);
+            return Ok(Err(("wrong_mailbox", reason)));
         }
-        // The Mailbox would refuse it too, but only after we paid for the attempt.
-        self.shared
-            .validators
-            .verify(&attestation, &qc)
-            .map_err(|e| ("bad_certificate", format!("message {}: {e}", message.id())))?;
-        Ok((deliverable, message))
+        let stored = self.shared.store.get(&id)?;
+        // A certificate this process built or admitted before (the same bytes, for the
+        // same block) was checked then, signature by signature: recovering its signers
+        // again would double the signature work of every message.
+        let known = stored.as_ref().is_some_and(|r| {
+            r.metadata.as_ref() == Some(&deliverable.metadata)
+                && r.block == deliverable.block
+                && r.origin_mailbox == deliverable.origin_mailbox
+        });
+        // The Mailbox would refuse a bad one too, but only after we paid for the attempt.
+        if !known && let Err(e) = self.shared.validators.verify(&attestation, &qc) {
+            return Ok(Err(("bad_certificate", format!("message {id}: {e}"))));
+        }
+        Ok(Ok(Checked { deliverable, message, stored }))
     }
 
     /// The context of the next block, and the state at the latest one with the
     /// predicted changes of the transactions in flight that it does not include yet.
-    async fn fork(&self) -> Result<(BlockContext, Arc<dyn StateSource>), DeliverError> {
+    async fn fork(&self) -> Result<(BlockContext, Arc<dyn StateSource>, Basis), DeliverError> {
         let latest = self
             .rpc("eth_getBlockByNumber", self.provider.get_block_by_number(Default::default()).into_future())
             .await?;
@@ -305,10 +350,13 @@ impl Deliverer {
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.chain_nonce(number).await?;
         let mut pending = StateDiff::default();
+        let mut layered = Vec::new();
         for sent in self.in_flight.iter().filter(|f| f.nonce >= mined) {
             pending.merge(&sent.predicted.state);
+            layered.push(sent.nonce);
         }
-        Ok((ctx, Arc::new(LayeredState::new(Arc::new(fork), pending))))
+        let basis = Basis { block: number, layered };
+        Ok((ctx, Arc::new(LayeredState::new(Arc::new(fork), pending)), basis))
     }
 
     async fn chain_nonce(&self, block: u64) -> Result<u64, DeliverError> {
@@ -374,6 +422,7 @@ impl Deliverer {
         m.executor_reexecutions_total.with_label_values(&[chain]).inc_by(outcome.reexecutions as u64);
         if let Some((result, check_seconds)) = check {
             m.executor_sequential_check_seconds.with_label_values(&[chain]).observe(check_seconds);
+            m.executor_checked_parallel_seconds.with_label_values(&[chain]).observe(seconds);
             if let Err(mismatch) = result {
                 m.validation_mismatches_total.with_label_values(&[chain, "sequential"]).inc();
                 error!(chain, %mismatch, "parallel execution differs from its sequential re-run");
@@ -402,7 +451,13 @@ impl Deliverer {
     }
 
     /// Sends one `processBatch` transaction with its prediction and puts it in flight.
-    async fn send_batch(&mut self, items: Vec<Item>, data: Vec<u8>, predicted: TxOutcome) -> Result<(), DeliverError> {
+    async fn send_batch(
+        &mut self,
+        items: Vec<Item>,
+        data: Vec<u8>,
+        predicted: TxOutcome,
+        basis: Basis,
+    ) -> Result<(), DeliverError> {
         if predicted.status != TxStatus::Success {
             // The items succeeded one by one; the batch failing means the state moved.
             warn!(chain = %self.name, status = ?predicted.status, "batch prediction failed; retrying the messages");
@@ -426,6 +481,7 @@ impl Deliverer {
             data,
             gas_limit,
             predicted,
+            basis,
             sent: Vec::new(),
             max_fee: base * 2 + TIP,
             sent_at: now,
@@ -456,8 +512,11 @@ impl Deliverer {
             Err(e) => return Err(e),
         };
         let (nonce, max_fee) = (sent.nonce, sent.max_fee);
-        let detail =
-            if sent.sent.is_empty() { format!("tx {hash} nonce {nonce}") } else { format!("replaced by tx {hash}, max fee {max_fee}") };
+        let detail = if sent.sent.is_empty() {
+            format!("tx {hash} nonce {nonce}")
+        } else {
+            format!("replaced by tx {hash}, max fee {max_fee}")
+        };
         info!(chain = %self.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
         self.shared.store.update(&ids, |r| {
@@ -540,7 +599,7 @@ impl Deliverer {
         let predicted = &sent.predicted;
         let mismatch = compare_with_receipt(predicted, &receipt).err().map(|e| {
             m.validation_mismatches_total.with_label_values(&[chain, "receipt"]).inc();
-            error!(chain, tx = %receipt.transaction_hash, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
+            error!(chain, tx = %receipt.transaction_hash, nonce = sent.nonce, block = ?receipt.block_number, predicted_on = sent.basis.block, layered = ?sent.basis.layered, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
             e.to_string()
         });
         self.confirm(sent.items, &receipt, mismatch).await?;

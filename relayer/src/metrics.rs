@@ -73,6 +73,9 @@ pub struct Metrics {
     /// `ferry_executor_sequential_check_seconds{chain}`: time of the sampled sequential re-run of a
     /// parallel batch (compare with `ferry_executor_batch_seconds{mode="parallel"}` for the speedup).
     pub executor_sequential_check_seconds: HistogramVec,
+    /// `ferry_executor_checked_parallel_seconds{chain}`: parallel time of the batches that were
+    /// re-run sequentially, so that the two sums give the speedup on the same batches.
+    pub executor_checked_parallel_seconds: HistogramVec,
 
     /// `ferry_validation_mismatches_total{chain, kind}`: disagreements found while validating.
     pub validation_mismatches_total: IntCounterVec,
@@ -226,6 +229,13 @@ impl Metrics {
                 "ferry_executor_sequential_check_seconds",
                 "Time of the sampled sequential re-run of a parallel batch, in seconds.",
                 &["chain"],
+                batch_buckets.clone(),
+            ),
+            executor_checked_parallel_seconds: histogram(
+                r,
+                "ferry_executor_checked_parallel_seconds",
+                "Parallel time of the batches re-run sequentially (the speedup's denominator), in seconds.",
+                &["chain"],
                 batch_buckets,
             ),
             validation_mismatches_total: int_counter(
@@ -331,6 +341,7 @@ impl Metrics {
                 self.executor_batch_seconds.with_label_values(&[chain, mode]);
             }
             self.executor_sequential_check_seconds.with_label_values(&[chain]);
+            self.executor_checked_parallel_seconds.with_label_values(&[chain]);
             self.executor_reexecutions_total.with_label_values(&[chain]);
         }
     }

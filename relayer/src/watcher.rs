@@ -12,8 +12,8 @@ use alloy::{
     sol_types::SolEvent,
 };
 use ferry_light_client::{
-    CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage,
-    ReceiptTrie, RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
+    CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage, ReceiptTrie,
+    RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
 };
 use ferry_messages::{
     contracts::Mailbox,
