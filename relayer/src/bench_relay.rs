@@ -110,22 +110,26 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         anyhow::ensure!(Instant::now() < deadline, "not all delivered within 10 minutes");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let records: Vec<_> = ids.iter().filter_map(|id| store.get(id).ok().flatten()).collect();
-    anyhow::ensure!(
-        records.len() == messages && records.iter().all(|r| r.stage == Stage::Delivered),
-        "delivered messages are not the ones sent"
-    );
     let end_to_end_seconds = start.elapsed().as_secs_f64();
-    let first_observed = records.iter().filter_map(|r| r.entered(Stage::Observed)).min().unwrap_or(0);
-    let last_delivered = records.iter().filter_map(|r| r.entered(Stage::Delivered)).max().unwrap_or(0);
+    // The peak is the relay's: taken before the records are read back.
+    let peak_rss_bytes = peak_rss();
+    let (mut first_observed, mut last_delivered) = (u64::MAX, 0);
+    let mut latencies = Vec::with_capacity(messages);
+    let mut txs = std::collections::HashSet::new();
+    for id in &ids {
+        let record = store.get(id)?.context("a sent message has no record")?;
+        let (Some(observed), Some(delivered)) = (record.entered(Stage::Observed), record.entered(Stage::Delivered))
+        else {
+            anyhow::bail!("message {id} was not observed and delivered");
+        };
+        first_observed = first_observed.min(observed);
+        last_delivered = last_delivered.max(delivered);
+        latencies.push(delivered.saturating_sub(observed) as f64 / 1000.0);
+        txs.extend(record.tx_hash);
+    }
     let seconds = (last_delivered.saturating_sub(first_observed) as f64 / 1000.0).max(f64::EPSILON);
-    let mut latencies: Vec<f64> = records
-        .iter()
-        .filter_map(|r| Some((r.entered(Stage::Delivered)? as f64 - r.entered(Stage::Observed)? as f64) / 1000.0))
-        .collect();
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
-    let txs: std::collections::HashSet<B256> = records.iter().filter_map(|r| r.tx_hash).collect();
     let m = &service.shared().metrics;
     // The sampled batches' sequential re-runs against the same batches' parallel runs.
     let sequential = m.executor_sequential_check_seconds.with_label_values(&["beta"]).get_sample_sum();
@@ -141,7 +145,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         latency_p99_s: pick(0.99),
         tx_per_message: txs.len() as f64 / messages as f64,
         executor_speedup: (parallel > 0.0 && sequential > 0.0).then(|| sequential / parallel),
-        peak_rss_bytes: peak_rss(),
+        peak_rss_bytes,
     };
     service.stop().await;
     drop(devnet);

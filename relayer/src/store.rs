@@ -209,6 +209,10 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
+/// redb's page cache (its default is 1 GiB, which a long run would fill): the hot set is
+/// the records of messages in flight and the stage index.
+const CACHE_BYTES: usize = 32 << 20;
+
 /// The process's redb file.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -219,7 +223,10 @@ impl Store {
     /// Opens (or creates) the store file and its tables. redb locks the file: one process
     /// at a time.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::create(path).map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| StoreError::Open { path: path.into(), reason: e.to_string() })?;
         let txn = db.begin_write()?;
         txn.open_table(MESSAGES)?;
         txn.open_table(BY_STAGE)?;
