@@ -343,6 +343,14 @@ pub enum SourceError {
         /// The error.
         reason: String,
     },
+    /// The source answered with something that does not parse as the answer asked for.
+    #[error("{what}: malformed answer: {reason}")]
+    Malformed {
+        /// The request.
+        what: String,
+        /// What would not parse.
+        reason: String,
+    },
     /// The source has no such header.
     #[error("{0} not found")]
     NotFound(String),

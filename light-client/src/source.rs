@@ -67,8 +67,14 @@ impl<P: Provider + Send + Sync> HeaderSource for RpcHeaderSource<P> {
     }
 }
 
-fn request(what: &str, e: impl std::fmt::Display) -> SourceError {
-    SourceError::Request { what: what.into(), reason: e.to_string() }
+fn request(what: &str, e: alloy::transports::TransportError) -> SourceError {
+    // An answer that does not parse is the node's fault, not the network's: told apart
+    // so that it can be counted as bad input.
+    if e.is_deser_error() {
+        SourceError::Malformed { what: what.into(), reason: e.to_string() }
+    } else {
+        SourceError::Request { what: what.into(), reason: e.to_string() }
+    }
 }
 
 /// Feeds `client` the source's headers until its head reaches `target`. When a header

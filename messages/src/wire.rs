@@ -43,6 +43,19 @@ pub enum WireError {
     Signature(String),
 }
 
+impl WireError {
+    /// A short label for metrics (`ferry_bad_input_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::TooLarge(_) => "too_large",
+            Self::Malformed(_) => "malformed",
+            Self::Version(_) => "version",
+            Self::Message(_) => "malformed_message",
+            Self::Signature(_) => "malformed_signature",
+        }
+    }
+}
+
 /// Where a message was dispatched: the origin block that the attestation names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

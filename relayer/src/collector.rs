@@ -119,8 +119,8 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
 type Refusal = (&'static str, String);
 
 fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
-    let signed = SignedAttestation::decode(payload).map_err(|e| ("malformed", e.to_string()))?;
-    let (message, attestation, signature) = signed.open().map_err(|e| ("malformed", e.to_string()))?;
+    let signed = SignedAttestation::decode(payload).map_err(|e| (e.reason(), e.to_string()))?;
+    let (message, attestation, signature) = signed.open().map_err(|e| (e.reason(), e.to_string()))?;
     let Some((_, origin)) = shared.config.chain_by_id(u64::from(message.origin)) else {
         return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
     };

@@ -288,7 +288,15 @@ impl Deliverer {
                 }
             };
             if record.stage.is_final() || !seen.insert(id) {
-                info!(%id, origin = message.origin, destination = message.destination, stage = %record.stage, "already settled; acked");
+                // JetStream handing back what we had not acked is ordinary; a first
+                // delivery of a settled message is somebody publishing it again.
+                let redelivered = js.info().is_ok_and(|info| info.delivered > 1);
+                if record.stage == Stage::Delivered && !redelivered {
+                    warn!(%id, origin = message.origin, destination = message.destination, "refused a replay of a delivered message");
+                    self.shared.metrics.bad_input("nats_message", "replay");
+                } else {
+                    info!(%id, origin = message.origin, destination = message.destination, stage = %record.stage, "already settled; acked");
+                }
                 bus::ack(&js, AckKind::Ack).await;
                 continue;
             }
@@ -305,7 +313,7 @@ impl Deliverer {
         let opened = Deliverable::decode(payload).and_then(|d| d.open().map(|o| (d, o)));
         let (deliverable, (message, attestation, qc)) = match opened {
             Ok(opened) => opened,
-            Err(e) => return Ok(Err(("malformed", e.to_string()))),
+            Err(e) => return Ok(Err((e.reason(), e.to_string()))),
         };
         let id = message.id();
         if u64::from(message.destination) != self.chain.chain_id {

@@ -76,6 +76,9 @@ impl Watcher {
             match step {
                 Ok(()) => backoff = Duration::from_millis(250),
                 Err(e) => {
+                    if let Some(reason) = e.bad_input() {
+                        self.shared.metrics.bad_input("rpc", &reason);
+                    }
                     warn!(chain = %self.name, error = %e, retry_in = ?backoff, "watcher step failed");
                     self.shared.set_caught_up(&self.name, false);
                     tokio::time::sleep(backoff).await;
@@ -230,7 +233,10 @@ impl Watcher {
             .metrics
             .rpc(&self.name, "eth_getBlockReceipts", self.provider.get_block_receipts(number.into()))
             .await
-            .map_err(|e| WatchError::Rpc(format!("eth_getBlockReceipts({number}): {e}")))?
+            .map_err(|e| {
+                let reason = format!("eth_getBlockReceipts({number}): {e}");
+                if e.is_deser_error() { WatchError::Malformed(reason) } else { WatchError::Rpc(reason) }
+            })?
             .ok_or_else(|| WatchError::Rpc(format!("no receipts for final block {number}")))?;
         let receipts: Vec<ReceiptEnvelope> = receipts.into_iter().map(|r| r.inner.into_primitives_receipt()).collect();
         let dispatches: Vec<(u64, u64)> = receipts
@@ -390,10 +396,29 @@ pub(crate) enum WatchError {
     Bus(#[from] crate::BusError),
     #[error("rpc: {0}")]
     Rpc(String),
+    #[error("rpc: malformed answer: {0}")]
+    Malformed(String),
     #[error("block {number}: the receipts do not prove against the verified header: {reason}")]
     Proof { number: u64, reason: String },
     #[error("signing: {0}")]
     Sign(String),
     #[error("final block {number} is no longer held (oldest held: {held_from:?})")]
     Gap { number: u64, held_from: Option<u64> },
+}
+
+impl WatchError {
+    /// The `ferry_bad_input_total{source="rpc"}` reason when the node served something
+    /// false or unreadable (a header that breaks the rules, an answer that does not parse);
+    /// `None` for outages, which are not the input's fault, and for halts, which have
+    /// their own metric. Receipts that do not prove are counted where they are caught.
+    fn bad_input(&self) -> Option<String> {
+        match self {
+            Self::Malformed(_) | Self::Source(SourceError::Malformed { .. }) => Some("malformed_response".into()),
+            Self::LightClient(LightClientError::Header(e))
+            | Self::Source(SourceError::LightClient(LightClientError::Header(e))) => {
+                Some(format!("header_{}", e.reason()))
+            }
+            _ => None,
+        }
+    }
 }
