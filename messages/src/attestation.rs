@@ -117,6 +117,12 @@ impl QuorumCertificate {
             .chunks_exact(SIGNATURE_LEN)
             .enumerate()
             .map(|(index, raw)| {
+                // The Mailbox's ecrecover takes v as 27 or 28 only; the parser would also
+                // take 0 and 1, which the chain would then refuse.
+                if !matches!(raw[64], 27 | 28) {
+                    let reason = format!("v is {}, not 27 or 28", raw[64]);
+                    return Err(MetadataError::Signature { index, reason });
+                }
                 Signature::from_raw(raw).map_err(|e| MetadataError::Signature { index, reason: e.to_string() })
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -134,6 +140,8 @@ mod tests {
         fn metadata_parser_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             if let Ok(qc) = QuorumCertificate::from_metadata(&bytes) {
                 prop_assert_eq!(qc.signatures.len(), (bytes.len() - 32) / SIGNATURE_LEN);
+                // What parses is exactly what the Mailbox is given back.
+                prop_assert_eq!(qc.metadata(), bytes);
             }
         }
     }
@@ -144,5 +152,26 @@ mod tests {
         assert_eq!(QuorumCertificate::from_metadata(&[0; 33]), Err(MetadataError::Length(33)));
         let empty = QuorumCertificate::from_metadata(&[7; 32]).map(|qc| qc.signatures.len());
         assert_eq!(empty, Ok(0));
+    }
+
+    #[test]
+    fn v_must_be_what_the_mailbox_takes() {
+        // Found by the quorum_certificate fuzz target: v = 0 parsed (as parity) and came
+        // back out as 27, while the Mailbox's ecrecover refuses 0 and 1.
+        let mut metadata = vec![7u8; 32 + SIGNATURE_LEN];
+        metadata[32] = 1; // r
+        metadata[64] = 1; // s
+        for v in [0u8, 1, 2, 26, 29, 255] {
+            metadata[96] = v;
+            assert!(
+                matches!(QuorumCertificate::from_metadata(&metadata), Err(MetadataError::Signature { index: 0, .. })),
+                "v = {v}"
+            );
+        }
+        for v in [27u8, 28] {
+            metadata[96] = v;
+            let qc = QuorumCertificate::from_metadata(&metadata).unwrap();
+            assert_eq!(qc.metadata(), metadata);
+        }
     }
 }

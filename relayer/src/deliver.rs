@@ -69,8 +69,11 @@ pub(crate) struct Deliverer {
     predictor: Arc<AccessPredictor>,
     check: SampledCheck,
     next_nonce: Option<u64>,
-    /// Sent and not yet settled, in nonce order.
+    /// Sent and not yet mined, in nonce order.
     in_flight: VecDeque<InFlight>,
+    /// Mined, its messages recorded delivered, and held (unacked) until its block is
+    /// final on this chain: a reorg that drops it sends it again.
+    confirming: VecDeque<Mined>,
     /// The newest block whose receipts were looked for.
     seen_block: u64,
 }
@@ -91,6 +94,16 @@ struct InFlight {
     sent_at: Instant,
     /// When its messages are next told to JetStream to be still in progress.
     progress_at: Instant,
+    /// Sent again after a reorg dropped the block that had delivered it.
+    resent: bool,
+}
+
+/// A delivery transaction in a block not yet final: its delivered messages wait for
+/// their acks.
+struct Mined {
+    sent: InFlight,
+    block: u64,
+    block_hash: B256,
 }
 
 /// The state a round was predicted on: the chain at `block`, with the predicted changes of
@@ -144,6 +157,7 @@ impl Deliverer {
             check,
             next_nonce: None,
             in_flight: VecDeque::new(),
+            confirming: VecDeque::new(),
             seen_block: 0,
         })
     }
@@ -260,6 +274,7 @@ impl Deliverer {
     /// Decodes and checks what came off the bus; refuses bad input, acks replays.
     async fn admit(&self, taken: Vec<JsMessage>) -> Result<Vec<Item>, DeliverError> {
         let mut items: Vec<Item> = Vec::new();
+        let mut unconfirmed: Vec<Item> = Vec::new();
         let mut fresh: Vec<MessageRecord> = Vec::new();
         let mut seen = HashSet::new();
         for js in taken {
@@ -287,10 +302,17 @@ impl Deliverer {
                     record
                 }
             };
+            let redelivered = js.info().is_ok_and(|info| info.delivered > 1);
+            if record.stage == Stage::Delivered && redelivered && !seen.contains(&id) {
+                // Recorded delivered but never acked: this process (or another) stopped
+                // before the block was final. Whether it still is, the chain says.
+                unconfirmed.push(Item { js, message, metadata: deliverable.metadata, record });
+                seen.insert(id);
+                continue;
+            }
             if record.stage.is_final() || !seen.insert(id) {
                 // JetStream handing back what we had not acked is ordinary; a first
                 // delivery of a settled message is somebody publishing it again.
-                let redelivered = js.info().is_ok_and(|info| info.delivered > 1);
                 if record.stage == Stage::Delivered && !redelivered {
                     warn!(%id, origin = message.origin, destination = message.destination, "refused a replay of a delivered message");
                     self.shared.metrics.bad_input("nats_message", "replay");
@@ -304,7 +326,33 @@ impl Deliverer {
         }
         // One write for the records of every message first seen here.
         self.shared.store.write(|tx| fresh.iter().try_for_each(|record| tx.put(record)))?;
+        items.extend(self.recheck(unconfirmed).await?);
         Ok(items)
+    }
+
+    /// Of messages recorded delivered whose block was not known final, acks the ones the
+    /// chain has delivered and returns the others (a reorg took them back), undelivered,
+    /// to be delivered again.
+    async fn recheck(&self, unconfirmed: Vec<Item>) -> Result<Vec<Item>, DeliverError> {
+        if unconfirmed.is_empty() {
+            return Ok(unconfirmed);
+        }
+        let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
+        let ids: Vec<B256> = unconfirmed.iter().map(|i| i.record.id).collect();
+        let delivered = self.delivered(&ids, latest).await?;
+        let mut again = Vec::new();
+        for (mut item, delivered) in unconfirmed.into_iter().zip(delivered) {
+            if delivered {
+                bus::ack(&item.js, AckKind::Ack).await;
+                continue;
+            }
+            let id = item.record.id;
+            warn!(%id, origin = item.message.origin, destination = item.message.destination, "recorded delivered, but the chain does not have it (reorged away); delivering again");
+            item.record.undeliver("not delivered on chain any more (reorged away)".into());
+            self.shared.store.write(|tx| tx.put(&item.record))?;
+            again.push(item);
+        }
+        Ok(again)
     }
 
     /// Decodes a deliverable and checks it is for this chain, from a configured origin and
@@ -494,6 +542,7 @@ impl Deliverer {
             max_fee: base * 2 + TIP,
             sent_at: now,
             progress_at: now + self.shared.bus.ack_wait() / 3,
+            resent: false,
         };
         self.send_version(&mut sent).await?;
         self.in_flight.push_back(sent);
@@ -535,10 +584,12 @@ impl Deliverer {
         Ok(())
     }
 
-    /// Settles, in nonce order, every transaction in flight that a new block mined;
-    /// replaces the ones stuck for too long and keeps the messages of the others ours.
+    /// On every new block: settles, in nonce order, the transactions in flight it mined;
+    /// acks the messages of mined ones whose block is now final, or sends again the ones
+    /// a reorg dropped; replaces the ones stuck for too long and keeps the messages of
+    /// the others ours.
     async fn settle_in_flight(&mut self) -> Result<(), DeliverError> {
-        if self.in_flight.is_empty() {
+        if self.in_flight.is_empty() && self.confirming.is_empty() {
             return Ok(());
         }
         let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
@@ -546,7 +597,11 @@ impl Deliverer {
             let mut waiting = VecDeque::with_capacity(self.in_flight.len());
             while let Some(sent) = self.in_flight.pop_front() {
                 match self.receipt(&sent).await {
-                    Ok(Some(receipt)) => self.settle(sent, receipt).await?,
+                    Ok(Some(receipt)) => {
+                        if let Some(mined) = self.settle(sent, receipt).await? {
+                            self.confirming.push_back(mined);
+                        }
+                    }
                     Ok(None) => waiting.push_back(sent),
                     Err(e) => {
                         waiting.push_back(sent);
@@ -557,21 +612,30 @@ impl Deliverer {
                 }
             }
             self.in_flight = waiting;
+            self.finalize(latest).await?;
             self.seen_block = latest;
         }
         let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
         let progress_every = self.shared.bus.ack_wait() / 3;
+        let now = Instant::now();
+        for items in self
+            .in_flight
+            .iter_mut()
+            .map(|s| (&s.items, &mut s.progress_at))
+            .chain(self.confirming.iter_mut().map(|m| (&m.sent.items, &mut m.sent.progress_at)))
+        {
+            let (items, progress_at) = items;
+            if now >= *progress_at {
+                // Still ours: keep JetStream from handing these to another relayer.
+                for item in items {
+                    bus::ack(&item.js, AckKind::Progress).await;
+                }
+                *progress_at = now + progress_every;
+            }
+        }
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let mut result = Ok(());
         for sent in in_flight.iter_mut() {
-            let now = Instant::now();
-            if now >= sent.progress_at {
-                // Still ours: keep JetStream from handing these to another relayer.
-                for item in &sent.items {
-                    bus::ack(&item.js, AckKind::Progress).await;
-                }
-                sent.progress_at = now + progress_every;
-            }
             if result.is_ok() && now >= sent.sent_at + stuck_after {
                 let chain = self.name.as_str();
                 self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
@@ -585,6 +649,68 @@ impl Deliverer {
         result
     }
 
+    /// Acks the messages of mined transactions whose block is final and still canonical;
+    /// a transaction whose block was reorged away (and is not mined elsewhere) goes back
+    /// in flight, its messages undelivered, and is sent again with its nonce.
+    async fn finalize(&mut self, latest: u64) -> Result<(), DeliverError> {
+        let depth = self.chain.confirmations;
+        while let Some(mined) = self.confirming.front() {
+            if latest < mined.block + depth {
+                break;
+            }
+            let canonical = self.block_hash(mined.block).await?;
+            let Some(mut mined) = self.confirming.pop_front() else { break };
+            if canonical == Some(mined.block_hash) {
+                for item in &mined.sent.items {
+                    bus::ack(&item.js, AckKind::Ack).await;
+                }
+                continue;
+            }
+            // Mined again elsewhere (a node re-including it after the reorg)?
+            if let Some(receipt) = self.receipt(&mined.sent).await?
+                && let (Some(block), Some(hash)) = (receipt.block_number, receipt.block_hash)
+                && self.block_hash(block).await? == Some(hash)
+            {
+                (mined.block, mined.block_hash) = (block, hash);
+                self.confirming.push_front(mined);
+                continue;
+            }
+            self.reorged(mined).await?;
+        }
+        Ok(())
+    }
+
+    /// A delivery dropped by a reorg of this chain: its messages are undelivered in the
+    /// store and the same transaction (same nonce, so later ones are not left behind a
+    /// gap) goes out again.
+    async fn reorged(&mut self, mined: Mined) -> Result<(), DeliverError> {
+        let Mined { mut sent, block, block_hash } = mined;
+        let chain = self.name.as_str();
+        warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
+        self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
+        self.shared.store.update(&ids, |r| {
+            r.undeliver(detail.clone());
+            true
+        })?;
+        // The same transaction: it runs on the state the reorg went back to, so it does
+        // what it was predicted to do (items that failed in it fail again, already parked).
+        sent.resent = true;
+        sent.sent_at = Instant::now();
+        self.send_version(&mut sent).await?;
+        let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
+        self.in_flight.insert(at, sent);
+        Ok(())
+    }
+
+    /// The canonical hash of block `number` of this chain.
+    async fn block_hash(&self, number: u64) -> Result<Option<B256>, DeliverError> {
+        let block =
+            self.rpc("eth_getBlockByNumber", self.provider.get_block_by_number(number.into()).into_future()).await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
     /// The receipt of whichever version of `sent` was mined, if one was.
     async fn receipt(&self, sent: &InFlight) -> Result<Option<TransactionReceipt>, DeliverError> {
         for hash in sent.sent.iter().rev() {
@@ -596,9 +722,9 @@ impl Deliverer {
         Ok(None)
     }
 
-    /// Validates a mined transaction's receipt against its prediction and confirms its
-    /// messages.
-    async fn settle(&self, sent: InFlight, receipt: TransactionReceipt) -> Result<(), DeliverError> {
+    /// Validates a mined transaction's receipt against its prediction and records its
+    /// messages; returns it holding the delivered ones, to be acked once final.
+    async fn settle(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Option<Mined>, DeliverError> {
         let m = &self.shared.metrics;
         let chain = self.name.as_str();
         m.submitter_batch_size.with_label_values(&[chain]).observe(sent.items.len() as f64);
@@ -610,9 +736,13 @@ impl Deliverer {
             error!(chain, tx = %receipt.transaction_hash, nonce = sent.nonce, block = ?receipt.block_number, predicted_on = sent.basis.block, layered = ?sent.basis.layered, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
             e.to_string()
         });
-        self.confirm(sent.items, &receipt, mismatch).await?;
+        let items = std::mem::take(&mut sent.items);
+        sent.items = self.confirm(items, &receipt, mismatch, !sent.resent).await?;
         self.update_balance().await;
-        Ok(())
+        let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Err(DeliverError::Rpc(format!("receipt {} without a block", receipt.transaction_hash)));
+        };
+        Ok((!sent.items.is_empty()).then_some(Mined { sent, block, block_hash }))
     }
 
     /// The next nonce: the larger of the stored one and the chain's pending count, moved
@@ -634,14 +764,17 @@ impl Deliverer {
         Ok(nonce)
     }
 
-    /// Marks each message delivered (once `delivered(id)` reads true) or parked (its item
-    /// failed on chain), and acks it; anything else goes back for another try.
+    /// Marks each message delivered (once `delivered(id)` reads true; returned, to be
+    /// acked when the block is final) or parked (its item failed on chain, acked); anything
+    /// else goes back for another try. `count` is false for a delivery sent again after a
+    /// reorg, which the metrics already counted.
     async fn confirm(
         &self,
         items: Vec<Item>,
         receipt: &TransactionReceipt,
         mismatch: Option<String>,
-    ) -> Result<(), DeliverError> {
+        count: bool,
+    ) -> Result<Vec<Item>, DeliverError> {
         let failed: HashMap<B256, Bytes> = receipt
             .inner
             .logs()
@@ -660,12 +793,15 @@ impl Deliverer {
             r.mismatch.clone_from(&mismatch);
             r.advance(Stage::Delivered, Some(detail.clone()))
         })?;
+        let mut kept = Vec::with_capacity(done.len());
         for (item, delivered) in items.into_iter().zip(delivered) {
             let id = item.record.id;
             if delivered {
-                self.count_delivered(&item.record);
+                if count {
+                    self.count_delivered(&item.record);
+                }
                 info!(%id, origin = item.message.origin, destination = item.message.destination, %tx, "delivered");
-                bus::ack(&item.js, AckKind::Ack).await;
+                kept.push(item);
             } else if let Some(reason) = failed.get(&id) {
                 let (label, text) = decode_revert(reason, "process_failed");
                 self.settle_failed(item, label, format!("failed on chain in {tx}: {text}")).await?;
@@ -674,7 +810,7 @@ impl Deliverer {
                 bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
             }
         }
-        Ok(())
+        Ok(kept)
     }
 
     /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.

@@ -198,6 +198,13 @@ impl MessageRecord {
         true
     }
 
+    /// Takes a delivery back (to `Submitted`) because the block that held it was reorged
+    /// away on the destination: the message must be delivered again.
+    pub fn undeliver(&mut self, detail: String) {
+        self.stage = Stage::Submitted;
+        self.history.push(StageEntry { stage: Stage::Submitted, at_ms: now_ms(), detail: Some(detail) });
+    }
+
     /// When it entered `stage` last, if it did.
     pub fn entered(&self, stage: Stage) -> Option<u64> {
         self.history.iter().rev().find(|e| e.stage == stage).map(|e| e.at_ms)

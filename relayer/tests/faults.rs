@@ -1,0 +1,247 @@
+//! Fault injection: messages flow alpha <-> beta through `ferry run` processes (one
+//! running the validators, one the relayer) while the relayer is killed with SIGKILL three
+//! times mid-batch and restarted from its data dir, nats-server restarts, beta's anvil
+//! freezes for 10 s (SIGSTOP/SIGCONT), alpha reorgs shallower than its confirmations
+//! and, last, deeper. What must hold is read from the chains' events, not from ferry:
+//! every message dispatched on a surviving block is delivered exactly once, nothing from
+//! a dropped block is, tokens locked on alpha equal the bridged supply on beta, and the
+//! deep reorg halts alpha in the light client and raises `ferry_light_client_halted`.
+//!
+//! `FERRY_FAULT_MESSAGES` sets the size (default 1,000, as CI runs it; the full run is
+//! 10,000).
+
+mod common;
+
+use std::{
+    collections::HashSet,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::{Provider, ProviderBuilder, ext::AnvilApi},
+    rpc::types::{Filter, anvil::ReorgOptions},
+    sol_types::SolEvent,
+};
+use common::{Net, ferry_run, wait_for, wait_ok};
+use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge};
+use tokio::process::Child;
+
+const CONFIRMATIONS: u64 = 3;
+/// How long the traffic takes to send, whatever its size.
+const TRAFFIC: Duration = Duration::from_secs(45);
+const TICK: Duration = Duration::from_millis(200);
+
+fn kill9(child: &Child) {
+    let pid = child.id().unwrap() as i32;
+    // SAFETY: kill(2) on a child we started and have not reaped.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
+}
+
+/// Ids of the `Dispatch` events on chain `name`'s canonical chain.
+async fn dispatched(net: &Net, name: &str) -> HashSet<B256> {
+    let provider = ProviderBuilder::new().connect_http(net.rpc(name).parse().unwrap());
+    let filter = Filter::new()
+        .address(net.config.chains[name].mailbox)
+        .event_signature(Mailbox::Dispatch::SIGNATURE_HASH)
+        .from_block(0);
+    provider.get_logs(&filter).await.unwrap().iter().map(|l| l.topics()[1]).collect()
+}
+
+/// The last block of chain `name` in which its Mailbox emitted anything (a dispatch or a
+/// delivery).
+async fn last_mailbox_block(net: &Net, name: &str) -> u64 {
+    let provider = ProviderBuilder::new().connect_http(net.rpc(name).parse().unwrap());
+    let filter = Filter::new().address(net.config.chains[name].mailbox).from_block(0);
+    provider.get_logs(&filter).await.unwrap().iter().filter_map(|l| l.block_number).max().unwrap_or(0)
+}
+
+/// Who sends what, from where: everything a sender task needs, owned.
+struct Traffic {
+    provider: alloy::providers::DynProvider,
+    bridge: Address,
+    token: Option<Address>,
+    destination: u32,
+    user: Address,
+    recipient: Address,
+    total: usize,
+}
+
+impl Traffic {
+    fn new(net: &Net, from: &str, to: &str, sender: usize, recipient: Address, total: usize) -> Self {
+        let chain = &net.config.chains[from];
+        Traffic {
+            provider: net.wallet(from, sender),
+            bridge: chain.bridge.unwrap(),
+            // The collateral side locks, so it approves first.
+            token: (chain.chain_id == 31337).then(|| chain.token.unwrap()),
+            destination: net.config.chains[to].chain_id as u32,
+            user: net.account(sender),
+            recipient,
+            total,
+        }
+    }
+
+    /// Sends its transfers over [`TRAFFIC`], a few every tick, without waiting for
+    /// receipts; the nonce is read from the node every tick, so that transactions a
+    /// reorg dropped leave no gap.
+    async fn run(self) {
+        let bridge = TokenBridge::new(self.bridge, &self.provider);
+        if let Some(token) = self.token {
+            let token = BridgedToken::new(token, &self.provider);
+            token.approve(self.bridge, U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
+        }
+        let ticks = (TRAFFIC.as_millis() / TICK.as_millis()) as usize;
+        let per_tick = self.total.div_ceil(ticks).max(1);
+        let mut sent = 0;
+        while sent < self.total {
+            let started = Instant::now();
+            if let Ok(mut nonce) = self.provider.get_transaction_count(self.user).pending().await {
+                let fee = self.provider.get_gas_price().await.unwrap_or(1_000_000_000) * 3 + 1_000_000_000;
+                for _ in 0..per_tick.min(self.total - sent) {
+                    let call = bridge
+                        .transferRemote(self.destination, self.recipient, U256::from(1 + sent))
+                        .nonce(nonce)
+                        .gas(300_000)
+                        .max_fee_per_gas(fee)
+                        .max_priority_fee_per_gas(1_000_000_000);
+                    if call.send().await.is_ok() {
+                        nonce += 1;
+                        sent += 1;
+                    }
+                }
+            }
+            tokio::time::sleep(TICK.saturating_sub(started.elapsed())).await;
+        }
+    }
+}
+
+/// Waits until chain `name` shows more `Process` events than `than`; returns how many.
+async fn more_processed(net: &Net, name: &str, than: usize) -> usize {
+    wait_for(Duration::from_secs(180), &format!("more deliveries on {name} than {than}"), || async {
+        let n = net.processed(name).await.len();
+        (n > than).then_some(n)
+    })
+    .await
+}
+
+/// `ferry_light_client_halted{chain}` from a `/metrics` page.
+async fn halted(api: &str, chain: &str) -> bool {
+    let Ok(response) = reqwest::get(format!("{api}/metrics")).await else { return false };
+    let text = response.text().await.unwrap_or_default();
+    text.lines().any(|l| {
+        l.starts_with("ferry_light_client_halted{") && l.contains(&format!("chain=\"{chain}\"")) && l.ends_with(" 1")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
+    let size: usize = std::env::var("FERRY_FAULT_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let mut net = Net::start(Some(Duration::from_millis(500)), CONFIRMATIONS).await;
+    let path = net.dir.path().join("ferry.toml");
+    net.config.write(&path).unwrap();
+    let validator_listen = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap());
+    let validator_env = [
+        ("FERRY__DATA_DIR", net.dir.path().join("validator").display().to_string()),
+        ("FERRY__HTTP__LISTEN", validator_listen.clone()),
+    ];
+    let validator_api = format!("http://{validator_listen}");
+    let _validators = ferry_run(&path, "validator", &validator_env);
+    let mut relayer = ferry_run(&path, "relayer", &[]);
+    wait_ok(&format!("{}/healthz", net.api()), Duration::from_secs(60)).await;
+    wait_ok(&format!("{validator_api}/healthz"), Duration::from_secs(60)).await;
+
+    // Account 1 gets synthetic tokens on beta to send back.
+    let seed = net.send_many("alpha", "beta", 0, net.account(1), &[U256::from(10u64.pow(12))]).await;
+    net.wait_processed("beta", &seed, Duration::from_secs(120)).await;
+
+    let senders = [
+        tokio::spawn(Traffic::new(&net, "alpha", "beta", 0, net.account(3), size / 2).run()),
+        tokio::spawn(Traffic::new(&net, "beta", "alpha", 1, net.account(4), size - size / 2).run()),
+    ];
+
+    // (a) SIGKILL the relayer three times while batches are in flight, restarting it
+    // from the same data dir each time.
+    let mut seen = net.processed("beta").await.len();
+    for _ in 0..3 {
+        seen = more_processed(&net, "beta", seen).await;
+        kill9(&relayer);
+        relayer.wait().await.unwrap();
+        relayer = ferry_run(&path, "relayer", &[]);
+    }
+    // (b) nats-server restarts (same port, same JetStream store).
+    seen = more_processed(&net, "beta", seen).await;
+    net.devnet.nats.restart().await.unwrap();
+    // (c) beta's node freezes for 10 s: an RPC outage for every process.
+    seen = more_processed(&net, "beta", seen).await;
+    net.devnet.beta.pause().unwrap();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    net.devnet.beta.resume().unwrap();
+    // (d) alpha reorgs 2 blocks deep, under its 3 confirmations: what those blocks held
+    // is gone, and must never be delivered.
+    more_processed(&net, "beta", seen).await;
+    let alpha = ProviderBuilder::new().connect_http(net.rpc("alpha").parse().unwrap());
+    alpha.anvil_reorg(ReorgOptions { depth: 2, tx_block_pairs: vec![] }).await.unwrap();
+
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    // Every message dispatched on a surviving block arrives, once; nothing else does.
+    let deadline = Duration::from_secs(180 + size as u64 / 20);
+    let there = dispatched(&net, "alpha").await;
+    let back = dispatched(&net, "beta").await;
+    let there: Vec<B256> = there.into_iter().collect();
+    let back: Vec<B256> = back.into_iter().collect();
+    let on_beta = net.wait_processed("beta", &there, deadline).await;
+    let on_alpha = net.wait_processed("alpha", &back, deadline).await;
+
+    // (e) Last, alpha reorgs deeper than its confirmations, over blocks already final.
+    // The blocks it replaces hold no dispatch and no delivery: what final blocks held was
+    // acted on, which no relayer can undo once finality is broken. Alpha halts in the
+    // light client.
+    let last = last_mailbox_block(&net, "alpha").await;
+    wait_for(Duration::from_secs(60), "alpha past its last dispatch by more than the reorg", || async {
+        (alpha.get_block_number().await.ok()? > last + CONFIRMATIONS + 4).then_some(())
+    })
+    .await;
+    alpha.anvil_reorg(ReorgOptions { depth: CONFIRMATIONS + 3, tx_block_pairs: vec![] }).await.unwrap();
+    wait_for(Duration::from_secs(60), "alpha halted in the validators' light client", || async {
+        halted(&validator_api, "alpha").await.then_some(())
+    })
+    .await;
+    let ready = reqwest::get(format!("{validator_api}/readyz")).await.unwrap();
+    assert_eq!(ready.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE, "a halted chain is not ready");
+    // Beta is not halted: a message to alpha still arrives.
+    let after = net.send_many("beta", "alpha", 1, net.account(4), &[U256::from(5u64)]).await;
+    net.wait_processed("alpha", &after, Duration::from_secs(120)).await;
+
+    // The invariants, from the chains.
+    let there_set: HashSet<B256> = dispatched(&net, "alpha").await;
+    let back_set: HashSet<B256> = dispatched(&net, "beta").await;
+    let on_beta_now = net.processed("beta").await;
+    let on_alpha_now = net.processed("alpha").await;
+    for (id, txs) in &on_beta_now {
+        assert_eq!(txs.len(), 1, "message {id} delivered {} times on beta", txs.len());
+        assert!(there_set.contains(id), "message {id} delivered on beta was not dispatched on a surviving block");
+    }
+    for (id, txs) in &on_alpha_now {
+        assert_eq!(txs.len(), 1, "message {id} delivered {} times on alpha", txs.len());
+        assert!(back_set.contains(id), "message {id} delivered on alpha was not dispatched on beta");
+    }
+    for id in &there_set {
+        assert!(on_beta_now.contains_key(id), "message {id} from alpha never delivered");
+    }
+    for id in &back_set {
+        assert!(on_alpha_now.contains_key(id), "message {id} from beta never delivered");
+    }
+    assert!(
+        there_set.len() + back_set.len() >= size / 2,
+        "only {} messages survived",
+        there_set.len() + back_set.len()
+    );
+    let _ = (on_beta, on_alpha);
+    let locked = net.balance("alpha", net.config.chains["alpha"].bridge.unwrap()).await;
+    assert_eq!(locked, net.supply("beta").await, "locked on alpha == bridged supply on beta");
+    assert!(net.failed("alpha").await.is_empty() && net.failed("beta").await.is_empty());
+    kill9(&relayer);
+}
