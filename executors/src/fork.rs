@@ -19,6 +19,9 @@ use tokio::runtime::Runtime;
 
 use crate::{StateError, StateSource};
 
+/// Longest wait for one RPC answer.
+const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// A chain's state at one block, read over RPC on first use and cached.
 pub struct ForkedState {
     provider: DynProvider,
@@ -77,7 +80,11 @@ impl ForkedState {
         runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
-        rx.recv().map_err(|_| StateError("RPC runtime stopped".into()))?
+        // A node that never answers fails the batch instead of holding a worker forever.
+        rx.recv_timeout(RPC_TIMEOUT).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => StateError(format!("no RPC answer in {RPC_TIMEOUT:?}")),
+            std::sync::mpsc::RecvTimeoutError::Disconnected => StateError("RPC runtime stopped".into()),
+        })?
     }
 
     async fn fetch_account(

@@ -24,6 +24,9 @@ pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
 /// connection, shared by every task: a task holding them all would wait on itself).
 const PUBLISH_WINDOW: usize = 500;
 
+/// How much longer than its own expiry a fetch may take before it is abandoned.
+const FETCH_GRACE: Duration = Duration::from_secs(10);
+
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
 
@@ -202,21 +205,28 @@ struct Outgoing {
 /// ready with it). A message the fetch fails on mid-way stays unacked and comes back
 /// later.
 pub async fn take(consumer: &PullConsumer, max: usize, wait: Duration) -> Result<Vec<jetstream::Message>, BusError> {
-    let mut taken = ready(consumer, max).await?;
-    if taken.is_empty() && !wait.is_zero() {
-        let first = consumer
-            .batch()
-            .max_messages(1)
-            .expires(wait)
-            .messages()
-            .await
-            .map_err(|e| BusError::Fetch(e.to_string()))?;
-        taken = drain(first).await;
-        if !taken.is_empty() && max > 1 {
-            taken.extend(ready(consumer, max - 1).await?);
+    // The server ends every fetch (at once, or at `wait`); a connection that silently
+    // dropped its answer must not hold the caller beyond that.
+    let limit = wait + FETCH_GRACE;
+    let taken = tokio::time::timeout(limit, async {
+        let mut taken = ready(consumer, max).await?;
+        if taken.is_empty() && !wait.is_zero() {
+            let first = consumer
+                .batch()
+                .max_messages(1)
+                .expires(wait)
+                .messages()
+                .await
+                .map_err(|e| BusError::Fetch(e.to_string()))?;
+            taken = drain(first).await;
+            if !taken.is_empty() && max > 1 {
+                taken.extend(ready(consumer, max - 1).await?);
+            }
         }
-    }
-    Ok(taken)
+        Ok::<_, BusError>(taken)
+    })
+    .await;
+    taken.map_err(|_| BusError::Fetch(format!("no answer within {limit:?}")))?
 }
 
 /// What `consumer` has ready, up to `max`, without waiting.

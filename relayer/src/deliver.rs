@@ -55,6 +55,8 @@ const TX_GAS_CAP: u64 = 1 << 24;
 const RECEIPT_POLL: Duration = Duration::from_millis(100);
 /// How long an idle deliverer waits on the bus for the first message of a round.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// Longest wait for one RPC answer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// `delivered(id)` reads per JSON-RPC batch request.
 const READS_PER_REQUEST: usize = 200;
 
@@ -889,7 +891,13 @@ impl Deliverer {
         method: &str,
         call: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, DeliverError> {
-        self.shared.metrics.rpc(&self.name, method, call).await.map_err(|e| DeliverError::Rpc(format!("{method}: {e}")))
+        // A node that never answers must not hold the deliverer forever: the round fails
+        // and is retried (what it had taken comes back from JetStream).
+        let call = self.shared.metrics.rpc(&self.name, method, call);
+        match tokio::time::timeout(RPC_TIMEOUT, call).await {
+            Ok(result) => result.map_err(|e| DeliverError::Rpc(format!("{method}: {e}"))),
+            Err(_) => Err(DeliverError::Rpc(format!("{method}: no answer in {RPC_TIMEOUT:?}"))),
+        }
     }
 }
 
