@@ -113,6 +113,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     let end_to_end_seconds = start.elapsed().as_secs_f64();
     // The peak is the relay's: taken before the records are read back.
     let peak_rss_bytes = peak_rss();
+    delivered_once_on_chain(&devnet, &ids).await?;
     let (mut first_observed, mut last_delivered) = (u64::MAX, 0);
     let mut latencies = Vec::with_capacity(messages);
     let mut txs = std::collections::HashSet::new();
@@ -179,4 +180,28 @@ async fn dispatched(alpha: &impl Provider, sent: &[B256], user: Address, nonce: 
         .filter_map(|log| Some((log.transaction_hash?, log.log_decode::<Mailbox::Dispatch>().ok()?.inner.data.id)))
         .collect();
     sent.iter().map(|tx| by_tx.get(tx).copied().context("a transfer without a Dispatch log")).collect()
+}
+
+/// What the chains say, not ferry: every message sent was processed on beta exactly
+/// once, nothing else was, and the tokens locked on alpha equal the supply on beta.
+async fn delivered_once_on_chain(devnet: &Devnet, ids: &[B256]) -> anyhow::Result<()> {
+    let info = devnet.info();
+    let (alpha, beta) = (&info.chains[0], &info.chains[1]);
+    let beta_rpc = alloy::providers::ProviderBuilder::new().connect_http(beta.rpc_url.parse()?);
+    let alpha_rpc = alloy::providers::ProviderBuilder::new().connect_http(alpha.rpc_url.parse()?);
+    let filter = Filter::new().address(beta.mailbox).event_signature(Mailbox::Process::SIGNATURE_HASH).from_block(0);
+    let mut processed: HashMap<B256, usize> = HashMap::new();
+    for log in beta_rpc.get_logs(&filter).await? {
+        let id = log.topics().get(1).copied().context("a Process event without an id")?;
+        *processed.entry(id).or_default() += 1;
+    }
+    for id in ids {
+        let times = processed.get(id).copied().unwrap_or(0);
+        anyhow::ensure!(times == 1, "message {id} processed {times} times on beta");
+    }
+    anyhow::ensure!(processed.len() == ids.len(), "{} messages processed on beta, {} sent", processed.len(), ids.len());
+    let locked = BridgedToken::new(alpha.token, &alpha_rpc).balanceOf(alpha.bridge).call().await?;
+    let supply = BridgedToken::new(beta.token, &beta_rpc).totalSupply().call().await?;
+    anyhow::ensure!(locked == supply, "locked on alpha {locked} != supply on beta {supply}");
+    Ok(())
 }

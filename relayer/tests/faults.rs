@@ -239,6 +239,11 @@ async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
         "only {} messages survived",
         there_set.len() + back_set.len()
     );
+    eprintln!(
+        "{} messages alpha -> beta and {} beta -> alpha dispatched on surviving blocks, each delivered once",
+        there_set.len(),
+        back_set.len()
+    );
     let _ = (on_beta, on_alpha);
     let locked = net.balance("alpha", net.config.chains["alpha"].bridge.unwrap()).await;
     assert_eq!(locked, net.supply("beta").await, "locked on alpha == bridged supply on beta");
