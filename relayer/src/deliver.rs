@@ -55,6 +55,8 @@ const TX_GAS_CAP: u64 = 1 << 24;
 const RECEIPT_POLL: Duration = Duration::from_millis(100);
 /// How long an idle deliverer waits on the bus for the first message of a round.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// When a message delivered in a block not yet final comes back to be acked.
+const FINALITY_RETRY: Duration = Duration::from_secs(2);
 /// Longest wait for one RPC answer.
 const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// `delivered(id)` reads per JSON-RPC batch request.
@@ -92,6 +94,9 @@ struct InFlight {
     /// Every version sent (each replacement pays more), latest last.
     sent: Vec<B256>,
     max_fee: u128,
+    /// Priority fee of the latest version (raised with `max_fee`: nodes take a
+    /// replacement only if both rise).
+    tip: u128,
     /// When the latest version went out.
     sent_at: Instant,
     /// When its messages are next told to JetStream to be still in progress.
@@ -341,11 +346,17 @@ impl Deliverer {
         }
         let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
         let ids: Vec<B256> = unconfirmed.iter().map(|i| i.record.id).collect();
-        let delivered = self.delivered(&ids, latest).await?;
+        let now = self.delivered(&ids, latest).await?;
+        let final_ = self.delivered(&ids, latest.saturating_sub(self.chain.confirmations)).await?;
         let mut again = Vec::new();
-        for (mut item, delivered) in unconfirmed.into_iter().zip(delivered) {
-            if delivered {
+        for ((mut item, now), final_) in unconfirmed.into_iter().zip(now).zip(final_) {
+            if final_ {
                 bus::ack(&item.js, AckKind::Ack).await;
+                continue;
+            }
+            if now {
+                // Delivered in a block not yet final: back later, when it may be.
+                bus::ack(&item.js, AckKind::Nak(Some(FINALITY_RETRY))).await;
                 continue;
             }
             let id = item.record.id;
@@ -542,6 +553,7 @@ impl Deliverer {
             basis,
             sent: Vec::new(),
             max_fee: base * 2 + TIP,
+            tip: TIP,
             sent_at: now,
             progress_at: now + self.shared.bus.ack_wait() / 3,
             resent: false,
@@ -560,7 +572,7 @@ impl Deliverer {
             .with_nonce(sent.nonce)
             .with_gas_limit(sent.gas_limit)
             .with_max_fee_per_gas(sent.max_fee)
-            .with_max_priority_fee_per_gas(TIP.min(sent.max_fee))
+            .with_max_priority_fee_per_gas(sent.tip.min(sent.max_fee))
             .with_chain_id(self.chain.chain_id);
         let hash = match self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await {
             Ok(pending) => *pending.tx_hash(),
@@ -594,19 +606,30 @@ impl Deliverer {
         if self.in_flight.is_empty() && self.confirming.is_empty() {
             return Ok(());
         }
+        // Before anything that can fail or wait: the messages held stay ours.
+        self.keep_held().await;
         let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
         if latest != self.seen_block {
             let mut waiting = VecDeque::with_capacity(self.in_flight.len());
             while let Some(sent) = self.in_flight.pop_front() {
-                match self.receipt(&sent).await {
-                    Ok(Some(receipt)) => {
-                        if let Some(mined) = self.settle(sent, receipt).await? {
-                            self.confirming.push_back(mined);
-                        }
+                let settled = match self.receipt(&sent).await {
+                    // A mined one that fails to settle is not lost: its messages are
+                    // unacked and come back from JetStream.
+                    Ok(Some(receipt)) => self.settle(sent, receipt).await,
+                    Ok(None) => {
+                        waiting.push_back(sent);
+                        continue;
                     }
-                    Ok(None) => waiting.push_back(sent),
                     Err(e) => {
                         waiting.push_back(sent);
+                        Err(e)
+                    }
+                };
+                match settled {
+                    Ok(Some(mined)) => self.confirming.push_back(mined),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // The ones not yet mined stay tracked, in nonce order.
                         waiting.extend(self.in_flight.drain(..));
                         self.in_flight = waiting;
                         return Err(e);
@@ -618,23 +641,7 @@ impl Deliverer {
             self.seen_block = latest;
         }
         let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
-        let progress_every = self.shared.bus.ack_wait() / 3;
         let now = Instant::now();
-        for items in self
-            .in_flight
-            .iter_mut()
-            .map(|s| (&s.items, &mut s.progress_at))
-            .chain(self.confirming.iter_mut().map(|m| (&m.sent.items, &mut m.sent.progress_at)))
-        {
-            let (items, progress_at) = items;
-            if now >= *progress_at {
-                // Still ours: keep JetStream from handing these to another relayer.
-                for item in items {
-                    bus::ack(&item.js, AckKind::Progress).await;
-                }
-                *progress_at = now + progress_every;
-            }
-        }
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let mut result = Ok(());
         for sent in in_flight.iter_mut() {
@@ -642,6 +649,7 @@ impl Deliverer {
                 let chain = self.name.as_str();
                 self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
                 sent.max_fee = sent.max_fee * 5 / 4 + 1;
+                sent.tip = sent.tip * 5 / 4 + 1;
                 sent.sent_at = now;
                 warn!(chain, nonce = sent.nonce, max_fee = sent.max_fee, "delivery stuck; replacing with a higher fee");
                 result = self.send_version(sent).await;
@@ -649,6 +657,27 @@ impl Deliverer {
         }
         self.in_flight = in_flight;
         result
+    }
+
+    /// Tells JetStream, every third of its ack wait, that the messages of transactions in
+    /// flight and awaiting finality are still being worked on, so that it hands them to
+    /// nobody else meanwhile.
+    async fn keep_held(&mut self) {
+        let progress_every = self.shared.bus.ack_wait() / 3;
+        let now = Instant::now();
+        let held = self
+            .in_flight
+            .iter_mut()
+            .map(|s| (&s.items, &mut s.progress_at))
+            .chain(self.confirming.iter_mut().map(|m| (&m.sent.items, &mut m.sent.progress_at)));
+        for (items, progress_at) in held {
+            if now >= *progress_at {
+                for item in items {
+                    bus::ack(&item.js, AckKind::Progress).await;
+                }
+                *progress_at = now + progress_every;
+            }
+        }
     }
 
     /// Acks the messages of mined transactions whose block is final and still canonical;
@@ -669,10 +698,14 @@ impl Deliverer {
                 continue;
             }
             // Mined again elsewhere (a node re-including it after the reorg)?
-            if let Some(receipt) = self.receipt(&mined.sent).await?
-                && let (Some(block), Some(hash)) = (receipt.block_number, receipt.block_hash)
-                && self.block_hash(block).await? == Some(hash)
-            {
+            let moved = match self.remined(&mined.sent).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    self.confirming.push_front(mined);
+                    return Err(e);
+                }
+            };
+            if let Some((block, hash)) = moved {
                 (mined.block, mined.block_hash) = (block, hash);
                 self.confirming.push_front(mined);
                 continue;
@@ -682,28 +715,38 @@ impl Deliverer {
         Ok(())
     }
 
-    /// A delivery dropped by a reorg of this chain: its messages are undelivered in the
-    /// store and the same transaction (same nonce, so later ones are not left behind a
-    /// gap) goes out again.
+    /// The canonical block and hash holding whichever version of `sent` is mined now.
+    async fn remined(&self, sent: &InFlight) -> Result<Option<(u64, B256)>, DeliverError> {
+        let Some(receipt) = self.receipt(sent).await? else { return Ok(None) };
+        let (Some(block), Some(hash)) = (receipt.block_number, receipt.block_hash) else { return Ok(None) };
+        Ok((self.block_hash(block).await? == Some(hash)).then_some((block, hash)))
+    }
+
+    /// A delivery dropped by a reorg of this chain: back in flight first (so that nothing
+    /// below can lose it), its messages undelivered in the store, and the same transaction
+    /// (same nonce, so later ones are not left behind a gap) sent again; if that send
+    /// fails, the stuck-transaction replacement sends it later.
     async fn reorged(&mut self, mined: Mined) -> Result<(), DeliverError> {
         let Mined { mut sent, block, block_hash } = mined;
         let chain = self.name.as_str();
         warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
         self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
+        // The same transaction: it runs on the state the reorg went back to, so it does
+        // what it was predicted to do (items that failed in it fail again, already parked).
+        sent.resent = true;
+        sent.sent_at = Instant::now();
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
+        self.in_flight.insert(at, sent);
         let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
         self.shared.store.update(&ids, |r| {
             r.undeliver(detail.clone());
             true
         })?;
-        // The same transaction: it runs on the state the reorg went back to, so it does
-        // what it was predicted to do (items that failed in it fail again, already parked).
-        sent.resent = true;
-        sent.sent_at = Instant::now();
-        self.send_version(&mut sent).await?;
-        let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
-        self.in_flight.insert(at, sent);
-        Ok(())
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let result = self.send_version(&mut in_flight[at]).await;
+        self.in_flight = in_flight;
+        result
     }
 
     /// The canonical hash of block `number` of this chain.
@@ -760,7 +803,9 @@ impl Deliverer {
         if stored > pending {
             warn!(chain = %self.name, stored, pending, "transactions sent before were dropped by the node; reusing their nonces");
         }
-        let nonce = pending.max(self.next_nonce.unwrap_or(0));
+        // Never a nonce still held in flight (after a restart of this loop, say).
+        let held = self.in_flight.iter().map(|f| f.nonce + 1).max().unwrap_or(0);
+        let nonce = pending.max(self.next_nonce.unwrap_or(0)).max(held);
         self.shared.store.write(|tx| tx.set_nonce(chain_id, self.relayer, nonce + 1))?;
         self.next_nonce = Some(nonce + 1);
         Ok(nonce)
@@ -846,11 +891,17 @@ impl Deliverer {
     async fn settle_failed(&self, item: Item, label: &'static str, reason: String) -> Result<(), DeliverError> {
         let id = item.record.id;
         if label == "AlreadyDelivered" {
-            let mailbox = Mailbox::new(self.chain.mailbox, &self.provider);
-            if self.rpc("eth_call", mailbox.delivered(id).call().into_future()).await? {
+            let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
+            let final_block = latest.saturating_sub(self.chain.confirmations);
+            if self.delivered(&[id], final_block).await?.first() == Some(&true) {
                 self.shared.store.update(&[id], |r| r.advance(Stage::Delivered, Some("already delivered".into())))?;
                 info!(%id, origin = item.message.origin, destination = item.message.destination, "already delivered; acked");
                 bus::ack(&item.js, AckKind::Ack).await;
+                return Ok(());
+            }
+            if self.delivered(&[id], latest).await?.first() == Some(&true) {
+                // Somebody's delivery, in a block not yet final: acked once it is.
+                bus::ack(&item.js, AckKind::Nak(Some(FINALITY_RETRY))).await;
                 return Ok(());
             }
         }
