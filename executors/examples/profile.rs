@@ -1,19 +1,59 @@
 //! Runs one workload many times, for profilers: `cargo run --release -p ferry-executors
-//! --example profile -- erc20 parallel`.
+//! --example profile -- erc20 parallel [rounds]` (modes: parallel, sequential, plain,
+//! and compare, which alternates the three and prints medians and ratios).
 
 use ferry_executors::{Executor, ExecutorConfig, bench};
+use std::time::Instant;
 
 fn main() {
+    if let Ok(filter) = std::env::var("FERRY_LOG") {
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    }
     let args: Vec<String> = std::env::args().collect();
     let name = args.get(1).map_or("erc20", String::as_str);
     let mode = args.get(2).map_or("parallel", String::as_str);
+    let rounds: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(200);
     let Ok(f) = bench::Fixture::new(2002) else { return };
     let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1, record_access: false });
-    let Some(w) = bench::workloads(&f, 1000).into_iter().find(|w| w.name == name) else { return };
-    for _ in 0..200 {
-        let _ = match mode {
-            "sequential" => executor.execute_sequential(f.state.clone(), f.ctx.clone(), w.txs.clone()),
-            _ => executor.execute_parallel(f.state.clone(), f.ctx.clone(), w.txs.clone()),
+    let names: Vec<&str> = if name == "all" {
+        vec!["raw-transfer", "erc20", "heavy", "hot-10", "hot-30", "hot-50", "dependent-chain", "mailbox-delivery"]
+    } else {
+        vec![name]
+    };
+    for name in names {
+        let Some(w) = bench::workloads(&f, 1000).into_iter().find(|w| w.name == name) else { return };
+        let (mut plain, mut par, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            if mode == "plain" || mode == "compare" {
+                plain.push(bench::plain_revm(f.state.clone(), &f.ctx, &w.txs).0);
+            }
+            if mode == "parallel" || (mode == "compare" && std::env::var("SKIP_PAR").is_err()) {
+                let txs = w.txs.clone();
+                let start = Instant::now();
+                let out = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs);
+                par.push(start.elapsed().as_secs_f64());
+                drop(out);
+            }
+            if mode == "sequential" || mode == "compare" {
+                let txs = w.txs.clone();
+                let start = Instant::now();
+                let out = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs);
+                seq.push(start.elapsed().as_secs_f64());
+                drop(out);
+            }
+        }
+        let median = |mut xs: Vec<f64>| {
+            xs.sort_by(f64::total_cmp);
+            xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
         };
+        let (p, q, s) = (median(plain), median(par), median(seq));
+        eprintln!(
+            "{name:<17} plain {:6.2} ms  parallel {:6.2} ms ({:.2}x)  sequential {:6.2} ms ({:.2}x)",
+            p * 1e3,
+            q * 1e3,
+            p / q,
+            s * 1e3,
+            p / s
+        );
     }
 }

@@ -79,8 +79,8 @@ pub(crate) struct Run {
 }
 
 /// Runs `tx` without crediting the beneficiary and without committing.
-pub(crate) fn run(evm: &mut WorkerEvm, tx: &TxEnv) -> Run {
-    evm.ctx.tx = tx.clone();
+pub(crate) fn run(evm: &mut WorkerEvm, tx: TxEnv) -> Run {
+    evm.ctx.tx = tx;
     let mut handler = DeferredFee::default();
     let result = handler.run(evm);
     // Always: it clears the journal, which keeps accounts loaded even after an error.

@@ -1,9 +1,15 @@
 //! Multi-version memory: for every location (an account's basic fields, a storage slot)
 //! the values written by each transaction of the batch, by index and incarnation.
 
-use std::sync::Mutex;
+use std::{
+    hash::BuildHasher,
+    sync::{
+        Mutex, RwLock,
+        atomic::{AtomicU32, Ordering},
+    },
+};
 
-use dashmap::DashMap;
+use hashbrown::{HashTable, hash_table::Entry as Entry_};
 use revm::primitives::{Address, U256};
 use rustc_hash::FxBuildHasher;
 use smallvec::SmallVec;
@@ -113,7 +119,7 @@ pub(crate) struct Footprint {
 /// The versions of one location, sorted by writer. Most locations have one writer, so
 /// the first lives inline.
 #[derive(Debug, Default)]
-struct Versions(SmallVec<[(TxIdx, Entry); 1]>);
+pub(crate) struct Versions(SmallVec<[(TxIdx, Entry); 1]>);
 
 impl Versions {
     /// The newest version below `idx`.
@@ -142,25 +148,157 @@ impl Versions {
             self.0.remove(at);
         }
     }
+
+    /// The last writer's value, once the batch is done (an estimate left means it is not).
+    pub(crate) fn last(&self) -> Option<(TxIdx, Result<&Value, ()>)> {
+        self.0.last().map(|(writer, entry)| match entry {
+            Entry::Data(_, value) => (*writer, Ok(value)),
+            Entry::Estimate => (*writer, Err(())),
+        })
+    }
+
+    /// The highest writer that destroyed the account (a `Basic(None)` version).
+    pub(crate) fn last_destroyed(&self) -> Option<TxIdx> {
+        self.0.iter().rev().find(|(_, e)| matches!(e, Entry::Data(_, Value::Basic(None)))).map(|(w, _)| *w)
+    }
 }
 
-/// The multi-version store of one batch.
+/// Shards of the store: each takes a lock, so two workers meet on one only when their
+/// locations hash together.
+const SHARDS: usize = 256;
+
+/// One shard, on cache lines of its own.
+#[repr(align(64))]
+#[derive(Default)]
+struct Shard(RwLock<HashTable<(Location, Versions)>>);
+
+/// A location with its hash, computed once for the shard, the table and the filter.
+#[derive(Clone, Copy)]
+struct Key<'a> {
+    location: &'a Location,
+    hash: u64,
+}
+
+impl<'a> Key<'a> {
+    fn new(location: &'a Location) -> Self {
+        Self { location, hash: FxBuildHasher.hash_one(location) }
+    }
+    fn shard(self) -> usize {
+        (self.hash >> 32) as usize % SHARDS
+    }
+    fn slot(self, filter: usize) -> usize {
+        (self.hash >> 44) as usize % filter
+    }
+}
+
+fn hash_of(entry: &(Location, Versions)) -> u64 {
+    FxBuildHasher.hash_one(entry.0)
+}
+
+/// The multi-version store of one batch. Kept by the pool and cleared between batches,
+/// so that its tables are allocated once.
 pub(crate) struct MvMemory {
-    data: DashMap<Location, Versions, FxBuildHasher>,
+    shards: Box<[Shard]>,
+    /// Per bucket of location hashes: the lowest transaction that has written a location
+    /// hashing there. A read at or below it cannot find a version, so it goes straight
+    /// to the state before the batch: most reads, in batches with few conflicts. A
+    /// writer lowers it before its version is visible, so the shortcut never misses one.
+    lowest_writer: Box<[AtomicU32]>,
     footprints: Vec<Mutex<Footprint>>,
+    /// Nothing written since the last clear.
+    clean: bool,
+}
+
+impl Default for MvMemory {
+    fn default() -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            lowest_writer: Box::new([]),
+            footprints: Vec::new(),
+            clean: true,
+        }
+    }
 }
 
 impl MvMemory {
-    pub(crate) fn new(txs: usize) -> Self {
-        Self {
-            data: DashMap::with_capacity_and_hasher(txs * 4, FxBuildHasher),
-            footprints: (0..txs).map(|_| Mutex::new(Footprint::default())).collect(),
+    /// Empties it, keeping its tables' room (done off the caller's path, after a batch).
+    pub(crate) fn clear(&mut self) {
+        for bucket in self.lowest_writer.iter_mut() {
+            *bucket.get_mut() = u32::MAX;
         }
+        for shard in self.shards.iter_mut() {
+            shard.0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
+        for fp in &mut self.footprints {
+            let fp = fp.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            fp.writes.clear();
+            fp.reads.clear();
+        }
+        self.clean = true;
+    }
+
+    /// Ready for a batch of `txs` transactions: empty, with room.
+    pub(crate) fn prepare(&mut self, txs: usize) {
+        if !self.clean {
+            self.clear();
+        }
+        self.clean = false;
+        // About 16 buckets per transaction keeps false "maybe written" answers rare.
+        let filter = (txs * 16).next_power_of_two().clamp(1 << 12, 1 << 20);
+        if self.lowest_writer.len() != filter {
+            self.lowest_writer = (0..filter).map(|_| AtomicU32::new(u32::MAX)).collect();
+        }
+        for shard in self.shards.iter_mut() {
+            let table = shard.0.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            table.reserve((txs * 4).div_ceil(SHARDS), hash_of);
+        }
+        self.footprints.truncate(txs);
+        self.footprints.resize_with(txs, Default::default);
+    }
+
+    fn shard(&self, key: Key<'_>) -> std::sync::RwLockReadGuard<'_, HashTable<(Location, Versions)>> {
+        self.shards[key.shard()].0.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn shard_mut(&self, key: Key<'_>) -> std::sync::RwLockWriteGuard<'_, HashTable<(Location, Versions)>> {
+        self.shards[key.shard()].0.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether a transaction below `idx` may have written `key` (false: it surely has not).
+    fn maybe_written_below(&self, key: Key<'_>, idx: TxIdx) -> bool {
+        let bucket = &self.lowest_writer[key.slot(self.lowest_writer.len())];
+        (bucket.load(Ordering::SeqCst) as usize) < idx
+    }
+
+    /// Marks `idx` as a writer of `key` before its version is stored.
+    fn note_writer(&self, key: Key<'_>, idx: TxIdx) {
+        let bucket = &self.lowest_writer[key.slot(self.lowest_writer.len())];
+        bucket.fetch_min(idx as u32, Ordering::SeqCst);
+    }
+
+    /// Stores `entry` as `idx`'s version of `key`.
+    fn put(&self, key: Key<'_>, idx: TxIdx, entry: Entry) {
+        self.note_writer(key, idx);
+        let mut table = self.shard_mut(key);
+        match table.entry(key.hash, |(l, _)| l == key.location, hash_of) {
+            Entry_::Occupied(mut found) => found.get_mut().1.insert(idx, entry),
+            Entry_::Vacant(vacant) => {
+                let mut versions = Versions::default();
+                versions.insert(idx, entry);
+                vacant.insert((*key.location, versions));
+            }
+        }
+    }
+
+    /// Runs `f` on the versions of `location`, if any transaction wrote it.
+    fn with<R>(&self, key: Key<'_>, f: impl FnOnce(&Versions) -> R) -> Option<R> {
+        let table = self.shard(key);
+        table.find(key.hash, |(l, _)| l == key.location).map(|(_, versions)| f(versions))
     }
 
     /// Marks `location` as about to be written by `idx` (predicted writers, lazy accounts).
     pub(crate) fn seed_estimate(&self, location: Location, idx: TxIdx) {
-        self.data.entry(location).or_default().insert(idx, Entry::Estimate);
+        self.put(Key::new(&location), idx, Entry::Estimate);
         if let Ok(mut fp) = self.footprints[idx].lock()
             && !fp.writes.contains(&location)
         {
@@ -170,61 +308,75 @@ impl MvMemory {
 
     /// The newest value below `idx`.
     pub(crate) fn read(&self, location: &Location, idx: TxIdx) -> Lookup {
-        let Some(entries) = self.data.get(location) else { return Lookup::Base };
-        match entries.below(idx) {
+        let key = Key::new(location);
+        if !self.maybe_written_below(key, idx) {
+            return Lookup::Base;
+        }
+        self.with(key, |versions| match versions.below(idx) {
             None => Lookup::Base,
             Some((writer, Entry::Estimate)) => Lookup::Blocked(writer),
             Some((writer, Entry::Data(inc, value))) => Lookup::Found(Origin::Tx(writer, *inc), value.clone()),
-        }
+        })
+        .unwrap_or(Lookup::Base)
     }
 
     /// The entry `idx` itself wrote at `location`: `Err` for an estimate.
     pub(crate) fn entry_at(&self, location: &Location, idx: TxIdx) -> Option<Result<Value, ()>> {
-        let entries = self.data.get(location)?;
-        match entries.get(idx)? {
+        self.with(Key::new(location), |versions| match versions.get(idx)? {
             Entry::Estimate => Some(Err(())),
             Entry::Data(_, value) => Some(Ok(value.clone())),
-        }
+        })
+        .flatten()
     }
 
     /// A lazy account below `idx`: deltas summed down to an absolute value or the base.
     pub(crate) fn read_lazy(&self, address: Address, idx: TxIdx) -> Result<LazySum, TxIdx> {
-        let mut sum = LazySum::default();
-        let Some(entries) = self.data.get(&Location::Basic(address)) else { return Ok(sum) };
-        for (writer, entry) in entries.all_below(idx) {
-            match entry {
-                Entry::Estimate => return Err(writer),
-                Entry::Data(_, value) if sum.absorb(value) => break,
-                Entry::Data(..) => {}
-            }
+        let location = Location::Basic(address);
+        let key = Key::new(&location);
+        if !self.maybe_written_below(key, idx) {
+            return Ok(LazySum::default());
         }
-        Ok(sum)
+        self.with(key, |versions| {
+            let mut sum = LazySum::default();
+            for (writer, entry) in versions.all_below(idx) {
+                match entry {
+                    Entry::Estimate => return Err(writer),
+                    Entry::Data(_, value) if sum.absorb(value) => break,
+                    Entry::Data(..) => {}
+                }
+            }
+            Ok(sum)
+        })
+        .unwrap_or_else(|| Ok(LazySum::default()))
     }
 
-    /// Stores an incarnation's writes and reads; says whether it wrote a location its
-    /// previous incarnation did not (then higher transactions need validating again).
+    /// Stores an incarnation's writes and reads (taking both buffers' contents); says
+    /// whether it wrote a location its previous incarnation did not (then higher
+    /// transactions need validating again).
     pub(crate) fn record(
         &self,
         idx: TxIdx,
         incarnation: Incarnation,
-        writes: Vec<(Location, Value)>,
+        writes: &mut Vec<(Location, Value)>,
         reads: &mut Vec<ReadItem>,
     ) -> bool {
         let Ok(mut fp) = self.footprints[idx].lock() else { return true };
         let mut wrote_new = false;
-        for (location, value) in &writes {
+        for (location, value) in writes.iter() {
             if !fp.writes.contains(location) {
                 wrote_new = true;
             }
-            self.data.entry(*location).or_default().insert(idx, Entry::Data(incarnation, value.clone()));
+            self.put(Key::new(location), idx, Entry::Data(incarnation, value.clone()));
         }
         for old in fp.writes.iter().filter(|old| !writes.iter().any(|(l, _)| l == *old)) {
-            if let Some(mut entries) = self.data.get_mut(old) {
-                entries.remove(idx);
+            let key = Key::new(old);
+            let mut table = self.shard_mut(key);
+            if let Some((_, versions)) = table.find_mut(key.hash, |(l, _)| l == old) {
+                versions.remove(idx);
             }
         }
         fp.writes.clear();
-        fp.writes.extend(writes.into_iter().map(|(l, _)| l));
+        fp.writes.extend(writes.drain(..).map(|(l, _)| l));
         // Swap buffers: the worker keeps the old allocation for its next run.
         std::mem::swap(&mut fp.reads, reads);
         reads.clear();
@@ -249,9 +401,24 @@ impl MvMemory {
     pub(crate) fn convert_writes_to_estimates(&self, idx: TxIdx) {
         let Ok(fp) = self.footprints[idx].lock() else { return };
         for location in &fp.writes {
-            if let Some(mut entries) = self.data.get_mut(location) {
-                entries.insert(idx, Entry::Estimate);
+            let key = Key::new(location);
+            let mut table = self.shard_mut(key);
+            if let Some((_, versions)) = table.find_mut(key.hash, |(l, _)| l == location) {
+                versions.insert(idx, Entry::Estimate);
             }
+        }
+    }
+
+    /// How many shards [`MvMemory::for_each_in`] takes.
+    pub(crate) fn shard_count(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Runs `f` on every location of shard `shard` and its versions (after the batch).
+    pub(crate) fn for_each_in(&self, shard: usize, mut f: impl FnMut(&Location, &Versions)) {
+        let table = self.shards[shard].0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (location, versions) in table.iter() {
+            f(location, versions);
         }
     }
 }

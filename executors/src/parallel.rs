@@ -17,7 +17,7 @@ use crate::{
     mv_memory::{AccountLite, Location, MvMemory, ReadItem, TxIdx, Value},
     overlay::lite,
     scheduler::{Scheduler, Task, Version},
-    view::{MOCK_BALANCE, Speculation, StateView, ViewError},
+    view::{CodeCache, MOCK_BALANCE, Speculation, StateView, ViewError},
 };
 
 /// What the last incarnation of a transaction produced, outcome included (its diff is
@@ -51,11 +51,31 @@ pub(crate) struct Batch {
     pub fatal: Mutex<Option<StateError>>,
     /// Report what each transaction touched.
     pub record_access: bool,
-    pub executions: std::sync::atomic::AtomicUsize,
+    /// The next shard of the multi-version memory to read the batch's changes off.
+    next_shard: std::sync::atomic::AtomicUsize,
+    /// What the workers read off it.
+    pub pieces: Mutex<Vec<Piece>>,
+}
+
+/// Final values one worker read off the multi-version memory once the batch was done,
+/// each list sorted by address (and slot).
+#[derive(Default)]
+pub(crate) struct Piece {
+    /// Accounts whose fields were written: the last value, and the last transaction
+    /// that destroyed the account (its earlier storage is gone).
+    pub accounts: Vec<(Address, Option<AccountLite>, Option<TxIdx>)>,
+    /// Slots written: the last value and its writer.
+    pub slots: Vec<(Address, U256, U256, TxIdx)>,
 }
 
 impl Batch {
-    pub(crate) fn new(base: Arc<dyn StateSource>, ctx: BlockContext, txs: Vec<TxEnv>) -> Result<Self, StateError> {
+    /// A batch over `base`, using `mv` (prepared for it) as its multi-version memory.
+    pub(crate) fn new(
+        base: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+        mv: MvMemory,
+    ) -> Result<Self, StateError> {
         let n = txs.len();
         let beneficiary = ctx.block.beneficiary;
         let mut count: FxHashMap<Address, usize> = FxHashMap::default();
@@ -69,14 +89,13 @@ impl Batch {
         lazy.insert(beneficiary);
         if !delegations {
             for (sender, c) in &count {
-                let no_code = base.basic(*sender)?.is_none_or(|i| i.code_hash == KECCAK_EMPTY);
+                let no_code = base.account(*sender)?.is_none_or(|i| i.code_hash == KECCAK_EMPTY);
                 if *c > 1 && no_code {
                     lazy.insert(*sender);
                 }
             }
         }
         let lazy_sender: Vec<bool> = txs.iter().map(|tx| lazy.contains(&tx.caller)).collect();
-        let mv = MvMemory::new(n);
         for (idx, tx) in txs.iter().enumerate() {
             // A lazy sender's own transactions change it: readers wait for them. (Fees
             // owed to the beneficiary stay with each transaction's result instead: a
@@ -96,7 +115,8 @@ impl Batch {
             codes: DashMap::default(),
             fatal: Mutex::new(None),
             record_access: false,
-            executions: std::sync::atomic::AtomicUsize::new(0),
+            next_shard: Default::default(),
+            pieces: Mutex::new(Vec::new()),
             txs,
         })
     }
@@ -122,8 +142,8 @@ impl Batch {
         };
         let start = match sum.start {
             Some(value) => value,
-            None => match self.base.basic(address) {
-                Ok(info) => info.as_ref().map(lite),
+            None => match self.base.account(address) {
+                Ok(info) => info,
                 Err(e) => return Ok(Err(e)),
             },
         };
@@ -169,8 +189,10 @@ impl Batch {
     }
 }
 
-/// A worker's share of a batch: take tasks until the scheduler says done.
-pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
+/// A worker's share of a batch: take tasks until the scheduler says done. Returns how
+/// many executions it ran (counted per worker: a shared counter is a contended line).
+pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) -> usize {
+    let mut executions = 0;
     let mut reads: Vec<ReadItem> = Vec::with_capacity(16);
     evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
         batch: Arc::clone(batch),
@@ -179,12 +201,13 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
         read_mocked_balance: false,
         reads: Vec::with_capacity(16),
         served: Vec::with_capacity(8),
+        codes: std::mem::take(codes),
     }));
     let mut task: Option<Task> = None;
     let mut idle = 0u32;
     loop {
         task = match task {
-            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads),
+            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, &mut executions),
             Some(Task::Validate(version)) => validate(batch, version),
             None => batch.scheduler.next_task(),
         };
@@ -204,15 +227,57 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>) {
             idle = 0;
         }
     }
-    evm.ctx.journaled_state.database = StateView::Idle;
+    if let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) {
+        *codes = spec.codes;
+    }
+    if batch.fatal.lock().is_ok_and(|f| f.is_none()) {
+        read_off(batch);
+    }
+    executions
 }
 
-fn execute(evm: &mut WorkerEvm, batch: &Arc<Batch>, version: Version, reads: &mut Vec<ReadItem>) -> Option<Task> {
+/// Once the batch is done: takes shards of the multi-version memory until none is left,
+/// reading off each location's final value (the lazy accounts' come from the settle).
+fn read_off(batch: &Batch) {
+    let mut piece = Piece::default();
+    loop {
+        let shard = batch.next_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if shard >= batch.mv.shard_count() {
+            break;
+        }
+        batch.mv.for_each_in(shard, |location, versions| {
+            let Some((writer, Ok(value))) = versions.last() else { return };
+            match (location, value) {
+                (Location::Storage(address, slot), Value::Storage(v)) => {
+                    piece.slots.push((*address, *slot, *v, writer))
+                }
+                (Location::Basic(address), Value::Basic(info)) => {
+                    piece.accounts.push((*address, *info, versions.last_destroyed()));
+                }
+                (Location::Basic(address), _) => piece.accounts.push((*address, None, versions.last_destroyed())),
+                _ => {}
+            }
+        });
+    }
+    piece.accounts.sort_unstable_by_key(|(address, ..)| *address);
+    piece.slots.sort_unstable_by_key(|(address, slot, ..)| (*address, *slot));
+    if let Ok(mut pieces) = batch.pieces.lock() {
+        pieces.push(piece);
+    }
+}
+
+fn execute(
+    evm: &mut WorkerEvm,
+    batch: &Arc<Batch>,
+    version: Version,
+    reads: &mut Vec<ReadItem>,
+    executions: &mut usize,
+) -> Option<Task> {
     let Version { idx, incarnation } = version;
     let tx = &batch.txs[idx];
     let mocked = batch.lazy_sender[idx].then_some(tx.caller);
     loop {
-        batch.executions.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        *executions += 1;
         if let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database {
             spec.idx = idx;
             spec.mocked = mocked;
@@ -220,7 +285,7 @@ fn execute(evm: &mut WorkerEvm, batch: &Arc<Batch>, version: Version, reads: &mu
             spec.reads.clear();
             spec.served.clear();
         }
-        let run = evm::run(evm, tx);
+        let run = evm::run(evm, tx.clone());
         let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database else {
             return None;
         };
@@ -252,7 +317,8 @@ fn execute(evm: &mut WorkerEvm, batch: &Arc<Batch>, version: Version, reads: &mu
                 return None;
             }
         };
-        let wrote_new = batch.mv.record(idx, incarnation, writes, reads);
+        let mut writes = writes;
+        let wrote_new = batch.mv.record(idx, incarnation, &mut writes, reads);
         if let Ok(mut slot) = batch.results[idx].lock() {
             *slot = Some(executed);
         }

@@ -11,6 +11,7 @@ use crate::{
     BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource,
     commit::{self, Committed},
     evm,
+    mv_memory::MvMemory,
     parallel::{self, Batch},
 };
 
@@ -38,11 +39,12 @@ impl Default for ExecutorConfig {
 enum Job {
     Parallel {
         batch: Arc<Batch>,
-        done: mpsc::Sender<()>,
+        done: mpsc::Sender<usize>,
     },
     Sequential(Box<SequentialJob>),
-    /// Drops a finished batch off the caller's path (its memory is many small maps).
-    Discard(Arc<Batch>),
+    /// Drops a finished batch off the caller's path, keeping its multi-version memory,
+    /// cleared, for the next one.
+    Discard(Arc<Batch>, Arc<Mutex<Option<MvMemory>>>),
 }
 
 struct SequentialJob {
@@ -69,6 +71,8 @@ pub struct Executor {
     workers: Vec<Worker>,
     /// One batch at a time: a batch uses every worker.
     running: Mutex<()>,
+    /// The last batch's multi-version memory, cleared: its tables are reused.
+    spare: Arc<Mutex<Option<MvMemory>>>,
 }
 
 impl Executor {
@@ -82,7 +86,13 @@ impl Executor {
                 Worker { jobs: Some(jobs), thread }
             })
             .collect();
-        Self { config, workers, running: Mutex::new(()), costs: Mutex::new(Default::default()) }
+        Self {
+            config,
+            workers,
+            running: Mutex::new(()),
+            costs: Mutex::new(Default::default()),
+            spare: Arc::new(Mutex::new(None)),
+        }
     }
 
     /// The pool's configuration.
@@ -190,7 +200,9 @@ impl Executor {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = txs.len();
         let t0 = std::time::Instant::now();
-        let mut batch = Batch::new(state, ctx, txs)?;
+        let mut mv = self.spare.lock().ok().and_then(|mut spare| spare.take()).unwrap_or_default();
+        mv.prepare(n);
+        let mut batch = Batch::new(state, ctx, txs, mv)?;
         batch.record_access = self.config.record_access;
         let batch = Arc::new(batch);
         let (done, finished) = mpsc::channel();
@@ -198,30 +210,40 @@ impl Executor {
             self.send(i, Job::Parallel { batch: Arc::clone(&batch), done: done.clone() })?;
         }
         drop(done);
+        let mut executions = 0;
         for i in 0..self.workers.len() {
-            finished.recv().map_err(|_| ExecutorError::WorkerGone(i))?;
+            executions += finished.recv().map_err(|_| ExecutorError::WorkerGone(i))?;
         }
         if let Some(error) = batch.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(error.into());
         }
         let t1 = t0.elapsed();
-        let executions = batch.executions.load(std::sync::atomic::Ordering::Relaxed);
         let batch = DiscardOnDrop { batch: Some(batch), pool: self };
-        let (mut committed, stopped) = commit::commit_batch(&batch)?;
-        tracing::debug!(txs = n, execute = ?t1, settle = ?(t0.elapsed() - t1), "parallel batch phases");
+        let (mut committed, settled, stopped) = commit::settle(&batch)?;
+        let t2 = t0.elapsed();
         let mut fallbacks = 0;
-        if let Some(from) = stopped {
-            // A lazy assumption failed: re-run the rest one by one on committed state.
-            fallbacks = n - from;
-            let mut overlay = commit::overlay(Arc::clone(&batch.base), batch.txs.len());
-            overlay.apply(&committed.state);
-            let mut evm = evm::build(batch.ctx.spec);
-            let rest =
-                commit::run_sequential(&mut evm, overlay, &batch.ctx, &batch.txs[from..], self.config.record_access)?;
-            committed.state.merge(&rest.state);
-            committed.outcomes.extend(rest.outcomes);
-            committed.access.extend(rest.access);
+        match stopped {
+            None => {
+                let pieces = batch.pieces.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
+                committed.state = commit::assemble(&batch, pieces, settled)?;
+            }
+            Some(from) => {
+                // A lazy assumption failed: re-run the rest one by one on committed state.
+                fallbacks = n - from;
+                let mut overlay = commit::overlay(Arc::clone(&batch.base), batch.txs.len());
+                for outcome in &committed.outcomes {
+                    overlay.apply(&outcome.state);
+                }
+                let mut evm = evm::build(batch.ctx.spec);
+                let txs = batch.txs[from..].to_vec();
+                let rest = commit::run_sequential(&mut evm, overlay, &batch.ctx, txs, self.config.record_access)?;
+                // The overlay held the prefix: its diff is the whole batch's.
+                committed.state = rest.state;
+                committed.outcomes.extend(rest.outcomes);
+                committed.access.extend(rest.access);
+            }
         }
+        tracing::debug!(txs = n, execute = ?t1, settle = ?(t2 - t1), merge = ?(t0.elapsed() - t2), "parallel batch phases");
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             state: committed.state,
@@ -278,17 +300,30 @@ impl Drop for Executor {
 
 fn worker_loop(inbox: &mpsc::Receiver<Job>) {
     let mut evm = evm::build(revm::primitives::hardfork::SpecId::default());
+    let mut codes = crate::view::CodeCache::default();
     while let Ok(job) = inbox.recv() {
         match job {
             Job::Parallel { batch, done } => {
                 evm::prepare(&mut evm, &batch.ctx);
-                parallel::work(&mut evm, &batch);
-                let _ = done.send(());
+                let executions = parallel::work(&mut evm, &batch, &mut codes);
+                // Let go of the batch first: the pool takes its memory back.
+                drop(batch);
+                let _ = done.send(executions);
             }
-            Job::Discard(batch) => drop(batch),
+            Job::Discard(batch, spare) => {
+                if let Ok(mut batch) = Arc::try_unwrap(batch) {
+                    let mut mv = std::mem::take(&mut batch.mv);
+                    drop(batch);
+                    mv.clear();
+                    if let Ok(mut spare) = spare.lock() {
+                        *spare = Some(mv);
+                    }
+                }
+            }
             Job::Sequential(job) => {
                 let SequentialJob { base, ctx, txs, record, reply } = *job;
-                let result = commit::run_sequential(&mut evm, commit::overlay(base, txs.len()), &ctx, &txs, record);
+                let overlay = commit::overlay(base, txs.len());
+                let result = commit::run_sequential(&mut evm, overlay, &ctx, txs, record);
                 let _ = reply.send(result);
             }
         }
@@ -314,7 +349,7 @@ impl Drop for DiscardOnDrop<'_> {
         if let Some(batch) = self.batch.take() {
             let last = self.pool.workers.len().saturating_sub(1);
             // If the worker is gone the batch is simply dropped here.
-            let _ = self.pool.send(last, Job::Discard(batch));
+            let _ = self.pool.send(last, Job::Discard(batch, Arc::clone(&self.pool.spare)));
         }
     }
 }

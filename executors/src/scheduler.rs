@@ -5,17 +5,52 @@
 
 use std::sync::{
     Mutex,
-    atomic::{AtomicBool, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
 use crate::mv_memory::{Incarnation, TxIdx};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Status {
-    ReadyToExecute,
-    Executing,
-    Executed,
-    Aborting,
+    ReadyToExecute = 0,
+    Executing = 1,
+    Executed = 2,
+    Aborting = 3,
+}
+
+/// A transaction's incarnation and status in one word, so that workers read and move
+/// it with single atomic operations instead of a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Word(u64);
+
+impl Word {
+    fn new(incarnation: Incarnation, status: Status) -> Self {
+        Self((incarnation as u64) << 2 | status as u64)
+    }
+    fn incarnation(self) -> Incarnation {
+        (self.0 >> 2) as Incarnation
+    }
+    fn status(self) -> Status {
+        match self.0 & 3 {
+            0 => Status::ReadyToExecute,
+            1 => Status::Executing,
+            2 => Status::Executed,
+            _ => Status::Aborting,
+        }
+    }
+}
+
+/// A value on a cache line of its own: the counters every worker hits, and each
+/// transaction's status word, must not share lines (two cores would trade them).
+#[repr(align(64))]
+#[derive(Default)]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 /// A transaction's version: its index and incarnation.
@@ -45,12 +80,12 @@ fn chaos_yield() {
 
 pub(crate) struct Scheduler {
     size: usize,
-    execution_idx: AtomicUsize,
-    validation_idx: AtomicUsize,
-    decrease_cnt: AtomicUsize,
-    active_tasks: AtomicUsize,
-    done: AtomicBool,
-    status: Vec<Mutex<(Incarnation, Status)>>,
+    execution_idx: Padded<AtomicUsize>,
+    validation_idx: Padded<AtomicUsize>,
+    decrease_cnt: Padded<AtomicUsize>,
+    active_tasks: Padded<AtomicUsize>,
+    done: Padded<AtomicBool>,
+    status: Vec<Padded<AtomicU64>>,
     dependents: Vec<Mutex<Vec<TxIdx>>>,
 }
 
@@ -58,12 +93,12 @@ impl Scheduler {
     pub(crate) fn new(size: usize) -> Self {
         Self {
             size,
-            execution_idx: AtomicUsize::new(0),
-            validation_idx: AtomicUsize::new(0),
-            decrease_cnt: AtomicUsize::new(0),
-            active_tasks: AtomicUsize::new(0),
-            done: AtomicBool::new(size == 0),
-            status: (0..size).map(|_| Mutex::new((0, Status::ReadyToExecute))).collect(),
+            execution_idx: Padded::default(),
+            validation_idx: Padded::default(),
+            decrease_cnt: Padded::default(),
+            active_tasks: Padded::default(),
+            done: Padded(AtomicBool::new(size == 0)),
+            status: (0..size).map(|_| Padded(AtomicU64::new(Word::new(0, Status::ReadyToExecute).0))).collect(),
             dependents: (0..size).map(|_| Mutex::new(Vec::new())).collect(),
         }
     }
@@ -77,10 +112,18 @@ impl Scheduler {
         self.done.store(true, Ordering::Release);
     }
 
-    fn status(&self, idx: TxIdx) -> std::sync::MutexGuard<'_, (Incarnation, Status)> {
-        // A poisoned lock means a worker panicked mid-update; its data is still the
-        // last consistent write, and the batch result is checked at commit anyway.
-        self.status[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn word(&self, idx: TxIdx) -> Word {
+        Word(self.status[idx].load(Ordering::SeqCst))
+    }
+
+    /// Sets a status only its owner moves (the worker running or aborting `idx`).
+    fn set(&self, idx: TxIdx, word: Word) {
+        self.status[idx].store(word.0, Ordering::SeqCst);
+    }
+
+    /// Moves `idx` from `from` to `to` if nobody moved it first.
+    fn transition(&self, idx: TxIdx, from: Word, to: Word) -> bool {
+        self.status[idx].compare_exchange(from.0, to.0, Ordering::SeqCst, Ordering::SeqCst).is_ok()
     }
 
     fn decrease_execution_idx(&self, target: TxIdx) {
@@ -105,10 +148,11 @@ impl Scheduler {
 
     fn try_incarnate(&self, idx: TxIdx) -> Option<Version> {
         if idx < self.size {
-            let mut status = self.status(idx);
-            if status.1 == Status::ReadyToExecute {
-                status.1 = Status::Executing;
-                return Some(Version { idx, incarnation: status.0 });
+            let word = self.word(idx);
+            if word.status() == Status::ReadyToExecute
+                && self.transition(idx, word, Word::new(word.incarnation(), Status::Executing))
+            {
+                return Some(Version { idx, incarnation: word.incarnation() });
             }
         }
         self.active_tasks.fetch_sub(1, Ordering::SeqCst);
@@ -133,9 +177,9 @@ impl Scheduler {
         self.active_tasks.fetch_add(1, Ordering::SeqCst);
         let idx = self.validation_idx.fetch_add(1, Ordering::SeqCst);
         if idx < self.size {
-            let status = *self.status(idx);
-            if status.1 == Status::Executed {
-                return Some(Version { idx, incarnation: status.0 });
+            let word = self.word(idx);
+            if word.status() == Status::Executed {
+                return Some(Version { idx, incarnation: word.incarnation() });
             }
         }
         self.active_tasks.fetch_sub(1, Ordering::SeqCst);
@@ -158,22 +202,21 @@ impl Scheduler {
     /// `blocking` finished meanwhile (then re-run `idx` at once).
     pub(crate) fn add_dependency(&self, idx: TxIdx, blocking: TxIdx) -> bool {
         let mut dependents = self.dependents[blocking].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if self.status(blocking).1 == Status::Executed {
+        if self.word(blocking).status() == Status::Executed {
             return false;
         }
-        self.status(idx).1 = Status::Aborting;
+        self.set(idx, Word::new(self.word(idx).incarnation(), Status::Aborting));
         dependents.push(idx);
         self.active_tasks.fetch_sub(1, Ordering::SeqCst);
         true
     }
 
     fn set_ready(&self, idx: TxIdx) {
-        let mut status = self.status(idx);
-        *status = (status.0 + 1, Status::ReadyToExecute);
+        self.set(idx, Word::new(self.word(idx).incarnation() + 1, Status::ReadyToExecute));
     }
 
     pub(crate) fn finish_execution(&self, idx: TxIdx, incarnation: Incarnation, wrote_new: bool) -> Option<Task> {
-        self.status(idx).1 = Status::Executed;
+        self.set(idx, Word::new(incarnation, Status::Executed));
         let dependents =
             std::mem::take(&mut *self.dependents[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner));
         if let Some(min) = dependents.iter().min().copied() {
@@ -195,16 +238,11 @@ impl Scheduler {
 
     /// Whether `idx`'s latest incarnation has finished executing (and not been aborted).
     pub(crate) fn is_executed(&self, idx: TxIdx) -> bool {
-        self.status(idx).1 == Status::Executed
+        self.word(idx).status() == Status::Executed
     }
 
     pub(crate) fn try_validation_abort(&self, idx: TxIdx, incarnation: Incarnation) -> bool {
-        let mut status = self.status(idx);
-        if *status == (incarnation, Status::Executed) {
-            status.1 = Status::Aborting;
-            return true;
-        }
-        false
+        self.transition(idx, Word::new(incarnation, Status::Executed), Word::new(incarnation, Status::Aborting))
     }
 
     pub(crate) fn finish_validation(&self, idx: TxIdx, aborted: bool) -> Option<Task> {

@@ -8,13 +8,19 @@ use revm::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::StateError;
+use crate::{AccountState, StateError};
 
 /// Read-only state the executors run against. Shared by every worker of a pool, so it
 /// takes `&self` and must be `Send + Sync`.
 pub trait StateSource: Send + Sync {
     /// An account's balance, nonce and code hash (`None` if it does not exist).
     fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError>;
+    /// An account's balance, nonce and code hash without its code: what the parallel
+    /// engine reads, serving code from each worker's own copy (cloning a shared
+    /// `Bytecode` from two cores makes its reference count a contended line).
+    fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
+        Ok(self.basic(address)?.map(|i| AccountState { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }))
+    }
     /// Code by its hash.
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError>;
     /// A storage slot (zero if unset).
@@ -101,6 +107,14 @@ impl StateSource for InMemoryState {
         Ok(self.accounts.get(&address).cloned())
     }
 
+    fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
+        Ok(self.accounts.get(&address).map(|i| AccountState {
+            balance: i.balance,
+            nonce: i.nonce,
+            code_hash: i.code_hash,
+        }))
+    }
+
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
         Ok(self.code.get(&hash).cloned().unwrap_or_default())
     }
@@ -117,6 +131,9 @@ impl StateSource for InMemoryState {
 impl<T: StateSource + ?Sized> StateSource for std::sync::Arc<T> {
     fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         (**self).basic(address)
+    }
+    fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
+        (**self).account(address)
     }
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
         (**self).code_by_hash(hash)
@@ -166,6 +183,13 @@ impl StateSource for LayeredState {
             code,
             ..Default::default()
         }))
+    }
+
+    fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
+        match self.diff.get(&address) {
+            Some(account) => Ok(account.info),
+            None => self.base.account(address),
+        }
     }
 
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {

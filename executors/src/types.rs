@@ -138,6 +138,12 @@ impl StateDiff {
         Self { accounts }
     }
 
+    /// A diff from accounts already sorted by address, each once.
+    pub(crate) fn from_sorted(accounts: Vec<(Address, AccountDiff)>) -> Self {
+        debug_assert!(accounts.windows(2).all(|w| w[0].0 < w[1].0));
+        Self { accounts }
+    }
+
     /// Accounts changed, by address.
     pub fn iter(&self) -> impl Iterator<Item = (&Address, &AccountDiff)> {
         self.accounts.iter().map(|(a, d)| (a, d))
@@ -187,15 +193,23 @@ impl StateDiff {
             if diff.info.is_none() {
                 entry.storage.clear();
             }
-            entry.info = diff.info;
             if diff.code.is_some() {
                 entry.code.clone_from(&diff.code);
+            } else if code_hash(diff.info) != code_hash(entry.info) {
+                // The code changed to one the account had before the batch (or none).
+                entry.code = None;
             }
+            entry.info = diff.info;
             for (slot, value) in &diff.storage {
                 entry.set_slot(*slot, *value);
             }
         }
     }
+}
+
+/// An account's code hash, if it exists.
+pub(crate) fn code_hash(info: Option<AccountState>) -> Option<B256> {
+    info.map(|i| i.code_hash)
 }
 
 /// How a batch was executed.

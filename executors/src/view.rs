@@ -13,7 +13,7 @@ use revm::{
 use crate::{
     StateError,
     mv_memory::{AccountLite, Location, Lookup, Origin, ReadItem, TxIdx, Value},
-    overlay::{Overlay, info, lite},
+    overlay::{Overlay, info},
     parallel::Batch,
 };
 
@@ -48,6 +48,37 @@ pub(crate) struct Speculation {
     pub reads: Vec<ReadItem>,
     /// Accounts served, as served: writes compare against them.
     pub served: Vec<(Address, Option<AccountLite>)>,
+    /// The worker's own copies of code.
+    pub codes: CodeCache,
+}
+
+/// One worker's copies of the code it has run, by hash. Each worker clones its own
+/// `Bytecode` for every account it loads; were the copy shared, the two cores would
+/// trade its reference count's cache line on every transaction. Code is named by its
+/// hash, so the cache outlives batches.
+#[derive(Default)]
+pub(crate) struct CodeCache(rustc_hash::FxHashMap<B256, Bytecode>);
+
+impl CodeCache {
+    /// Kept to a bound: a worker meets few contracts, but a chain has many.
+    const MAX: usize = 4096;
+
+    /// Code by hash: the worker's copy, made from the batch's on first use.
+    fn get(&mut self, batch: &Batch, hash: B256) -> Result<Bytecode, StateError> {
+        if hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        if let Some(code) = self.0.get(&hash) {
+            return Ok(code.clone());
+        }
+        let shared = batch.code(hash)?;
+        let own = Bytecode::new_raw(revm::primitives::Bytes::copy_from_slice(shared.original_byte_slice()));
+        if self.0.len() >= Self::MAX {
+            self.0.clear();
+        }
+        self.0.insert(hash, own.clone());
+        Ok(own)
+    }
 }
 
 #[derive(Default)]
@@ -70,36 +101,38 @@ impl StateView {
 }
 
 impl Speculation {
+    /// The account as revm wants it, with code from the worker's own copies.
+    fn serve(&mut self, address: Address, value: Option<AccountLite>) -> Result<Option<AccountInfo>, ViewError> {
+        self.served.push((address, value));
+        let Some(v) = value else { return Ok(None) };
+        let code = if v.code_hash == KECCAK_EMPTY { None } else { Some(self.codes.get(&self.batch, v.code_hash)?) };
+        Ok(Some(info(&v, code)))
+    }
+
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
         let batch = &*self.batch;
         if self.mocked == Some(address) {
-            let base = batch.base.basic(address)?;
             let nonce = batch.txs[self.idx].nonce;
-            let code_hash = base.as_ref().map_or(KECCAK_EMPTY, |i| i.code_hash);
-            let mock = AccountLite { balance: MOCK_BALANCE, nonce, code_hash };
-            self.served.push((address, Some(mock)));
-            return Ok(Some(info(&mock, base.and_then(|i| i.code))));
+            let code_hash = batch.base.account(address)?.map_or(KECCAK_EMPTY, |i| i.code_hash);
+            return self.serve(address, Some(AccountLite { balance: MOCK_BALANCE, nonce, code_hash }));
         }
         if batch.lazy.contains(&address) {
             let value = batch.lazy_value(address, self.idx).map_err(ViewError::Blocked)??;
             self.reads.push(ReadItem::Lazy(address, value));
-            self.served.push((address, value));
-            return Ok(value.map(|v| info(&v, batch.code(v.code_hash).ok())));
+            return self.serve(address, value);
         }
         let location = Location::Basic(address);
         match batch.mv.read(&location, self.idx) {
             Lookup::Blocked(writer) => Err(ViewError::Blocked(writer)),
             Lookup::Found(origin, Value::Basic(value)) => {
                 self.reads.push(ReadItem::Plain(location, origin));
-                self.served.push((address, value));
-                Ok(value.map(|v| info(&v, batch.code(v.code_hash).ok())))
+                self.serve(address, value)
             }
             Lookup::Found(..) => Err(ViewError::State(StateError(format!("{address} holds a lazy value")))),
             Lookup::Base => {
-                let value = batch.base.basic(address)?;
+                let value = batch.base.account(address)?;
                 self.reads.push(ReadItem::Plain(location, Origin::Base));
-                self.served.push((address, value.as_ref().map(lite)));
-                Ok(value)
+                self.serve(address, value)
             }
         }
     }
@@ -136,7 +169,7 @@ impl Database for StateView {
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
         match self {
             Self::Sequential(overlay) => Ok(overlay.code_by_hash(code_hash)?),
-            Self::Parallel(s) => Ok(s.batch.code(code_hash)?),
+            Self::Parallel(s) => Ok(s.codes.get(&s.batch, code_hash)?),
             Self::Idle => Err(ViewError::Idle),
         }
     }
