@@ -51,12 +51,15 @@ type TrackedCode = (Option<B256>, Option<Bytecode>);
 pub(crate) fn settle(batch: &Batch) -> Result<(Committed, Settled, Option<usize>), ExecutorError> {
     let beneficiary = batch.ctx.block.beneficiary;
     let mut settled = Settled::default();
+    // The beneficiary changes with every transaction: kept at hand, not in the map.
     let mut paid = batch.base.account(beneficiary)?;
+    let mut paid_changed = false;
     let mut done =
         Committed { outcomes: Vec::with_capacity(batch.txs.len()), state: StateDiff::default(), access: Vec::new() };
     for (idx, tx) in batch.txs.iter().enumerate() {
         let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
         let Some(Executed { mut outcome, fee, mocked, read_mocked_balance, access }) = executed else {
+            settled.paid(beneficiary, paid, paid_changed);
             return Ok((done, settled, Some(idx)));
         };
         if !matches!(outcome.status, TxStatus::Invalid { .. }) {
@@ -66,30 +69,45 @@ pub(crate) fn settle(batch: &Batch) -> Result<(Committed, Settled, Option<usize>
                     None => batch.base.account(tx.caller)?,
                 };
                 if !lazy_assumptions_hold(tx, read_mocked_balance, before) {
+                    settled.paid(beneficiary, paid, paid_changed);
                     return Ok((done, settled, Some(idx)));
                 }
                 if let Some(info) = outcome.state.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
                     settle_mocked(info, before);
                 }
             }
+            let mut code = false;
             for (address, entry) in outcome.state.iter() {
+                code |= entry.code.is_some();
                 if *address == beneficiary {
                     paid = entry.info;
-                    settled.lazy.insert(beneficiary, paid);
+                    paid_changed = true;
                 } else if batch.lazy.contains(address) {
                     settled.lazy.insert(*address, entry.info);
                 }
             }
             if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
                 paid = Some(after);
-                settled.lazy.insert(beneficiary, paid);
+                paid_changed = true;
             }
-            track_code(&mut settled.codes, &outcome.state);
+            if code || !settled.codes.is_empty() {
+                track_code(&mut settled.codes, &outcome.state);
+            }
         }
         done.outcomes.push(outcome);
         done.access.extend(access);
     }
+    settled.paid(beneficiary, paid, paid_changed);
     Ok((done, settled, None))
+}
+
+impl Settled {
+    /// Records the beneficiary's final value, if any transaction changed it.
+    fn paid(&mut self, beneficiary: Address, paid: Option<AccountLite>, changed: bool) {
+        if changed {
+            self.lazy.insert(beneficiary, paid);
+        }
+    }
 }
 
 /// Follows the code of accounts given some, as [`StateDiff::merge`] does: a diff that
@@ -109,67 +127,82 @@ fn track_code(codes: &mut FxHashMap<Address, TrackedCode>, diff: &StateDiff) {
 }
 
 /// The batch's merged changes, from what the workers read off the multi-version memory
-/// and what the settle found: exactly [`StateDiff::merge`] of the settled outcomes.
+/// (each piece sorted) and what the settle found: exactly [`StateDiff::merge`] of the
+/// settled outcomes.
 pub(crate) fn assemble(batch: &Batch, pieces: Vec<Piece>, settled: Settled) -> Result<StateDiff, StateError> {
-    let (mut accounts, mut slots) = (Vec::new(), Vec::new());
-    for piece in pieces {
-        accounts.extend(piece.accounts);
-        slots.extend(piece.slots);
-    }
-    accounts.sort_unstable_by_key(|(address, ..)| *address);
-    slots.sort_unstable_by_key(|(address, slot, ..)| (*address, *slot));
+    let accounts = merge_sorted(pieces.iter().map(|p| p.accounts.as_slice()).collect(), |(a, ..)| *a);
+    let slots = merge_sorted(pieces.iter().map(|p| p.slots.as_slice()).collect(), |(a, s, ..)| (*a, *s));
     let mut lazy: Vec<(Address, Option<AccountLite>)> = settled.lazy.into_iter().collect();
     lazy.sort_unstable_by_key(|(address, _)| *address);
     let mut codes = settled.codes;
-    // Every address with a change, in order (a lazy one only if the settle saw it change).
-    let mut addresses: Vec<Address> = accounts
-        .iter()
-        .map(|(a, ..)| *a)
-        .filter(|a| !batch.lazy.contains(a))
-        .chain(slots.iter().map(|(a, ..)| *a))
-        .chain(lazy.iter().map(|(a, _)| *a))
-        .collect();
-    addresses.sort_unstable();
-    addresses.dedup();
-    let (mut at_account, mut at_slot) = (0, 0);
-    let mut diffs = Vec::with_capacity(addresses.len());
-    for address in addresses {
+    let (mut at_account, mut at_slot, mut at_lazy) = (0, 0, 0);
+    let mut diffs = Vec::with_capacity(accounts.len() + lazy.len());
+    loop {
+        // The lowest address still to do, among written fields, slots and lazy accounts.
+        let next = [
+            accounts.get(at_account).map(|(a, ..)| *a),
+            slots.get(at_slot).map(|(a, ..)| *a),
+            lazy.get(at_lazy).map(|(a, _)| *a),
+        ];
+        let Some(address) = next.into_iter().flatten().min() else { break };
         let (mut written, mut destroyed) = (None, None);
-        while let Some((a, info, gone)) = accounts.get(at_account)
-            && *a <= address
+        if let Some((a, info, gone)) = accounts.get(at_account)
+            && *a == address
         {
-            if *a == address {
-                written = Some(*info);
-                destroyed = *gone;
-            }
+            written = Some(*info);
+            destroyed = *gone;
             at_account += 1;
         }
-        let mut storage = Vec::new();
-        while let Some((a, slot, value, writer)) = slots.get(at_slot)
-            && *a <= address
-        {
-            // A destroyed account keeps only what was written from its destruction on.
-            if *a == address && destroyed.is_none_or(|d| *writer >= d) {
-                storage.push((*slot, *value));
-            }
+        let first = at_slot;
+        while slots.get(at_slot).is_some_and(|(a, ..)| *a == address) {
             at_slot += 1;
         }
-        let info = if batch.lazy.contains(&address) {
-            match lazy.binary_search_by_key(&address, |(a, _)| *a) {
-                Ok(at) => lazy[at].1,
-                Err(_) => continue,
+        // A destroyed account keeps only what was written from its destruction on.
+        let storage: Vec<(U256, U256)> = slots[first..at_slot]
+            .iter()
+            .filter(|(.., writer)| destroyed.is_none_or(|d| *writer >= d))
+            .map(|(_, slot, value, _)| (*slot, *value))
+            .collect();
+        let settled_value = match lazy.get(at_lazy) {
+            Some((a, value)) if *a == address => {
+                at_lazy += 1;
+                Some(*value)
             }
-        } else {
-            match written {
-                Some(info) => info,
-                // Only its storage changed: its fields are the base's.
-                None => batch.base.account(address)?,
-            }
+            _ => None,
         };
-        let code = codes.remove(&address).and_then(|(_, code)| code);
+        let info = match (settled_value, written) {
+            (Some(value), _) => value,
+            // A lazy account no transaction changed: its versions were only deltas.
+            (None, _) if batch.lazy.contains(&address) => continue,
+            (None, Some(info)) => info,
+            // Only its storage changed: its fields are the base's.
+            (None, None) => batch.base.account(address)?,
+        };
+        let code = if codes.is_empty() { None } else { codes.remove(&address).and_then(|(_, code)| code) };
         diffs.push((address, AccountDiff { info, code, storage }));
     }
     Ok(StateDiff::from_sorted(diffs))
+}
+
+/// Merges sorted runs into one sorted list (the workers' pieces: a few long runs).
+fn merge_sorted<T: Clone, K: Ord>(mut runs: Vec<&[T]>, key: impl Fn(&T) -> K) -> Vec<T> {
+    runs.retain(|r| !r.is_empty());
+    let mut out = Vec::with_capacity(runs.iter().map(|r| r.len()).sum());
+    let mut at = vec![0usize; runs.len()];
+    loop {
+        let mut best: Option<usize> = None;
+        for (i, run) in runs.iter().enumerate() {
+            if let Some(item) = run.get(at[i])
+                && best.is_none_or(|b| key(item) < key(&runs[b][at[b]]))
+            {
+                best = Some(i);
+            }
+        }
+        let Some(b) = best else { break };
+        out.push(runs[b][at[b]].clone());
+        at[b] += 1;
+    }
+    out
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
