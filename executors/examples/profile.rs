@@ -34,7 +34,7 @@ fn main() {
                 par.push(start.elapsed().as_secs_f64());
                 drop(out);
             }
-            if mode == "sequential" || mode == "compare" {
+            if mode == "sequential" || (mode == "compare" && std::env::var("SKIP_SEQ").is_err()) {
                 let txs = w.txs.clone();
                 let start = Instant::now();
                 let out = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs);

@@ -3,13 +3,12 @@
 
 use std::sync::{Arc, Mutex};
 
-use dashmap::DashMap;
 use revm::{
     bytecode::Bytecode,
     context::{TxEnv, result::EVMError},
     primitives::{Address, B256, KECCAK_EMPTY, U256},
 };
-use rustc_hash::{FxBuildHasher, FxHashMap, FxHashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::{
     BlockContext, StateError, StateSource,
@@ -47,7 +46,7 @@ pub(crate) struct Batch {
     pub lazy_sender: Vec<bool>,
     pub results: Vec<Mutex<Option<Executed>>>,
     /// Code deployed by the batch.
-    pub codes: DashMap<B256, Bytecode, FxBuildHasher>,
+    pub codes: std::sync::RwLock<FxHashMap<B256, Bytecode>>,
     pub fatal: Mutex<Option<StateError>>,
     /// Report what each transaction touched.
     pub record_access: bool,
@@ -88,9 +87,8 @@ impl Batch {
         let mut lazy: FxHashSet<Address> = FxHashSet::default();
         lazy.insert(beneficiary);
         if !delegations {
-            for (sender, c) in &count {
-                let no_code = base.account(*sender)?.is_none_or(|i| i.code_hash == KECCAK_EMPTY);
-                if *c > 1 && no_code {
+            for (sender, _) in count.iter().filter(|(_, c)| **c > 1) {
+                if base.account(*sender)?.is_none_or(|i| i.code_hash == KECCAK_EMPTY) {
                     lazy.insert(*sender);
                 }
             }
@@ -112,7 +110,7 @@ impl Batch {
             lazy,
             lazy_sender,
             results: (0..n).map(|_| Mutex::new(None)).collect(),
-            codes: DashMap::default(),
+            codes: Default::default(),
             fatal: Mutex::new(None),
             record_access: false,
             next_shard: Default::default(),
@@ -123,8 +121,9 @@ impl Batch {
 
     /// Code by hash: deployed in this batch, or from the base state.
     pub(crate) fn code(&self, hash: B256) -> Result<Bytecode, StateError> {
-        match self.codes.get(&hash) {
-            Some(code) => Ok(code.clone()),
+        let deployed = self.codes.read().ok().and_then(|codes| codes.get(&hash).cloned());
+        match deployed {
+            Some(code) => Ok(code),
             None => self.base.code_by_hash(hash),
         }
     }
@@ -230,9 +229,11 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
     if let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) {
         *codes = spec.codes;
     }
+    let t = std::time::Instant::now();
     if batch.fatal.lock().is_ok_and(|f| f.is_none()) {
         read_off(batch);
     }
+    tracing::trace!(executions, read_off = ?t.elapsed(), "worker done");
     executions
 }
 
@@ -353,8 +354,9 @@ fn writes_of(
             }
             if let Some(code) = &account.info.code
                 && account.is_created()
+                && let Ok(mut codes) = batch.codes.write()
             {
-                batch.codes.insert(account.info.code_hash, code.clone());
+                codes.insert(account.info.code_hash, code.clone());
             }
             for (slot, value) in account.changed_storage_slots() {
                 writes.push((Location::Storage(*address, *slot), Value::Storage(value.present_value)));
