@@ -6,7 +6,7 @@ fn main() {
     let json = args.iter().any(|a| a == "--json");
     let workers = std::env::var("FERRY_BENCH_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
     let size = std::env::var("FERRY_BENCH_TXS").ok().and_then(|w| w.parse().ok()).unwrap_or(1000);
-    let report = match ferry_executors::bench::measure(workers, size, 7) {
+    let report = match ferry_executors::bench::measure(workers, size, 15) {
         Ok(report) => report,
         Err(e) => {
             eprintln!("benchmark failed: {e}");

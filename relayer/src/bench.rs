@@ -36,7 +36,7 @@ enum BenchTarget {
         #[arg(long, default_value_t = 1000)]
         txs: usize,
         /// Measurements per workload (the median is reported).
-        #[arg(long, default_value_t = 7)]
+        #[arg(long, default_value_t = 15)]
         rounds: usize,
     },
     /// The whole pipeline on a fresh devnet: messages sent alpha -> beta as fast as alpha
