@@ -118,7 +118,7 @@ impl Fixture {
             if out.outcomes[0].status != TxStatus::Success {
                 return Err(crate::ExecutorError::Evm(format!("deployment failed: {:?}", out.outcomes[0].status)));
             }
-            state.apply(&out.state);
+            state.apply(&out.state());
             nonce += 1;
             Ok(address)
         };
@@ -155,7 +155,7 @@ impl Fixture {
         if let Some(bad) = out.outcomes.iter().find(|o| o.status != TxStatus::Success) {
             return Err(crate::ExecutorError::Evm(format!("setup failed: {:?}", bad.status)));
         }
-        state.apply(&out.state);
+        state.apply(&out.state());
         Ok(Self {
             state: Arc::new(state),
             ctx,

@@ -148,19 +148,6 @@ impl Versions {
             self.0.remove(at);
         }
     }
-
-    /// The last writer's value, once the batch is done (an estimate left means it is not).
-    pub(crate) fn last(&self) -> Option<(TxIdx, Result<&Value, ()>)> {
-        self.0.last().map(|(writer, entry)| match entry {
-            Entry::Data(_, value) => (*writer, Ok(value)),
-            Entry::Estimate => (*writer, Err(())),
-        })
-    }
-
-    /// The highest writer that destroyed the account (a `Basic(None)` version).
-    pub(crate) fn last_destroyed(&self) -> Option<TxIdx> {
-        self.0.iter().rev().find(|(_, e)| matches!(e, Entry::Data(_, Value::Basic(None)))).map(|(w, _)| *w)
-    }
 }
 
 /// Shards of the store: each takes a lock, so two workers meet on one only when their
@@ -406,19 +393,6 @@ impl MvMemory {
             if let Some((_, versions)) = table.find_mut(key.hash, |(l, _)| l == location) {
                 versions.insert(idx, Entry::Estimate);
             }
-        }
-    }
-
-    /// How many shards [`MvMemory::for_each_in`] takes.
-    pub(crate) fn shard_count(&self) -> usize {
-        self.shards.len()
-    }
-
-    /// Runs `f` on every location of shard `shard` and its versions (after the batch).
-    pub(crate) fn for_each_in(&self, shard: usize, mut f: impl FnMut(&Location, &Versions)) {
-        let table = self.shards[shard].0.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (location, versions) in table.iter() {
-            f(location, versions);
         }
     }
 }

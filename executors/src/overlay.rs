@@ -20,8 +20,6 @@ pub(crate) struct Overlay {
     /// Accounts destroyed in the batch: their base storage no longer shows through.
     cleared: FxHashSet<Address>,
     pub codes: FxHashMap<B256, Bytecode>,
-    /// Code the batch gave each account, as [`StateDiff::merge`] keeps it.
-    account_code: FxHashMap<Address, Bytecode>,
     /// Accounts served to the running transaction, as served (its diff compares with them).
     pub served: Vec<(Address, Option<AccountLite>)>,
 }
@@ -34,7 +32,6 @@ impl Overlay {
             storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
-            account_code: FxHashMap::default(),
             served: Vec::with_capacity(8),
         }
     }
@@ -86,43 +83,14 @@ impl Overlay {
                 self.cleared.insert(*address);
                 self.storage.retain(|(a, _), _| a != address);
             }
-            let before = self.accounts.insert(*address, info).flatten();
-            match (info, &account.code) {
-                (Some(i), Some(code)) => {
-                    self.codes.insert(i.code_hash, code.clone());
-                    self.account_code.insert(*address, code.clone());
-                }
-                _ if crate::types::code_hash(info) != before.map(|b| b.code_hash) => {
-                    self.account_code.remove(address);
-                }
-                _ => {}
+            if let (Some(i), Some(code)) = (info, &account.code) {
+                self.codes.insert(i.code_hash, code.clone());
             }
+            self.accounts.insert(*address, info);
             for (slot, value) in &account.storage {
                 self.storage.insert((*address, *slot), *value);
             }
         }
-    }
-
-    /// Everything applied, as one diff: what [`StateDiff::merge`] of the applied diffs
-    /// in order gives.
-    pub(crate) fn into_diff(mut self) -> StateDiff {
-        let mut slots: Vec<((Address, U256), U256)> = self.storage.into_iter().collect();
-        slots.sort_unstable_by_key(|(key, _)| *key);
-        let mut slots = slots.into_iter().peekable();
-        let mut accounts: Vec<(Address, Option<AccountLite>)> = self.accounts.into_iter().collect();
-        accounts.sort_unstable_by_key(|(a, _)| *a);
-        let diffs = accounts
-            .into_iter()
-            .map(|(address, info)| {
-                let mut storage = Vec::new();
-                while let Some(((_, slot), value)) = slots.next_if(|((a, _), _)| *a == address) {
-                    storage.push((slot, value));
-                }
-                let code = self.account_code.remove(&address);
-                (address, crate::AccountDiff { info, code, storage })
-            })
-            .collect();
-        StateDiff::from_sorted(diffs)
     }
 
     /// Credits the beneficiary's fee for one transaction, as the mainnet handler would

@@ -37,7 +37,8 @@ pub(crate) struct Executed {
 pub(crate) struct Batch {
     pub base: Arc<dyn StateSource>,
     pub ctx: BlockContext,
-    pub txs: Vec<TxEnv>,
+    /// The transactions, each in a cell it leaves while it runs.
+    pub txs: Vec<Mutex<TxEnv>>,
     pub mv: MvMemory,
     pub scheduler: Scheduler,
     /// Accounts kept as deltas: the beneficiary and senders of several transactions.
@@ -50,21 +51,6 @@ pub(crate) struct Batch {
     pub fatal: Mutex<Option<StateError>>,
     /// Report what each transaction touched.
     pub record_access: bool,
-    /// The next shard of the multi-version memory to read the batch's changes off.
-    next_shard: std::sync::atomic::AtomicUsize,
-    /// What the workers read off it.
-    pub pieces: Mutex<Vec<Piece>>,
-}
-
-/// Final values one worker read off the multi-version memory once the batch was done,
-/// each list sorted by address (and slot).
-#[derive(Default)]
-pub(crate) struct Piece {
-    /// Accounts whose fields were written: the last value, and the last transaction
-    /// that destroyed the account (its earlier storage is gone).
-    pub accounts: Vec<(Address, Option<AccountLite>, Option<TxIdx>)>,
-    /// Slots written: the last value and its writer.
-    pub slots: Vec<(Address, U256, U256, TxIdx)>,
 }
 
 impl Batch {
@@ -113,9 +99,7 @@ impl Batch {
             codes: Default::default(),
             fatal: Mutex::new(None),
             record_access: false,
-            next_shard: Default::default(),
-            pieces: Mutex::new(Vec::new()),
-            txs,
+            txs: txs.into_iter().map(Mutex::new).collect(),
         })
     }
 
@@ -192,10 +176,11 @@ impl Batch {
 /// many executions it ran (counted per worker: a shared counter is a contended line).
 pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) -> usize {
     let mut executions = 0;
-    let mut reads: Vec<ReadItem> = Vec::with_capacity(16);
+    let mut buffers = Buffers::default();
     evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
         batch: Arc::clone(batch),
         idx: 0,
+        nonce: 0,
         mocked: None,
         read_mocked_balance: false,
         reads: Vec::with_capacity(16),
@@ -206,7 +191,7 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
     let mut idle = 0u32;
     loop {
         task = match task {
-            Some(Task::Execute(version)) => execute(evm, batch, version, &mut reads, &mut executions),
+            Some(Task::Execute(version)) => execute(evm, batch, version, &mut buffers, &mut executions),
             Some(Task::Validate(version)) => validate(batch, version),
             None => batch.scheduler.next_task(),
         };
@@ -229,102 +214,82 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
     if let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) {
         *codes = spec.codes;
     }
-    let t = std::time::Instant::now();
-    if batch.fatal.lock().is_ok_and(|f| f.is_none()) {
-        read_off(batch);
-    }
-    tracing::trace!(executions, read_off = ?t.elapsed(), "worker done");
     executions
-}
-
-/// Once the batch is done: takes shards of the multi-version memory until none is left,
-/// reading off each location's final value (the lazy accounts' come from the settle).
-fn read_off(batch: &Batch) {
-    let mut piece = Piece::default();
-    loop {
-        let shard = batch.next_shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if shard >= batch.mv.shard_count() {
-            break;
-        }
-        batch.mv.for_each_in(shard, |location, versions| {
-            let Some((writer, Ok(value))) = versions.last() else { return };
-            match (location, value) {
-                (Location::Storage(address, slot), Value::Storage(v)) => {
-                    piece.slots.push((*address, *slot, *v, writer))
-                }
-                (Location::Basic(address), Value::Basic(info)) => {
-                    piece.accounts.push((*address, *info, versions.last_destroyed()));
-                }
-                (Location::Basic(address), _) => piece.accounts.push((*address, None, versions.last_destroyed())),
-                _ => {}
-            }
-        });
-    }
-    piece.accounts.sort_unstable_by_key(|(address, ..)| *address);
-    piece.slots.sort_unstable_by_key(|(address, slot, ..)| (*address, *slot));
-    if let Ok(mut pieces) = batch.pieces.lock() {
-        pieces.push(piece);
-    }
 }
 
 fn execute(
     evm: &mut WorkerEvm,
     batch: &Arc<Batch>,
     version: Version,
-    reads: &mut Vec<ReadItem>,
+    buffers: &mut Buffers,
     executions: &mut usize,
 ) -> Option<Task> {
     let Version { idx, incarnation } = version;
-    let tx = &batch.txs[idx];
+    // The transaction moves into the EVM and back (its owner is whoever executes it),
+    // rather than being cloned for every execution.
+    let mut tx = batch.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default();
     let mocked = batch.lazy_sender[idx].then_some(tx.caller);
-    loop {
+    let task = loop {
         *executions += 1;
         if let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database {
             spec.idx = idx;
+            spec.nonce = tx.nonce;
             spec.mocked = mocked;
             spec.read_mocked_balance = false;
             spec.reads.clear();
             spec.served.clear();
         }
-        let run = evm::run(evm, tx.clone());
+        let run = evm::run(evm, tx);
+        tx = std::mem::take(&mut evm.ctx.tx);
         let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database else {
-            return None;
+            break None;
         };
         match &run.result {
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
                 if batch.scheduler.add_dependency(idx, *blocking) {
-                    return None;
+                    break None;
                 }
                 continue; // the blocker finished meanwhile: run again now
             }
             Err(EVMError::Database(ViewError::State(e))) => {
                 batch.fail(e.clone());
-                return None;
+                break None;
             }
             Err(EVMError::Database(ViewError::Idle)) => {
                 batch.fail(StateError("executor view detached mid-run".into()));
-                return None;
+                break None;
             }
             _ => {}
         }
         let read_mocked_balance = spec.read_mocked_balance;
-        let writes = writes_of(batch, &run, &spec.served, mocked);
-        std::mem::swap(reads, &mut spec.reads);
+        writes_of(batch, &run, &spec.served, mocked, &mut buffers.writes);
+        std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
         let executed = match crate::commit::speculative_outcome(run, &spec.served) {
             Ok((outcome, fee)) => Executed { outcome, fee, mocked: mocked.is_some(), read_mocked_balance, access },
             Err(e) => {
                 batch.fail(StateError(e.to_string()));
-                return None;
+                break None;
             }
         };
-        let mut writes = writes;
-        let wrote_new = batch.mv.record(idx, incarnation, &mut writes, reads);
+        let wrote_new = batch.mv.record(idx, incarnation, &mut buffers.writes, &mut buffers.reads);
         if let Ok(mut slot) = batch.results[idx].lock() {
             *slot = Some(executed);
         }
-        return batch.scheduler.finish_execution(idx, incarnation, wrote_new);
+        break Some(wrote_new);
+    };
+    if let Ok(mut cell) = batch.txs[idx].lock() {
+        *cell = tx;
     }
+    // Finished only once the transaction is back in its cell.
+    batch.scheduler.finish_execution(idx, incarnation, task?)
+}
+
+/// A worker's scratch buffers, reused from one execution to the next.
+#[derive(Default)]
+pub(crate) struct Buffers {
+    reads: Vec<ReadItem>,
+    writes: Vec<(Location, Value)>,
 }
 
 fn validate(batch: &Arc<Batch>, version: Version) -> Option<Task> {
@@ -344,8 +309,9 @@ fn writes_of(
     run: &Run,
     served: &[(Address, Option<AccountLite>)],
     mocked: Option<Address>,
-) -> Vec<(Location, Value)> {
-    let mut writes = Vec::with_capacity(8);
+    writes: &mut Vec<(Location, Value)>,
+) {
+    writes.clear();
     let beneficiary = batch.ctx.block.beneficiary;
     if run.result.is_ok() {
         for (address, account) in &run.state {
@@ -393,7 +359,6 @@ fn writes_of(
         // An invalid transaction changes nothing, but its seeded estimate must go.
         writes.push((Location::Basic(sender), Value::Delta { add: U256::ZERO, sub: U256::ZERO, nonce: None }));
     }
-    writes
 }
 
 /// Whether a lazily accounted transaction's assumptions hold against the committed

@@ -182,7 +182,6 @@ impl Executor {
         let committed = result.recv().map_err(|_| ExecutorError::WorkerGone(0))??;
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
-            state: committed.state,
             access: committed.access,
             mode: ExecutionMode::Sequential,
             reexecutions: 0,
@@ -219,15 +218,10 @@ impl Executor {
         }
         let t1 = t0.elapsed();
         let batch = DiscardOnDrop { batch: Some(batch), pool: self };
-        let (mut committed, settled, stopped) = commit::settle(&batch)?;
-        let t2 = t0.elapsed();
+        let (mut committed, stopped) = commit::settle(&batch)?;
         let mut fallbacks = 0;
-        match stopped {
-            None => {
-                let pieces = batch.pieces.lock().map(|mut p| std::mem::take(&mut *p)).unwrap_or_default();
-                committed.state = commit::assemble(&batch, pieces, settled)?;
-            }
-            Some(from) => {
+        if let Some(from) = stopped {
+            {
                 // A lazy assumption failed: re-run the rest one by one on committed state.
                 fallbacks = n - from;
                 let mut overlay = commit::overlay(Arc::clone(&batch.base), batch.txs.len());
@@ -235,18 +229,18 @@ impl Executor {
                     overlay.apply(&outcome.state);
                 }
                 let mut evm = evm::build(batch.ctx.spec);
-                let txs = batch.txs[from..].to_vec();
+                let txs = batch.txs[from..]
+                    .iter()
+                    .map(|tx| tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+                    .collect();
                 let rest = commit::run_sequential(&mut evm, overlay, &batch.ctx, txs, self.config.record_access)?;
-                // The overlay held the prefix: its diff is the whole batch's.
-                committed.state = rest.state;
                 committed.outcomes.extend(rest.outcomes);
                 committed.access.extend(rest.access);
             }
         }
-        tracing::debug!(txs = n, execute = ?t1, settle = ?(t2 - t1), merge = ?(t0.elapsed() - t2), "parallel batch phases");
+        tracing::debug!(txs = n, execute = ?t1, settle = ?(t0.elapsed() - t1), "parallel batch phases");
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
-            state: committed.state,
             access: committed.access,
             mode: ExecutionMode::Parallel,
             reexecutions: executions.saturating_sub(n),

@@ -100,7 +100,7 @@ pub fn compare_with_sequential(parallel: &BatchOutcome, sequential: &BatchOutcom
             });
         }
     }
-    if parallel.state != sequential.state {
+    if parallel.state() != sequential.state() {
         return Err(SequentialMismatch::FinalState);
     }
     Ok(())

@@ -41,6 +41,8 @@ impl revm::database_interface::DBErrorMarker for ViewError {}
 pub(crate) struct Speculation {
     pub batch: Arc<Batch>,
     pub idx: TxIdx,
+    /// The running transaction's nonce.
+    pub nonce: u64,
     /// The sender whose balance and nonce this transaction sees mocked.
     pub mocked: Option<Address>,
     /// Set when the transaction read a mocked balance (BALANCE or SELFBALANCE).
@@ -112,7 +114,7 @@ impl Speculation {
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
         let batch = &*self.batch;
         if self.mocked == Some(address) {
-            let nonce = batch.txs[self.idx].nonce;
+            let nonce = self.nonce;
             let code_hash = batch.base.account(address)?.map_or(KECCAK_EMPTY, |i| i.code_hash);
             return self.serve(address, Some(AccountLite { balance: MOCK_BALANCE, nonce, code_hash }));
         }

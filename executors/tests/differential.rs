@@ -34,9 +34,9 @@ fn every_workload_matches_sequential_revm() {
         );
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
         assert_eq!(got.mode, ExecutionMode::Parallel);
-        assert_same(workload.name, &got.outcomes, &got.state, &want, &want_state);
+        assert_same(workload.name, &got.outcomes, &got.state(), &want, &want_state);
         let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
-        assert_same(workload.name, &seq.outcomes, &seq.state, &want, &want_state);
+        assert_same(workload.name, &seq.outcomes, &seq.state(), &want, &want_state);
     }
 }
 
@@ -101,9 +101,9 @@ proptest! {
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
         ferry_executors::set_chaos(false);
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
-        assert_same("random, parallel", &got.outcomes, &got.state, &want, &want_state);
+        assert_same("random, parallel", &got.outcomes, &got.state(), &want, &want_state);
         let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
-        assert_same("random, sequential mode", &seq.outcomes, &seq.state, &want, &want_state);
+        assert_same("random, sequential mode", &seq.outcomes, &seq.state(), &want, &want_state);
     }
 }
 
@@ -194,14 +194,14 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
     for (label, txs) in cases {
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs).unwrap();
-        assert_same(label, &got.outcomes, &got.state, &want, &want_state);
+        assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
     }
     for (label, state, txs) in
         [("runs out of funds", &poor_state, &poor_txs), ("beneficiary is a sender", &coinbase_state, &cb_txs)]
     {
         let (want, want_state) = reference(state, &f.ctx, txs);
         let got = executor.execute_parallel(state.clone(), f.ctx.clone(), txs.clone()).unwrap();
-        assert_same(label, &got.outcomes, &got.state, &want, &want_state);
+        assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
         if label == "runs out of funds" {
             assert!(matches!(got.outcomes[3].status, TxStatus::Invalid { .. }), "{:?}", got.outcomes[3].status);
         }
@@ -220,7 +220,7 @@ fn a_pool_tries_both_modes_and_always_gives_the_sequential_results() {
         let mut modes = Vec::new();
         for _ in 0..6 {
             let out = executor.execute(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
-            assert_same(workload.name, &out.outcomes, &out.state, &want, &want_state);
+            assert_same(workload.name, &out.outcomes, &out.state(), &want, &want_state);
             modes.push(out.mode);
         }
         // The first two batches measure both modes; later ones take whichever was

@@ -27,14 +27,14 @@ fn a_batch_on_layered_changes_matches_the_batch_on_committed_state() {
         for outcome in &first.outcomes {
             pending.merge(&outcome.state);
         }
-        assert_eq!(pending, first.state, "{}: per-transaction changes compose to the batch's", workload.name);
+        assert_eq!(pending, first.state(), "{}: per-transaction changes compose to the batch's", workload.name);
 
         let mut committed = (*f.state).clone();
-        committed.apply(&first.state);
+        committed.apply(&first.state());
         let (want, want_state) = reference(&Arc::new(committed), &f.ctx, later);
         let layered: Arc<dyn StateSource> = Arc::new(LayeredState::new(f.state.clone(), pending));
         let got = executor.execute(layered, f.ctx.clone(), later.to_vec()).unwrap();
-        assert_same(workload.name, &got.outcomes, &got.state, &want, &want_state);
+        assert_same(workload.name, &got.outcomes, &got.state(), &want, &want_state);
 
         // And the whole batch at once agrees on the later half.
         let (whole, _) = reference(&f.state, &f.ctx, &workload.txs);
