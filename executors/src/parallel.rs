@@ -51,6 +51,8 @@ pub(crate) struct Batch {
     pub fatal: Mutex<Option<StateError>>,
     /// Report what each transaction touched.
     pub record_access: bool,
+    /// When the batch was made (for the trace of how long workers took to start).
+    pub created: std::time::Instant,
 }
 
 impl Batch {
@@ -99,6 +101,7 @@ impl Batch {
             codes: Default::default(),
             fatal: Mutex::new(None),
             record_access: false,
+            created: std::time::Instant::now(),
             txs: txs.into_iter().map(Mutex::new).collect(),
         })
     }

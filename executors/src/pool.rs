@@ -8,9 +8,7 @@ use std::{
 use revm::context::TxEnv;
 
 use crate::{
-    BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource,
-    commit::{self, Committed},
-    evm,
+    BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource, commit, evm,
     mv_memory::MvMemory,
     parallel::{self, Batch},
 };
@@ -41,18 +39,9 @@ enum Job {
         batch: Arc<Batch>,
         done: mpsc::Sender<usize>,
     },
-    Sequential(Box<SequentialJob>),
     /// Drops a finished batch off the caller's path, keeping its multi-version memory,
     /// cleared, for the next one.
     Discard(Arc<Batch>, Arc<Mutex<Option<MvMemory>>>),
-}
-
-struct SequentialJob {
-    base: Arc<dyn StateSource>,
-    ctx: BlockContext,
-    txs: Vec<TxEnv>,
-    record: bool,
-    reply: mpsc::Sender<Result<Committed, ExecutorError>>,
 }
 
 struct Worker {
@@ -75,10 +64,31 @@ pub struct Executor {
     spare: Arc<Mutex<Option<MvMemory>>>,
 }
 
+thread_local! {
+    /// The EVM (and code copies) of a thread that calls into a pool: the caller is one
+    /// of a batch's workers, and runs sequential batches itself. It is awake already,
+    /// where a parked worker can take a millisecond to wake on a virtual machine.
+    static CALLER: std::cell::RefCell<Option<(evm::WorkerEvm, crate::view::CodeCache)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` on this thread's EVM, built on first use.
+fn on_caller<R>(
+    spec: revm::primitives::hardfork::SpecId,
+    f: impl FnOnce(&mut evm::WorkerEvm, &mut crate::view::CodeCache) -> R,
+) -> R {
+    CALLER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        let (evm, codes) = slot.get_or_insert_with(|| (evm::build(spec), Default::default()));
+        f(evm, codes)
+    })
+}
+
 impl Executor {
-    /// Starts `config.workers` threads, each building its EVM on its own thread.
+    /// Starts `config.workers - 1` threads, each building its EVM on its own thread; the
+    /// thread that calls the pool is the last worker.
     pub fn new(config: ExecutorConfig) -> Self {
-        let workers = (0..config.workers.max(1))
+        let workers = (1..config.workers.max(1))
             .map(|i| {
                 let (jobs, inbox) = mpsc::channel::<Job>();
                 let thread =
@@ -110,7 +120,7 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let keys: Vec<_> = txs.iter().filter_map(selector_key).collect();
         let parallel =
-            self.workers.len() > 1 && txs.len() >= self.config.min_parallel_batch && self.parallel_pays(&keys);
+            self.config.workers > 1 && txs.len() >= self.config.min_parallel_batch && self.parallel_pays(&keys);
         let start = std::time::Instant::now();
         let outcome =
             if parallel { self.execute_parallel(state, ctx, txs)? } else { self.execute_sequential(state, ctx, txs)? };
@@ -159,8 +169,8 @@ impl Executor {
         }
     }
 
-    /// Executes `txs` one by one on a worker's EVM (the reference the parallel engine
-    /// must equal, and the re-check that samples it).
+    /// Executes `txs` one by one on the calling thread's EVM (the reference the parallel
+    /// engine must equal, and the re-check that samples it).
     pub fn execute_sequential(
         &self,
         state: Arc<dyn StateSource>,
@@ -168,18 +178,10 @@ impl Executor {
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (reply, result) = mpsc::channel();
-        self.send(
-            0,
-            Job::Sequential(Box::new(SequentialJob {
-                base: state,
-                ctx,
-                txs,
-                record: self.config.record_access,
-                reply,
-            })),
-        )?;
-        let committed = result.recv().map_err(|_| ExecutorError::WorkerGone(0))??;
+        let record = self.config.record_access;
+        let committed = on_caller(ctx.spec, |evm, _| {
+            commit::run_sequential(evm, commit::overlay(state, txs.len()), &ctx, txs, record)
+        })?;
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             access: committed.access,
@@ -209,7 +211,10 @@ impl Executor {
             self.send(i, Job::Parallel { batch: Arc::clone(&batch), done: done.clone() })?;
         }
         drop(done);
-        let mut executions = 0;
+        let mut executions = on_caller(batch.ctx.spec, |evm, codes| {
+            evm::prepare(evm, &batch.ctx);
+            parallel::work(evm, &batch, codes)
+        });
         for i in 0..self.workers.len() {
             executions += finished.recv().map_err(|_| ExecutorError::WorkerGone(i))?;
         }
@@ -228,12 +233,13 @@ impl Executor {
                 for outcome in &committed.outcomes {
                     overlay.apply(&outcome.state);
                 }
-                let mut evm = evm::build(batch.ctx.spec);
                 let txs = batch.txs[from..]
                     .iter()
                     .map(|tx| tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
                     .collect();
-                let rest = commit::run_sequential(&mut evm, overlay, &batch.ctx, txs, self.config.record_access)?;
+                let record = self.config.record_access;
+                let rest =
+                    on_caller(batch.ctx.spec, |evm, _| commit::run_sequential(evm, overlay, &batch.ctx, txs, record))?;
                 committed.outcomes.extend(rest.outcomes);
                 committed.access.extend(rest.access);
             }
@@ -298,28 +304,26 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
     while let Ok(job) = inbox.recv() {
         match job {
             Job::Parallel { batch, done } => {
+                tracing::trace!(waited = ?batch.created.elapsed(), "worker starts");
                 evm::prepare(&mut evm, &batch.ctx);
                 let executions = parallel::work(&mut evm, &batch, &mut codes);
                 // Let go of the batch first: the pool takes its memory back.
                 drop(batch);
                 let _ = done.send(executions);
             }
-            Job::Discard(batch, spare) => {
-                if let Ok(mut batch) = Arc::try_unwrap(batch) {
-                    let mut mv = std::mem::take(&mut batch.mv);
-                    drop(batch);
-                    mv.clear();
-                    if let Ok(mut spare) = spare.lock() {
-                        *spare = Some(mv);
-                    }
-                }
-            }
-            Job::Sequential(job) => {
-                let SequentialJob { base, ctx, txs, record, reply } = *job;
-                let overlay = commit::overlay(base, txs.len());
-                let result = commit::run_sequential(&mut evm, overlay, &ctx, txs, record);
-                let _ = reply.send(result);
-            }
+            Job::Discard(batch, spare) => recycle(batch, &spare),
+        }
+    }
+}
+
+/// Frees a finished batch, keeping its multi-version memory, cleared, for the next one.
+fn recycle(batch: Arc<Batch>, spare: &Mutex<Option<MvMemory>>) {
+    if let Ok(mut batch) = Arc::try_unwrap(batch) {
+        let mut mv = std::mem::take(&mut batch.mv);
+        drop(batch);
+        mv.clear();
+        if let Ok(mut spare) = spare.lock() {
+            *spare = Some(mv);
         }
     }
 }
@@ -341,9 +345,14 @@ impl std::ops::Deref for DiscardOnDrop<'_> {
 impl Drop for DiscardOnDrop<'_> {
     fn drop(&mut self) {
         if let Some(batch) = self.batch.take() {
-            let last = self.pool.workers.len().saturating_sub(1);
-            // If the worker is gone the batch is simply dropped here.
-            let _ = self.pool.send(last, Job::Discard(batch, Arc::clone(&self.pool.spare)));
+            let spare = Arc::clone(&self.pool.spare);
+            match self.pool.workers.len().checked_sub(1) {
+                // If the worker is gone the batch is simply dropped here.
+                Some(last) => {
+                    let _ = self.pool.send(last, Job::Discard(batch, spare));
+                }
+                None => recycle(batch, &spare),
+            }
         }
     }
 }
