@@ -13,7 +13,7 @@ use revm::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    AccountDiff, BlockContext, ExecutorError, StateDiff, StateSource, TxOutcome, TxStatus,
+    AccountDiff, BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
     evm::{self, WorkerEvm},
     mv_memory::AccountLite,
     overlay::{Overlay, credit_fee, lite},
@@ -28,52 +28,134 @@ pub(crate) struct Committed {
     pub access: Vec<crate::AccessSet>,
 }
 
-/// Settles a finished parallel batch in order: checks each lazily accounted sender's
-/// assumptions against the running real balance and patches the lazy accounts
-/// (senders' balances, the beneficiary's fees) into the outcomes. Stops at the first
-/// transaction whose assumptions fail and returns its index, so that the rest can be
-/// re-run one by one.
-pub(crate) fn settle(batch: &Batch) -> Result<(Committed, Option<usize>), ExecutorError> {
-    let beneficiary = batch.ctx.block.beneficiary;
-    // Lazy senders as the batch has left them so far.
-    let mut senders: FxHashMap<Address, Option<AccountLite>> = FxHashMap::default();
-    // The beneficiary changes with every transaction: kept at hand, not in the map.
-    let mut paid = batch.base.account(beneficiary)?;
-    let mut done = Committed { outcomes: Vec::with_capacity(batch.txs.len()), access: Vec::new() };
-    for (idx, tx) in batch.txs.iter().enumerate() {
-        let tx = tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let executed = batch.results[idx].lock().ok().and_then(|mut slot| slot.take());
-        let Some(Executed { mut outcome, fee, mocked, read_mocked_balance, access }) = executed else {
-            return Ok((done, Some(idx)));
+/// The ordered settle of a parallel batch, done as far as it can go while the batch
+/// still runs (by the calling thread, between its tasks) and finished at the end.
+///
+/// It settles in order: checks each lazily accounted sender's assumptions against the
+/// running real balance and patches the lazy accounts (senders' balances, the
+/// beneficiary's fees) into the outcomes. A transaction settled early may be executed
+/// again afterwards; its new result then sits in its slot again, and the final pass
+/// settles again from the first such transaction.
+#[derive(Default)]
+pub(crate) struct Settle {
+    /// The next transaction to settle.
+    next: usize,
+    outcomes: Vec<TxOutcome>,
+    access: Vec<crate::AccessSet>,
+    /// The beneficiary as settled so far (`None` until read from the base).
+    paid: Option<Option<AccountLite>>,
+    /// Lazy senders as settled so far.
+    senders: FxHashMap<Address, Option<AccountLite>>,
+}
+
+impl Settle {
+    /// Settles what is ready, in order, without waiting: stops at a transaction not
+    /// executed, not validated yet, or whose lazy assumptions do not hold (yet).
+    pub(crate) fn advance(&mut self, batch: &Batch) {
+        while self.next < batch.txs.len()
+            && batch.scheduler.is_executed(self.next)
+            && batch.scheduler.validated_past(self.next)
+        {
+            match self.try_step(batch) {
+                Ok(true) => {}
+                Ok(false) | Err(_) => return,
+            }
+        }
+    }
+
+    /// Settles transaction `self.next` if its result is there and its assumptions hold.
+    fn try_step(&mut self, batch: &Batch) -> Result<bool, ExecutorError> {
+        let idx = self.next;
+        let beneficiary = batch.ctx.block.beneficiary;
+        let paid = match self.paid {
+            Some(paid) => paid,
+            None => *self.paid.insert(batch.base.account(beneficiary)?),
         };
-        if !matches!(outcome.status, TxStatus::Invalid { .. }) {
-            if mocked {
-                let before = match senders.get(&tx.caller) {
-                    Some(value) => *value,
-                    None => batch.base.account(tx.caller)?,
-                };
-                if !lazy_assumptions_hold(&tx, read_mocked_balance, before) {
-                    return Ok((done, Some(idx)));
-                }
-                if let Some(info) = outcome.state.get_mut(&tx.caller).and_then(|e| e.info.as_mut()) {
-                    settle_mocked(info, before);
-                }
+        let tx = batch.txs[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut slot = batch.results[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(executed) = slot.as_ref() else { return Ok(false) };
+        let valid = !matches!(executed.outcome.status, TxStatus::Invalid { .. });
+        let mut before = None;
+        if valid && executed.mocked {
+            let sender = match self.senders.get(&tx.caller) {
+                Some(value) => *value,
+                None => batch.base.account(tx.caller)?,
+            };
+            if !lazy_assumptions_hold(&tx, executed.read_mocked_balance, sender) {
+                return Ok(false);
+            }
+            before = Some(sender);
+        }
+        let Some(Executed { mut outcome, fee, access, .. }) = slot.take() else { return Ok(false) };
+        let caller = tx.caller;
+        drop((slot, tx));
+        let mut paid = paid;
+        if valid {
+            if let Some(sender) = before
+                && let Some(info) = outcome.state.get_mut(&caller).and_then(|e| e.info.as_mut())
+            {
+                settle_mocked(info, sender);
             }
             for (address, entry) in outcome.state.iter() {
                 if *address == beneficiary {
                     paid = entry.info;
                 } else if batch.lazy.contains(address) {
-                    senders.insert(*address, entry.info);
+                    self.senders.insert(*address, entry.info);
                 }
             }
             if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
                 paid = Some(after);
             }
         }
-        done.outcomes.push(outcome);
-        done.access.extend(access);
+        self.paid = Some(paid);
+        self.outcomes.push(outcome);
+        self.access.extend(access);
+        self.next += 1;
+        Ok(true)
     }
-    Ok((done, None))
+
+    /// Forgets what was settled from `idx` on, and rebuilds the running values from the
+    /// outcomes before it.
+    fn rewind(&mut self, batch: &Batch, idx: usize) -> Result<(), StateError> {
+        let beneficiary = batch.ctx.block.beneficiary;
+        self.outcomes.truncate(idx);
+        self.access.truncate(if batch.record_access { idx } else { 0 });
+        self.next = idx;
+        self.senders.clear();
+        let mut paid = None;
+        for outcome in &self.outcomes {
+            for (address, entry) in outcome.state.iter() {
+                if *address == beneficiary {
+                    paid = Some(entry.info);
+                } else if batch.lazy.contains(address) {
+                    self.senders.insert(*address, entry.info);
+                }
+            }
+        }
+        self.paid = Some(match paid {
+            Some(paid) => paid,
+            None => batch.base.account(beneficiary)?,
+        });
+        Ok(())
+    }
+
+    /// Finishes the settle once the batch is done. Returns the settled outcomes and, if
+    /// a lazy assumption failed, the first transaction to re-run one by one.
+    pub(crate) fn finish(mut self, batch: &Batch) -> Result<(Committed, Option<usize>), ExecutorError> {
+        // A transaction executed again after it was settled has a result in its slot.
+        if let Some(again) = (0..self.next).find(|&idx| batch.results[idx].lock().is_ok_and(|slot| slot.is_some())) {
+            self.rewind(batch, again)?;
+        }
+        let stopped = loop {
+            if self.next == batch.txs.len() {
+                break None;
+            }
+            if !self.try_step(batch)? {
+                break Some(self.next);
+            }
+        };
+        Ok((Committed { outcomes: self.outcomes, access: self.access }, stopped))
+    }
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once

@@ -46,11 +46,16 @@ pub(crate) struct Batch {
     /// Per transaction: its sender is lazy.
     pub lazy_sender: Vec<bool>,
     pub results: Vec<Mutex<Option<Executed>>>,
+    /// What each executed transaction owes the beneficiary (read by explicit reads of
+    /// the beneficiary's balance).
+    pub fees: Vec<Mutex<Option<U256>>>,
     /// Code deployed by the batch.
     pub codes: std::sync::RwLock<FxHashMap<B256, Bytecode>>,
     pub fatal: Mutex<Option<StateError>>,
     /// Report what each transaction touched.
     pub record_access: bool,
+    /// The ordered settle, advanced by the calling thread between its tasks.
+    pub settle: Mutex<crate::commit::Settle>,
     /// When the batch was made (for the trace of how long workers took to start).
     pub created: std::time::Instant,
 }
@@ -98,9 +103,11 @@ impl Batch {
             lazy,
             lazy_sender,
             results: (0..n).map(|_| Mutex::new(None)).collect(),
+            fees: (0..n).map(|_| Mutex::new(None)).collect(),
             codes: Default::default(),
             fatal: Mutex::new(None),
             record_access: false,
+            settle: Default::default(),
             created: std::time::Instant::now(),
             txs: txs.into_iter().map(Mutex::new).collect(),
         })
@@ -159,7 +166,8 @@ impl Batch {
                     if !self.scheduler.is_executed(t) {
                         return Err(t);
                     }
-                    let fee = self.results[t].lock().ok().and_then(|r| r.as_ref().map(|e| e.fee));
+                    // Its own cell: the settle may have taken the result already.
+                    let fee = self.fees[t].lock().ok().and_then(|f| *f);
                     sum.add += fee.ok_or(t)?;
                 }
             }
@@ -177,7 +185,9 @@ impl Batch {
 
 /// A worker's share of a batch: take tasks until the scheduler says done. Returns how
 /// many executions it ran (counted per worker: a shared counter is a contended line).
-pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) -> usize {
+///
+/// The settler (the calling thread) also settles, between tasks, what is ready.
+pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache, settler: bool) -> usize {
     let mut executions = 0;
     let mut buffers = Buffers::default();
     evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
@@ -196,7 +206,12 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
         task = match task {
             Some(Task::Execute(version)) => execute(evm, batch, version, &mut buffers, &mut executions),
             Some(Task::Validate(version)) => validate(batch, version),
-            None => batch.scheduler.next_task(),
+            None => {
+                if settler && let Ok(mut settle) = batch.settle.try_lock() {
+                    settle.advance(batch);
+                }
+                batch.scheduler.next_task()
+            }
         };
         if task.is_none() {
             if batch.scheduler.done() {
@@ -276,6 +291,9 @@ fn execute(
             }
         };
         let wrote_new = batch.mv.record(idx, incarnation, &mut buffers.writes, &mut buffers.reads);
+        if let Ok(mut fee) = batch.fees[idx].lock() {
+            *fee = Some(executed.fee);
+        }
         if let Ok(mut slot) = batch.results[idx].lock() {
             *slot = Some(executed);
         }

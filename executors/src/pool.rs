@@ -213,7 +213,7 @@ impl Executor {
         drop(done);
         let mut executions = on_caller(batch.ctx.spec, |evm, codes| {
             evm::prepare(evm, &batch.ctx);
-            parallel::work(evm, &batch, codes)
+            parallel::work(evm, &batch, codes, true)
         });
         for i in 0..self.workers.len() {
             executions += finished.recv().map_err(|_| ExecutorError::WorkerGone(i))?;
@@ -223,7 +223,8 @@ impl Executor {
         }
         let t1 = t0.elapsed();
         let batch = DiscardOnDrop { batch: Some(batch), pool: self };
-        let (mut committed, stopped) = commit::settle(&batch)?;
+        let settle = batch.settle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
+        let (mut committed, stopped) = settle.finish(&batch)?;
         let mut fallbacks = 0;
         if let Some(from) = stopped {
             {
@@ -306,7 +307,7 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
             Job::Parallel { batch, done } => {
                 tracing::trace!(waited = ?batch.created.elapsed(), "worker starts");
                 evm::prepare(&mut evm, &batch.ctx);
-                let executions = parallel::work(&mut evm, &batch, &mut codes);
+                let executions = parallel::work(&mut evm, &batch, &mut codes, false);
                 // Let go of the batch first: the pool takes its memory back.
                 drop(batch);
                 let _ = done.send(executions);

@@ -236,6 +236,12 @@ impl Scheduler {
         None
     }
 
+    /// Whether validation has been handed out past `idx` (its latest execution has been
+    /// or is being validated).
+    pub(crate) fn validated_past(&self, idx: TxIdx) -> bool {
+        self.validation_idx.load(Ordering::SeqCst) > idx
+    }
+
     /// Whether `idx`'s latest incarnation has finished executing (and not been aborted).
     pub(crate) fn is_executed(&self, idx: TxIdx) -> bool {
         self.word(idx).status() == Status::Executed
