@@ -207,7 +207,12 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
             Some(Task::Execute(version)) => execute(evm, batch, version, &mut buffers, &mut executions),
             Some(Task::Validate(version)) => validate(batch, version),
             None => {
-                if settler && let Ok(mut settle) = batch.settle.try_lock() {
+                // Not while idling: polling the settle's lines would slow the worker
+                // that writes them.
+                if settler
+                    && idle == 0
+                    && let Ok(mut settle) = batch.settle.try_lock()
+                {
                     settle.advance(batch);
                 }
                 batch.scheduler.next_task()
