@@ -1,10 +1,11 @@
 //! ferry's executors: per-chain pools of revm workers that run ordered batches of
 //! transactions in parallel with exactly the results of sequential execution.
 //!
-//! - [`Executor`]: a pool of worker threads, each owning one reused EVM. Big batches go
-//!   to the Block-STM engine (multi-version memory, optimistic execution, validation of
-//!   read sets, re-execution on conflict, waiting on known writers, commit in order);
-//!   small ones run sequentially.
+//! - [`Executor`]: a pool of worker threads (the caller among them), each owning one
+//!   reused EVM. Big batches go to the Block-STM engine (multi-version memory,
+//!   optimistic execution, validation of read sets, re-execution on conflict, waiting on
+//!   known writers, an ordered settle that rolls along with the batch); small ones, and
+//!   kinds measured to gain nothing, run sequentially.
 //! - The beneficiary's fee and the balance and nonce of a sender with several
 //!   transactions are applied lazily at commit, so they are not hot spots; a
 //!   transaction that reads them explicitly still sees the exact value.

@@ -16,7 +16,8 @@ use crate::{
 /// How a pool runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExecutorConfig {
-    /// Worker threads (each with its own EVM).
+    /// Workers, each with its own EVM: the thread that calls the pool and
+    /// `workers - 1` threads of the pool's own.
     pub workers: usize,
     /// Batches smaller than this run sequentially: too small to gain.
     pub min_parallel_batch: usize,
@@ -157,10 +158,15 @@ impl Executor {
                 ExecutionMode::Parallel => &mut entry.parallel,
                 ExecutionMode::Sequential => &mut entry.sequential,
             };
-            *slot = Some(slot.map_or(per_tx, |old| 0.8 * old + 0.2 * per_tx));
+            // The fastest seen: a busy machine only ever makes a run slower, so one
+            // unlucky measurement must not decide the mode for long.
+            *slot = Some(slot.map_or(per_tx, |old| old.min(per_tx)));
             entry.batches += 1;
-            // Now and then forget the mode not chosen, so that it is measured again.
+            // Now and then measure the mode not chosen again, and now and then both
+            // (the batches of a kind change, and so do their costs).
             if entry.batches.is_multiple_of(64) {
+                *entry = ModeCosts { batches: entry.batches, ..Default::default() };
+            } else if entry.batches.is_multiple_of(16) {
                 match mode {
                     ExecutionMode::Parallel => entry.sequential = None,
                     ExecutionMode::Sequential => entry.parallel = None,
