@@ -13,7 +13,7 @@ use revm::{
 use rustc_hash::FxHashMap;
 
 use crate::{
-    AccountDiff, BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
+    AccountDiff, AccountState, BlockContext, ExecutorError, StateDiff, StateError, StateSource, TxOutcome, TxStatus,
     evm::{self, WorkerEvm},
     mv_memory::AccountLite,
     overlay::{Overlay, credit_fee, lite},
@@ -35,17 +35,28 @@ pub(crate) struct Committed {
 /// running real balance and patches the lazy accounts (senders' balances, the
 /// beneficiary's fees) into the outcomes. A transaction settled early may be executed
 /// again afterwards; its new result then sits in its slot again, and the final pass
-/// settles again from the first such transaction.
+/// settles again from the first such transaction, putting back the results it had
+/// settled after it (each settle can be undone).
 #[derive(Default)]
 pub(crate) struct Settle {
     /// The next transaction to settle.
     next: usize,
     outcomes: Vec<TxOutcome>,
-    access: Vec<crate::AccessSet>,
+    /// Per settled transaction: how to undo its settle.
+    undo: Vec<Undo>,
     /// The beneficiary as settled so far (`None` until read from the base).
     paid: Option<Option<AccountLite>>,
     /// Lazy senders as settled so far.
     senders: FxHashMap<Address, Option<AccountLite>>,
+}
+
+/// What settling one transaction changed in its outcome, and the rest of its result.
+struct Undo {
+    executed: Executed,
+    /// The sender's mocked balance, replaced by the real one.
+    mocked_balance: Option<U256>,
+    /// The beneficiary's entry before its fee was credited: absent, or its fields.
+    beneficiary: Option<Option<Option<AccountState>>>,
 }
 
 impl Settle {
@@ -67,33 +78,38 @@ impl Settle {
     fn try_step(&mut self, batch: &Batch) -> Result<bool, ExecutorError> {
         let idx = self.next;
         let beneficiary = batch.ctx.block.beneficiary;
-        let paid = match self.paid {
+        let mut paid = match self.paid {
             Some(paid) => paid,
             None => *self.paid.insert(batch.base.account(beneficiary)?),
         };
-        let tx = batch.txs[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let mut slot = batch.results[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Some(executed) = slot.as_ref() else { return Ok(false) };
         let valid = !matches!(executed.outcome.status, TxStatus::Invalid { .. });
         let mut before = None;
         if valid && executed.mocked {
-            let sender = match self.senders.get(&tx.caller) {
-                Some(value) => *value,
-                None => batch.base.account(tx.caller)?,
+            let caller = executed.caller;
+            let sender = if caller == beneficiary {
+                paid
+            } else {
+                match self.senders.get(&caller) {
+                    Some(value) => *value,
+                    None => batch.base.account(caller)?,
+                }
             };
-            if !lazy_assumptions_hold(&tx, executed.read_mocked_balance, sender) {
+            if !lazy_assumptions_hold(executed, sender) {
                 return Ok(false);
             }
             before = Some(sender);
         }
-        let Some(Executed { mut outcome, fee, access, .. }) = slot.take() else { return Ok(false) };
-        let caller = tx.caller;
-        drop((slot, tx));
-        let mut paid = paid;
+        let Some(mut executed) = slot.take() else { return Ok(false) };
+        drop(slot);
+        let mut undo = Undo { executed: placeholder(), mocked_balance: None, beneficiary: None };
+        let outcome = &mut executed.outcome;
         if valid {
             if let Some(sender) = before
-                && let Some(info) = outcome.state.get_mut(&caller).and_then(|e| e.info.as_mut())
+                && let Some(info) = outcome.state.get_mut(&executed.caller).and_then(|e| e.info.as_mut())
             {
+                undo.mocked_balance = Some(info.balance);
                 settle_mocked(info, sender);
             }
             for (address, entry) in outcome.state.iter() {
@@ -103,23 +119,33 @@ impl Settle {
                     self.senders.insert(*address, entry.info);
                 }
             }
-            if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
+            let credited_over = outcome.state.get(&beneficiary).map(|e| e.info);
+            if let Some(after) = credit_fee(beneficiary, paid, executed.fee, &mut outcome.state) {
                 paid = Some(after);
+                undo.beneficiary = Some(credited_over);
             }
         }
         self.paid = Some(paid);
-        self.outcomes.push(outcome);
-        self.access.extend(access);
+        self.outcomes.push(std::mem::replace(&mut executed.outcome, placeholder().outcome));
+        undo.executed = executed;
+        self.undo.push(undo);
         self.next += 1;
         Ok(true)
     }
 
-    /// Forgets what was settled from `idx` on, and rebuilds the running values from the
-    /// outcomes before it.
+    /// Undoes the settle from `idx` on: the results of the transactions after it that
+    /// were not executed again go back to their slots (`idx`'s own slot holds its new
+    /// result), and the running values are rebuilt from the outcomes before it.
     fn rewind(&mut self, batch: &Batch, idx: usize) -> Result<(), StateError> {
         let beneficiary = batch.ctx.block.beneficiary;
-        self.outcomes.truncate(idx);
-        self.access.truncate(if batch.record_access { idx } else { 0 });
+        let outcomes = self.outcomes.split_off(idx);
+        let undos = self.undo.split_off(idx);
+        for (at, (outcome, undo)) in outcomes.into_iter().zip(undos).enumerate().skip(1) {
+            let mut slot = batch.results[idx + at].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if slot.is_none() {
+                *slot = Some(undo.restore(outcome, beneficiary));
+            }
+        }
         self.next = idx;
         self.senders.clear();
         let mut paid = None;
@@ -154,7 +180,45 @@ impl Settle {
                 break Some(self.next);
             }
         };
-        Ok((Committed { outcomes: self.outcomes, access: self.access }, stopped))
+        let access = self.undo.into_iter().filter_map(|u| u.executed.access).collect();
+        Ok((Committed { outcomes: self.outcomes, access }, stopped))
+    }
+}
+
+impl Undo {
+    /// The result as it was before it was settled.
+    fn restore(self, mut outcome: TxOutcome, beneficiary: Address) -> Executed {
+        match self.beneficiary {
+            Some(None) => {
+                outcome.state.remove(&beneficiary);
+            }
+            Some(Some(info)) => {
+                if let Some(entry) = outcome.state.get_mut(&beneficiary) {
+                    entry.info = info;
+                }
+            }
+            None => {}
+        }
+        if let Some(balance) = self.mocked_balance
+            && let Some(info) = outcome.state.get_mut(&self.executed.caller).and_then(|e| e.info.as_mut())
+        {
+            info.balance = balance;
+        }
+        Executed { outcome, ..self.executed }
+    }
+}
+
+/// An empty result, standing in for one moved out.
+fn placeholder() -> Executed {
+    Executed {
+        outcome: invalid_outcome(String::new()),
+        fee: U256::ZERO,
+        mocked: false,
+        read_mocked_balance: false,
+        access: None,
+        caller: Address::ZERO,
+        nonce: 0,
+        upfront: U256::ZERO,
     }
 }
 
@@ -281,4 +345,68 @@ pub(crate) fn access_of(state: &revm::state::EvmState) -> crate::AccessSet {
 /// A fresh overlay over `base`.
 pub(crate) fn overlay(base: Arc<dyn StateSource>, txs: usize) -> Overlay {
     Overlay::with_capacity(base, txs * 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{bench, mv_memory::MvMemory, view::CodeCache};
+
+    /// A batch with lazy senders and fees, executed on one worker: every result is in
+    /// its slot, none settled.
+    fn executed_batch() -> Arc<Batch> {
+        let f = bench::Fixture::new(8).unwrap_or_else(|e| panic!("fixture: {e}"));
+        let nonces = f.nonces();
+        // Two senders with three transactions each (lazy), interleaved, and one payer
+        // of the beneficiary.
+        let mut txs = Vec::new();
+        for round in 0..3u64 {
+            for sender in [1, 2] {
+                let to = f.accounts[sender + 3];
+                txs.push(bench::call(
+                    f.accounts[sender],
+                    nonces[sender] + round,
+                    to,
+                    Bytes::new(),
+                    U256::from(5),
+                    21_000,
+                ));
+            }
+        }
+        txs.push(bench::call(f.accounts[6], nonces[6], f.ctx.block.beneficiary, Bytes::new(), U256::from(9), 21_000));
+        let mut mv = MvMemory::default();
+        mv.prepare(txs.len());
+        let batch = Arc::new(Batch::new(f.state.clone(), f.ctx.clone(), txs, mv).unwrap_or_else(|e| panic!("{e}")));
+        let mut evm = crate::evm::build(f.ctx.spec);
+        crate::evm::prepare(&mut evm, &f.ctx);
+        crate::parallel::work(&mut evm, &batch, &mut CodeCache::default(), false);
+        batch
+    }
+
+    fn results(batch: &Batch) -> Vec<Option<Executed>> {
+        batch.results.iter().map(|slot| slot.lock().ok().and_then(|s| s.clone())).collect()
+    }
+
+    #[test]
+    fn a_rewound_settle_puts_back_exactly_what_it_took() {
+        let batch = executed_batch();
+        let before = results(&batch);
+        assert!(before.iter().all(Option::is_some), "every transaction executed");
+        let mut settle = Settle::default();
+        settle.advance(&batch);
+        assert_eq!(settle.next, batch.txs.len(), "everything was ready to settle");
+        assert!(results(&batch).iter().all(Option::is_none), "the settle took every result");
+        // As if transaction 0 had run again after it was settled: its slot is full.
+        if let Ok(mut slot) = batch.results[0].lock() {
+            *slot = before[0].clone();
+        }
+        let settled = settle.outcomes.clone();
+        settle.rewind(&batch, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(results(&batch), before, "each result is back as it was before its settle");
+        let (again, stopped) = settle.finish(&batch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped, None);
+        assert_eq!(again.outcomes, settled, "settling again gives the same outcomes");
+    }
 }

@@ -19,6 +19,7 @@ use crate::{
     view::{CodeCache, MOCK_BALANCE, Speculation, StateView, ViewError},
 };
 
+#[derive(Clone, Debug, PartialEq)]
 /// What the last incarnation of a transaction produced, outcome included (its diff is
 /// exact once validated, except for lazy accounts, which the ordered settle patches).
 pub(crate) struct Executed {
@@ -31,6 +32,11 @@ pub(crate) struct Executed {
     pub read_mocked_balance: bool,
     /// What it touched, when the pool records access.
     pub access: Option<crate::AccessSet>,
+    /// Its sender, nonce and up-front cost (what the settle checks a mocked sender
+    /// against: the transaction itself may be out of its cell, running again).
+    pub caller: Address,
+    pub nonce: u64,
+    pub upfront: U256,
 }
 
 /// Everything the workers share for one batch.
@@ -269,10 +275,17 @@ fn execute(
         };
         match &run.result {
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
-                if batch.scheduler.add_dependency(idx, *blocking) {
-                    break None;
+                // Back in its cell first: once parked, another worker may take it up.
+                let blocking = *blocking;
+                if let Ok(mut cell) = batch.txs[idx].lock() {
+                    *cell = std::mem::take(&mut tx);
                 }
-                continue; // the blocker finished meanwhile: run again now
+                if batch.scheduler.add_dependency(idx, blocking) {
+                    return None;
+                }
+                // The blocker finished meanwhile: run again now.
+                tx = batch.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default();
+                continue;
             }
             Err(EVMError::Database(ViewError::State(e))) => {
                 batch.fail(e.clone());
@@ -289,7 +302,16 @@ fn execute(
         std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
         let executed = match crate::commit::speculative_outcome(run, &spec.served) {
-            Ok((outcome, fee)) => Executed { outcome, fee, mocked: mocked.is_some(), read_mocked_balance, access },
+            Ok((outcome, fee)) => Executed {
+                outcome,
+                fee,
+                mocked: mocked.is_some(),
+                read_mocked_balance,
+                access,
+                caller: tx.caller,
+                nonce: tx.nonce,
+                upfront: upfront_cost(&tx),
+            },
             Err(e) => {
                 batch.fail(StateError(e.to_string()));
                 break None;
@@ -390,18 +412,18 @@ fn writes_of(
 /// Whether a lazily accounted transaction's assumptions hold against the committed
 /// state: the real balance covers what revm checks up front, the nonce is the one the
 /// transaction carries, and nothing read the mocked balance.
-pub(crate) fn lazy_assumptions_hold(tx: &TxEnv, read_mocked_balance: bool, committed: Option<AccountLite>) -> bool {
-    if read_mocked_balance {
+pub(crate) fn lazy_assumptions_hold(executed: &Executed, committed: Option<AccountLite>) -> bool {
+    if executed.read_mocked_balance {
         return false;
     }
     let account = committed.unwrap_or_default();
-    if account.nonce != tx.nonce {
-        return false;
-    }
+    account.nonce == executed.nonce && account.balance >= executed.upfront
+}
+
+/// What revm checks a sender's balance against before running a transaction.
+fn upfront_cost(tx: &TxEnv) -> U256 {
     let blob_gas = U256::from(tx.blob_hashes.len() as u64 * revm::primitives::eip4844::GAS_PER_BLOB);
-    let upfront =
-        U256::from(tx.gas_limit) * U256::from(tx.gas_price) + blob_gas * U256::from(tx.max_fee_per_blob_gas) + tx.value;
-    account.balance >= upfront
+    U256::from(tx.gas_limit) * U256::from(tx.gas_price) + blob_gas * U256::from(tx.max_fee_per_blob_gas) + tx.value
 }
 
 /// A mocked sender's balance after the transaction: the real balance before it plus the

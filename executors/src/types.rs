@@ -176,6 +176,13 @@ impl StateDiff {
         &mut self.accounts[at].1
     }
 
+    /// Removes one account's changes.
+    pub(crate) fn remove(&mut self, address: &Address) {
+        if let Ok(at) = self.accounts.binary_search_by_key(address, |(a, _)| *a) {
+            self.accounts.remove(at);
+        }
+    }
+
     /// Sets one account's changes.
     pub fn insert(&mut self, address: Address, diff: AccountDiff) {
         *self.entry(address) = diff;

@@ -74,7 +74,13 @@ impl CodeCache {
             return Ok(code.clone());
         }
         let shared = batch.code(hash)?;
-        let own = Bytecode::new_raw(revm::primitives::Bytes::copy_from_slice(shared.original_byte_slice()));
+        // A copy analysed afresh; code that does not decode again (it cannot, unless the
+        // source served something odd) is used as served.
+        let bytes = revm::primitives::Bytes::copy_from_slice(shared.original_byte_slice());
+        let own = match Bytecode::new_raw_checked(bytes) {
+            Ok(own) if own.kind() == shared.kind() => own,
+            _ => shared,
+        };
         if self.0.len() >= Self::MAX {
             self.0.clear();
         }

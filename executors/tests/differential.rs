@@ -191,17 +191,28 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
         ),
     );
 
+    // The beneficiary sends one transaction, after others have paid it fees.
+    let mut one_txs: Vec<_> = (6..12)
+        .map(|i| call(f.accounts[i], nonces[i], f.accounts[i + 20], Bytes::new(), U256::from(3), 21_000))
+        .collect();
+    one_txs.insert(4, call(coinbase, 0, f.accounts[3], Bytes::new(), U256::from(7), 21_000));
+
     for (label, txs) in cases {
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs).unwrap();
         assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
     }
-    for (label, state, txs) in
-        [("runs out of funds", &poor_state, &poor_txs), ("beneficiary is a sender", &coinbase_state, &cb_txs)]
-    {
+    for (label, state, txs) in [
+        ("runs out of funds", &poor_state, &poor_txs),
+        ("beneficiary is a sender", &coinbase_state, &cb_txs),
+        ("beneficiary sends once, paid before", &coinbase_state, &one_txs),
+    ] {
         let (want, want_state) = reference(state, &f.ctx, txs);
         let got = executor.execute_parallel(state.clone(), f.ctx.clone(), txs.clone()).unwrap();
         assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
+        if label == "beneficiary sends once, paid before" {
+            assert_eq!(got.fallbacks, 0, "settled in parallel, not re-run");
+        }
         if label == "runs out of funds" {
             assert!(matches!(got.outcomes[3].status, TxStatus::Invalid { .. }), "{:?}", got.outcomes[3].status);
         }
