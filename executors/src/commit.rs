@@ -52,7 +52,8 @@ pub(crate) struct Settle {
 
 /// What settling one transaction changed in its outcome, and the rest of its result.
 struct Undo {
-    executed: Executed,
+    /// The result without its outcome (settled, it is in the list).
+    executed: Settled,
     /// The sender's mocked balance, replaced by the real one.
     mocked_balance: Option<U256>,
     /// The beneficiary's entry before its fee was credited: absent, or its fields.
@@ -101,13 +102,17 @@ impl Settle {
             }
             before = Some(sender);
         }
-        let Some(mut executed) = slot.take() else { return Ok(false) };
+        let Some(executed) = slot.take() else { return Ok(false) };
         drop(slot);
-        let mut undo = Undo { executed: placeholder(), mocked_balance: None, beneficiary: None };
-        let outcome = &mut executed.outcome;
+        let Executed { mut outcome, fee, mocked, read_mocked_balance, access, caller, nonce, upfront } = executed;
+        let mut undo = Undo {
+            executed: Settled { fee, mocked, read_mocked_balance, access, caller, nonce, upfront },
+            mocked_balance: None,
+            beneficiary: None,
+        };
         if valid {
             if let Some(sender) = before
-                && let Some(info) = outcome.state.get_mut(&executed.caller).and_then(|e| e.info.as_mut())
+                && let Some(info) = outcome.state.get_mut(&caller).and_then(|e| e.info.as_mut())
             {
                 undo.mocked_balance = Some(info.balance);
                 settle_mocked(info, sender);
@@ -120,14 +125,17 @@ impl Settle {
                 }
             }
             let credited_over = outcome.state.get(&beneficiary).map(|e| e.info);
-            if let Some(after) = credit_fee(beneficiary, paid, executed.fee, &mut outcome.state) {
+            if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
                 paid = Some(after);
                 undo.beneficiary = Some(credited_over);
             }
         }
         self.paid = Some(paid);
-        self.outcomes.push(std::mem::replace(&mut executed.outcome, placeholder().outcome));
-        undo.executed = executed;
+        if self.outcomes.capacity() == 0 {
+            self.outcomes.reserve(batch.txs.len());
+            self.undo.reserve(batch.txs.len());
+        }
+        self.outcomes.push(outcome);
         self.undo.push(undo);
         self.next += 1;
         Ok(true)
@@ -204,22 +212,20 @@ impl Undo {
         {
             info.balance = balance;
         }
-        Executed { outcome, ..self.executed }
+        let Settled { fee, mocked, read_mocked_balance, access, caller, nonce, upfront } = self.executed;
+        Executed { outcome, fee, mocked, read_mocked_balance, access, caller, nonce, upfront }
     }
 }
 
-/// An empty result, standing in for one moved out.
-fn placeholder() -> Executed {
-    Executed {
-        outcome: invalid_outcome(String::new()),
-        fee: U256::ZERO,
-        mocked: false,
-        read_mocked_balance: false,
-        access: None,
-        caller: Address::ZERO,
-        nonce: 0,
-        upfront: U256::ZERO,
-    }
+/// A result's fields but its outcome.
+struct Settled {
+    fee: U256,
+    mocked: bool,
+    read_mocked_balance: bool,
+    access: Option<crate::AccessSet>,
+    caller: Address,
+    nonce: u64,
+    upfront: U256,
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
