@@ -3,7 +3,6 @@
 //! and compare, which alternates the three and prints medians and ratios).
 
 use ferry_executors::{Executor, ExecutorConfig, bench};
-use std::time::Instant;
 
 fn main() {
     if let Ok(filter) = std::env::var("FERRY_LOG") {
@@ -28,25 +27,15 @@ fn main() {
                 plain.push(bench::plain_revm(f.state.clone(), &f.ctx, &w.txs).0);
             }
             if mode == "parallel" || (mode == "compare" && std::env::var("SKIP_PAR").is_err()) {
-                let txs = w.txs.clone();
-                let start = Instant::now();
-                let out = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs);
-                par.push(start.elapsed().as_secs_f64());
-                drop(out);
+                par.push(bench::timed(&w.txs, |txs| executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs)).0);
             }
             if mode == "sequential" || (mode == "compare" && std::env::var("SKIP_SEQ").is_err()) {
-                let txs = w.txs.clone();
-                let start = Instant::now();
-                let out = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs);
-                seq.push(start.elapsed().as_secs_f64());
-                drop(out);
+                seq.push(
+                    bench::timed(&w.txs, |txs| executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs)).0,
+                );
             }
         }
-        let median = |mut xs: Vec<f64>| {
-            xs.sort_by(f64::total_cmp);
-            xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
-        };
-        let (p, q, s) = (median(plain), median(par), median(seq));
+        let (p, q, s) = (bench::median(plain), bench::median(par), bench::median(seq));
         eprintln!(
             "{name:<17} plain {:6.2} ms  parallel {:6.2} ms ({:.2}x)  sequential {:6.2} ms ({:.2}x)",
             p * 1e3,

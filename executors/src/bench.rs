@@ -380,23 +380,20 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             // Each run gets its own copy of the batch, made and dropped outside the clock.
             // The pool's run comes last: a parallel batch hands its cleanup to a worker,
             // which finishes it while the sequential mode runs.
-            let txs = workload.txs.clone();
-            let start = Instant::now();
-            let out = executor.execute_parallel(fixture.state.clone(), fixture.ctx.clone(), txs)?;
-            par.push(start.elapsed().as_secs_f64());
-            reexecutions += out.reexecutions;
-            drop(out);
-            let txs = workload.txs.clone();
-            let start = Instant::now();
-            let out = executor.execute_sequential(fixture.state.clone(), fixture.ctx.clone(), txs)?;
-            mode.push(start.elapsed().as_secs_f64());
-            drop(out);
+            let (seconds, out) =
+                timed(&workload.txs, |txs| executor.execute_parallel(fixture.state.clone(), fixture.ctx.clone(), txs));
+            par.push(seconds);
+            reexecutions += out?.reexecutions;
+            let (seconds, out) = timed(&workload.txs, |txs| {
+                executor.execute_sequential(fixture.state.clone(), fixture.ctx.clone(), txs)
+            });
+            mode.push(seconds);
+            out?;
             // The pool as the relayer uses it: it picks the mode per kind of batch.
-            let txs = workload.txs.clone();
-            let start = Instant::now();
-            let out = executor.execute(fixture.state.clone(), fixture.ctx.clone(), txs)?;
-            pool.push(start.elapsed().as_secs_f64());
-            drop(out);
+            let (seconds, out) =
+                timed(&workload.txs, |txs| executor.execute(fixture.state.clone(), fixture.ctx.clone(), txs));
+            pool.push(seconds);
+            out?;
         }
         let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
         let pool_s = median(pool);
@@ -441,7 +438,17 @@ fn plain_revm_at_once(fixture: &Fixture, txs: &[TxEnv], copies: &[Fixture], copy
     })
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// Seconds `run` takes on its own copy of `txs`, made outside the clock, and what it
+/// returned (so that the caller drops it outside the clock too).
+pub fn timed<R>(txs: &[TxEnv], run: impl FnOnce(Vec<TxEnv>) -> R) -> (f64, R) {
+    let txs = txs.to_vec();
+    let start = Instant::now();
+    let out = run(txs);
+    (start.elapsed().as_secs_f64(), out)
+}
+
+/// The median of `xs` (NaN if empty).
+pub fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -117,13 +117,7 @@ impl Settle {
                 undo.mocked_balance = Some(info.balance);
                 settle_mocked(info, sender);
             }
-            for (address, entry) in outcome.state.iter() {
-                if *address == beneficiary {
-                    paid = entry.info;
-                } else if batch.lazy.contains(address) {
-                    self.senders.insert(*address, entry.info);
-                }
-            }
+            follow_lazy(batch, &outcome.state, &mut paid, &mut self.senders);
             let credited_over = outcome.state.get(&beneficiary).map(|e| e.info);
             if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
                 paid = Some(after);
@@ -156,20 +150,11 @@ impl Settle {
         }
         self.next = idx;
         self.senders.clear();
-        let mut paid = None;
+        let mut paid = batch.base.account(beneficiary)?;
         for outcome in &self.outcomes {
-            for (address, entry) in outcome.state.iter() {
-                if *address == beneficiary {
-                    paid = Some(entry.info);
-                } else if batch.lazy.contains(address) {
-                    self.senders.insert(*address, entry.info);
-                }
-            }
+            follow_lazy(batch, &outcome.state, &mut paid, &mut self.senders);
         }
-        self.paid = Some(match paid {
-            Some(paid) => paid,
-            None => batch.base.account(beneficiary)?,
-        });
+        self.paid = Some(paid);
         Ok(())
     }
 
@@ -190,6 +175,24 @@ impl Settle {
         };
         let access = self.undo.into_iter().filter_map(|u| u.executed.access).collect();
         Ok((Committed { outcomes: self.outcomes, access }, stopped))
+    }
+}
+
+/// Takes in the lazy accounts of one settled diff: the beneficiary into `paid`, lazy
+/// senders into `senders`.
+fn follow_lazy(
+    batch: &Batch,
+    diff: &StateDiff,
+    paid: &mut Option<AccountLite>,
+    senders: &mut FxHashMap<Address, Option<AccountLite>>,
+) {
+    let beneficiary = batch.ctx.block.beneficiary;
+    for (address, entry) in diff.iter() {
+        if *address == beneficiary {
+            *paid = entry.info;
+        } else if batch.lazy.contains(address) {
+            senders.insert(*address, entry.info);
+        }
     }
 }
 

@@ -119,6 +119,18 @@ impl Batch {
         })
     }
 
+    /// Takes transaction `idx` out of its cell, to run it.
+    fn take_tx(&self, idx: TxIdx) -> TxEnv {
+        self.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default()
+    }
+
+    /// Puts transaction `idx` back in its cell.
+    fn put_tx(&self, idx: TxIdx, tx: TxEnv) {
+        if let Ok(mut cell) = self.txs[idx].lock() {
+            *cell = tx;
+        }
+    }
+
     /// Code by hash: deployed in this batch, or from the base state.
     pub(crate) fn code(&self, hash: B256) -> Result<Bytecode, StateError> {
         let deployed = self.codes.read().ok().and_then(|codes| codes.get(&hash).cloned());
@@ -256,7 +268,7 @@ fn execute(
     let Version { idx, incarnation } = version;
     // The transaction moves into the EVM and back (its owner is whoever executes it),
     // rather than being cloned for every execution.
-    let mut tx = batch.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default();
+    let mut tx = batch.take_tx(idx);
     let mocked = batch.lazy_sender[idx].then_some(tx.caller);
     let task = loop {
         *executions += 1;
@@ -277,14 +289,12 @@ fn execute(
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
                 // Back in its cell first: once parked, another worker may take it up.
                 let blocking = *blocking;
-                if let Ok(mut cell) = batch.txs[idx].lock() {
-                    *cell = std::mem::take(&mut tx);
-                }
+                batch.put_tx(idx, tx);
                 if batch.scheduler.add_dependency(idx, blocking) {
                     return None;
                 }
                 // The blocker finished meanwhile: run again now.
-                tx = batch.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default();
+                tx = batch.take_tx(idx);
                 continue;
             }
             Err(EVMError::Database(ViewError::State(e))) => {
@@ -326,9 +336,7 @@ fn execute(
         }
         break Some(wrote_new);
     };
-    if let Ok(mut cell) = batch.txs[idx].lock() {
-        *cell = tx;
-    }
+    batch.put_tx(idx, tx);
     // Finished only once the transaction is back in its cell.
     batch.scheduler.finish_execution(idx, incarnation, task?)
 }
