@@ -13,7 +13,10 @@ fn main() {
     let mode = args.get(2).map_or("parallel", String::as_str);
     let rounds: usize = args.get(3).and_then(|r| r.parse().ok()).unwrap_or(200);
     let Ok(f) = bench::Fixture::new(2002) else { return };
-    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1, record_access: false });
+    // FERRY_WORKERS=1 runs the parallel engine on the calling thread alone: what it
+    // costs beyond plain revm, for an instruction count without idle spinning.
+    let workers = std::env::var("FERRY_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
+    let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
     let names: Vec<&str> = if name == "all" {
         vec!["raw-transfer", "erc20", "heavy", "hot-10", "hot-30", "hot-50", "dependent-chain", "mailbox-delivery"]
     } else {

@@ -81,6 +81,11 @@ pub(crate) struct Run {
 /// Runs `tx` without crediting the beneficiary and without committing.
 pub(crate) fn run(evm: &mut WorkerEvm, tx: TxEnv) -> Run {
     evm.ctx.tx = tx;
+    run_current(evm)
+}
+
+/// Runs the transaction the EVM holds, likewise.
+pub(crate) fn run_current(evm: &mut WorkerEvm) -> Run {
     let mut handler = DeferredFee::default();
     let result = handler.run(evm);
     // Always: it clears the journal, which keeps accounts loaded even after an error.

@@ -195,6 +195,15 @@ impl StateSource for ForkedState {
         Ok(info)
     }
 
+    fn account(&self, address: Address) -> Result<Option<crate::AccountState>, StateError> {
+        // Cached: the fields only (no clone of the shared code, whose reference count two
+        // workers would trade on every read).
+        if let Some(info) = self.accounts.get(&address) {
+            return Ok(info.value().as_ref().map(crate::overlay::lite));
+        }
+        Ok(self.basic(address)?.as_ref().map(crate::overlay::lite))
+    }
+
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
         // Accounts carry their code, so a hash is only asked for after its account.
         self.code.get(&hash).map(|c| c.clone()).ok_or_else(|| StateError(format!("code {hash} not fetched")))

@@ -1,7 +1,10 @@
 //! The parallel engine: Block-STM over the worker pool, then an ordered commit that
 //! settles the lazily accounted balances and checks what speculation assumed.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicUsize, Ordering},
+};
 
 use revm::{
     bytecode::Bytecode,
@@ -62,6 +65,11 @@ pub(crate) struct Batch {
     pub record_access: bool,
     /// The ordered settle, advanced by the calling thread between its tasks.
     pub settle: Mutex<crate::commit::Settle>,
+    /// How far the settle has gone (set under a result's lock, before taking it).
+    pub settled: AtomicUsize,
+    /// The lowest transaction whose result was stored again after it was settled
+    /// (`usize::MAX`: none), where the settle must go back to at the end.
+    pub resettle_from: AtomicUsize,
     /// When the batch was made (for the trace of how long workers took to start).
     pub created: std::time::Instant,
 }
@@ -114,20 +122,19 @@ impl Batch {
             fatal: Mutex::new(None),
             record_access: false,
             settle: Default::default(),
+            settled: AtomicUsize::new(0),
+            resettle_from: AtomicUsize::new(usize::MAX),
             created: std::time::Instant::now(),
             txs: txs.into_iter().map(Mutex::new).collect(),
         })
     }
 
-    /// Takes transaction `idx` out of its cell, to run it.
-    fn take_tx(&self, idx: TxIdx) -> TxEnv {
-        self.txs[idx].lock().map(|mut cell| std::mem::take(&mut *cell)).unwrap_or_default()
-    }
-
-    /// Puts transaction `idx` back in its cell.
-    fn put_tx(&self, idx: TxIdx, tx: TxEnv) {
+    /// Swaps transaction `idx` with the one `held` (the EVM's): taking it out of its cell
+    /// to run it leaves the EVM's previous one there, and the same call puts it back. (A
+    /// swap, not a take: building an empty `TxEnv` for the cell costs more than moving.)
+    fn swap_tx(&self, idx: TxIdx, held: &mut TxEnv) {
         if let Ok(mut cell) = self.txs[idx].lock() {
-            *cell = tx;
+            std::mem::swap(&mut *cell, held);
         }
     }
 
@@ -268,20 +275,21 @@ fn execute(
     let Version { idx, incarnation } = version;
     // The transaction moves into the EVM and back (its owner is whoever executes it),
     // rather than being cloned for every execution.
-    let mut tx = batch.take_tx(idx);
-    let mocked = batch.lazy_sender[idx].then_some(tx.caller);
+    batch.swap_tx(idx, &mut evm.ctx.tx);
+    let mocked = batch.lazy_sender[idx].then_some(evm.ctx.tx.caller);
     let task = loop {
         *executions += 1;
+        let nonce = evm.ctx.tx.nonce;
         if let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database {
             spec.idx = idx;
-            spec.nonce = tx.nonce;
+            spec.nonce = nonce;
             spec.mocked = mocked;
             spec.read_mocked_balance = false;
             spec.reads.clear();
             spec.served.clear();
         }
-        let run = evm::run(evm, tx);
-        tx = std::mem::take(&mut evm.ctx.tx);
+        let run = evm::run_current(evm);
+        let tx = &evm.ctx.tx;
         let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database else {
             break None;
         };
@@ -289,12 +297,12 @@ fn execute(
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
                 // Back in its cell first: once parked, another worker may take it up.
                 let blocking = *blocking;
-                batch.put_tx(idx, tx);
+                batch.swap_tx(idx, &mut evm.ctx.tx);
                 if batch.scheduler.add_dependency(idx, blocking) {
                     return None;
                 }
                 // The blocker finished meanwhile: run again now.
-                tx = batch.take_tx(idx);
+                batch.swap_tx(idx, &mut evm.ctx.tx);
                 continue;
             }
             Err(EVMError::Database(ViewError::State(e))) => {
@@ -320,7 +328,7 @@ fn execute(
                 access,
                 caller: tx.caller,
                 nonce: tx.nonce,
-                upfront: upfront_cost(&tx),
+                upfront: upfront_cost(tx),
             },
             Err(e) => {
                 batch.fail(StateError(e.to_string()));
@@ -334,9 +342,14 @@ fn execute(
         if let Ok(mut slot) = batch.results[idx].lock() {
             *slot = Some(executed);
         }
+        // Settled already (the settle went past it, holding this lock): the settle must
+        // go back to it at the end.
+        if batch.settled.load(Ordering::SeqCst) > idx {
+            batch.resettle_from.fetch_min(idx, Ordering::SeqCst);
+        }
         break Some(wrote_new);
     };
-    batch.put_tx(idx, tx);
+    batch.swap_tx(idx, &mut evm.ctx.tx);
     // Finished only once the transaction is back in its cell.
     batch.scheduler.finish_execution(idx, incarnation, task?)
 }
