@@ -133,9 +133,9 @@ impl Batch {
     /// to run it leaves the EVM's previous one there, and the same call puts it back. (A
     /// swap, not a take: building an empty `TxEnv` for the cell costs more than moving.)
     fn swap_tx(&self, idx: TxIdx, held: &mut TxEnv) {
-        if let Ok(mut cell) = self.txs[idx].lock() {
-            std::mem::swap(&mut *cell, held);
-        }
+        // Always swap, poisoned or not: a skipped swap would run the spare as `idx`.
+        let mut cell = self.txs[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        std::mem::swap(&mut *cell, held);
     }
 
     /// Code by hash: deployed in this batch, or from the base state.
@@ -215,16 +215,7 @@ impl Batch {
 pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache, settler: bool) -> usize {
     let mut executions = 0;
     let mut buffers = Buffers::default();
-    evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
-        batch: Arc::clone(batch),
-        idx: 0,
-        nonce: 0,
-        mocked: None,
-        read_mocked_balance: false,
-        reads: Vec::with_capacity(16),
-        served: Vec::with_capacity(8),
-        codes: std::mem::take(codes),
-    }));
+    attach(evm, batch, codes);
     let mut task: Option<Task> = None;
     let mut idle = 0u32;
     loop {
@@ -259,10 +250,29 @@ pub(crate) fn work(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCach
             idle = 0;
         }
     }
+    detach(evm, codes);
+    executions
+}
+
+/// Points the worker's EVM at `batch`, lending it the worker's code copies.
+fn attach(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) {
+    evm.ctx.journaled_state.database = StateView::Parallel(Box::new(Speculation {
+        batch: Arc::clone(batch),
+        idx: 0,
+        nonce: 0,
+        mocked: None,
+        read_mocked_balance: false,
+        reads: Vec::with_capacity(16),
+        served: Vec::with_capacity(8),
+        codes: std::mem::take(codes),
+    }));
+}
+
+/// Detaches the EVM from its batch, taking the code copies back.
+fn detach(evm: &mut WorkerEvm, codes: &mut CodeCache) {
     if let StateView::Parallel(spec) = std::mem::take(&mut evm.ctx.journaled_state.database) {
         *codes = spec.codes;
     }
-    executions
 }
 
 fn execute(
@@ -457,4 +467,59 @@ pub(crate) fn settle_mocked(a: &mut AccountLite, before: Option<AccountLite>) {
 /// What a transaction did to a mocked balance, as (added, taken).
 fn mock_change(balance: U256) -> (U256, U256) {
     if balance >= MOCK_BALANCE { (balance - MOCK_BALANCE, U256::ZERO) } else { (U256::ZERO, MOCK_BALANCE - balance) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Executor, ExecutorConfig, bench, mv_memory::MvMemory};
+
+    #[test]
+    fn a_transaction_executed_again_after_its_settle_sends_the_settle_back_to_it() {
+        let f = bench::Fixture::new(16).unwrap_or_else(|e| panic!("fixture: {e}"));
+        let nonces = f.nonces();
+        let txs: Vec<TxEnv> = (0..6)
+            .map(|i| {
+                let to = f.accounts[i + 8];
+                bench::call(f.accounts[i], nonces[i], to, revm::primitives::Bytes::new(), U256::from(7 + i), 21_000)
+            })
+            .collect();
+        let mut mv = MvMemory::default();
+        mv.prepare(txs.len());
+        let batch =
+            Arc::new(Batch::new(f.state.clone(), f.ctx.clone(), txs.clone(), mv).unwrap_or_else(|e| panic!("{e}")));
+        let mut evm = evm::build(f.ctx.spec);
+        evm::prepare(&mut evm, &f.ctx);
+        let mut codes = CodeCache::default();
+        work(&mut evm, &batch, &mut codes, true);
+        batch.settle.lock().unwrap_or_else(|e| panic!("{e}")).advance(&batch);
+        assert_eq!(batch.settled.load(Ordering::SeqCst), txs.len(), "everything settled");
+        assert_eq!(batch.resettle_from.load(Ordering::SeqCst), usize::MAX, "nothing ran again yet");
+
+        // Transaction 2 fails a (late) validation and runs again, after its settle, to a
+        // different result (as if what it read had changed: here, what it sends).
+        let mut changed = txs[2].clone();
+        changed.value = U256::from(1000);
+        batch.swap_tx(2, &mut changed.clone());
+        let mut txs = txs;
+        txs[2] = changed;
+        assert!(batch.scheduler.try_validation_abort(2, 0));
+        batch.mv.convert_writes_to_estimates(2);
+        let Some(Task::Execute(again)) = batch.scheduler.finish_validation(2, true) else {
+            panic!("the aborted transaction is handed back for execution")
+        };
+        attach(&mut evm, &batch, &mut codes);
+        execute(&mut evm, &batch, again, &mut Buffers::default(), &mut 0);
+        detach(&mut evm, &mut codes);
+        assert_eq!(batch.resettle_from.load(Ordering::SeqCst), 2, "its worker told the settle");
+
+        let settle = std::mem::take(&mut *batch.settle.lock().unwrap_or_else(|e| panic!("{e}")));
+        let (committed, stopped) = settle.finish(&batch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(stopped, None);
+        let executor =
+            Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX, record_access: false });
+        let sequential =
+            executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(committed.outcomes, sequential.outcomes, "settled again, the batch is what sequential gives");
+    }
 }
