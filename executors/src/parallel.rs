@@ -46,8 +46,8 @@ pub(crate) struct Executed {
 pub(crate) struct Batch {
     pub base: Arc<dyn StateSource>,
     pub ctx: BlockContext,
-    /// The transactions, each in a cell it leaves while it runs.
-    pub txs: Vec<Mutex<TxEnv>>,
+    /// The transactions, as given (each execution copies its own into the EVM).
+    pub txs: Vec<TxEnv>,
     pub mv: MvMemory,
     pub scheduler: Scheduler,
     /// Accounts kept as deltas: the beneficiary and senders of several transactions.
@@ -125,17 +125,8 @@ impl Batch {
             settled: AtomicUsize::new(0),
             resettle_from: AtomicUsize::new(usize::MAX),
             created: std::time::Instant::now(),
-            txs: txs.into_iter().map(Mutex::new).collect(),
+            txs,
         })
-    }
-
-    /// Swaps transaction `idx` with the one `held` (the EVM's): taking it out of its cell
-    /// to run it leaves the EVM's previous one there, and the same call puts it back. (A
-    /// swap, not a take: building an empty `TxEnv` for the cell costs more than moving.)
-    fn swap_tx(&self, idx: TxIdx, held: &mut TxEnv) {
-        // Always swap, poisoned or not: a skipped swap would run the spare as `idx`.
-        let mut cell = self.txs[idx].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        std::mem::swap(&mut *cell, held);
     }
 
     /// Code by hash: deployed in this batch, or from the base state.
@@ -283,9 +274,9 @@ fn execute(
     executions: &mut usize,
 ) -> Option<Task> {
     let Version { idx, incarnation } = version;
-    // The transaction moves into the EVM and back (its owner is whoever executes it),
-    // rather than being cloned for every execution.
-    batch.swap_tx(idx, &mut evm.ctx.tx);
+    // A copy into the EVM's own, warm, transaction: moving the batch's transactions
+    // into lockable cells first would write every one of them again, on cold lines.
+    evm.ctx.tx.clone_from(&batch.txs[idx]);
     let mocked = batch.lazy_sender[idx].then_some(evm.ctx.tx.caller);
     let task = loop {
         *executions += 1;
@@ -307,12 +298,10 @@ fn execute(
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
                 // Back in its cell first: once parked, another worker may take it up.
                 let blocking = *blocking;
-                batch.swap_tx(idx, &mut evm.ctx.tx);
                 if batch.scheduler.add_dependency(idx, blocking) {
                     return None;
                 }
                 // The blocker finished meanwhile: run again now.
-                batch.swap_tx(idx, &mut evm.ctx.tx);
                 continue;
             }
             Err(EVMError::Database(ViewError::State(e))) => {
@@ -359,7 +348,6 @@ fn execute(
         }
         break Some(wrote_new);
     };
-    batch.swap_tx(idx, &mut evm.ctx.tx);
     // Finished only once the transaction is back in its cell.
     batch.scheduler.finish_execution(idx, incarnation, task?)
 }
@@ -471,8 +459,42 @@ fn mock_change(balance: U256) -> (U256, U256) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use revm::{bytecode::Bytecode, state::AccountInfo};
+
     use super::*;
-    use crate::{Executor, ExecutorConfig, bench, mv_memory::MvMemory};
+    use crate::{Executor, ExecutorConfig, InMemoryState, bench, mv_memory::MvMemory};
+
+    /// State in which one account's balance grows once `moved` is set: what a transaction
+    /// reads can change between two of its executions.
+    struct Shifting {
+        inner: Arc<InMemoryState>,
+        account: Address,
+        moved: AtomicBool,
+    }
+
+    impl StateSource for Shifting {
+        fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
+            let mut info = self.inner.basic(address)?;
+            if address == self.account
+                && self.moved.load(Ordering::SeqCst)
+                && let Some(info) = info.as_mut()
+            {
+                info.balance += U256::from(1_000_000);
+            }
+            Ok(info)
+        }
+        fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
+            self.inner.code_by_hash(hash)
+        }
+        fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
+            self.inner.storage(address, slot)
+        }
+        fn block_hash(&self, number: u64) -> Result<B256, StateError> {
+            self.inner.block_hash(number)
+        }
+    }
 
     #[test]
     fn a_transaction_executed_again_after_its_settle_sends_the_settle_back_to_it() {
@@ -484,10 +506,13 @@ mod tests {
                 bench::call(f.accounts[i], nonces[i], to, revm::primitives::Bytes::new(), U256::from(7 + i), 21_000)
             })
             .collect();
+        // Only transaction 2 pays this account.
+        let state =
+            Arc::new(Shifting { inner: f.state.clone(), account: f.accounts[10], moved: AtomicBool::new(false) });
         let mut mv = MvMemory::default();
         mv.prepare(txs.len());
         let batch =
-            Arc::new(Batch::new(f.state.clone(), f.ctx.clone(), txs.clone(), mv).unwrap_or_else(|e| panic!("{e}")));
+            Arc::new(Batch::new(state.clone(), f.ctx.clone(), txs.clone(), mv).unwrap_or_else(|e| panic!("{e}")));
         let mut evm = evm::build(f.ctx.spec);
         evm::prepare(&mut evm, &f.ctx);
         let mut codes = CodeCache::default();
@@ -497,12 +522,8 @@ mod tests {
         assert_eq!(batch.resettle_from.load(Ordering::SeqCst), usize::MAX, "nothing ran again yet");
 
         // Transaction 2 fails a (late) validation and runs again, after its settle, to a
-        // different result (as if what it read had changed: here, what it sends).
-        let mut changed = txs[2].clone();
-        changed.value = U256::from(1000);
-        batch.swap_tx(2, &mut changed.clone());
-        let mut txs = txs;
-        txs[2] = changed;
+        // different result: what it read has changed.
+        state.moved.store(true, Ordering::SeqCst);
         assert!(batch.scheduler.try_validation_abort(2, 0));
         batch.mv.convert_writes_to_estimates(2);
         let Some(Task::Execute(again)) = batch.scheduler.finish_validation(2, true) else {
@@ -518,8 +539,7 @@ mod tests {
         assert_eq!(stopped, None);
         let executor =
             Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX, record_access: false });
-        let sequential =
-            executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs).unwrap_or_else(|e| panic!("{e}"));
+        let sequential = executor.execute_sequential(state, f.ctx.clone(), txs).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(committed.outcomes, sequential.outcomes, "settled again, the batch is what sequential gives");
     }
 }

@@ -240,10 +240,7 @@ impl Executor {
                 for outcome in &committed.outcomes {
                     overlay.apply(&outcome.state);
                 }
-                let txs = batch.txs[from..]
-                    .iter()
-                    .map(|tx| tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
-                    .collect();
+                let txs = batch.txs[from..].to_vec();
                 let record = self.config.record_access;
                 let rest =
                     on_caller(batch.ctx.spec, |evm, _| commit::run_sequential(evm, overlay, &batch.ctx, txs, record))?;
