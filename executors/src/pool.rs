@@ -135,15 +135,15 @@ impl Executor {
         let Ok(costs) = self.costs.lock() else { return true };
         let (mut parallel, mut sequential) = (0.0, 0.0);
         for key in keys {
-            match costs.get(key) {
-                Some(ModeCosts { parallel: Some(p), sequential: Some(s), .. }) => {
-                    parallel += p;
-                    sequential += s;
-                }
-                // Measure each mode at least once.
-                Some(ModeCosts { parallel: None, .. }) | None => return true,
-                Some(ModeCosts { sequential: None, .. }) => return false,
+            let costs = costs.get(key).copied().unwrap_or_default();
+            let (p, s) = (costs.parallel.runs, costs.sequential.runs);
+            // Measure each mode a few times first, taking turns, parallel first: the
+            // first runs of a kind are the noisiest.
+            if p < MODE_SAMPLES || s < MODE_SAMPLES {
+                return p <= s;
             }
+            parallel += costs.parallel.best;
+            sequential += costs.sequential.best;
         }
         parallel <= sequential
     }
@@ -154,23 +154,21 @@ impl Executor {
         let distinct: rustc_hash::FxHashSet<_> = keys.iter().copied().collect();
         for key in &distinct {
             let entry = costs.entry(*key).or_default();
-            let slot = match mode {
-                ExecutionMode::Parallel => &mut entry.parallel,
-                ExecutionMode::Sequential => &mut entry.sequential,
+            let (ran, other) = match mode {
+                ExecutionMode::Parallel => (&mut entry.parallel, &mut entry.sequential),
+                ExecutionMode::Sequential => (&mut entry.sequential, &mut entry.parallel),
             };
             // The fastest seen: a busy machine only ever makes a run slower, so one
             // unlucky measurement must not decide the mode for long.
-            *slot = Some(slot.map_or(per_tx, |old| old.min(per_tx)));
+            ran.best = ran.best.min(per_tx);
+            ran.runs += 1;
             entry.batches += 1;
-            // Now and then measure the mode not chosen again, and now and then both
-            // (the batches of a kind change, and so do their costs).
+            // Now and then measure the mode not chosen again (once), and now and then
+            // both afresh (the batches of a kind change, and so do their costs).
             if entry.batches.is_multiple_of(64) {
                 *entry = ModeCosts { batches: entry.batches, ..Default::default() };
             } else if entry.batches.is_multiple_of(16) {
-                match mode {
-                    ExecutionMode::Parallel => entry.sequential = None,
-                    ExecutionMode::Sequential => entry.parallel = None,
-                }
+                *other = ModeCost { best: f64::INFINITY, runs: MODE_SAMPLES - 1 };
             }
         }
     }
@@ -364,9 +362,25 @@ impl Drop for DiscardOnDrop<'_> {
 /// Measured seconds per transaction of one kind of transaction, per mode.
 #[derive(Debug, Default, Clone, Copy)]
 struct ModeCosts {
-    parallel: Option<f64>,
-    sequential: Option<f64>,
+    parallel: ModeCost,
+    sequential: ModeCost,
     batches: u64,
+}
+
+/// Runs of a kind in each mode before the faster is chosen.
+const MODE_SAMPLES: u32 = 2;
+
+/// The fastest run of one mode so far, and how many there were.
+#[derive(Debug, Clone, Copy)]
+struct ModeCost {
+    best: f64,
+    runs: u32,
+}
+
+impl Default for ModeCost {
+    fn default() -> Self {
+        Self { best: f64::INFINITY, runs: 0 }
+    }
 }
 
 /// A call's (contract, selector), the key costs are kept under (plain transfers share
