@@ -297,7 +297,7 @@ fn execute(
         };
         match &run.result {
             Err(EVMError::Database(ViewError::Blocked(blocking))) => {
-                // Back in its cell first: once parked, another worker may take it up.
+                // Parked: whichever worker takes it up again copies it afresh.
                 let blocking = *blocking;
                 if batch.scheduler.add_dependency(idx, blocking) {
                     return None;
@@ -349,7 +349,6 @@ fn execute(
         }
         break Some(wrote_new);
     };
-    // Finished only once the transaction is back in its cell.
     batch.scheduler.finish_execution(idx, incarnation, task?)
 }
 

@@ -135,15 +135,15 @@ impl Executor {
         let Ok(costs) = self.costs.lock() else { return true };
         let (mut parallel, mut sequential) = (0.0, 0.0);
         for key in keys {
-            let costs = costs.get(key).copied().unwrap_or_default();
-            let (p, s) = (costs.parallel.runs, costs.sequential.runs);
+            let kind = costs.get(key).copied().unwrap_or_default();
+            let (p, s) = (kind.parallel.runs, kind.sequential.runs);
             // Measure each mode a few times first, taking turns, parallel first: the
             // first runs of a kind are the noisiest.
             if p < MODE_SAMPLES || s < MODE_SAMPLES {
                 return p <= s;
             }
-            parallel += costs.parallel.best;
-            sequential += costs.sequential.best;
+            parallel += kind.parallel.best;
+            sequential += kind.sequential.best;
         }
         parallel <= sequential
     }

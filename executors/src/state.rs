@@ -19,7 +19,7 @@ pub trait StateSource: Send + Sync {
     /// engine reads, serving code from each worker's own copy (cloning a shared
     /// `Bytecode` from two cores makes its reference count a contended line).
     fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
-        Ok(self.basic(address)?.map(|i| AccountState { balance: i.balance, nonce: i.nonce, code_hash: i.code_hash }))
+        Ok(self.basic(address)?.as_ref().map(crate::overlay::lite))
     }
     /// Code by its hash.
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError>;
@@ -108,11 +108,7 @@ impl StateSource for InMemoryState {
     }
 
     fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
-        Ok(self.accounts.get(&address).map(|i| AccountState {
-            balance: i.balance,
-            nonce: i.nonce,
-            code_hash: i.code_hash,
-        }))
+        Ok(self.accounts.get(&address).map(crate::overlay::lite))
     }
 
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
