@@ -261,24 +261,36 @@ pub(crate) fn speculative_outcome(
         if !account.is_touched() {
             continue;
         }
+        if account.is_selfdestructed() {
+            // Whatever it wrote before it was destroyed is gone with it.
+            accounts.push((*address, AccountDiff::destroyed()));
+            continue;
+        }
         let before = served.iter().find(|(a, _)| a == address).and_then(|(_, v)| *v);
-        let after = (!account.is_selfdestructed()).then(|| lite(&account.info));
+        let after = lite(&account.info);
         let mut storage: Vec<(U256, U256)> =
             account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
         storage.sort_unstable_by_key(|(slot, _)| *slot);
-        let info_changed = after != before || account.is_created();
-        if !info_changed && storage.is_empty() {
+        // A created account starts with empty storage, whatever its address held.
+        let created = account.is_created();
+        if Some(after) == before && !created && storage.is_empty() {
             continue;
         }
-        let code = match (after, before) {
-            (Some(a), b) if b.map(|b| b.code_hash) != Some(a.code_hash) && a.code_hash != KECCAK_EMPTY => {
-                account.info.code.clone()
-            }
-            _ => None,
-        };
-        accounts.push((*address, AccountDiff { info: after, code, storage }));
+        let code = new_code(account, before);
+        accounts.push((*address, AccountDiff { info: Some(after), code, storage_cleared: created, storage }));
     }
     Ok((outcome(result, StateDiff::from_accounts(accounts)), run.fee))
+}
+
+/// The account's code, when the transaction gave it code it did not have: by creation or
+/// by an EIP-7702 delegation (or its removal to none, which needs no code).
+pub(crate) fn new_code(
+    account: &revm::state::Account,
+    before: Option<AccountLite>,
+) -> Option<revm::bytecode::Bytecode> {
+    let hash = account.info.code_hash;
+    let changed = before.map(|b| b.code_hash) != Some(hash);
+    if changed && hash != KECCAK_EMPTY { account.info.code.clone() } else { None }
 }
 
 fn invalid_outcome(reason: String) -> TxOutcome {

@@ -24,6 +24,9 @@ pub(crate) enum Location {
     Basic(Address),
     /// One storage slot.
     Storage(Address, U256),
+    /// All of an account's storage, cleared by its destruction or creation: a slot read
+    /// below a clearing and above the slot's last writer (or the base) is zero.
+    Cleared(Address),
 }
 
 /// Balance, nonce and code hash: the public [`AccountState`](crate::AccountState).
@@ -36,6 +39,8 @@ pub(crate) enum Value {
     Basic(Option<AccountLite>),
     /// A slot's value.
     Storage(U256),
+    /// The account's storage was cleared.
+    Cleared,
     /// A change relative to whatever came before (lazy accounts: the beneficiary and
     /// senders with several transactions in the batch).
     Delta {
@@ -104,7 +109,7 @@ impl LazySum {
                 self.start = Some(*info);
                 true
             }
-            Value::Storage(_) => false,
+            Value::Storage(_) | Value::Cleared => false,
         }
     }
 }

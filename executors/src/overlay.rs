@@ -17,7 +17,8 @@ pub(crate) struct Overlay {
     pub base: Arc<dyn StateSource>,
     accounts: FxHashMap<Address, Option<AccountLite>>,
     storage: FxHashMap<(Address, U256), U256>,
-    /// Accounts destroyed in the batch: their base storage no longer shows through.
+    /// Accounts destroyed or created in the batch: their base storage no longer shows
+    /// through.
     cleared: FxHashSet<Address>,
     pub codes: FxHashMap<B256, Bytecode>,
     /// Accounts served to the running transaction, as served (its diff compares with them).
@@ -79,7 +80,7 @@ impl Overlay {
     pub(crate) fn apply(&mut self, diff: &StateDiff) {
         for (address, account) in diff.iter() {
             let info = account.info;
-            if info.is_none() {
+            if account.storage_cleared || info.is_none() {
                 self.cleared.insert(*address);
                 self.storage.retain(|(a, _), _| a != address);
             }

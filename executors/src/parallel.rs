@@ -256,6 +256,7 @@ fn attach(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) {
         read_mocked_balance: false,
         reads: Vec::with_capacity(16),
         served: Vec::with_capacity(8),
+        cleared: Vec::with_capacity(4),
         codes: std::mem::take(codes),
     }));
 }
@@ -289,6 +290,7 @@ fn execute(
             spec.read_mocked_balance = false;
             spec.reads.clear();
             spec.served.clear();
+            spec.cleared.clear();
         }
         let run = evm::run_current(evm);
         let tx = &evm.ctx.tx;
@@ -385,17 +387,27 @@ fn writes_of(
             if !account.is_touched() {
                 continue;
             }
-            if let Some(code) = &account.info.code
-                && account.is_created()
+            let before = served.iter().find(|(a, _)| a == address).map(|(_, v)| *v);
+            // New code (a creation, an EIP-7702 delegation) is served to later
+            // transactions from the batch's table.
+            if let Some(code) = crate::commit::new_code(account, before.flatten())
                 && let Ok(mut codes) = batch.codes.write()
             {
-                codes.insert(account.info.code_hash, code.clone());
+                codes.insert(account.info.code_hash, code);
             }
-            for (slot, value) in account.changed_storage_slots() {
-                writes.push((Location::Storage(*address, *slot), Value::Storage(value.present_value)));
+            let destroyed = account.is_selfdestructed();
+            if destroyed || account.is_created() {
+                // Every slot of its storage before this transaction now reads as zero.
+                writes.push((Location::Cleared(*address), Value::Cleared));
             }
-            let after = (!account.is_selfdestructed()).then(|| lite(&account.info));
-            let before = served.iter().find(|(a, _)| a == address).map(|(_, v)| *v);
+            if !destroyed {
+                // A destroyed account's slots are gone with it (the clearing above says
+                // so); a created one's are written after its clearing.
+                for (slot, value) in account.changed_storage_slots() {
+                    writes.push((Location::Storage(*address, *slot), Value::Storage(value.present_value)));
+                }
+            }
+            let after = (!destroyed).then(|| lite(&account.info));
             if Some(*address) == mocked {
                 // Settled at commit: keep the change, not the mocked absolute value.
                 let (add, sub) = mock_change(after.map_or(U256::ZERO, |a| a.balance));

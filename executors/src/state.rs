@@ -36,12 +36,14 @@ pub trait StateSource: Send + Sync {
     }
 }
 
-/// State in memory, for tests and benchmarks.
+/// State in memory: for tests, benchmarks, and real blocks run from their pre-state.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryState {
     accounts: FxHashMap<Address, AccountInfo>,
     storage: FxHashMap<(Address, U256), U256>,
     code: FxHashMap<B256, Bytecode>,
+    /// The chain's block hashes, for BLOCKHASH.
+    block_hashes: FxHashMap<u64, B256>,
 }
 
 impl InMemoryState {
@@ -60,14 +62,19 @@ impl InMemoryState {
         info.nonce = nonce;
     }
 
-    /// Puts code at an address (nonce 1, as a deployed contract has).
+    /// Puts code at an address, keeping its balance and nonce (a contract's nonce is
+    /// whatever the chain says: 0 for one created before EIP-161, 1 or more after).
     pub fn set_code(&mut self, address: Address, code: Bytecode) {
         let hash = keccak256(code.original_byte_slice());
         let info = self.accounts.entry(address).or_default();
         info.code_hash = hash;
-        info.nonce = info.nonce.max(1);
         info.code = Some(code.clone());
         self.code.insert(hash, code);
+    }
+
+    /// Records the hash of block `number`, for BLOCKHASH.
+    pub fn set_block_hash(&mut self, number: u64, hash: B256) {
+        self.block_hashes.insert(number, hash);
     }
 
     /// Sets a storage slot.
@@ -79,6 +86,9 @@ impl InMemoryState {
     /// Applies a batch's merged changes, so that the next batch runs on top of them.
     pub fn apply(&mut self, diff: &crate::StateDiff) {
         for (address, account) in diff.iter() {
+            if account.storage_cleared || account.info.is_none() {
+                self.storage.retain(|(a, _), _| a != address);
+            }
             match &account.info {
                 Some(info) => {
                     if let Some(code) = &account.code {
@@ -92,7 +102,6 @@ impl InMemoryState {
                 }
                 None => {
                     self.accounts.remove(address);
-                    self.storage.retain(|(a, _), _| a != address);
                 }
             }
             for (slot, value) in &account.storage {
@@ -112,7 +121,12 @@ impl StateSource for InMemoryState {
     }
 
     fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {
-        Ok(self.code.get(&hash).cloned().unwrap_or_default())
+        if hash == KECCAK_EMPTY {
+            return Ok(Bytecode::default());
+        }
+        // An unknown hash is missing state, never empty code: running it as empty would
+        // hide the miss behind a wrong result.
+        self.code.get(&hash).cloned().ok_or_else(|| StateError(format!("no code with hash {hash}")))
     }
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
@@ -120,7 +134,7 @@ impl StateSource for InMemoryState {
     }
 
     fn block_hash(&self, number: u64) -> Result<B256, StateError> {
-        Ok(keccak256(number.to_string()))
+        self.block_hashes.get(&number).copied().ok_or_else(|| StateError(format!("no hash for block {number}")))
     }
 }
 
@@ -199,11 +213,9 @@ impl StateSource for LayeredState {
 
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
         let Some(account) = self.diff.get(&address) else { return self.base.storage(address, slot) };
-        if account.info.is_none() {
-            return Ok(U256::ZERO);
-        }
         match account.storage.binary_search_by_key(&slot, |(s, _)| *s) {
             Ok(at) => Ok(account.storage[at].1),
+            Err(_) if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
             Err(_) => self.base.storage(address, slot),
         }
     }

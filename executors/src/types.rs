@@ -92,17 +92,55 @@ impl AccountState {
 }
 
 /// Changes to one account.
+///
+/// A destroyed account has `info: None`, `storage_cleared` and no slots: nothing it
+/// wrote before it was destroyed survives. A created account (CREATE or CREATE2, even
+/// onto an address that held storage) has `storage_cleared` too: its storage starts
+/// empty, and only `storage` is in it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AccountDiff {
     /// New balance, nonce and code hash; `None` if the account was destroyed.
     pub info: Option<AccountState>,
     /// New code, when the account got code.
     pub code: Option<Bytecode>,
+    /// The account's storage before this change is gone: every slot not in `storage`
+    /// reads as zero.
+    pub storage_cleared: bool,
     /// Storage slots whose value changed, with their new values, sorted by slot.
     pub storage: Vec<(U256, U256)>,
 }
 
 impl AccountDiff {
+    /// The account destroyed: no fields, no storage.
+    pub fn destroyed() -> Self {
+        Self { info: None, code: None, storage_cleared: true, storage: Vec::new() }
+    }
+
+    /// Folds a later change to the same account into this one.
+    pub fn merge(&mut self, later: &AccountDiff) {
+        if self.merge_fields(later) {
+            self.storage.clear();
+        }
+        for (slot, value) in &later.storage {
+            self.set_slot(*slot, *value);
+        }
+    }
+
+    /// Folds a later change's fields, code and clearing into this one, not its slots;
+    /// says whether the later change cleared the storage (the slots so far are gone).
+    fn merge_fields(&mut self, later: &AccountDiff) -> bool {
+        let clears = later.storage_cleared || later.info.is_none();
+        self.storage_cleared |= clears;
+        if later.code.is_some() {
+            self.code.clone_from(&later.code);
+        } else if code_hash(later.info) != code_hash(self.info) {
+            // The code changed to one the account had before (or none).
+            self.code = None;
+        }
+        self.info = later.info;
+        clears
+    }
+
     /// Sets a slot's new value, keeping the slots sorted.
     pub fn set_slot(&mut self, slot: U256, value: U256) {
         match self.storage.binary_search_by_key(&slot, |(s, _)| *s) {
@@ -190,29 +228,28 @@ impl StateDiff {
 
     /// `diffs` folded in order with [`StateDiff::merge`], in hash maps sorted once.
     pub fn merged<'a>(diffs: impl IntoIterator<Item = &'a StateDiff>) -> StateDiff {
-        type Pending = (Option<AccountState>, Option<Bytecode>, FxHashMap<U256, U256>);
+        /// An account's changes so far, with its slots in a map (sorted once, at the end).
+        #[derive(Default)]
+        struct Pending {
+            diff: AccountDiff,
+            slots: FxHashMap<U256, U256>,
+        }
         let mut accounts: FxHashMap<Address, Pending> = FxHashMap::default();
         for diff in diffs {
             for (address, account) in diff.iter() {
                 let entry = accounts.entry(*address).or_default();
-                if account.info.is_none() {
-                    entry.2.clear();
+                if entry.diff.merge_fields(account) {
+                    entry.slots.clear();
                 }
-                if account.code.is_some() {
-                    entry.1.clone_from(&account.code);
-                } else if code_hash(account.info) != code_hash(entry.0) {
-                    entry.1 = None;
-                }
-                entry.0 = account.info;
-                entry.2.extend(account.storage.iter().copied());
+                entry.slots.extend(account.storage.iter().copied());
             }
         }
         let mut merged: Vec<(Address, AccountDiff)> = accounts
             .into_iter()
-            .map(|(address, (info, code, storage))| {
-                let mut storage: Vec<(U256, U256)> = storage.into_iter().collect();
-                storage.sort_unstable_by_key(|(slot, _)| *slot);
-                (address, AccountDiff { info, code, storage })
+            .map(|(address, Pending { mut diff, slots })| {
+                diff.storage = slots.into_iter().collect();
+                diff.storage.sort_unstable_by_key(|(slot, _)| *slot);
+                (address, diff)
             })
             .collect();
         merged.sort_unstable_by_key(|(address, _)| *address);
@@ -222,20 +259,7 @@ impl StateDiff {
     /// Folds a later diff into this one.
     pub fn merge(&mut self, later: &StateDiff) {
         for (address, diff) in later.iter() {
-            let entry = self.entry(*address);
-            if diff.info.is_none() {
-                entry.storage.clear();
-            }
-            if diff.code.is_some() {
-                entry.code.clone_from(&diff.code);
-            } else if code_hash(diff.info) != code_hash(entry.info) {
-                // The code changed to one the account had before the batch (or none).
-                entry.code = None;
-            }
-            entry.info = diff.info;
-            for (slot, value) in &diff.storage {
-                entry.set_slot(*slot, *value);
-            }
+            self.entry(*address).merge(diff);
         }
     }
 }

@@ -50,6 +50,9 @@ pub(crate) struct Speculation {
     pub reads: Vec<ReadItem>,
     /// Accounts served, as served: writes compare against them.
     pub served: Vec<(Address, Option<AccountLite>)>,
+    /// Per account whose storage this incarnation read: the transaction below that last
+    /// cleared it, if any.
+    pub cleared: Vec<(Address, Option<TxIdx>)>,
     /// The worker's own copies of code.
     pub codes: CodeCache,
 }
@@ -147,19 +150,45 @@ impl Speculation {
 
     fn storage(&mut self, address: Address, slot: U256) -> Result<U256, ViewError> {
         let location = Location::Storage(address, slot);
-        match self.batch.mv.read(&location, self.idx) {
-            Lookup::Blocked(writer) => Err(ViewError::Blocked(writer)),
-            Lookup::Found(origin, Value::Storage(value)) => {
-                self.reads.push(ReadItem::Plain(location, origin));
-                Ok(value)
+        let written = match self.batch.mv.read(&location, self.idx) {
+            Lookup::Blocked(writer) => return Err(ViewError::Blocked(writer)),
+            Lookup::Found(Origin::Tx(writer, incarnation), Value::Storage(value)) => Some((writer, incarnation, value)),
+            Lookup::Found(..) => {
+                return Err(ViewError::State(StateError(format!("slot {slot} of {address} is not storage"))));
             }
-            Lookup::Found(..) => Err(ViewError::State(StateError(format!("slot {slot} of {address} is not storage")))),
-            Lookup::Base => {
-                let value = self.batch.base.storage(address, slot)?;
+            Lookup::Base => None,
+        };
+        let cleared_by = self.cleared_by(address)?;
+        match written {
+            Some((writer, incarnation, value)) => {
+                self.reads.push(ReadItem::Plain(location, Origin::Tx(writer, incarnation)));
+                // Written, then cleared by a later transaction (the writer's own clearing
+                // came before its writes).
+                Ok(if cleared_by.is_some_and(|c| c > writer) { U256::ZERO } else { value })
+            }
+            None => {
                 self.reads.push(ReadItem::Plain(location, Origin::Base));
-                Ok(value)
+                if cleared_by.is_some() { Ok(U256::ZERO) } else { Ok(self.batch.base.storage(address, slot)?) }
             }
         }
+    }
+
+    /// The last transaction below this one that cleared `address`'s storage. Read once
+    /// per incarnation and recorded for validation: every slot of the account this
+    /// incarnation reads is answered against the same clearing.
+    fn cleared_by(&mut self, address: Address) -> Result<Option<TxIdx>, ViewError> {
+        if let Some((_, seen)) = self.cleared.iter().find(|(a, _)| *a == address) {
+            return Ok(*seen);
+        }
+        let location = Location::Cleared(address);
+        let (origin, seen) = match self.batch.mv.read(&location, self.idx) {
+            Lookup::Blocked(writer) => return Err(ViewError::Blocked(writer)),
+            Lookup::Found(origin @ Origin::Tx(writer, _), _) => (origin, Some(writer)),
+            Lookup::Found(Origin::Base, _) | Lookup::Base => (Origin::Base, None),
+        };
+        self.reads.push(ReadItem::Plain(location, origin));
+        self.cleared.push((address, seen));
+        Ok(seen)
     }
 }
 

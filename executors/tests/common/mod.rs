@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod phoenix;
+
 use std::{collections::BTreeMap, sync::Arc};
 
 use ferry_executors::{
@@ -47,19 +49,23 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
             if !account.is_touched() {
                 continue;
             }
+            if account.is_selfdestructed() {
+                diff.insert(*address, AccountDiff::destroyed());
+                continue;
+            }
             let before = db.basic_ref(*address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
-            let after = (!account.is_selfdestructed()).then_some((
-                account.info.balance,
-                account.info.nonce,
-                account.info.code_hash,
-            ));
+            let after = Some((account.info.balance, account.info.nonce, account.info.code_hash));
+            // CacheDB clears a created account's storage at commit: every slot it
+            // wrote is new.
+            let created = account.is_created();
             let mut storage = BTreeMap::new();
             for (slot, value) in &account.storage {
-                if value.present_value != db.storage_ref(*address, *slot).unwrap() {
+                let was = if created { U256::ZERO } else { db.storage_ref(*address, *slot).unwrap() };
+                if value.present_value != was {
                     storage.insert(*slot, value.present_value);
                 }
             }
-            if after != before || account.is_created() || !storage.is_empty() {
+            if after != before || created || !storage.is_empty() {
                 let code = match (after, before) {
                     (Some((_, _, hash)), b) if b.map(|b| b.2) != Some(hash) && hash != KECCAK_EMPTY => {
                         account.info.code.clone()
@@ -67,7 +73,10 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
                     _ => None,
                 };
                 let info = after.map(|(balance, nonce, code_hash)| AccountState { balance, nonce, code_hash });
-                diff.insert(*address, AccountDiff { info, code, storage: storage.into_iter().collect() });
+                diff.insert(
+                    *address,
+                    AccountDiff { info, code, storage_cleared: created, storage: storage.into_iter().collect() },
+                );
             }
         }
         evm.ctx.journaled_state.database.commit(out.state);
