@@ -13,8 +13,11 @@
 //!   RPC ([`ForkedState`]), or either with the changes of not yet mined transactions
 //!   laid over it ([`LayeredState`]).
 //! - [`validation`]: comparing predictions with receipts and with sequential re-runs.
+//! - [`blocks`]: real Ethereum blocks with their pre-state, and the checks their headers
+//!   allow (gas, receipts root, logs bloom).
 
 pub mod bench;
+pub mod blocks;
 mod commit;
 mod error;
 mod evm;
