@@ -3,7 +3,8 @@
 //!
 //! Split by concern, after Helios:
 //! - [`verify`]: one header on its own and against its parent ([`HeaderRules`], each rule
-//!   switchable per chain because anvil breaks some on purpose).
+//!   switchable per chain because anvil breaks some on purpose; the rules of each
+//!   Ethereum fork, and [`ForkSchedule`] to say which fork a header is under).
 //! - [`ForkChoice`]: a bounded window of non-final headers, the longest valid branch as
 //!   head, finality by confirmations or by the chain's `finalized` tag, reorg events, and
 //!   the safety fault when a reorg would replace a final header.
@@ -34,7 +35,7 @@ pub use committee::{ValidatorKey, ValidatorSet};
 pub use error::{CommitteeError, HeaderError, LightClientError, ProofError, SafetyFault, SourceError, StoreError};
 pub use fork_choice::{Event, ForkChoice, Reorg};
 pub use proofs::{ProvenMessage, ReceiptProof, ReceiptTrie};
-pub use rules::{BlobSchedule, Finality, HeaderRules, TimestampRule};
+pub use rules::{BlobSchedule, EthereumHardfork, Finality, ForkSchedule, HeaderRules, TimestampRule};
 pub use source::{HeaderSource, RpcHeaderSource, sync};
 pub use store::CheckpointStore;
 

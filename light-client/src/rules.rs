@@ -1,6 +1,9 @@
-//! Per-chain switches for the header rules and for finality.
+//! Per-chain switches for the header rules and for finality, and the rules of each
+//! Ethereum fork with the schedule that says which fork a header belongs to.
 
 use alloy::eips::{eip1559::BaseFeeParams, eip7840::BlobParams};
+pub use alloy_hardforks::EthereumHardfork;
+use alloy_hardforks::ForkCondition;
 use serde::{Deserialize, Serialize};
 
 /// How a header's timestamp must relate to its parent's.
@@ -104,6 +107,27 @@ impl HeaderRules {
         }
     }
 
+    /// Ethereum's rules at `fork`: base fees from London (the London block itself starts
+    /// at 1 gwei, its parent's gas limit counting double), blob gas from Cancun with
+    /// each fork's blob parameters, proof-of-stake headers from Paris (the merge).
+    pub fn for_fork(fork: EthereumHardfork) -> Self {
+        use EthereumHardfork as F;
+        let blob_schedule = match fork {
+            F::Prague => BlobSchedule::Prague,
+            F::Osaka => BlobSchedule::Osaka,
+            F::Bpo1 => BlobSchedule::Bpo1,
+            f if f >= F::Bpo2 => BlobSchedule::Bpo2,
+            _ => BlobSchedule::Cancun,
+        };
+        Self {
+            eip1559_base_fee: fork >= F::London,
+            eip4844_blob_gas: fork >= F::Cancun,
+            blob_schedule,
+            post_merge: fork >= F::Paris,
+            ..Self::ethereum()
+        }
+    }
+
     /// EIP-1559 parameters (Ethereum's).
     pub(crate) fn base_fee_params(&self) -> BaseFeeParams {
         BaseFeeParams::ethereum()
@@ -124,4 +148,40 @@ pub enum Finality {
     Confirmations(u64),
     /// When the chain's `finalized` block tag reaches it (fed to the client).
     Tag,
+}
+
+/// Which fork a chain runs at each block: activations by block number (to the merge)
+/// and by timestamp (after it), as alloy's hardfork types give them.
+#[derive(Debug, Clone)]
+pub struct ForkSchedule {
+    /// Every fork with its activation, in order.
+    forks: Vec<(EthereumHardfork, ForkCondition)>,
+}
+
+impl ForkSchedule {
+    /// Ethereum mainnet's schedule.
+    pub fn mainnet() -> Self {
+        Self::new(EthereumHardfork::mainnet())
+    }
+
+    /// A schedule from forks and their activations, in any order.
+    pub fn new(forks: impl IntoIterator<Item = (EthereumHardfork, ForkCondition)>) -> Self {
+        let mut forks: Vec<_> = forks.into_iter().collect();
+        forks.sort_by_key(|(fork, _)| *fork);
+        Self { forks }
+    }
+
+    /// The newest fork active at block `number` with `timestamp`.
+    pub fn fork_at(&self, number: u64, timestamp: u64) -> EthereumHardfork {
+        self.forks
+            .iter()
+            .rev()
+            .find(|(_, condition)| condition.active_at_timestamp_or_number(timestamp, number))
+            .map_or(EthereumHardfork::Frontier, |(fork, _)| *fork)
+    }
+
+    /// The rules a header at block `number` with `timestamp` must keep.
+    pub fn rules_at(&self, number: u64, timestamp: u64) -> HeaderRules {
+        HeaderRules::for_fork(self.fork_at(number, timestamp))
+    }
 }

@@ -13,6 +13,8 @@ use crate::{HeaderError, HeaderRules, SealedHeader, TimestampRule};
 const MIN_GAS_LIMIT: u64 = 5000;
 /// The gas limit may move by less than parent / 1024 per block.
 const GAS_LIMIT_BOUND_DIVISOR: u64 = 1024;
+/// EIP-1559's elasticity: the gas limit is twice the gas target.
+const ELASTICITY_MULTIPLIER: u64 = 2;
 /// The base fee of the first EIP-1559 block.
 const INITIAL_BASE_FEE: u64 = 1_000_000_000;
 
@@ -45,7 +47,12 @@ pub fn check_against_parent(
         return Err(HeaderError::NumberNotSequential { number: header.number, parent: parent.number });
     }
     if rules.gas_limit_bounds {
-        check_gas_limit(parent.gas_limit, header.gas_limit)?;
+        // EIP-1559: at the London block the gas limit doubles (the parent's limit counts
+        // as the new target, half the new limit).
+        let london = header.base_fee_per_gas.is_some() && parent.base_fee_per_gas.is_none();
+        let parent_limit =
+            if london { parent.gas_limit.saturating_mul(ELASTICITY_MULTIPLIER) } else { parent.gas_limit };
+        check_gas_limit(parent_limit, header.gas_limit)?;
     }
     check_timestamp(parent.timestamp, header.timestamp, rules.timestamp)?;
     if rules.eip1559_base_fee {
@@ -137,6 +144,7 @@ fn check_blob_gas(parent: &Header, header: &Header, rules: &HeaderRules) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::EthereumHardfork;
 
     fn genesis() -> Header {
         Header {
@@ -202,5 +210,72 @@ mod tests {
         let err = seal(g.clone(), B256::repeat_byte(1)).unwrap_err();
         assert_eq!(err.reason(), "hash_mismatch");
         assert!(seal(g.clone(), g.hash_slow()).is_ok());
+    }
+
+    /// A pre-London parent and its London child: the limit doubled, the base fee at 1 gwei.
+    fn london_pair() -> (SealedHeader, Header) {
+        let parent = Header { gas_limit: 15_000_000, difficulty: U256::from(10u64.pow(15)), ..genesis() };
+        let parent = Header { base_fee_per_gas: None, ..parent };
+        let parent = seal(parent.clone(), parent.hash_slow()).unwrap();
+        let child = Header {
+            parent_hash: parent.hash(),
+            number: parent.number + 1,
+            timestamp: parent.timestamp + 13,
+            gas_limit: 30_000_000,
+            base_fee_per_gas: Some(INITIAL_BASE_FEE),
+            ..parent.inner().clone()
+        };
+        (parent, child)
+    }
+
+    fn check(parent: &SealedHeader, header: Header, rules: &HeaderRules) -> Result<(), HeaderError> {
+        let hash = header.hash_slow();
+        check_against_parent(parent, &seal(header, hash)?, rules, Position::default())
+    }
+
+    #[test]
+    fn the_london_block_doubles_the_gas_limit_and_starts_the_base_fee_at_one_gwei() {
+        let rules = HeaderRules::for_fork(EthereumHardfork::London);
+        let (parent, child) = london_pair();
+        check(&parent, child.clone(), &rules).unwrap();
+        // Doubled, then moved by no more than a 1024th of the doubled limit.
+        let too_far = Header { gas_limit: 30_000_000 + 30_000_000 / 1024, ..child.clone() };
+        assert_eq!(check(&parent, too_far, &rules).unwrap_err().reason(), "gas_limit");
+        let wrong_fee = Header { base_fee_per_gas: Some(INITIAL_BASE_FEE + 1), ..child.clone() };
+        assert_eq!(check(&parent, wrong_fee, &rules).unwrap_err().reason(), "base_fee");
+        // The same pair under proof-of-stake rules: a mined header is refused.
+        let merged = HeaderRules::for_fork(EthereumHardfork::Paris);
+        assert_eq!(check(&parent, child, &merged).unwrap_err().reason(), "post_merge");
+    }
+
+    #[test]
+    fn a_pre_london_header_keeps_the_old_gas_limit_bound() {
+        let rules = HeaderRules::for_fork(EthereumHardfork::Berlin);
+        let (parent, child) = london_pair();
+        let doubled_without_base_fee = Header { base_fee_per_gas: None, ..child };
+        assert_eq!(check(&parent, doubled_without_base_fee, &rules).unwrap_err().reason(), "gas_limit");
+    }
+
+    #[test]
+    fn each_fork_has_its_rules_and_mainnet_its_schedule() {
+        use EthereumHardfork as F;
+        let frontier = HeaderRules::for_fork(F::Frontier);
+        assert!(!frontier.eip1559_base_fee && !frontier.post_merge && !frontier.eip4844_blob_gas);
+        assert!(HeaderRules::for_fork(F::London).eip1559_base_fee);
+        assert!(!HeaderRules::for_fork(F::London).post_merge);
+        assert!(HeaderRules::for_fork(F::Paris).post_merge);
+        assert!(!HeaderRules::for_fork(F::Shanghai).eip4844_blob_gas);
+        assert_eq!(HeaderRules::for_fork(F::Cancun).blob_schedule, crate::BlobSchedule::Cancun);
+        assert_eq!(HeaderRules::for_fork(F::Prague).blob_schedule, crate::BlobSchedule::Prague);
+        assert_eq!(HeaderRules::for_fork(F::Bpo2).blob_schedule, crate::BlobSchedule::Bpo2);
+
+        let mainnet = crate::ForkSchedule::mainnet();
+        assert_eq!(mainnet.fork_at(46_147, 1_438_918_233), F::Frontier);
+        assert_eq!(mainnet.fork_at(12_964_999, 1_628_166_812), F::Berlin);
+        assert_eq!(mainnet.fork_at(12_965_000, 1_628_166_822), F::London);
+        assert_eq!(mainnet.fork_at(15_537_393, 1_663_224_162), F::GrayGlacier);
+        assert_eq!(mainnet.fork_at(15_537_394, 1_663_224_179), F::Paris);
+        assert_eq!(mainnet.fork_at(17_034_870, 1_681_338_455), F::Shanghai);
+        assert_eq!(mainnet.fork_at(19_426_587, 1_710_338_135), F::Cancun);
     }
 }
