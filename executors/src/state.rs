@@ -228,3 +228,46 @@ impl StateSource for LayeredState {
         self.base.prefetch(accounts, slots)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountDiff, StateDiff};
+
+    #[test]
+    fn applied_changes_never_bring_back_a_destroyed_accounts_storage() {
+        let (a, u) = (Address::repeat_byte(0xaa), U256::from);
+        let mut state = InMemoryState::new();
+        state.set_code(a, Bytecode::new_raw(vec![0x00].into()));
+        state.set_storage(a, u(1), u(10));
+        state.set_storage(a, u(2), u(20));
+        let mut destroyed = state.clone();
+        destroyed.apply(&StateDiff::from_accounts(vec![(a, AccountDiff::destroyed())]));
+        assert_eq!(destroyed.basic(a).unwrap(), None);
+        assert_eq!(destroyed.storage(a, u(1)).unwrap(), U256::ZERO);
+
+        let info = Some(crate::AccountState { balance: u(5), nonce: 1, code_hash: KECCAK_EMPTY });
+        let created = AccountDiff { info, storage_cleared: true, storage: vec![(u(2), u(7))], ..Default::default() };
+        let diff = StateDiff::from_accounts(vec![(a, created)]);
+        let layered = LayeredState::new(std::sync::Arc::new(state.clone()), diff.clone());
+        let mut applied = state;
+        applied.apply(&diff);
+        for source in [&applied as &dyn StateSource, &layered] {
+            assert_eq!(source.storage(a, u(1)).unwrap(), U256::ZERO, "a created account's old slot reads empty");
+            assert_eq!(source.storage(a, u(2)).unwrap(), u(7));
+        }
+    }
+
+    #[test]
+    fn state_is_given_as_the_chain_has_it_and_unknown_state_is_an_error() {
+        let a = Address::repeat_byte(0xaa);
+        let mut state = InMemoryState::new();
+        state.set_code(a, Bytecode::new_raw(vec![0x00].into()));
+        assert_eq!(state.basic(a).unwrap().map(|i| i.nonce), Some(0), "a contract of nonce 0 keeps it");
+        assert!(state.code_by_hash(B256::repeat_byte(9)).is_err(), "an unknown code hash is an error");
+        assert!(state.code_by_hash(KECCAK_EMPTY).unwrap().is_empty());
+        assert!(state.block_hash(7).is_err(), "an unknown block hash is an error");
+        state.set_block_hash(7, B256::repeat_byte(7));
+        assert_eq!(state.block_hash(7).unwrap(), B256::repeat_byte(7));
+    }
+}

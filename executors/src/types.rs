@@ -310,3 +310,53 @@ pub struct BatchOutcome {
     /// Transactions re-run one by one at commit because a lazy assumption failed.
     pub fallbacks: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(balance: u64) -> Option<AccountState> {
+        Some(AccountState { balance: U256::from(balance), nonce: 1, code_hash: B256::repeat_byte(1) })
+    }
+
+    fn diff(address: Address, change: AccountDiff) -> StateDiff {
+        StateDiff::from_accounts(vec![(address, change)])
+    }
+
+    #[test]
+    fn a_destruction_takes_the_slots_written_before_it_and_a_creation_starts_empty() {
+        let a = Address::repeat_byte(0xaa);
+        let u = U256::from;
+        let written = diff(
+            a,
+            AccountDiff { info: account(1), storage: vec![(u(1), u(10)), (u(2), u(20))], ..Default::default() },
+        );
+        let destroyed = diff(a, AccountDiff::destroyed());
+        let created = diff(
+            a,
+            AccountDiff { info: account(2), storage_cleared: true, storage: vec![(u(3), u(30))], ..Default::default() },
+        );
+        let written_again =
+            diff(a, AccountDiff { info: account(2), storage: vec![(u(1), u(11))], ..Default::default() });
+        let sequence = [&written, &destroyed, &created, &written_again];
+
+        let mut folded = StateDiff::default();
+        for d in sequence {
+            folded.merge(d);
+        }
+        let want = AccountDiff {
+            info: account(2),
+            code: None,
+            storage_cleared: true,
+            storage: vec![(u(1), u(11)), (u(3), u(30))],
+        };
+        assert_eq!(folded.get(&a), Some(&want), "merge keeps only what followed the last clearing");
+        assert_eq!(StateDiff::merged(sequence), folded, "merged folds the same way");
+
+        let mut gone = StateDiff::default();
+        gone.merge(&written);
+        gone.merge(&destroyed);
+        assert_eq!(gone.get(&a), Some(&AccountDiff::destroyed()), "nothing of a destroyed account survives");
+        assert_eq!(StateDiff::merged([&written, &destroyed]), gone);
+    }
+}

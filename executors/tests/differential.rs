@@ -6,18 +6,103 @@ mod common;
 use std::sync::{Arc, OnceLock};
 
 use alloy::sol_types::SolCall;
-use common::{assert_same, reference};
+use alloy::{
+    eips::eip7702::Authorization,
+    signers::{SignerSync, local::PrivateKeySigner},
+};
+use common::{assert_same, phoenix, reference};
 use ferry_executors::{
-    ExecutionMode, Executor, ExecutorConfig, TxStatus,
+    BlockContext, ExecutionMode, Executor, ExecutorConfig, InMemoryState, SpecId, TxStatus,
     bench::{self, Fixture, call},
 };
 use ferry_messages::contracts::{TestToken, Workbench};
 use proptest::prelude::*;
-use revm::primitives::{Address, Bytes, U256};
+use revm::{
+    bytecode::Bytecode,
+    primitives::{Address, B256, Bytes, U256},
+};
 
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| Fixture::new(64).expect("fixture deploys"))
+}
+
+/// The factory that creates, re-creates and destroys children (see `common::phoenix`).
+const FACTORY: Address = Address::repeat_byte(0xfa);
+/// Children live at the factory's CREATE2 addresses for these salts.
+const SALTS: usize = 3;
+
+fn salt(k: u64) -> B256 {
+    B256::with_last_byte(k as u8 % SALTS as u8)
+}
+
+fn child_init() -> Vec<u8> {
+    phoenix::init_code(&phoenix::child_runtime(), &[(3, 33)])
+}
+
+fn child(k: u64) -> Address {
+    phoenix::create2_address(FACTORY, salt(k), &child_init())
+}
+
+/// The fixture's state with the factory, children already deployed with storage (to be
+/// destroyed and created again), and storage at the factory's next CREATE addresses.
+fn lifecycle_state() -> &'static Arc<InMemoryState> {
+    static STATE: OnceLock<Arc<InMemoryState>> = OnceLock::new();
+    STATE.get_or_init(|| {
+        let mut state = (*fixture().state).clone();
+        state.set_code(FACTORY, Bytecode::new_raw(phoenix::factory_runtime().into()));
+        state.set_account(FACTORY, U256::ZERO, 1);
+        for k in 0..SALTS as u64 {
+            let at = child(k);
+            state.set_code(at, Bytecode::new_raw(phoenix::child_runtime().into()));
+            state.set_account(at, U256::from(1000), 1);
+            for slot in 0..4 {
+                state.set_storage(at, U256::from(slot), U256::from(100 + slot));
+            }
+        }
+        for nonce in 1..8 {
+            state.set_storage(FACTORY.create(nonce), U256::from(1), U256::from(7));
+        }
+        Arc::new(state)
+    })
+}
+
+/// An account that delegates its code by EIP-7702 authorizations: fixture accounts
+/// 8 to 11, which never send.
+fn authority(a: u64) -> usize {
+    8 + (a % 4) as usize
+}
+
+/// A lifecycle operation for sender `s`: destroy, create, write and read children, and
+/// delegate accounts to the child's code and call them.
+fn lifecycle_op(f: &Fixture, kind: u8, s: usize, nonce: u64, a: u64, b: u64) -> revm::context::TxEnv {
+    let sender = f.accounts[s];
+    let to = |target: Address, data: Bytes| call(sender, nonce, target, data, U256::ZERO, 1_000_000);
+    let slot = b % 4;
+    match kind % 8 {
+        0 => to(child(a), Bytes::new()),
+        1 => to(FACTORY, phoenix::create2_call(0, salt(a), &child_init())),
+        2 => to(child(a), phoenix::write(slot, a % 3)),
+        3 => to(child(a), phoenix::copy(slot)),
+        4 => to(FACTORY, phoenix::create_call(&child_init())),
+        5 => to(FACTORY, phoenix::create2_call(2, salt(a), &child_init())),
+        6 => {
+            let who = authority(a);
+            let key = PrivateKeySigner::from_bytes(&bench::account_key(who)).unwrap();
+            let target = if b.is_multiple_of(3) { Address::ZERO } else { child(b) };
+            let auth = Authorization { chain_id: U256::from(bench::CHAIN_ID), address: target, nonce: a % 3 };
+            let signature = key.sign_hash_sync(&auth.signature_hash()).unwrap();
+            let mut tx = to(f.accounts[(a % 8) as usize], Bytes::new());
+            tx.tx_type = 4;
+            tx.set_signed_authorization(vec![auth.into_signed(signature)]);
+            tx
+        }
+        _ => {
+            let delegated = f.accounts[authority(a)];
+            let data = if b.is_multiple_of(2) { phoenix::write(slot, a % 5) } else { phoenix::copy(slot) };
+            if a.is_multiple_of(2) { to(delegated, data) } else { to(FACTORY, phoenix::probe_call(delegated, &data)) }
+        }
+    }
 }
 
 #[test]
@@ -75,6 +160,26 @@ fn op(f: &Fixture, kind: u8, s: usize, nonce: u64, a: u64, b: u64) -> revm::cont
     }
 }
 
+/// A random batch over `plan` (kinds 0-9: transfers, tokens, storage work; 10-17: the
+/// lifecycle operations), with each sender's nonces in order.
+fn batch(f: &Fixture, plan: &[(u8, usize, u64, u64)]) -> Vec<revm::context::TxEnv> {
+    let mut nonces = f.nonces();
+    plan.iter()
+        .map(|(kind, s, a, b)| {
+            let kind = kind % 18;
+            let tx = if kind < 10 {
+                op(f, kind, *s, nonces[*s], *a, *b)
+            } else {
+                lifecycle_op(f, kind - 10, *s, nonces[*s], *a, *b)
+            };
+            if kind != 8 {
+                nonces[*s] += 1;
+            }
+            tx
+        })
+        .collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
 
@@ -82,27 +187,20 @@ proptest! {
     fn random_batches_match_sequential_revm(
         plan in proptest::collection::vec((any::<u8>(), 0usize..8, any::<u64>(), any::<u64>()), 1..500),
         workers in 1usize..=8,
+        spec in proptest::sample::select(vec![SpecId::SHANGHAI, SpecId::CANCUN, SpecId::PRAGUE]),
         chaos: bool,
     ) {
         let f = fixture();
-        let mut nonces = f.nonces();
-        let txs: Vec<_> = plan
-            .iter()
-            .map(|(kind, s, a, b)| {
-                let tx = op(f, *kind, *s, nonces[*s], *a, *b);
-                if kind % 10 != 8 {
-                    nonces[*s] += 1;
-                }
-                tx
-            })
-            .collect();
+        let state = lifecycle_state();
+        let ctx = BlockContext { spec, ..f.ctx.clone() };
+        let txs = batch(f, &plan);
         ferry_executors::set_chaos(chaos);
         let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
-        let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        let got = executor.execute_parallel(state.clone(), ctx.clone(), txs.clone()).unwrap();
         ferry_executors::set_chaos(false);
-        let (want, want_state) = reference(&f.state, &f.ctx, &txs);
+        let (want, want_state) = reference(state, &ctx, &txs);
         assert_same("random, parallel", &got.outcomes, &got.state(), &want, &want_state);
-        let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        let seq = executor.execute_sequential(state.clone(), ctx.clone(), txs.clone()).unwrap();
         assert_same("random, sequential mode", &seq.outcomes, &seq.state(), &want, &want_state);
     }
 }
