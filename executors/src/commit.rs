@@ -26,6 +26,9 @@ pub(crate) struct Committed {
     pub outcomes: Vec<TxOutcome>,
     /// What each transaction touched, when asked for.
     pub access: Vec<crate::AccessSet>,
+    /// Seconds each transaction took to execute (sequential runs only: the pool learns
+    /// from them).
+    pub seconds: Vec<f64>,
 }
 
 /// The ordered settle of a parallel batch, done as far as it can go while the batch
@@ -179,7 +182,7 @@ impl Settle {
             }
         };
         let access = self.undo.into_iter().filter_map(|u| u.executed.access).collect();
-        Ok((Committed { outcomes: self.outcomes, access }, stopped))
+        Ok((Committed { outcomes: self.outcomes, access, seconds: Vec::new() }, stopped))
     }
 }
 
@@ -314,11 +317,14 @@ pub(crate) fn run_sequential(
     evm::prepare(evm, ctx);
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
     let mut outcomes = Vec::with_capacity(txs.len());
+    let mut seconds = Vec::with_capacity(txs.len());
     let mut access = Vec::new();
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
         for tx in txs {
+            let start = std::time::Instant::now();
             let run = evm::run(evm, tx);
+            seconds.push(start.elapsed().as_secs_f64());
             let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
                 return Err(ExecutorError::Evm("sequential view detached".into()));
             };
@@ -336,7 +342,7 @@ pub(crate) fn run_sequential(
         Ok(())
     })();
     evm.ctx.journaled_state.database = StateView::Idle;
-    result.map(|()| Committed { outcomes, access })
+    result.map(|()| Committed { outcomes, access, seconds })
 }
 
 /// The outcome of an execution result and its changes.

@@ -58,6 +58,8 @@ pub(crate) struct Batch {
     /// What each executed transaction owes the beneficiary (read by explicit reads of
     /// the beneficiary's balance).
     pub fees: Vec<Mutex<Option<U256>>>,
+    /// Nanoseconds each transaction's last execution took (the pool learns from them).
+    pub nanos: Vec<std::sync::atomic::AtomicU64>,
     /// Code deployed by the batch.
     pub codes: std::sync::RwLock<FxHashMap<B256, Bytecode>>,
     pub fatal: Mutex<Option<StateError>>,
@@ -118,6 +120,7 @@ impl Batch {
             lazy_sender,
             results: (0..n).map(|_| Mutex::new(None)).collect(),
             fees: (0..n).map(|_| Mutex::new(None)).collect(),
+            nanos: (0..n).map(|_| Default::default()).collect(),
             codes: Default::default(),
             fatal: Mutex::new(None),
             record_access: false,
@@ -292,7 +295,9 @@ fn execute(
             spec.served.clear();
             spec.cleared.clear();
         }
+        let start = std::time::Instant::now();
         let run = evm::run_current(evm);
+        batch.nanos[idx].store(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
         let tx = &evm.ctx.tx;
         let StateView::Parallel(spec) = &mut evm.ctx.journaled_state.database else {
             break None;

@@ -11,6 +11,7 @@ use crate::{
     BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource, commit, evm,
     mv_memory::MvMemory,
     parallel::{self, Batch},
+    policy::{Kind, Policy, kind_of},
 };
 
 /// How a pool runs.
@@ -54,10 +55,9 @@ struct Worker {
 /// pays, always with exactly the results of sequential execution in batch order.
 pub struct Executor {
     config: ExecutorConfig,
-    /// Per (contract, selector): measured seconds per transaction in each mode, so that
-    /// each kind of batch runs in the mode that has been faster for it (a dependent
-    /// chain sequentially, independent heavy calls in parallel).
-    costs: Mutex<rustc_hash::FxHashMap<(revm::primitives::Address, [u8; 4]), ModeCosts>>,
+    /// What the pool has learned of each kind of transaction, and the choice of mode
+    /// made from it (a dependent chain sequentially, independent heavy calls in parallel).
+    policy: Policy,
     workers: Vec<Worker>,
     /// One batch at a time: a batch uses every worker.
     running: Mutex<()>,
@@ -97,13 +97,7 @@ impl Executor {
                 Worker { jobs: Some(jobs), thread }
             })
             .collect();
-        Self {
-            config,
-            workers,
-            running: Mutex::new(()),
-            costs: Mutex::new(Default::default()),
-            spare: Arc::new(Mutex::new(None)),
-        }
+        Self { config, workers, running: Mutex::new(()), policy: Policy::default(), spare: Arc::new(Mutex::new(None)) }
     }
 
     /// The pool's configuration.
@@ -111,65 +105,18 @@ impl Executor {
         self.config
     }
 
-    /// Executes `txs` in order in `ctx` over `state`: in parallel when the batch is big
-    /// enough and there is more than one worker, else sequentially.
+    /// Executes `txs` in order in `ctx` over `state`: in parallel when the pool predicts
+    /// it pays (see [`Policy`]), else sequentially.
     pub fn execute(
         &self,
         state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
-        let keys: Vec<_> = txs.iter().filter_map(selector_key).collect();
-        let parallel =
-            self.config.workers > 1 && txs.len() >= self.config.min_parallel_batch && self.parallel_pays(&keys);
-        let start = std::time::Instant::now();
-        let outcome =
-            if parallel { self.execute_parallel(state, ctx, txs)? } else { self.execute_sequential(state, ctx, txs)? };
-        self.learn_cost(&keys, outcome.mode, start.elapsed().as_secs_f64() / outcome.outcomes.len().max(1) as f64);
-        Ok(outcome)
-    }
-
-    /// Whether the parallel engine has been at least as fast as sequential execution
-    /// for these kinds of transaction (untried kinds are tried in parallel first).
-    fn parallel_pays(&self, keys: &[(revm::primitives::Address, [u8; 4])]) -> bool {
-        let Ok(costs) = self.costs.lock() else { return true };
-        let (mut parallel, mut sequential) = (0.0, 0.0);
-        for key in keys {
-            let kind = costs.get(key).copied().unwrap_or_default();
-            let (p, s) = (kind.parallel.runs, kind.sequential.runs);
-            // Measure each mode a few times first, taking turns, parallel first: the
-            // first runs of a kind are the noisiest.
-            if p < MODE_SAMPLES || s < MODE_SAMPLES {
-                return p <= s;
-            }
-            parallel += kind.parallel.best;
-            sequential += kind.sequential.best;
-        }
-        parallel <= sequential
-    }
-
-    /// Folds one batch's seconds per transaction into its kinds' costs for `mode`.
-    fn learn_cost(&self, keys: &[(revm::primitives::Address, [u8; 4])], mode: ExecutionMode, per_tx: f64) {
-        let Ok(mut costs) = self.costs.lock() else { return };
-        let distinct: rustc_hash::FxHashSet<_> = keys.iter().copied().collect();
-        for key in &distinct {
-            let entry = costs.entry(*key).or_default();
-            let (ran, other) = match mode {
-                ExecutionMode::Parallel => (&mut entry.parallel, &mut entry.sequential),
-                ExecutionMode::Sequential => (&mut entry.sequential, &mut entry.parallel),
-            };
-            // The fastest seen: a busy machine only ever makes a run slower, so one
-            // unlucky measurement must not decide the mode for long.
-            ran.best = ran.best.min(per_tx);
-            ran.runs += 1;
-            entry.batches += 1;
-            // Now and then measure the mode not chosen again (once), and now and then
-            // both afresh (the batches of a kind change, and so do their costs).
-            if entry.batches.is_multiple_of(64) {
-                *entry = ModeCosts { batches: entry.batches, ..Default::default() };
-            } else if entry.batches.is_multiple_of(16) {
-                *other = ModeCost { best: f64::INFINITY, runs: MODE_SAMPLES - 1 };
-            }
+        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
+        match self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch) {
+            ExecutionMode::Parallel => self.execute_parallel(state, ctx, txs),
+            ExecutionMode::Sequential => self.execute_sequential(state, ctx, txs),
         }
     }
 
@@ -183,9 +130,11 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let record = self.config.record_access;
+        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         let committed = on_caller(ctx.spec, |evm, _| {
             commit::run_sequential(evm, commit::overlay(state, txs.len()), &ctx, txs, record)
         })?;
+        self.policy.learn(&kinds, &committed.seconds, None);
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             access: committed.access,
@@ -225,6 +174,7 @@ impl Executor {
         if let Some(error) = batch.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(error.into());
         }
+        self.learn_parallel(&batch);
         let t1 = t0.elapsed();
         let batch = DiscardOnDrop { batch: Some(batch), pool: self };
         let settle = batch.settle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
@@ -275,6 +225,16 @@ impl Executor {
             return Ok((outcome, mismatch));
         }
         Ok((outcome, None))
+    }
+
+    /// Takes in what a parallel run measured: each transaction's execution time and
+    /// whether it was executed again.
+    fn learn_parallel(&self, batch: &Batch) {
+        let kinds: Vec<Kind> = batch.txs.iter().map(kind_of).collect();
+        let seconds: Vec<f64> =
+            batch.nanos.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9).collect();
+        let again: Vec<usize> = (0..batch.txs.len()).map(|i| batch.scheduler.incarnation(i)).collect();
+        self.policy.learn(&kinds, &seconds, Some(&again));
     }
 
     fn send(&self, worker: usize, job: Job) -> Result<(), ExecutorError> {
@@ -357,36 +317,4 @@ impl Drop for DiscardOnDrop<'_> {
             }
         }
     }
-}
-
-/// Measured seconds per transaction of one kind of transaction, per mode.
-#[derive(Debug, Default, Clone, Copy)]
-struct ModeCosts {
-    parallel: ModeCost,
-    sequential: ModeCost,
-    batches: u64,
-}
-
-/// Runs of a kind in each mode before the faster is chosen.
-const MODE_SAMPLES: u32 = 2;
-
-/// The fastest run of one mode so far, and how many there were.
-#[derive(Debug, Clone, Copy)]
-struct ModeCost {
-    best: f64,
-    runs: u32,
-}
-
-impl Default for ModeCost {
-    fn default() -> Self {
-        Self { best: f64::INFINITY, runs: 0 }
-    }
-}
-
-/// A call's (contract, selector), the key costs are kept under (plain transfers share
-/// the empty selector).
-fn selector_key(tx: &TxEnv) -> Option<(revm::primitives::Address, [u8; 4])> {
-    let revm::primitives::TxKind::Call(to) = tx.kind else { return None };
-    let selector: [u8; 4] = tx.data.get(..4).unwrap_or(&[0; 4]).try_into().ok()?;
-    Some((to, selector))
 }

@@ -242,6 +242,11 @@ impl Scheduler {
         self.validation_idx.load(Ordering::SeqCst) > idx
     }
 
+    /// How many times `idx` has been executed again after its first execution.
+    pub(crate) fn incarnation(&self, idx: TxIdx) -> Incarnation {
+        self.word(idx).incarnation()
+    }
+
     /// Whether `idx`'s latest incarnation has finished executing (and not been aborted).
     pub(crate) fn is_executed(&self, idx: TxIdx) -> bool {
         self.word(idx).status() == Status::Executed

@@ -318,27 +318,31 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
 }
 
 #[test]
-fn a_pool_tries_both_modes_and_always_gives_the_sequential_results() {
+fn a_pool_learns_each_workloads_mode_and_always_gives_the_sequential_results() {
     let f = fixture();
-    let workloads = bench::workloads(f, 24);
-    let mut executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
+    // Big enough that an unseen kind's predicted work calls for a parallel run.
+    let workloads = bench::workloads(f, 32);
+    let mut modes = std::collections::HashMap::new();
     for workload in &workloads {
         // A fresh pool per workload: erc20 and hot-* share a (contract, selector).
-        executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
+        let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
         let (want, want_state) = reference(&f.state, &f.ctx, &workload.txs);
-        let mut modes = Vec::new();
+        let mut seen = Vec::new();
         for _ in 0..6 {
             let out = executor.execute(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
             assert_same(workload.name, &out.outcomes, &out.state(), &want, &want_state);
-            modes.push(out.mode);
+            seen.push(out.mode);
         }
-        // The first four batches measure both modes in turn, twice; later ones take
-        // whichever was faster (timing decides which, so only the results are asserted
-        // there).
-        use ExecutionMode::{Parallel, Sequential};
-        assert_eq!(&modes[..4], &[Parallel, Sequential, Parallel, Sequential], "{}", workload.name);
+        modes.insert(workload.name, seen);
+    }
+    // Independent calls of real weight run in parallel from the first batch on (how
+    // often the cheaper and the conflicting ones do depends on timing: the bench
+    // measures that; here only their results are asserted).
+    for name in ["heavy", "mailbox-delivery"] {
+        assert!(modes[name].iter().all(|m| *m == ExecutionMode::Parallel), "{name}: {:?}", modes[name]);
     }
     // Too small to gain: sequential.
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
     let erc20 = workloads.iter().find(|w| w.name == "erc20").unwrap();
     let small = executor.execute(f.state.clone(), f.ctx.clone(), erc20.txs[..3].to_vec()).unwrap();
     assert_eq!(small.mode, ExecutionMode::Sequential);

@@ -24,11 +24,16 @@ enum BenchTarget {
         seconds: f64,
     },
     /// Sequential revm against the parallel worker pool on every workload (raw
-    /// transfers, ERC-20, heavy calls, hot spots, a dependent chain, Mailbox deliveries).
+    /// transfers, ERC-20, heavy calls, hot spots, a dependent chain, Mailbox deliveries),
+    /// or with --blocks on every real block of a data directory.
     Executors {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
+        /// A directory of real blocks with their pre-state (ops/mainnet-data.py makes one):
+        /// run each on the pool and on plain revm instead of the synthetic workloads.
+        #[arg(long)]
+        blocks: Option<std::path::PathBuf>,
         /// Worker threads of the pool.
         #[arg(long, default_value_t = 2)]
         workers: usize,
@@ -118,10 +123,21 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        BenchTarget::Executors { json, workers, txs, rounds } => {
+        BenchTarget::Executors { json, blocks, workers, txs, rounds } => {
             anyhow::ensure!(workers >= 1 && txs >= 1 && rounds >= 1, "--workers, --txs and --rounds must be positive");
             if cfg!(debug_assertions) {
                 tracing::warn!("this is a debug build: build with --release for meaningful figures");
+            }
+            if let Some(dir) = blocks {
+                let data = ferry_executors::blocks::BlockData::open(&dir)?;
+                let report = ferry_executors::bench::blocks::measure(&data, workers, rounds)?;
+                if json {
+                    println!("{}", serde_json::to_string(&report)?);
+                } else {
+                    println!("{workers} workers, real blocks from {}, median of {rounds}", dir.display());
+                    print!("{report}");
+                }
+                return Ok(());
             }
             let report = ferry_executors::bench::measure(workers, txs, rounds)?;
             if json {

@@ -2,6 +2,8 @@
 //! executors`), built by really deploying ferry's contracts into in-memory state, and
 //! the baseline they are measured against: plain revm, one transaction after another.
 
+pub mod blocks;
+
 use std::{sync::Arc, time::Instant};
 
 use alloy::{

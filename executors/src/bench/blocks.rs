@@ -1,0 +1,191 @@
+//! Real blocks as benchmarks: each block of a data directory ([`crate::blocks`]) on the
+//! pool as users run it and on plain revm, alternating in the same run, and the
+//! speedup's mean, median, extremes and gas-weighted mean over the blocks.
+
+use crate::{
+    ExecutionMode, Executor, ExecutorConfig, ExecutorError,
+    bench::{median, plain_revm, timed},
+    blocks::{BlockData, BlockDataError},
+};
+
+/// Why the real-block benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockBenchError {
+    /// The data directory could not be read.
+    #[error(transparent)]
+    Data(#[from] BlockDataError),
+    /// A block could not be executed.
+    #[error("block {number}: {source}")]
+    Execute {
+        /// The block.
+        number: u64,
+        /// What failed.
+        source: ExecutorError,
+    },
+}
+
+/// One block's figures (medians over the rounds).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlockFigures {
+    /// The block's number.
+    pub number: u64,
+    /// Its fork, as revm names it.
+    pub spec: String,
+    /// Transactions in it.
+    pub txs: usize,
+    /// Gas it used.
+    pub gas: u64,
+    /// Plain revm, one transaction after another (seconds).
+    pub plain_s: f64,
+    /// The pool as users run it (seconds).
+    pub pool_s: f64,
+    /// `plain_s / pool_s`.
+    pub pool_speedup: f64,
+    /// How the pool ran it, the last time.
+    pub pool_mode: &'static str,
+    /// The parallel engine, forced (seconds).
+    pub parallel_s: f64,
+    /// `plain_s / parallel_s`.
+    pub parallel_speedup: f64,
+    /// Forced parallel: executions beyond one per transaction, per transaction.
+    pub reexecutions_per_tx: f64,
+}
+
+/// Mean, median, extremes and gas-weighted mean of a speedup over blocks.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct Spread {
+    /// Blocks counted.
+    pub blocks: usize,
+    /// Arithmetic mean.
+    pub mean: f64,
+    /// Median.
+    pub median: f64,
+    /// The worst block.
+    pub min: f64,
+    /// The best block.
+    pub max: f64,
+    /// Each block's speedup weighted by its gas.
+    pub gas_weighted: f64,
+}
+
+impl Spread {
+    fn of(blocks: &[&BlockFigures], speedup: impl Fn(&BlockFigures) -> f64) -> Self {
+        let xs: Vec<f64> = blocks.iter().map(|b| speedup(b)).collect();
+        let gas: f64 = blocks.iter().map(|b| b.gas as f64).sum();
+        let weighted: f64 = blocks.iter().map(|b| b.gas as f64 * speedup(b)).sum();
+        Self {
+            blocks: xs.len(),
+            mean: xs.iter().sum::<f64>() / xs.len().max(1) as f64,
+            median: median(xs.clone()),
+            min: xs.iter().copied().fold(f64::INFINITY, f64::min),
+            max: xs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+            gas_weighted: if gas > 0.0 { weighted / gas } else { f64::NAN },
+        }
+    }
+}
+
+/// The whole run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BlocksReport {
+    /// Workers of the pool.
+    pub workers: usize,
+    /// Rounds per block (medians reported).
+    pub rounds: usize,
+    /// Every block that could run.
+    pub blocks: Vec<BlockFigures>,
+    /// Blocks that could not run, with why (codes missing from the data).
+    pub not_run: Vec<String>,
+    /// The pool over blocks of two transactions or more.
+    pub pool: Spread,
+    /// The forced parallel engine over the same blocks.
+    pub parallel: Spread,
+}
+
+/// Runs every block of `data` `rounds` times on plain revm, on the pool as users run it
+/// (default configuration with `workers` workers, one pool for the whole run, so it
+/// learns as it goes) and forced parallel, alternating.
+pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<BlocksReport, BlockBenchError> {
+    let pool = Executor::new(ExecutorConfig { workers, ..ExecutorConfig::default() });
+    let forced = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
+    let (mut blocks, mut not_run) = (Vec::new(), Vec::new());
+    for number in data.numbers()? {
+        let block = match data.load(number) {
+            Ok(block) => block,
+            Err(e @ BlockDataError::MissingCode { .. }) => {
+                not_run.push(e.to_string());
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let fail = |source| BlockBenchError::Execute { number, source };
+        let (mut plain, mut pooled, mut parallel, mut mode) =
+            (Vec::new(), Vec::new(), Vec::new(), ExecutionMode::Sequential);
+        let mut reexecutions = 0;
+        for _ in 0..rounds.max(1) {
+            plain.push(plain_revm(block.state.clone(), &block.ctx, &block.txs).0);
+            let (seconds, out) = timed(&block.txs, |txs| pool.execute(block.state.clone(), block.ctx.clone(), txs));
+            mode = out.map_err(fail)?.mode;
+            pooled.push(seconds);
+            let (seconds, out) =
+                timed(&block.txs, |txs| forced.execute_parallel(block.state.clone(), block.ctx.clone(), txs));
+            reexecutions += out.map_err(fail)?.reexecutions;
+            parallel.push(seconds);
+        }
+        let (plain_s, pool_s, parallel_s) = (median(plain), median(pooled), median(parallel));
+        blocks.push(BlockFigures {
+            number,
+            spec: format!("{:?}", block.ctx.spec),
+            txs: block.txs.len(),
+            gas: block.gas_used(),
+            plain_s,
+            pool_s,
+            pool_speedup: plain_s / pool_s,
+            pool_mode: mode.as_str(),
+            parallel_s,
+            parallel_speedup: plain_s / parallel_s,
+            reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * block.txs.len().max(1)) as f64,
+        });
+    }
+    let counted: Vec<&BlockFigures> = blocks.iter().filter(|b| b.txs >= 2).collect();
+    let (pool, parallel) = (Spread::of(&counted, |b| b.pool_speedup), Spread::of(&counted, |b| b.parallel_speedup));
+    Ok(BlocksReport { workers, rounds, blocks, not_run, pool, parallel })
+}
+
+impl std::fmt::Display for BlocksReport {
+    /// One line per block, then the spreads.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{:>9} {:<16} {:>5} {:>11} {:>9} {:>9} {:>7} {:<10} {:>9} {:>8} {:>9}",
+            "block", "fork", "txs", "gas", "plain ms", "pool ms", "pool", "mode", "par ms", "par", "reexec/tx"
+        )?;
+        for b in &self.blocks {
+            writeln!(
+                f,
+                "{:>9} {:<16} {:>5} {:>11} {:>9.3} {:>9.3} {:>6.2}x {:<10} {:>9.3} {:>7.2}x {:>9.3}",
+                b.number,
+                b.spec,
+                b.txs,
+                b.gas,
+                b.plain_s * 1e3,
+                b.pool_s * 1e3,
+                b.pool_speedup,
+                b.pool_mode,
+                b.parallel_s * 1e3,
+                b.parallel_speedup,
+                b.reexecutions_per_tx
+            )?;
+        }
+        for (name, s) in [("pool", &self.pool), ("forced parallel", &self.parallel)] {
+            writeln!(
+                f,
+                "{name} over {} blocks of 2+ transactions: mean {:.2}x  median {:.2}x  min {:.2}x  max {:.2}x  gas-weighted {:.2}x",
+                s.blocks, s.mean, s.median, s.min, s.max, s.gas_weighted
+            )?;
+        }
+        for reason in &self.not_run {
+            writeln!(f, "not run: {reason}")?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,231 @@
+//! How the pool chooses a batch's mode, from what it can know before running it: the
+//! batch's size and, per kind of transaction (contract and selector), the execution
+//! time and the share re-executed in parallel runs, both learned from earlier batches.
+//!
+//! The parallel engine pays a fixed cost per batch (waking the workers, preparing the
+//! multi-version memory) and a cost per transaction (scheduling, recording, validating).
+//! A batch runs in parallel only when its predicted work covers both and few of its
+//! transactions are expected to conflict; everything else runs sequentially, which
+//! never loses.
+
+use std::sync::Mutex;
+
+use revm::{
+    context::TxEnv,
+    primitives::{Address, TxKind},
+};
+use rustc_hash::FxHashMap;
+
+use crate::ExecutionMode;
+
+/// A kind of transaction: the contract and selector called. Plain transfers (no call
+/// data) are one kind whoever they pay, and so are creations.
+pub(crate) type Kind = (Address, [u8; 4]);
+
+/// The kind of `tx`.
+pub(crate) fn kind_of(tx: &TxEnv) -> Kind {
+    match tx.kind {
+        TxKind::Create => (Address::ZERO, [0xff; 4]),
+        TxKind::Call(_) if tx.data.is_empty() => (Address::ZERO, [0; 4]),
+        TxKind::Call(to) => (to, tx.data.get(..4).and_then(|s| s.try_into().ok()).unwrap_or([0; 4])),
+    }
+}
+
+/// Below this much predicted sequential work a batch runs sequentially: the parallel
+/// engine's fixed cost per batch (tens of microseconds here) would eat the gain.
+const MIN_PARALLEL_WORK_S: f64 = 300e-6;
+/// Below this mean execution time per transaction the engine's own cost per
+/// transaction is as large as what a second worker saves.
+const MIN_TX_COST_S: f64 = 1.5e-6;
+/// Above this many predicted re-executions per transaction a parallel run loses (real
+/// blocks that lose in parallel re-execute 0.9-1.7 times per transaction, those that
+/// win 0.8 or fewer).
+const MAX_CONFLICTS: f64 = 0.8;
+/// Re-executions of one transaction counted at most (one pathological transaction must
+/// not make its kind look hopeless).
+const MAX_COUNTED_REEXECUTIONS: usize = 3;
+/// What an unseen kind is assumed to cost until measured: a typical contract call.
+const UNSEEN_COST_S: f64 = 10e-6;
+/// Weight of a new measurement in a kind's running averages.
+const LEARNING_RATE: f64 = 0.3;
+/// A kind kept out of parallel runs for its conflicts has them forgotten this much per
+/// sequential batch, so that it is tried in parallel again now and then.
+const CONFLICT_DECAY: f64 = 0.97;
+/// Kinds remembered at most (a chain has many; the pool meets some often).
+const MAX_KINDS: usize = 1 << 16;
+
+/// What the pool has learned of one kind.
+#[derive(Debug, Clone, Copy)]
+struct KindStats {
+    /// Seconds per execution (running average).
+    cost: f64,
+    /// Re-executions per transaction in parallel runs (running average).
+    conflicts: f64,
+}
+
+/// A batch's predicted sequential work and conflicts.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Prediction {
+    /// Seconds of sequential execution.
+    pub work_s: f64,
+    /// Predicted re-executions per transaction in parallel.
+    pub conflicts: f64,
+}
+
+/// The learned costs and conflicts, and the choice made from them.
+#[derive(Debug, Default)]
+pub(crate) struct Policy {
+    kinds: Mutex<FxHashMap<Kind, KindStats>>,
+}
+
+impl Policy {
+    /// The predicted work and conflicts of `txs` (of `kinds`): learned per kind, and for
+    /// plain transfers, whose conflicts depend on who pays whom in this batch rather than
+    /// on their kind, read off the batch itself.
+    pub(crate) fn predict(&self, txs: &[TxEnv], kinds: &[Kind]) -> Prediction {
+        let Ok(known) = self.kinds.lock() else { return Prediction { work_s: 0.0, conflicts: f64::INFINITY } };
+        let transfers = transfer_conflicts(txs, kinds);
+        let (mut work_s, mut conflicts) = (0.0, 0.0);
+        for (kind, transfer_conflicts) in kinds.iter().zip(transfers) {
+            let stats = known.get(kind).copied().unwrap_or(KindStats { cost: UNSEEN_COST_S, conflicts: 0.0 });
+            work_s += stats.cost;
+            conflicts += transfer_conflicts.unwrap_or(stats.conflicts);
+        }
+        Prediction { work_s, conflicts: conflicts / kinds.len().max(1) as f64 }
+    }
+
+    /// The mode `txs` (of `kinds`) should run in, on `workers` workers, batches under
+    /// `min_batch` transactions running sequentially.
+    pub(crate) fn choose(&self, txs: &[TxEnv], kinds: &[Kind], workers: usize, min_batch: usize) -> ExecutionMode {
+        if workers < 2 || kinds.len() < min_batch.max(2) {
+            return ExecutionMode::Sequential;
+        }
+        let p = self.predict(txs, kinds);
+        let pays = p.work_s >= MIN_PARALLEL_WORK_S
+            && p.work_s / kinds.len() as f64 >= MIN_TX_COST_S
+            && p.conflicts <= MAX_CONFLICTS;
+        tracing::trace!(txs = kinds.len(), work_s = p.work_s, conflicts = p.conflicts, pays, "mode chosen");
+        if pays { ExecutionMode::Parallel } else { ExecutionMode::Sequential }
+    }
+
+    /// Takes in a batch's measurements: each transaction's kind, execution seconds and,
+    /// for a parallel run, how many times it was executed again. Each kind's averages
+    /// move once per batch, by the batch's mean for that kind.
+    pub(crate) fn learn(&self, kinds: &[Kind], seconds: &[f64], reexecutions: Option<&[usize]>) {
+        /// A kind's sums over one batch: transactions, seconds, re-executions.
+        type Sums = (f64, f64, f64);
+        let mut batch: FxHashMap<Kind, Sums> = FxHashMap::default();
+        for (i, (kind, cost)) in kinds.iter().zip(seconds).enumerate() {
+            let sums = batch.entry(*kind).or_default();
+            sums.0 += 1.0;
+            sums.1 += cost;
+            sums.2 += reexecutions.and_then(|r| r.get(i)).map_or(0, |r| (*r).min(MAX_COUNTED_REEXECUTIONS)) as f64;
+        }
+        let Ok(mut known) = self.kinds.lock() else { return };
+        if known.len() > MAX_KINDS {
+            known.clear();
+        }
+        for (kind, (count, cost, again)) in batch {
+            let (cost, again) = (cost / count, reexecutions.map(|_| again / count));
+            // A kind's first measurement is taken whole: one batch is the best guess there is.
+            let stats = known.entry(kind).or_insert(KindStats { cost, conflicts: again.unwrap_or(0.0) });
+            stats.cost += LEARNING_RATE * (cost - stats.cost);
+            match again {
+                Some(again) => stats.conflicts += LEARNING_RATE * (again - stats.conflicts),
+                None => stats.conflicts *= CONFLICT_DECAY,
+            }
+        }
+    }
+}
+
+/// Per transaction: for a plain transfer, 1 if it pays or is paid by an account an
+/// earlier transfer of the batch paid (a conflict on that balance), else 0; `None` for
+/// other transactions. (Senders of several transactions are accounted lazily and do
+/// not conflict on their own balance.)
+fn transfer_conflicts(txs: &[TxEnv], kinds: &[Kind]) -> Vec<Option<f64>> {
+    let transfer = (Address::ZERO, [0; 4]);
+    let mut paid: rustc_hash::FxHashSet<Address> = Default::default();
+    txs.iter()
+        .zip(kinds)
+        .map(|(tx, kind)| {
+            let TxKind::Call(to) = tx.kind else { return None };
+            if *kind != transfer {
+                return None;
+            }
+            let conflict = paid.contains(&to) || paid.contains(&tx.caller);
+            paid.insert(to);
+            Some(f64::from(u8::from(conflict)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(n: usize, kind: Kind) -> Vec<Kind> {
+        vec![kind; n]
+    }
+
+    /// `n` transactions of `kind` (to distinct recipients) and their kinds.
+    fn batch(n: usize, kind: Kind) -> (Vec<TxEnv>, Vec<Kind>) {
+        let data: revm::primitives::Bytes =
+            if kind.0 == Address::ZERO { Default::default() } else { kind.1.to_vec().into() };
+        let txs = (0..n)
+            .map(|i| TxEnv {
+                caller: Address::with_last_byte(i as u8),
+                kind: TxKind::Call(if kind.0 == Address::ZERO { Address::repeat_byte(i as u8) } else { kind.0 }),
+                data: data.clone(),
+                ..Default::default()
+            })
+            .collect();
+        (txs, kinds(n, kind))
+    }
+
+    fn choose(policy: &Policy, (txs, kinds): &(Vec<TxEnv>, Vec<Kind>), workers: usize) -> ExecutionMode {
+        policy.choose(txs, kinds, workers, 4)
+    }
+
+    #[test]
+    fn small_cheap_or_conflicting_batches_run_sequentially() {
+        let policy = Policy::default();
+        let call = (Address::repeat_byte(1), [1, 2, 3, 4]);
+        // Unseen kinds are tried in parallel when the batch is big enough.
+        assert_eq!(choose(&policy, &batch(100, call), 2), ExecutionMode::Parallel);
+        assert_eq!(choose(&policy, &batch(3, call), 2), ExecutionMode::Sequential, "too small");
+        assert_eq!(choose(&policy, &batch(100, call), 1), ExecutionMode::Sequential, "one worker");
+        assert_eq!(choose(&policy, &batch(20, call), 2), ExecutionMode::Sequential, "too little work");
+
+        // Cheap transfers: the engine's cost per transaction outweighs the gain.
+        let transfer = (Address::ZERO, [0; 4]);
+        policy.learn(&kinds(1000, transfer), &vec![1e-6; 1000], None);
+        assert_eq!(choose(&policy, &batch(1000, transfer), 2), ExecutionMode::Sequential);
+
+        // A kind that conflicted in parallel runs sequentially, then is tried again.
+        policy.learn(&kinds(100, call), &vec![20e-6; 100], Some(&vec![2; 100]));
+        assert_eq!(choose(&policy, &batch(100, call), 2), ExecutionMode::Sequential);
+        let mut tries = 0;
+        while choose(&policy, &batch(100, call), 2) == ExecutionMode::Sequential {
+            policy.learn(&kinds(100, call), &vec![20e-6; 100], None);
+            tries += 1;
+            assert!(tries < 50, "a conflicting kind is never tried in parallel again");
+        }
+        assert!(tries > 5, "a conflicting kind is not tried again at once");
+    }
+
+    #[test]
+    fn transfers_conflict_when_they_pay_an_account_an_earlier_one_paid() {
+        let (a, b, c) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb), Address::repeat_byte(0xc));
+        let transfer = |from, to| TxEnv { caller: from, kind: TxKind::Call(to), ..Default::default() };
+        let txs = vec![transfer(a, b), transfer(c, b), transfer(b, a), transfer(a, c)];
+        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
+        let conflicts: Vec<Option<f64>> = transfer_conflicts(&txs, &kinds);
+        assert_eq!(conflicts, vec![Some(0.0), Some(1.0), Some(1.0), Some(1.0)]);
+        let call = TxEnv { caller: a, kind: TxKind::Call(b), data: vec![1, 2, 3, 4].into(), ..Default::default() };
+        assert_eq!(
+            transfer_conflicts(std::slice::from_ref(&call), &[kind_of(&call)]),
+            vec![None],
+            "calls are learned per kind"
+        );
+    }
+}
