@@ -342,6 +342,11 @@ pub struct WorkloadReport {
     /// plain revm do at once, each on its own copy of the state, than one alone (the
     /// speedup no engine can beat here).
     pub ceiling: f64,
+    /// `speedup / ceiling`: how much of the machine's bound the forced parallel engine
+    /// reaches.
+    pub speedup_of_ceiling: f64,
+    /// `pool_speedup / ceiling`, likewise for the pool.
+    pub pool_of_ceiling: f64,
 }
 
 /// All workloads.
@@ -399,6 +404,7 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
         }
         let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
         let pool_s = median(pool);
+        let ceiling = workers as f64 * sequential_s / median(together);
         reports.push(WorkloadReport {
             name: workload.name,
             txs: workload.txs.len(),
@@ -412,7 +418,9 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * workload.txs.len().max(1)) as f64,
             available_parallelism: available_parallelism(&fixture, &workload.txs),
             mgas_per_s: gas as f64 / parallel_s / 1e6,
-            ceiling: workers as f64 * sequential_s / median(together),
+            ceiling,
+            speedup_of_ceiling: sequential_s / parallel_s / ceiling,
+            pool_of_ceiling: sequential_s / pool_s / ceiling,
         });
     }
     Ok(Report { workers, workloads: reports })
@@ -505,7 +513,7 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<18} {:>11} {:>9} {:>9} {:>8} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8} {:>8}",
+            "{:<18} {:>11} {:>9} {:>9} {:>8} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
             "workload",
             "gas",
             "seq ms",
@@ -517,12 +525,14 @@ impl std::fmt::Display for Report {
             "reexec/tx",
             "avail par",
             "Mgas/s",
-            "ceiling"
+            "ceiling",
+            "par/ceil",
+            "pool/ceil"
         )?;
         for w in &self.workloads {
             writeln!(
                 f,
-                "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0} {:>7.2}x",
+                "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0} {:>7.2}x {:>8.2} {:>9.2}",
                 w.name,
                 w.gas,
                 w.sequential_s * 1e3,
@@ -534,7 +544,9 @@ impl std::fmt::Display for Report {
                 w.reexecutions_per_tx,
                 w.available_parallelism,
                 w.mgas_per_s,
-                w.ceiling
+                w.ceiling,
+                w.speedup_of_ceiling,
+                w.pool_of_ceiling
             )?;
         }
         Ok(())
