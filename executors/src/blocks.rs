@@ -105,11 +105,6 @@ pub struct RealBlock {
 }
 
 impl RealBlock {
-    /// The block's number.
-    pub fn number(&self) -> u64 {
-        self.header.number
-    }
-
     /// The total gas its transactions used.
     pub fn gas_used(&self) -> u64 {
         self.header.gas_used
@@ -204,12 +199,6 @@ impl BlockData {
             entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect::<Vec<_>>();
         numbers.sort_unstable();
         Ok(numbers)
-    }
-
-    /// Block `number`'s header alone (no state, no codes needed).
-    pub fn header(&self, number: u64) -> Result<(alloy::consensus::Header, B256), BlockDataError> {
-        let block: Block = read_json(&self.block_dir(number).join("block.json"))?;
-        Ok((block.header.inner, block.header.hash))
     }
 
     /// Block `number`, with its pre-state and codes, its header's hash checked.

@@ -80,7 +80,7 @@ impl Overlay {
     pub(crate) fn apply(&mut self, diff: &StateDiff) {
         for (address, account) in diff.iter() {
             let info = account.info;
-            if account.storage_cleared || info.is_none() {
+            if account.clears_storage() {
                 self.cleared.insert(*address);
                 self.storage.retain(|(a, _), _| a != address);
             }

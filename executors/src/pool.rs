@@ -115,8 +115,8 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         match self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch) {
-            ExecutionMode::Parallel => self.execute_parallel(state, ctx, txs),
-            ExecutionMode::Sequential => self.execute_sequential(state, ctx, txs),
+            ExecutionMode::Parallel => self.run_parallel(state, ctx, txs, &kinds),
+            ExecutionMode::Sequential => self.run_sequential(state, ctx, txs, &kinds),
         }
     }
 
@@ -128,13 +128,24 @@ impl Executor {
         ctx: BlockContext,
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
+        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
+        self.run_sequential(state, ctx, txs, &kinds)
+    }
+
+    /// `execute_sequential` of `txs`, whose kinds are `kinds`.
+    fn run_sequential(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+        kinds: &[Kind],
+    ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let record = self.config.record_access;
-        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         let committed = on_caller(ctx.spec, |evm, _| {
             commit::run_sequential(evm, commit::overlay(state, txs.len()), &ctx, txs, record)
         })?;
-        self.policy.learn(&kinds, &committed.seconds, None);
+        self.policy.learn(kinds, &committed.seconds, None);
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             access: committed.access,
@@ -150,6 +161,18 @@ impl Executor {
         state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
+        self.run_parallel(state, ctx, txs, &kinds)
+    }
+
+    /// `execute_parallel` of `txs`, whose kinds are `kinds`.
+    fn run_parallel(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+        kinds: &[Kind],
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let n = txs.len();
@@ -174,7 +197,7 @@ impl Executor {
         if let Some(error) = batch.fatal.lock().ok().and_then(|mut f| f.take()) {
             return Err(error.into());
         }
-        self.learn_parallel(&batch);
+        self.learn_parallel(&batch, kinds);
         let t1 = t0.elapsed();
         let batch = DiscardOnDrop { batch: Some(batch), pool: self };
         let settle = batch.settle.lock().map(|mut s| std::mem::take(&mut *s)).unwrap_or_default();
@@ -229,12 +252,11 @@ impl Executor {
 
     /// Takes in what a parallel run measured: each transaction's execution time and
     /// whether it was executed again.
-    fn learn_parallel(&self, batch: &Batch) {
-        let kinds: Vec<Kind> = batch.txs.iter().map(kind_of).collect();
+    fn learn_parallel(&self, batch: &Batch, kinds: &[Kind]) {
         let seconds: Vec<f64> =
             batch.nanos.iter().map(|n| n.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9).collect();
         let again: Vec<usize> = (0..batch.txs.len()).map(|i| batch.scheduler.incarnation(i)).collect();
-        self.policy.learn(&kinds, &seconds, Some(&again));
+        self.policy.learn(kinds, &seconds, Some(&again));
     }
 
     fn send(&self, worker: usize, job: Job) -> Result<(), ExecutorError> {

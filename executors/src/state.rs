@@ -86,7 +86,7 @@ impl InMemoryState {
     /// Applies a batch's merged changes, so that the next batch runs on top of them.
     pub fn apply(&mut self, diff: &crate::StateDiff) {
         for (address, account) in diff.iter() {
-            if account.storage_cleared || account.info.is_none() {
+            if account.clears_storage() {
                 self.storage.retain(|(a, _), _| a != address);
             }
             match &account.info {
@@ -215,7 +215,7 @@ impl StateSource for LayeredState {
         let Some(account) = self.diff.get(&address) else { return self.base.storage(address, slot) };
         match account.storage.binary_search_by_key(&slot, |(s, _)| *s) {
             Ok(at) => Ok(account.storage[at].1),
-            Err(_) if account.storage_cleared || account.info.is_none() => Ok(U256::ZERO),
+            Err(_) if account.clears_storage() => Ok(U256::ZERO),
             Err(_) => self.base.storage(address, slot),
         }
     }

@@ -116,6 +116,12 @@ impl AccountDiff {
         Self { info: None, code: None, storage_cleared: true, storage: Vec::new() }
     }
 
+    /// Whether the account's storage before this change is gone: it was destroyed or
+    /// created anew.
+    pub fn clears_storage(&self) -> bool {
+        self.storage_cleared || self.info.is_none()
+    }
+
     /// Folds a later change to the same account into this one.
     pub fn merge(&mut self, later: &AccountDiff) {
         if self.merge_fields(later) {
@@ -129,7 +135,7 @@ impl AccountDiff {
     /// Folds a later change's fields, code and clearing into this one, not its slots;
     /// says whether the later change cleared the storage (the slots so far are gone).
     fn merge_fields(&mut self, later: &AccountDiff) -> bool {
-        let clears = later.storage_cleared || later.info.is_none();
+        let clears = later.clears_storage();
         self.storage_cleared |= clears;
         if later.code.is_some() {
             self.code.clone_from(&later.code);
