@@ -1,8 +1,13 @@
 //! Runs one workload many times, for profilers: `cargo run --release -p ferry-executors
 //! --example profile -- erc20 parallel [rounds]` (modes: parallel, sequential, plain,
-//! and compare, which alternates the three and prints medians and ratios).
+//! pool (the default configuration choosing), and compare, which alternates parallel,
+//! sequential and plain and prints medians and ratios). A real block
+//! instead of a workload: `block:DATA_DIR:NUMBER` (a directory `ops/mainnet-data.py` made).
 
-use ferry_executors::{Executor, ExecutorConfig, bench};
+use std::sync::Arc;
+
+use ferry_executors::{BlockContext, Executor, ExecutorConfig, InMemoryState, bench, blocks::BlockData};
+use revm::context::TxEnv;
 
 fn main() {
     if let Ok(filter) = std::env::var("FERRY_LOG") {
@@ -17,25 +22,37 @@ fn main() {
     // costs beyond plain revm, for an instruction count without idle spinning.
     let workers = std::env::var("FERRY_WORKERS").ok().and_then(|w| w.parse().ok()).unwrap_or(2);
     let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
+    let pool = Executor::new(ExecutorConfig { workers, ..ExecutorConfig::default() });
     let names: Vec<&str> = if name == "all" {
         vec!["raw-transfer", "erc20", "heavy", "hot-10", "hot-30", "hot-50", "dependent-chain", "mailbox-delivery"]
     } else {
         vec![name]
     };
-    for name in names {
-        let Some(w) = bench::workloads(&f, 1000).into_iter().find(|w| w.name == name) else { return };
+    let mut batches: Vec<(String, Arc<InMemoryState>, BlockContext, Vec<TxEnv>)> = Vec::new();
+    if let Some((dir, number)) = name.strip_prefix("block:").and_then(|spec| spec.rsplit_once(':')) {
+        let Some(block) = BlockData::open(dir).ok().zip(number.parse().ok()).and_then(|(d, n)| d.load(n).ok()) else {
+            eprintln!("no block {number} in {dir}");
+            return;
+        };
+        batches.push((format!("block {number}"), block.state, block.ctx, block.txs));
+    }
+    for w in bench::workloads(&f, 1000).into_iter().filter(|w| names.contains(&w.name)) {
+        batches.push((w.name.to_string(), f.state.clone(), f.ctx.clone(), w.txs));
+    }
+    for (name, state, ctx, txs) in batches {
         let (mut plain, mut par, mut seq) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..rounds {
             if mode == "plain" || mode == "compare" {
-                plain.push(bench::plain_revm(f.state.clone(), &f.ctx, &w.txs).0);
+                plain.push(bench::plain_revm(state.clone(), &ctx, &txs).0);
+            }
+            if mode == "pool" {
+                par.push(bench::timed(&txs, |txs| pool.execute(state.clone(), ctx.clone(), txs)).0);
             }
             if mode == "parallel" || (mode == "compare" && std::env::var("SKIP_PAR").is_err()) {
-                par.push(bench::timed(&w.txs, |txs| executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs)).0);
+                par.push(bench::timed(&txs, |txs| executor.execute_parallel(state.clone(), ctx.clone(), txs)).0);
             }
             if mode == "sequential" || (mode == "compare" && std::env::var("SKIP_SEQ").is_err()) {
-                seq.push(
-                    bench::timed(&w.txs, |txs| executor.execute_sequential(f.state.clone(), f.ctx.clone(), txs)).0,
-                );
+                seq.push(bench::timed(&txs, |txs| executor.execute_sequential(state.clone(), ctx.clone(), txs)).0);
             }
         }
         let (p, q, s) = (bench::median(plain), bench::median(par), bench::median(seq));

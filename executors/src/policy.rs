@@ -59,8 +59,9 @@ const MAX_KINDS: usize = 1 << 16;
 struct KindStats {
     /// Seconds per execution (running average).
     cost: f64,
-    /// Re-executions per transaction in parallel runs (running average).
-    conflicts: f64,
+    /// Re-executions per transaction in parallel runs (running average); `None` until
+    /// the kind has run in parallel (a sequential run cannot tell).
+    conflicts: Option<f64>,
 }
 
 /// A batch's predicted sequential work and conflicts.
@@ -87,9 +88,10 @@ impl Policy {
         let transfers = transfer_conflicts(txs, kinds);
         let (mut work_s, mut conflicts) = (0.0, 0.0);
         for (kind, transfer_conflicts) in kinds.iter().zip(transfers) {
-            let stats = known.get(kind).copied().unwrap_or(KindStats { cost: UNSEEN_COST_S, conflicts: 0.0 });
+            let stats = known.get(kind).copied().unwrap_or(KindStats { cost: UNSEEN_COST_S, conflicts: None });
             work_s += stats.cost;
-            conflicts += transfer_conflicts.unwrap_or(stats.conflicts);
+            // Not yet seen in parallel: assumed not to conflict, so that it is tried.
+            conflicts += transfer_conflicts.or(stats.conflicts).unwrap_or(0.0);
         }
         Prediction { work_s, conflicts: conflicts / kinds.len().max(1) as f64 }
     }
@@ -128,12 +130,13 @@ impl Policy {
         for (kind, (count, cost, again)) in batch {
             let (cost, again) = (cost / count, reexecutions.map(|_| again / count));
             // A kind's first measurement is taken whole: one batch is the best guess there is.
-            let stats = known.entry(kind).or_insert(KindStats { cost, conflicts: again.unwrap_or(0.0) });
+            let stats = known.entry(kind).or_insert(KindStats { cost, conflicts: None });
             stats.cost += LEARNING_RATE * (cost - stats.cost);
-            match again {
-                Some(again) => stats.conflicts += LEARNING_RATE * (again - stats.conflicts),
-                None => stats.conflicts *= CONFLICT_DECAY,
-            }
+            stats.conflicts = match (again, stats.conflicts) {
+                (Some(again), None) => Some(again),
+                (Some(again), Some(known)) => Some(known + LEARNING_RATE * (again - known)),
+                (None, known) => known.map(|c| c * CONFLICT_DECAY),
+            };
         }
     }
 }
@@ -211,6 +214,20 @@ mod tests {
             assert!(tries < 50, "a conflicting kind is never tried in parallel again");
         }
         assert!(tries > 5, "a conflicting kind is not tried again at once");
+    }
+
+    #[test]
+    fn conflicts_are_learned_from_parallel_runs_only() {
+        let policy = Policy::default();
+        let call = (Address::repeat_byte(1), [1; 4]);
+        let batch = batch(100, call);
+        // A sequential run measures cost but cannot tell conflicts: none are assumed.
+        policy.learn(&batch.1, &vec![20e-6; 100], None);
+        assert_eq!(choose(&policy, &batch, 2), ExecutionMode::Parallel);
+        // The first parallel run is taken whole: each ran once more.
+        policy.learn(&batch.1, &vec![20e-6; 100], Some(&vec![1; 100]));
+        assert_eq!(policy.predict(&batch.0, &batch.1).conflicts, 1.0);
+        assert_eq!(choose(&policy, &batch, 2), ExecutionMode::Sequential);
     }
 
     #[test]

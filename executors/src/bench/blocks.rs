@@ -1,10 +1,12 @@
 //! Real blocks as benchmarks: each block of a data directory ([`crate::blocks`]) on the
-//! pool as users run it and on plain revm, alternating in the same run, and the
-//! speedup's mean, median, extremes and gas-weighted mean over the blocks.
+//! pool as users run it, forced parallel, in sequential mode and on plain revm,
+//! alternating in the same run, beside the bound (the machine's and the block's own
+//! parallelism), and each speedup's mean, median, extremes and gas-weighted mean over
+//! the blocks.
 
 use crate::{
     ExecutionMode, Executor, ExecutorConfig, ExecutorError,
-    bench::{median, plain_revm, timed},
+    bench::{PlainRun, available_parallelism, median, plain_revm, plain_revm_at_once, timed},
     blocks::{BlockData, BlockDataError},
 };
 
@@ -49,6 +51,18 @@ pub struct BlockFigures {
     pub parallel_speedup: f64,
     /// Forced parallel: executions beyond one per transaction, per transaction.
     pub reexecutions_per_tx: f64,
+    /// The pool's sequential mode, forced (seconds): where a pool that runs the block
+    /// sequentially lands, its cost over plain revm included.
+    pub sequential_s: f64,
+    /// `plain_s / sequential_s`.
+    pub sequential_speedup: f64,
+    /// The better of forced parallel and sequential mode: what a pool that always chose
+    /// right would give.
+    pub best_speedup: f64,
+    /// The bound: the lesser of what `workers` copies of plain revm at once gain on this
+    /// machine and the block's own parallelism (its work over its longest chain of
+    /// read-after-write dependencies).
+    pub ceiling: f64,
 }
 
 /// Mean, median, extremes and gas-weighted mean of a speedup over blocks.
@@ -99,6 +113,12 @@ pub struct BlocksReport {
     pub pool: Spread,
     /// The forced parallel engine over the same blocks.
     pub parallel: Spread,
+    /// Sequential mode over the same blocks.
+    pub sequential: Spread,
+    /// A pool that always chose the better mode.
+    pub best: Spread,
+    /// The ceiling over the same blocks.
+    pub ceiling: Spread,
 }
 
 /// Runs every block of `data` `rounds` times on plain revm, on the pool as users run it
@@ -118,11 +138,17 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             Err(e) => return Err(e.into()),
         };
         let fail = |source| BlockBenchError::Execute { number, source };
-        let (mut plain, mut pooled, mut parallel, mut mode) =
-            (Vec::new(), Vec::new(), Vec::new(), ExecutionMode::Sequential);
-        let mut reexecutions = 0;
+        let (mut plain, mut pooled, mut parallel, mut sequential, mut together) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut reexecutions, mut mode) = (0, ExecutionMode::Sequential);
+        let copies: Vec<PlainRun<'_>> = vec![(&block.state, &block.ctx, &block.txs[..]); workers.max(1)];
         for _ in 0..rounds.max(1) {
+            together.push(plain_revm_at_once(&copies));
             plain.push(plain_revm(block.state.clone(), &block.ctx, &block.txs).0);
+            let (seconds, out) =
+                timed(&block.txs, |txs| forced.execute_sequential(block.state.clone(), block.ctx.clone(), txs));
+            out.map_err(fail)?;
+            sequential.push(seconds);
             let (seconds, out) = timed(&block.txs, |txs| pool.execute(block.state.clone(), block.ctx.clone(), txs));
             mode = out.map_err(fail)?.mode;
             pooled.push(seconds);
@@ -131,7 +157,10 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             reexecutions += out.map_err(fail)?.reexecutions;
             parallel.push(seconds);
         }
-        let (plain_s, pool_s, parallel_s) = (median(plain), median(pooled), median(parallel));
+        let (plain_s, pool_s, parallel_s, sequential_s) =
+            (median(plain), median(pooled), median(parallel), median(sequential));
+        let machine = workers as f64 * plain_s / median(together);
+        let ceiling = machine.min(available_parallelism(&block.state, &block.ctx, &block.txs));
         blocks.push(BlockFigures {
             number,
             spec: format!("{:?}", block.ctx.spec),
@@ -144,11 +173,24 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             parallel_s,
             parallel_speedup: plain_s / parallel_s,
             reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * block.txs.len().max(1)) as f64,
+            sequential_s,
+            sequential_speedup: plain_s / sequential_s,
+            best_speedup: (plain_s / parallel_s).max(plain_s / sequential_s),
+            ceiling,
         });
     }
     let counted: Vec<&BlockFigures> = blocks.iter().filter(|b| b.txs >= 2).collect();
-    let (pool, parallel) = (Spread::of(&counted, |b| b.pool_speedup), Spread::of(&counted, |b| b.parallel_speedup));
-    Ok(BlocksReport { workers, rounds, blocks, not_run, pool, parallel })
+    Ok(BlocksReport {
+        workers,
+        rounds,
+        pool: Spread::of(&counted, |b| b.pool_speedup),
+        parallel: Spread::of(&counted, |b| b.parallel_speedup),
+        sequential: Spread::of(&counted, |b| b.sequential_speedup),
+        best: Spread::of(&counted, |b| b.best_speedup),
+        ceiling: Spread::of(&counted, |b| b.ceiling),
+        blocks,
+        not_run,
+    })
 }
 
 impl std::fmt::Display for BlocksReport {
@@ -156,13 +198,25 @@ impl std::fmt::Display for BlocksReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:>9} {:<16} {:>5} {:>11} {:>9} {:>9} {:>7} {:<10} {:>9} {:>8} {:>9}",
-            "block", "fork", "txs", "gas", "plain ms", "pool ms", "pool", "mode", "par ms", "par", "reexec/tx"
+            "{:>9} {:<16} {:>5} {:>11} {:>9} {:>9} {:>7} {:<10} {:>9} {:>8} {:>9} {:>7} {:>7}",
+            "block",
+            "fork",
+            "txs",
+            "gas",
+            "plain ms",
+            "pool ms",
+            "pool",
+            "mode",
+            "par ms",
+            "par",
+            "reexec/tx",
+            "seq",
+            "ceiling"
         )?;
         for b in &self.blocks {
             writeln!(
                 f,
-                "{:>9} {:<16} {:>5} {:>11} {:>9.3} {:>9.3} {:>6.2}x {:<10} {:>9.3} {:>7.2}x {:>9.3}",
+                "{:>9} {:<16} {:>5} {:>11} {:>9.3} {:>9.3} {:>6.2}x {:<10} {:>9.3} {:>7.2}x {:>9.3} {:>6.2}x {:>6.2}x",
                 b.number,
                 b.spec,
                 b.txs,
@@ -173,10 +227,19 @@ impl std::fmt::Display for BlocksReport {
                 b.pool_mode,
                 b.parallel_s * 1e3,
                 b.parallel_speedup,
-                b.reexecutions_per_tx
+                b.reexecutions_per_tx,
+                b.sequential_speedup,
+                b.ceiling
             )?;
         }
-        for (name, s) in [("pool", &self.pool), ("forced parallel", &self.parallel)] {
+        let spreads = [
+            ("pool", &self.pool),
+            ("forced parallel", &self.parallel),
+            ("sequential mode", &self.sequential),
+            ("always the better mode", &self.best),
+            ("ceiling", &self.ceiling),
+        ];
+        for (name, s) in spreads {
             writeln!(
                 f,
                 "{name} over {} blocks of 2+ transactions: mean {:.2}x  median {:.2}x  min {:.2}x  max {:.2}x  gas-weighted {:.2}x",

@@ -380,7 +380,10 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             })
             .collect();
         for _ in 0..rounds.max(1) {
-            together.push(plain_revm_at_once(&fixture, &workload.txs, &copies, &copy_txs));
+            let runs: Vec<PlainRun<'_>> = std::iter::once((&fixture.state, &fixture.ctx, &workload.txs[..]))
+                .chain(copies.iter().zip(&copy_txs).map(|(c, txs)| (&c.state, &c.ctx, &txs[..])))
+                .collect();
+            together.push(plain_revm_at_once(&runs));
             let (s, g) = plain_revm(Arc::clone(&fixture.state), &fixture.ctx, &workload.txs);
             seq.push(s);
             gas = g;
@@ -416,7 +419,7 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             pool_speedup: sequential_s / pool_s,
             sequential_mode_s,
             reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * workload.txs.len().max(1)) as f64,
-            available_parallelism: available_parallelism(&fixture, &workload.txs),
+            available_parallelism: available_parallelism(&fixture.state, &fixture.ctx, &workload.txs),
             mgas_per_s: gas as f64 / parallel_s / 1e6,
             ceiling,
             speedup_of_ceiling: sequential_s / parallel_s / ceiling,
@@ -426,24 +429,27 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
     Ok(Report { workers, workloads: reports })
 }
 
-/// Plain revm on `fixture` and, at the same moment, on each copy (one thread each):
-/// the seconds until the last one finished.
-fn plain_revm_at_once(fixture: &Fixture, txs: &[TxEnv], copies: &[Fixture], copy_txs: &[Vec<TxEnv>]) -> f64 {
-    let barrier = std::sync::Barrier::new(copies.len() + 1);
+/// A batch for plain revm: the state, the block and the transactions.
+pub type PlainRun<'a> = (&'a Arc<InMemoryState>, &'a BlockContext, &'a [TxEnv]);
+
+/// Plain revm on each of `runs` at the same moment, one thread each: the seconds until
+/// the last one finished.
+pub fn plain_revm_at_once(runs: &[PlainRun<'_>]) -> f64 {
+    let barrier = std::sync::Barrier::new(runs.len());
     std::thread::scope(|scope| {
-        let others: Vec<_> = copies
+        let Some(((state, ctx, txs), others)) = runs.split_first() else { return 0.0 };
+        let others: Vec<_> = others
             .iter()
-            .zip(copy_txs)
-            .map(|(copy, txs)| {
+            .map(|&(state, ctx, txs)| {
                 let barrier = &barrier;
                 scope.spawn(move || {
                     barrier.wait();
-                    plain_revm(Arc::clone(&copy.state), &copy.ctx, txs).0
+                    plain_revm(Arc::clone(state), ctx, txs).0
                 })
             })
             .collect();
         barrier.wait();
-        let mine = plain_revm(Arc::clone(&fixture.state), &fixture.ctx, txs).0;
+        let mine = plain_revm(Arc::clone(state), ctx, txs).0;
         others.into_iter().filter_map(|h| h.join().ok()).fold(mine, f64::max)
     })
 }
@@ -464,13 +470,13 @@ pub fn median(mut xs: Vec<f64>) -> f64 {
 }
 
 /// Sum of per-transaction times over the longest read-after-write dependency path.
-pub fn available_parallelism(f: &Fixture, txs: &[TxEnv]) -> f64 {
+pub fn available_parallelism(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) -> f64 {
     use std::collections::HashMap;
-    let mut cfg = CfgEnv::new_with_spec(f.ctx.spec);
-    cfg.chain_id = f.ctx.chain_id;
-    let db = CacheDB::new(SourceDb(Arc::clone(&f.state)));
-    let mut evm = Context::mainnet().with_cfg(cfg).with_block(f.ctx.block.clone()).with_db(db).build_mainnet();
-    let lazy: Vec<Address> = txs.iter().map(|t| t.caller).chain([f.ctx.block.beneficiary]).collect();
+    let mut cfg = CfgEnv::new_with_spec(ctx.spec);
+    cfg.chain_id = ctx.chain_id;
+    let db = CacheDB::new(SourceDb(Arc::clone(state)));
+    let mut evm = Context::mainnet().with_cfg(cfg).with_block(ctx.block.clone()).with_db(db).build_mainnet();
+    let lazy: Vec<Address> = txs.iter().map(|t| t.caller).chain([ctx.block.beneficiary]).collect();
     let mut ready: HashMap<(Address, Option<U256>), f64> = HashMap::new();
     let (mut total, mut longest) = (0.0, 0.0f64);
     for tx in txs {
