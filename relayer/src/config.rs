@@ -322,7 +322,7 @@ impl Config {
             .add_source(environment)
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|source| ConfigError::Load { path: path.into(), source })
+            .map_err(|source| ConfigError::Load { path: path.into(), source: Box::new(source) })
     }
 
     /// Writes the configuration as TOML.

@@ -11,7 +11,7 @@ pub enum ConfigError {
         /// The file.
         path: PathBuf,
         /// What the parser said, with the key path.
-        source: config::ConfigError,
+        source: Box<config::ConfigError>,
     },
     /// A secret file cannot be read or does not hold a key.
     #[error("{key}: {reason}")]

@@ -9,13 +9,11 @@
 //! - [`Store`]: message records with their stage history, scan cursors and nonces.
 //! - [`Metrics`]: the Prometheus metrics of DESIGN.md, served on `/metrics`.
 
-pub mod bridge;
 mod bus;
 mod check;
 mod collector;
 mod config;
 mod deliver;
-mod devnet_config;
 mod error;
 mod http;
 pub mod metrics;
@@ -28,7 +26,6 @@ pub use check::Problem;
 pub use config::{
     ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
 };
-pub use devnet_config::{devnet_config, network_config, write_secret};
 pub use error::{BusError, ConfigError, ServiceError, StoreError};
 pub use metrics::Metrics;
 pub use service::{Role, Service, Shared};

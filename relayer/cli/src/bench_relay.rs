@@ -72,7 +72,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     };
     let devnet = Devnet::start(options).await?;
     let dir = tempfile::tempdir()?;
-    let mut config = ferry_relayer::devnet_config(dir.path(), &devnet, http, 2)?;
+    let mut config = crate::devnet_config(dir.path(), &devnet, http, 2)?;
     config.relayer.batch_size = 500;
     let service = Service::start(config.clone(), Role::All).await?;
 

@@ -36,7 +36,7 @@ impl Net {
         let devnet = Devnet::start(DevnetOptions { block_time, ..Default::default() }).await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let http = format!("127.0.0.1:{}", ferry_devnet::free_port().unwrap()).parse().unwrap();
-        let mut config = ferry_relayer::devnet_config(dir.path(), &devnet, http, confirmations).unwrap();
+        let mut config = ferry_cli::devnet_config(dir.path(), &devnet, http, confirmations).unwrap();
         for chain in config.chains.values_mut() {
             chain.poll_interval_ms = 250;
         }

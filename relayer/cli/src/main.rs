@@ -1,12 +1,7 @@
 //! `ferry`: the relayer service and its operator commands.
 
-mod bench;
-mod bench_relay;
-mod commands;
-mod deploy;
-mod devnet;
-
 use clap::{Parser, Subcommand, ValueEnum};
+use ferry_cli::{bench, commands, deploy, devnet};
 use tracing_subscriber::EnvFilter;
 
 /// ferry: a verifying cross-chain relayer for EVM chains.

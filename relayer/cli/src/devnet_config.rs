@@ -13,7 +13,7 @@ use std::{
 use alloy::primitives::B256;
 use ferry_devnet::{Devnet, DevnetInfo};
 
-use crate::{
+use ferry_relayer::{
     ChainConfig, Config, ConfigError, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset,
     ValidatorsConfig,
 };

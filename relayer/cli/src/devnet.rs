@@ -10,7 +10,9 @@ use std::{
 use alloy::primitives::U256;
 use anyhow::Context;
 use ferry_devnet::{Devnet, DevnetOptions};
-use ferry_relayer::{Config, Role, Secret, Service, Stage, bridge};
+use ferry_relayer::{Config, Role, Secret, Service, Stage};
+
+use crate::bridge;
 use tokio::signal::unix::{SignalKind, signal};
 
 /// Arguments of `ferry devnet`.
@@ -146,7 +148,7 @@ fn available(wanted: SocketAddr) -> anyhow::Result<SocketAddr> {
 
 /// Writes keys, devnet.json and ferry.toml; returns the config's path.
 fn write_files(dir: &Path, devnet: &Devnet, options: &DevnetOptions, confirmations: u64) -> anyhow::Result<PathBuf> {
-    let config = ferry_relayer::devnet_config(dir, devnet, options.http_listen, confirmations)?;
+    let config = crate::devnet_config(dir, devnet, options.http_listen, confirmations)?;
     let config_path = dir.join("ferry.toml");
     config.write(&config_path)?;
     devnet.info().write(&dir.join("devnet.json"))?;

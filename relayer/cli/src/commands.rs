@@ -5,7 +5,9 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use alloy::primitives::{Address, B256, U256};
 use anyhow::{Context, bail};
-use ferry_relayer::{Config, MessageRecord, Role, Secret, Service, Stage, Store, bridge};
+use ferry_relayer::{Config, MessageRecord, Role, Secret, Service, Stage, Store};
+
+use crate::bridge;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::signal::unix::{SignalKind, signal};
 

@@ -23,7 +23,7 @@ use tokio::process::{Child, Command};
 
 /// The repository's root.
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// Runs a tool to completion; fails the test with its output unless it exits 0.
@@ -451,9 +451,9 @@ async fn the_compose_topology_deploys_once_and_relays_with_keys_from_the_environ
     let config = ferry_relayer::Config::load(&config_path).unwrap();
     let user = alloy::signers::local::PrivateKeySigner::from_bytes(&deployer).unwrap().address();
     let amount = alloy::primitives::U256::from(1234u64);
-    let sent = ferry_relayer::bridge::send(&config, "alpha", "beta", amount, user, &deployer).await.unwrap();
+    let sent = ferry_cli::bridge::send(&config, "alpha", "beta", amount, user, &deployer).await.unwrap();
     wait_for(Duration::from_secs(120), "the transfer delivered on beta", || async {
-        ferry_relayer::bridge::delivered_on_chain(&config, "beta", sent.id).await.ok()?.then_some(())
+        ferry_cli::bridge::delivered_on_chain(&config, "beta", sent.id).await.ok()?.then_some(())
     })
     .await;
     ferry.kill().await.unwrap();

@@ -77,7 +77,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     for c in &info.chains {
         tracing::info!(chain = %c.name, chain_id = c.chain_id, mailbox = %c.mailbox, bridge = %c.bridge, token = %c.token, "deployed");
     }
-    let config = ferry_relayer::network_config(&info, &args.data_dir, args.http, args.confirmations);
+    let config = crate::network_config(&info, &args.data_dir, args.http, args.confirmations);
     let config_path = args.dir.join("ferry.toml");
     config.write(&config_path)?;
     info.write(&info_path)?;

@@ -12,7 +12,7 @@ use alloy::{
 };
 use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge, bridge_mode};
 
-use crate::{Config, MessageRecord, Stage};
+use ferry_relayer::{Config, MessageRecord, Stage};
 
 /// Why a transfer could not be sent or followed.
 #[derive(Debug, thiserror::Error)]
