@@ -14,8 +14,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     bus::{self, ATTESTATION_STREAM},
-    service::Shared,
-    store::{MessageRecord, Stage},
+    context::Context,
+    lifecycle::{MessageRecord, Stage, Transition, applied},
 };
 
 /// Signatures taken from the bus per round.
@@ -23,10 +23,10 @@ const ROUND: usize = 500;
 
 /// Runs until aborted: republishes what a crash left attested but unpublished, then
 /// collects.
-pub(crate) async fn run(shared: Arc<Shared>) {
+pub(crate) async fn run(context: Arc<Context>) {
     let mut backoff = Duration::from_millis(250);
     loop {
-        match collect(&shared).await {
+        match collect(&context).await {
             Ok(()) => return,
             Err(e) => {
                 warn!(error = %e, retry_in = ?backoff, "collector failed");
@@ -37,20 +37,20 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
 }
 
-async fn collect(shared: &Arc<Shared>) -> Result<(), CollectError> {
-    let stranded: Vec<B256> = shared.store.list(Some(Stage::Attested), usize::MAX)?.iter().map(|r| r.id).collect();
-    publish(shared, &stranded).await?;
-    let name = bus::collector_consumer(&shared.config.relayer.name);
-    let consumer = shared.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
+async fn collect(context: &Arc<Context>) -> Result<(), CollectError> {
+    let stranded: Vec<B256> = context.store.list(Some(Stage::Attested), usize::MAX)?.iter().map(|r| r.id).collect();
+    publish(context, &stranded).await?;
+    let name = bus::collector_consumer(&context.config.relayer.name);
+    let consumer = context.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
     loop {
         let taken = bus::take(&consumer, ROUND, Duration::from_millis(500)).await?;
         if taken.is_empty() {
             continue;
         }
         let started = std::time::Instant::now();
-        let quorate = absorb(shared, &taken).await?;
+        let quorate = absorb(context, &taken).await?;
         let absorbed = started.elapsed();
-        publish(shared, &quorate).await?;
+        publish(context, &quorate).await?;
         let published = started.elapsed();
         for message in &taken {
             bus::ack(message, AckKind::Ack).await;
@@ -68,26 +68,26 @@ struct Valid {
 
 /// Checks each signature, refusing bad input (termed, so it is not redelivered), and
 /// stores the good ones in one transaction; returns the ids that reached quorum.
-async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, CollectError> {
+async fn absorb(context: &Context, taken: &[JsMessage]) -> Result<Vec<B256>, CollectError> {
     let mut valid = Vec::new();
     for message in taken {
-        match check(shared, &message.payload) {
+        match check(context, &message.payload) {
             Ok(v) => valid.push(v),
             Err(reason) => {
                 warn!(subject = %message.subject, reason = %reason.1, "refused a signature");
-                shared.metrics.bad_input("nats_attestation", reason.0);
+                context.metrics.bad_input("nats_attestation", reason.0);
                 bus::ack(message, AckKind::Term).await;
             }
         }
     }
-    let threshold = shared.validators.threshold();
-    let quorate = shared.store.write(|tx| {
+    let threshold = context.validators.threshold();
+    let quorate = context.store.write(|tx| {
         let mut quorate = Vec::new();
         for v in &valid {
             let id = v.attestation.id;
             let mut record = match tx.get(&id)? {
                 Some(record) => record,
-                None => MessageRecord::new(&v.message, v.signed.origin_mailbox, v.signed.block, Stage::Observed),
+                None => MessageRecord::observe(&v.message, v.signed.origin_mailbox, v.signed.block),
             };
             if record.block.hash != v.signed.block.hash {
                 // Signatures over another block (a reorged one) never mix with these.
@@ -95,13 +95,14 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
                 continue;
             }
             record.signatures.insert(v.signed.validator, v.signed.signature.clone());
-            if record.stage < Stage::Attested && record.signatures.len() >= threshold {
+            if record.can(Transition::Attest) && record.signatures.len() >= threshold {
                 let signatures = record.signatures.values().filter_map(|s| Signature::from_raw(s).ok());
-                match shared.validators.certify(&v.attestation, signatures) {
+                match context.validators.certify(&v.attestation, signatures) {
                     Ok(qc) => {
-                        record.metadata = Some(qc.metadata().into());
-                        record.advance(Stage::Attested, Some(format!("{} signatures", record.signatures.len())));
-                        quorate.push(id);
+                        let detail = format!("{} signatures", record.signatures.len());
+                        if applied(record.attest(qc.metadata().into(), detail)) {
+                            quorate.push(id);
+                        }
                     }
                     Err(e) => {
                         debug!(%id, origin = record.origin, destination = record.destination, error = %e, "no quorum yet")
@@ -118,23 +119,23 @@ async fn absorb(shared: &Shared, taken: &[JsMessage]) -> Result<Vec<B256>, Colle
 /// Why a signature is refused: a metric label and the reason.
 type Refusal = (&'static str, String);
 
-fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
+fn check(context: &Context, payload: &[u8]) -> Result<Valid, Refusal> {
     let signed = SignedAttestation::decode(payload).map_err(|e| (e.reason(), e.to_string()))?;
     let (message, attestation, signature) = signed.open().map_err(|e| (e.reason(), e.to_string()))?;
-    let Some((_, origin)) = shared.config.chain_by_id(u64::from(message.origin)) else {
+    let Some((_, origin)) = context.config.chain_by_id(u64::from(message.origin)) else {
         return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
     };
-    if shared.config.chain_by_id(u64::from(message.destination)).is_none() {
+    if context.config.chain_by_id(u64::from(message.destination)).is_none() {
         return Err(("unknown_chain", format!("destination {} is not configured", message.destination)));
     }
     if signed.origin_mailbox != origin.mailbox {
         return Err(("wrong_mailbox", format!("origin Mailbox {} is not {}", signed.origin_mailbox, origin.mailbox)));
     }
-    let signer = shared
+    let signer = context
         .validators
         .recover(&attestation, 0, &signature)
         .map_err(|e| ("bad_signature", format!("message {}: {e}", attestation.id)))?;
-    if signer != signed.validator || !shared.validators.contains(&signer) {
+    if signer != signed.validator || !context.validators.contains(&signer) {
         return Err((
             "bad_signature",
             format!(
@@ -148,12 +149,12 @@ fn check(shared: &Shared, payload: &[u8]) -> Result<Valid, Refusal> {
 
 /// Publishes the deliverables of `ids` (records with a certificate) and marks them
 /// published.
-pub(crate) async fn publish(shared: &Shared, ids: &[B256]) -> Result<(), CollectError> {
+pub(crate) async fn publish(context: &Context, ids: &[B256]) -> Result<(), CollectError> {
     let mut records = Vec::with_capacity(ids.len());
     let mut outgoing = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(record) = shared.store.get(id)? else { continue };
-        let Some(metadata) = record.metadata.clone() else { continue };
+        let Some(record) = context.store.get(id)? else { continue };
+        let Some(metadata) = record.metadata().cloned() else { continue };
         let deliverable = Deliverable {
             version: WIRE_VERSION,
             message: record.message.clone(),
@@ -161,17 +162,21 @@ pub(crate) async fn publish(shared: &Shared, ids: &[B256]) -> Result<(), Collect
             block: record.block,
             metadata,
         };
-        let dedup = if record.retries == 0 { id.to_string() } else { format!("{id}-retry-{}", record.retries) };
+        let dedup = match record.retries() {
+            0 => id.to_string(),
+            retries => format!("{id}-retry-{retries}"),
+        };
         outgoing.push((deliverable, record.destination, dedup));
         records.push(record);
     }
-    let fresh = shared.bus.publish_deliverables(&outgoing).await?;
-    shared.metrics.nats_published_total.with_label_values(&[shared.bus.stream()]).inc_by(records.len() as u64);
+    let fresh = context.bus.publish_deliverables(&outgoing).await?;
+    context.metrics.nats_published_total.with_label_values(&[context.bus.stream()]).inc_by(records.len() as u64);
     for (record, fresh) in records.iter().zip(fresh) {
         info!(id = %record.id, origin = record.origin, destination = record.destination, duplicate = !fresh, "published");
     }
     let published: Vec<B256> = records.iter().map(|r| r.id).collect();
-    shared.store.update(&published, |r| r.stage < Stage::Published && r.advance(Stage::Published, None))?;
+    // Records a deliverer took from JetStream meanwhile are past this already.
+    context.store.update(&published, |r| r.can(Transition::Publish) && applied(r.publish(None)))?;
     Ok(())
 }
 

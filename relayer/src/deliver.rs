@@ -41,8 +41,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     ChainConfig, Secret, bus,
-    service::Shared,
-    store::{MessageRecord, Stage, now_ms},
+    context::Context,
+    lifecycle::{MessageRecord, Stage, Transition, applied},
+    store::now_ms,
 };
 
 /// Gas each simulated `process` may use: far above what a delivery needs.
@@ -64,7 +65,7 @@ const READS_PER_REQUEST: usize = 200;
 
 /// One destination chain's deliverer.
 pub(crate) struct Deliverer {
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     name: String,
     chain: ChainConfig,
     relayer: Address,
@@ -141,7 +142,7 @@ struct Item {
 
 impl Deliverer {
     pub(crate) fn new(
-        shared: Arc<Shared>,
+        context: Arc<Context>,
         name: String,
         chain: ChainConfig,
         key: &Secret,
@@ -152,9 +153,9 @@ impl Deliverer {
         let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
         let workers = chain.executor_workers.unwrap_or_else(|| ExecutorConfig::default().workers);
         let executor = Arc::new(Executor::new(ExecutorConfig { workers, record_access: true, ..Default::default() }));
-        let check = SampledCheck::new(shared.config.relayer.sequential_check_every);
+        let check = SampledCheck::new(context.config.relayer.sequential_check_every);
         Ok(Self {
-            shared,
+            context,
             name,
             chain,
             relayer,
@@ -189,10 +190,10 @@ impl Deliverer {
     async fn consume(&mut self) -> Result<(), DeliverError> {
         let chain_id = self.chain.chain_id as u32;
         let name = bus::deliverer_consumer(self.chain.chain_id);
-        let consumer = self.shared.bus.consumer(self.shared.bus.stream(), &name, message_subject(chain_id)).await?;
+        let consumer = self.context.bus.consumer(self.context.bus.stream(), &name, message_subject(chain_id)).await?;
         loop {
             self.settle_in_flight().await?;
-            let relayer = &self.shared.config.relayer;
+            let relayer = &self.context.config.relayer;
             let room = relayer.max_in_flight.saturating_sub(self.in_flight.len());
             if room > 0 {
                 // Wait on the bus only when no receipt needs watching meanwhile.
@@ -282,49 +283,50 @@ impl Deliverer {
     async fn admit(&self, taken: Vec<JsMessage>) -> Result<Vec<Item>, DeliverError> {
         let mut items: Vec<Item> = Vec::new();
         let mut unconfirmed: Vec<Item> = Vec::new();
-        let mut fresh: Vec<MessageRecord> = Vec::new();
+        // Records first seen here, or that this process had not seen published yet.
+        let mut received: Vec<MessageRecord> = Vec::new();
         let mut seen = HashSet::new();
         for js in taken {
             if js.info().is_ok_and(|info| info.delivered > 1) {
-                self.shared.metrics.nats_redeliveries_total.with_label_values(&[self.name.as_str()]).inc();
+                self.context.metrics.nats_redeliveries_total.with_label_values(&[self.name.as_str()]).inc();
             }
             let Checked { deliverable, message, stored } = match self.check(&js.payload)? {
                 Ok(checked) => checked,
                 Err((label, reason)) => {
                     warn!(chain = %self.name, subject = %js.subject, %reason, "refused a deliverable");
-                    self.shared.metrics.bad_input("nats_message", label);
+                    self.context.metrics.bad_input("nats_message", label);
                     bus::ack(&js, AckKind::Term).await;
                     continue;
                 }
             };
             let id = message.id();
-            let record = match stored {
-                Some(record) => record,
-                None => {
-                    let mut record =
-                        MessageRecord::new(&message, deliverable.origin_mailbox, deliverable.block, Stage::Attested);
-                    record.metadata = Some(deliverable.metadata.clone());
-                    record.advance(Stage::Published, Some("taken from JetStream".into()));
-                    fresh.push(record.clone());
-                    record
-                }
-            };
+            let mut record = stored.unwrap_or_else(|| {
+                MessageRecord::certified(
+                    &message,
+                    deliverable.origin_mailbox,
+                    deliverable.block,
+                    deliverable.metadata.clone(),
+                )
+            });
+            if receive(&mut record, &deliverable.metadata) {
+                received.push(record.clone());
+            }
             let redelivered = js.info().is_ok_and(|info| info.delivered > 1);
-            if record.stage == Stage::Delivered && redelivered && !seen.contains(&id) {
+            if record.stage() == Stage::Delivered && redelivered && !seen.contains(&id) {
                 // Recorded delivered but never acked: this process (or another) stopped
                 // before the block was final. Whether it still is, the chain says.
                 unconfirmed.push(Item { js, message, metadata: deliverable.metadata, record });
                 seen.insert(id);
                 continue;
             }
-            if record.stage.is_final() || !seen.insert(id) {
+            if record.stage().is_final() || !seen.insert(id) {
                 // JetStream handing back what we had not acked is ordinary; a first
                 // delivery of a settled message is somebody publishing it again.
-                if record.stage == Stage::Delivered && !redelivered {
+                if record.stage() == Stage::Delivered && !redelivered {
                     warn!(%id, origin = message.origin, destination = message.destination, "refused a replay of a delivered message");
-                    self.shared.metrics.bad_input("nats_message", "replay");
+                    self.context.metrics.bad_input("nats_message", "replay");
                 } else {
-                    info!(%id, origin = message.origin, destination = message.destination, stage = %record.stage, "already settled; acked");
+                    info!(%id, origin = message.origin, destination = message.destination, stage = %record.stage(), "already settled; acked");
                 }
                 bus::ack(&js, AckKind::Ack).await;
                 continue;
@@ -332,7 +334,7 @@ impl Deliverer {
             items.push(Item { js, message, metadata: deliverable.metadata, record });
         }
         // One write for the records of every message first seen here.
-        self.shared.store.write(|tx| fresh.iter().try_for_each(|record| tx.put(record)))?;
+        self.context.store.write(|tx| received.iter().try_for_each(|record| tx.put(record)))?;
         items.extend(self.recheck(unconfirmed).await?);
         Ok(items)
     }
@@ -361,8 +363,9 @@ impl Deliverer {
             }
             let id = item.record.id;
             warn!(%id, origin = item.message.origin, destination = item.message.destination, "recorded delivered, but the chain does not have it (reorged away); delivering again");
-            item.record.undeliver("not delivered on chain any more (reorged away)".into());
-            self.shared.store.write(|tx| tx.put(&item.record))?;
+            if applied(item.record.reorg("not delivered on chain any more (reorged away)".into())) {
+                self.context.store.write(|tx| tx.put(&item.record))?;
+            }
             again.push(item);
         }
         Ok(again)
@@ -380,24 +383,24 @@ impl Deliverer {
         if u64::from(message.destination) != self.chain.chain_id {
             return Ok(Err(("wrong_destination", format!("message {id} is for chain {}", message.destination))));
         }
-        let Some((_, origin)) = self.shared.config.chain_by_id(u64::from(message.origin)) else {
+        let Some((_, origin)) = self.context.config.chain_by_id(u64::from(message.origin)) else {
             return Ok(Err(("unknown_chain", format!("origin {} is not configured", message.origin))));
         };
         if origin.mailbox != deliverable.origin_mailbox {
             let reason = format!("origin Mailbox {} is not {}", deliverable.origin_mailbox, origin.mailbox);
             return Ok(Err(("wrong_mailbox", reason)));
         }
-        let stored = self.shared.store.get(&id)?;
+        let stored = self.context.store.get(&id)?;
         // A certificate this process built or admitted before (the same bytes, for the
         // same block) was checked then, signature by signature: recovering its signers
         // again would double the signature work of every message.
         let known = stored.as_ref().is_some_and(|r| {
-            r.metadata.as_ref() == Some(&deliverable.metadata)
+            r.metadata() == Some(&deliverable.metadata)
                 && r.block == deliverable.block
                 && r.origin_mailbox == deliverable.origin_mailbox
         });
         // The Mailbox would refuse a bad one too, but only after we paid for the attempt.
-        if !known && let Err(e) = self.shared.validators.verify(&attestation, &qc) {
+        if !known && let Err(e) = self.context.validators.verify(&attestation, &qc) {
             return Ok(Err(("bad_certificate", format!("message {id}: {e}"))));
         }
         Ok(Ok(Checked { deliverable, message, stored }))
@@ -483,7 +486,7 @@ impl Deliverer {
         .map_err(|e| DeliverError::Execute(e.to_string()))?
         .map_err(|e| DeliverError::Execute(e.to_string()))?;
 
-        let (m, chain) = (&self.shared.metrics, self.name.as_str());
+        let (m, chain) = (&self.context.metrics, self.name.as_str());
         let mode = outcome.mode.as_str();
         m.executor_batches_total.with_label_values(&[chain, mode]).inc();
         m.executor_batch_seconds.with_label_values(&[chain, mode]).observe(seconds);
@@ -506,7 +509,7 @@ impl Deliverer {
         let mut chunks: Vec<Vec<Item>> = Vec::new();
         let mut gas = 0;
         for (item, item_gas) in sendable {
-            let full = chunks.last().is_none_or(|c| c.len() >= self.shared.config.relayer.batch_size);
+            let full = chunks.last().is_none_or(|c| c.len() >= self.context.config.relayer.batch_size);
             if full || gas + item_gas > gas_cap {
                 chunks.push(Vec::new());
                 gas = 0;
@@ -535,12 +538,11 @@ impl Deliverer {
             }
             return Ok(());
         }
-        let margin = self.shared.config.relayer.gas_margin_percent;
+        let margin = self.context.config.relayer.gas_margin_percent;
         let gas_limit = (predicted.gas_used * (100 + margin) / 100 + 50_000).min(TX_GAS_CAP);
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        self.shared
-            .store
-            .update(&ids, |r| r.advance(Stage::Executed, Some(format!("predicted gas {}", predicted.gas_used))))?;
+        let detail = format!("predicted gas {}", predicted.gas_used);
+        self.context.store.update(&ids, |r| applied(r.execute(detail.clone())))?;
         let nonce = self.reserve_nonce().await?;
         let base = self.rpc("eth_gasPrice", self.provider.get_gas_price()).await?;
         let now = Instant::now();
@@ -555,7 +557,7 @@ impl Deliverer {
             max_fee: base * 2 + TIP,
             tip: TIP,
             sent_at: now,
-            progress_at: now + self.shared.bus.ack_wait() / 3,
+            progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
         };
         self.send_version(&mut sent).await?;
@@ -590,10 +592,7 @@ impl Deliverer {
         };
         info!(chain = %self.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        self.shared.store.update(&ids, |r| {
-            r.tx_hash = Some(hash);
-            r.advance(Stage::Submitted, Some(detail.clone()))
-        })?;
+        self.context.store.update(&ids, |r| applied(r.submit(hash, detail.clone())))?;
         sent.sent.push(hash);
         Ok(())
     }
@@ -640,14 +639,14 @@ impl Deliverer {
             self.finalize(latest).await?;
             self.seen_block = latest;
         }
-        let stuck_after = Duration::from_secs(self.shared.config.relayer.stuck_after_secs.max(1));
+        let stuck_after = Duration::from_secs(self.context.config.relayer.stuck_after_secs.max(1));
         let now = Instant::now();
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let mut result = Ok(());
         for sent in in_flight.iter_mut() {
             if result.is_ok() && now >= sent.sent_at + stuck_after {
                 let chain = self.name.as_str();
-                self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
+                self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
                 sent.max_fee = sent.max_fee * 5 / 4 + 1;
                 sent.tip = sent.tip * 5 / 4 + 1;
                 sent.sent_at = now;
@@ -663,7 +662,7 @@ impl Deliverer {
     /// flight and awaiting finality are still being worked on, so that it hands them to
     /// nobody else meanwhile.
     async fn keep_held(&mut self) {
-        let progress_every = self.shared.bus.ack_wait() / 3;
+        let progress_every = self.context.bus.ack_wait() / 3;
         let now = Instant::now();
         let held = self
             .in_flight
@@ -730,7 +729,7 @@ impl Deliverer {
         let Mined { mut sent, block, block_hash } = mined;
         let chain = self.name.as_str();
         warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
-        self.shared.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
+        self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
         // The same transaction: it runs on the state the reorg went back to, so it does
         // what it was predicted to do (items that failed in it fail again, already parked).
         sent.resent = true;
@@ -739,10 +738,7 @@ impl Deliverer {
         let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
         self.in_flight.insert(at, sent);
         let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
-        self.shared.store.update(&ids, |r| {
-            r.undeliver(detail.clone());
-            true
-        })?;
+        self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let result = self.send_version(&mut in_flight[at]).await;
         self.in_flight = in_flight;
@@ -770,7 +766,7 @@ impl Deliverer {
     /// Validates a mined transaction's receipt against its prediction and records its
     /// messages; returns it holding the delivered ones, to be acked once final.
     async fn settle(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Option<Mined>, DeliverError> {
-        let m = &self.shared.metrics;
+        let m = &self.context.metrics;
         let chain = self.name.as_str();
         m.submitter_batch_size.with_label_values(&[chain]).observe(sent.items.len() as f64);
         let outcome = if receipt.status() { "success" } else { "reverted" };
@@ -799,14 +795,14 @@ impl Deliverer {
             .await?;
         // The node's pending count is the authority (a stored nonce above it would leave a
         // gap that never fills); the stored one says what we sent before a restart.
-        let stored = self.shared.store.nonce(chain_id, self.relayer)?.unwrap_or(0);
+        let stored = self.context.store.nonce(chain_id, self.relayer)?.unwrap_or(0);
         if stored > pending {
             warn!(chain = %self.name, stored, pending, "transactions sent before were dropped by the node; reusing their nonces");
         }
         // Never a nonce still held in flight (after a restart of this loop, say).
         let held = self.in_flight.iter().map(|f| f.nonce + 1).max().unwrap_or(0);
         let nonce = pending.max(self.next_nonce.unwrap_or(0)).max(held);
-        self.shared.store.write(|tx| tx.set_nonce(chain_id, self.relayer, nonce + 1))?;
+        self.context.store.write(|tx| tx.set_nonce(chain_id, self.relayer, nonce + 1))?;
         self.next_nonce = Some(nonce + 1);
         Ok(nonce)
     }
@@ -836,10 +832,7 @@ impl Deliverer {
         let detail = format!("tx {tx}");
         let done: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
         // One write for the whole transaction's messages: they were delivered together.
-        self.shared.store.update(&done, |r| {
-            r.mismatch.clone_from(&mismatch);
-            r.advance(Stage::Delivered, Some(detail.clone()))
-        })?;
+        self.context.store.update(&done, |r| applied(r.deliver(mismatch.clone(), detail.clone())))?;
         let mut kept = Vec::with_capacity(done.len());
         for (item, delivered) in items.into_iter().zip(delivered) {
             let id = item.record.id;
@@ -894,7 +887,11 @@ impl Deliverer {
             let latest = self.rpc("eth_blockNumber", self.provider.get_block_number()).await?;
             let final_block = latest.saturating_sub(self.chain.confirmations);
             if self.delivered(&[id], final_block).await?.first() == Some(&true) {
-                self.shared.store.update(&[id], |r| r.advance(Stage::Delivered, Some("already delivered".into())))?;
+                // Not delivered by us: what validation found before stays.
+                self.context.store.update(&[id], |r| {
+                    let mismatch = r.mismatch().map(str::to_owned);
+                    applied(r.deliver(mismatch, "already delivered".into()))
+                })?;
                 info!(%id, origin = item.message.origin, destination = item.message.destination, "already delivered; acked");
                 bus::ack(&item.js, AckKind::Ack).await;
                 return Ok(());
@@ -905,13 +902,10 @@ impl Deliverer {
                 return Ok(());
             }
         }
-        self.shared.store.update(&[id], |r| {
-            r.parked_reason = Some(reason.clone());
-            r.advance(Stage::Parked, Some(reason.clone()))
-        })?;
-        let origin = self.shared.chain_label(item.message.origin.into());
-        let destination = self.shared.chain_label(item.message.destination.into());
-        self.shared
+        self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
+        let origin = self.context.chain_label(item.message.origin.into());
+        let destination = self.context.chain_label(item.message.destination.into());
+        self.context
             .metrics
             .messages_parked_total
             .with_label_values(&[origin.as_str(), destination.as_str(), label])
@@ -922,18 +916,18 @@ impl Deliverer {
     }
 
     fn count_delivered(&self, record: &MessageRecord) {
-        let origin = self.shared.chain_label(record.origin.into());
-        let destination = self.shared.chain_label(record.destination.into());
+        let origin = self.context.chain_label(record.origin.into());
+        let destination = self.context.chain_label(record.destination.into());
         let labels = [origin.as_str(), destination.as_str()];
-        self.shared.metrics.messages_delivered_total.with_label_values(&labels).inc();
+        self.context.metrics.messages_delivered_total.with_label_values(&labels).inc();
         let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);
-        self.shared.metrics.message_delivery_seconds.with_label_values(&labels).observe(latency);
+        self.context.metrics.message_delivery_seconds.with_label_values(&labels).observe(latency);
     }
 
     async fn update_balance(&self) {
         if let Ok(balance) = self.rpc("eth_getBalance", self.provider.get_balance(self.relayer).into_future()).await {
             let wei: f64 = balance.to_string().parse().unwrap_or(f64::MAX);
-            self.shared.metrics.submitter_wallet_balance_wei.with_label_values(&[self.name.as_str()]).set(wei);
+            self.context.metrics.submitter_wallet_balance_wei.with_label_values(&[self.name.as_str()]).set(wei);
         }
     }
 
@@ -944,12 +938,22 @@ impl Deliverer {
     ) -> Result<T, DeliverError> {
         // A node that never answers must not hold the deliverer forever: the round fails
         // and is retried (what it had taken comes back from JetStream).
-        let call = self.shared.metrics.rpc(&self.name, method, call);
+        let call = self.context.metrics.rpc(&self.name, method, call);
         match tokio::time::timeout(RPC_TIMEOUT, call).await {
             Ok(result) => result.map_err(|e| DeliverError::Rpc(format!("{method}: {e}"))),
             Err(_) => Err(DeliverError::Rpc(format!("{method}: no answer in {RPC_TIMEOUT:?}"))),
         }
     }
+}
+
+/// Brings a record taken from JetStream up to published, when this process had not seen
+/// it attested or published (another relayer process did, or this one's collector has
+/// not recorded its publication yet); returns whether it changed.
+fn receive(record: &mut MessageRecord, metadata: &Bytes) -> bool {
+    if record.can(Transition::Attest) {
+        applied(record.attest(metadata.clone(), "certificate taken from JetStream".into()));
+    }
+    record.can(Transition::Publish) && applied(record.publish(Some("taken from JetStream".into())))
 }
 
 fn max_fee(basefee: u64) -> u128 {

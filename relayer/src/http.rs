@@ -15,17 +15,17 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{ServiceError, StoreError, metrics::CONTENT_TYPE, service::Shared, store::Stage};
+use crate::{ServiceError, StoreError, context::Context, lifecycle::Stage, metrics::CONTENT_TYPE};
 
 /// Binds `listen` and serves until the task is aborted; returns the bound address.
 pub(crate) async fn serve(
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     listen: SocketAddr,
 ) -> Result<(SocketAddr, JoinHandle<()>), ServiceError> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| ServiceError::Http(format!("{listen}: {e}")))?;
     let addr = listener.local_addr().map_err(|e| ServiceError::Http(e.to_string()))?;
-    let app = router(shared);
+    let app = router(context);
     let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             warn!(error = %e, "HTTP server stopped");
@@ -34,7 +34,7 @@ pub(crate) async fn serve(
     Ok((addr, task))
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+fn router(context: Arc<Context>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
@@ -42,15 +42,15 @@ fn router(shared: Arc<Shared>) -> Router {
         .route("/messages", get(list))
         .route("/messages/{id}", get(message))
         .route("/messages/{id}/retry", post(retry))
-        .with_state(shared)
+        .with_state(context)
 }
 
-async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], shared.metrics.render()).into_response()
+async fn metrics(State(context): State<Arc<Context>>) -> Response {
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], context.metrics.render()).into_response()
 }
 
-async fn readyz(State(shared): State<Arc<Shared>>) -> Response {
-    let reasons = shared.not_ready();
+async fn readyz(State(context): State<Arc<Context>>) -> Response {
+    let reasons = context.not_ready();
     if reasons.is_empty() {
         (StatusCode::OK, Json(serde_json::json!({"ready": true}))).into_response()
     } else {
@@ -64,12 +64,12 @@ struct ListQuery {
     limit: Option<usize>,
 }
 
-async fn list(State(shared): State<Arc<Shared>>, Query(query): Query<ListQuery>) -> Response {
+async fn list(State(context): State<Arc<Context>>, Query(query): Query<ListQuery>) -> Response {
     let stage = match query.status.as_deref().map(str::parse::<Stage>).transpose() {
         Ok(stage) => stage,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match shared.store.list(stage, query.limit.unwrap_or(1000)) {
+    match context.store.list(stage, query.limit.unwrap_or(1000)) {
         Ok(records) => Json(records).into_response(),
         Err(e) => store_error(e),
     }
@@ -79,12 +79,12 @@ fn parse_id(id: &str) -> Result<B256, String> {
     id.parse::<B256>().map_err(|_| format!("{id:?} is not a 32-byte hex message id"))
 }
 
-async fn message(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn message(State(context): State<Arc<Context>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    match shared.store.get(&id) {
+    match context.store.get(&id) {
         Ok(Some(record)) => Json(record).into_response(),
         Ok(None) => error(StatusCode::NOT_FOUND, format!("no message {id}")),
         Err(e) => store_error(e),
@@ -93,25 +93,19 @@ async fn message(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> R
 
 /// Puts a parked message back on the bus (under a fresh `Nats-Msg-Id`, since the server
 /// remembers the first one) for another delivery attempt.
-async fn retry(State(shared): State<Arc<Shared>>, Path(id): Path<String>) -> Response {
+async fn retry(State(context): State<Arc<Context>>, Path(id): Path<String>) -> Response {
     let id = match parse_id(&id) {
         Ok(id) => id,
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
     };
-    let updated = shared.store.update(&[id], |r| {
-        if r.stage != Stage::Parked || r.metadata.is_none() {
-            return false;
-        }
-        r.retries += 1;
-        r.parked_reason = None;
-        r.advance(Stage::Published, Some(format!("retry {} by an operator", r.retries)))
-    });
+    // Refused (not parked, or no certificate) is the answer below, not a warning.
+    let updated = context.store.update(&[id], |r| r.retry().is_ok());
     match updated {
         Ok(records) if records.is_empty() => {
             error(StatusCode::CONFLICT, format!("message {id} is not parked with a certificate (or does not exist)"))
         }
-        Ok(_) => match crate::collector::publish(&shared, &[id]).await {
-            Ok(()) => match shared.store.get(&id) {
+        Ok(_) => match crate::collector::publish(&context, &[id]).await {
+            Ok(()) => match context.store.get(&id) {
                 Ok(Some(record)) => {
                     info!(%id, origin = record.origin, destination = record.destination, "retried by an operator");
                     Json(record).into_response()

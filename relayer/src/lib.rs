@@ -13,9 +13,11 @@ mod bus;
 mod check;
 mod collector;
 mod config;
+mod context;
 mod deliver;
 mod error;
 mod http;
+pub mod lifecycle;
 pub mod metrics;
 mod service;
 pub mod store;
@@ -26,7 +28,9 @@ pub use check::Problem;
 pub use config::{
     ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
 };
+pub use context::Context;
 pub use error::{BusError, ConfigError, ServiceError, StoreError};
+pub use lifecycle::{IllegalTransition, MessageRecord, Stage, StageEntry, Transition};
 pub use metrics::Metrics;
-pub use service::{Role, Service, Shared};
-pub use store::{MessageRecord, Stage, Store};
+pub use service::{Role, Service};
+pub use store::Store;

@@ -1,23 +1,18 @@
 //! `ferry run`: the roles of a ferry process started together, sharing one store, one
 //! NATS connection, one metrics registry and one HTTP server.
 
-use std::{
-    collections::BTreeMap,
-    net::SocketAddr,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ferry_light_client::{ValidatorKey, ValidatorSet};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::{
-    ATTESTATION_STREAM, Bus, Config, ServiceError, Store,
+    ATTESTATION_STREAM, Bus, Config, Context, ServiceError, Store,
     bus::{collector_consumer, deliverer_consumer},
     deliver::Deliverer,
-    metrics::Metrics,
-    store::{Stage, now_ms},
+    lifecycle::Stage,
+    store::now_ms,
     watcher::Watcher,
 };
 
@@ -33,60 +28,10 @@ pub enum Role {
     Validator,
 }
 
-/// What every task of a process shares.
-pub struct Shared {
-    /// The configuration.
-    pub config: Config,
-    /// The store.
-    pub store: Store,
-    /// The metrics.
-    pub metrics: Metrics,
-    /// JetStream.
-    pub bus: Bus,
-    /// The validator set every Mailbox holds.
-    pub validators: ValidatorSet,
-    /// Per watched chain: whether its watcher has caught up with the chain's head.
-    caught_up: Mutex<BTreeMap<String, bool>>,
-}
-
-impl std::fmt::Debug for Shared {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("bus", &self.bus).finish_non_exhaustive()
-    }
-}
-
-impl Shared {
-    /// The metric label of the chain with EIP-155 id `chain_id`: its configured name, or the id
-    /// itself for a chain this service does not know.
-    pub fn chain_label(&self, chain_id: u64) -> String {
-        self.config.chain_by_id(chain_id).map_or_else(|| chain_id.to_string(), |(name, _)| name.to_string())
-    }
-
-    pub(crate) fn set_caught_up(&self, chain: &str, caught_up: bool) {
-        if let Ok(mut map) = self.caught_up.lock() {
-            map.insert(chain.to_string(), caught_up);
-        }
-    }
-
-    /// Why the process is not ready, or nothing when it is: every watcher caught up and
-    /// NATS connected.
-    pub fn not_ready(&self) -> Vec<String> {
-        let mut reasons = Vec::new();
-        if !self.bus.connected() {
-            reasons.push("NATS is not connected".to_string());
-        }
-        if let Ok(map) = self.caught_up.lock() {
-            reasons
-                .extend(map.iter().filter(|(_, ok)| !**ok).map(|(chain, _)| format!("chain {chain} is catching up")));
-        }
-        reasons
-    }
-}
-
 /// A running ferry process.
 #[derive(Debug)]
 pub struct Service {
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     tasks: Vec<JoinHandle<()>>,
     http: SocketAddr,
 }
@@ -117,37 +62,30 @@ impl Service {
         };
         let ack_wait = Duration::from_secs(config.nats.ack_wait_secs.max(1));
         let bus = Bus::connect(&config.nats.url, &config.nats.stream, ack_wait).await?;
-        let shared = Arc::new(Shared {
-            config: config.clone(),
-            store,
-            metrics: Metrics::new(),
-            bus,
-            validators,
-            caught_up: Mutex::new(BTreeMap::new()),
-        });
+        let context = Arc::new(Context::new(config.clone(), store, bus, validators));
 
         let names: Vec<&str> = config.chains.keys().map(String::as_str).collect();
-        shared.metrics.prime(&names);
-        let (http, server) = crate::http::serve(shared.clone(), config.http.listen).await?;
-        let mut tasks = vec![server, tokio::spawn(gauges(shared.clone(), role))];
+        context.metrics.prime(&names);
+        let (http, server) = crate::http::serve(context.clone(), config.http.listen).await?;
+        let mut tasks = vec![server, tokio::spawn(gauges(context.clone(), role))];
         if role != Role::Relayer {
             let signers = Arc::new(signers);
             for (name, chain) in &config.chains {
-                shared.set_caught_up(name, false);
-                let watcher = Watcher::new(shared.clone(), name.clone(), chain.clone(), signers.clone());
+                context.set_caught_up(name, false);
+                let watcher = Watcher::new(context.clone(), name.clone(), chain.clone(), signers.clone());
                 tasks.push(tokio::spawn(watcher.run()));
             }
         }
         if let Some(key) = relayer_key {
-            tasks.push(tokio::spawn(crate::collector::run(shared.clone())));
+            tasks.push(tokio::spawn(crate::collector::run(context.clone())));
             for (name, chain) in &config.chains {
-                let deliverer = Deliverer::new(shared.clone(), name.clone(), chain.clone(), &key)
+                let deliverer = Deliverer::new(context.clone(), name.clone(), chain.clone(), &key)
                     .map_err(|e| ServiceError::Config(e.to_string()))?;
                 tasks.push(tokio::spawn(deliverer.run()));
             }
         }
         info!(?role, %http, chains = config.chains.len(), "ferry running");
-        Ok(Self { shared, tasks, http })
+        Ok(Self { context, tasks, http })
     }
 
     /// Where the HTTP server listens.
@@ -155,9 +93,9 @@ impl Service {
         self.http
     }
 
-    /// The shared state (store, metrics, bus), for tests and embedding.
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
+    /// What the process's tasks share (store, metrics, bus), for tests and embedding.
+    pub fn context(&self) -> &Arc<Context> {
+        &self.context
     }
 
     /// Stops every task and waits until they are gone, so that the store file is free
@@ -174,43 +112,43 @@ impl Service {
 }
 
 /// Keeps the pending gauges in step with the store and the NATS consumers.
-async fn gauges(shared: Arc<Shared>, role: Role) {
+async fn gauges(context: Arc<Context>, role: Role) {
     let mut consumers = Vec::new();
     if role != Role::Validator {
-        consumers.push((ATTESTATION_STREAM.to_string(), collector_consumer(&shared.config.relayer.name)));
-        for chain in shared.config.chains.values() {
-            consumers.push((shared.bus.stream().to_string(), deliverer_consumer(chain.chain_id)));
+        consumers.push((ATTESTATION_STREAM.to_string(), collector_consumer(&context.config.relayer.name)));
+        for chain in context.config.chains.values() {
+            consumers.push((context.bus.stream().to_string(), deliverer_consumer(chain.chain_id)));
         }
     }
     loop {
-        pending_gauges(&shared);
+        pending_gauges(&context);
         for (stream, consumer) in &consumers {
             // A consumer is created when its task first connects: until then there is no backlog.
-            if let Ok((pending, ack_pending)) = shared.bus.backlog(stream, consumer).await {
+            if let Ok((pending, ack_pending)) = context.bus.backlog(stream, consumer).await {
                 let labels = [stream.as_str(), consumer.as_str()];
-                shared.metrics.nats_consumer_pending.with_label_values(&labels).set(pending as i64);
-                shared.metrics.nats_consumer_ack_pending.with_label_values(&labels).set(ack_pending as i64);
+                context.metrics.nats_consumer_pending.with_label_values(&labels).set(pending as i64);
+                context.metrics.nats_consumer_ack_pending.with_label_values(&labels).set(ack_pending as i64);
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
 }
 
-fn pending_gauges(shared: &Shared) {
-    let pending = match shared.store.pending() {
+fn pending_gauges(context: &Context) {
+    let pending = match context.store.pending() {
         Ok(pending) => pending,
         Err(error) => return warn!(%error, "reading the pending messages failed"),
     };
     let now = now_ms() as f64 / 1000.0;
     // Every (destination, stage) pair gets a series, zero included, so that dashboards and
     // alerts see the gauge fall back to nothing pending.
-    for (name, chain) in &shared.config.chains {
+    for (name, chain) in &context.config.chains {
         let destination = chain.chain_id as u32;
         for stage in Stage::ALL.into_iter().filter(|s| !s.is_final()) {
             let n = pending.counts.get(&(destination, stage)).copied().unwrap_or(0);
-            shared.metrics.messages_pending.with_label_values(&[name.as_str(), stage.as_str()]).set(n as i64);
+            context.metrics.messages_pending.with_label_values(&[name.as_str(), stage.as_str()]).set(n as i64);
         }
         let age = pending.oldest.get(&destination).map_or(0.0, |&ts| (now - ts as f64).max(0.0));
-        shared.metrics.messages_oldest_pending_seconds.with_label_values(&[name.as_str()]).set(age);
+        context.metrics.messages_oldest_pending_seconds.with_label_values(&[name.as_str()]).set(age);
     }
 }

@@ -1,7 +1,8 @@
-//! The relayer's store (DESIGN.md, "Storage"): one redb file per process holding each
-//! message's record with its stage history, the scan cursor of each origin chain, the
-//! submitter's nonces, and (through the shared database) the light clients' checkpoints.
-//! Every change is made inside one write transaction.
+//! The relayer's store: one redb file per process holding each message's record with
+//! its stage history, the scan cursor of each origin chain, the submitter's nonces, and
+//! (through the shared database) the light clients' checkpoints. Every change is made
+//! inside one write transaction. The store persists records; how they change is the
+//! lifecycle's ([`crate::lifecycle`]).
 
 use std::{
     collections::BTreeMap,
@@ -10,12 +11,13 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use alloy::primitives::{Address, B256, Bytes};
-use ferry_messages::{Message, wire::OriginBlock};
+use alloy::primitives::{Address, B256};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
 
-use crate::StoreError;
+use crate::{
+    StoreError,
+    lifecycle::{MessageRecord, Stage},
+};
 
 /// Message id -> JSON of its [`MessageRecord`].
 const MESSAGES: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("messages");
@@ -34,181 +36,6 @@ pub struct Pending {
     pub counts: BTreeMap<(u32, Stage), u64>,
     /// Per destination chain id, the origin block timestamp (seconds) of its oldest pending message.
     pub oldest: BTreeMap<u32, u64>,
-}
-
-/// Where a message is in its lifecycle (DESIGN.md, "Message lifecycle").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// Its `Dispatch` log was seen in a final block.
-    Observed,
-    /// A receipt proof against the verified header checked out.
-    Proven,
-    /// A quorum of validator signatures is collected.
-    Attested,
-    /// Published to JetStream for its destination.
-    Published,
-    /// Pre-executed on the destination's executor: it will succeed.
-    Executed,
-    /// Sent in a `processBatch` transaction.
-    Submitted,
-    /// `Mailbox.delivered(id)` reads true on the destination.
-    Delivered,
-    /// Not sent because delivery would revert (or did); waits for an operator.
-    Parked,
-}
-
-impl Stage {
-    /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 8] = [
-        Stage::Observed,
-        Stage::Proven,
-        Stage::Attested,
-        Stage::Published,
-        Stage::Executed,
-        Stage::Submitted,
-        Stage::Delivered,
-        Stage::Parked,
-    ];
-
-    /// The label used in metrics, the API and the CLI.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Stage::Observed => "observed",
-            Stage::Proven => "proven",
-            Stage::Attested => "attested",
-            Stage::Published => "published",
-            Stage::Executed => "executed",
-            Stage::Submitted => "submitted",
-            Stage::Delivered => "delivered",
-            Stage::Parked => "parked",
-        }
-    }
-
-    /// Whether nothing more happens to a message in this stage without an operator.
-    pub fn is_final(self) -> bool {
-        matches!(self, Stage::Delivered | Stage::Parked)
-    }
-
-    fn code(self) -> u8 {
-        self as u8
-    }
-}
-
-impl std::str::FromStr for Stage {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Stage::ALL.into_iter().find(|stage| stage.as_str() == s).ok_or_else(|| {
-            let names: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-            format!("unknown stage {s:?} (one of {})", names.join(", "))
-        })
-    }
-}
-
-impl std::fmt::Display for Stage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One step of a message's history.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StageEntry {
-    /// The stage entered.
-    pub stage: Stage,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_ms: u64,
-    /// What else is worth knowing (transaction hash, revert reason...).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<String>,
-}
-
-/// Everything the store knows about one message.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MessageRecord {
-    /// The message id.
-    pub id: B256,
-    /// Origin chain id.
-    pub origin: u32,
-    /// Destination chain id.
-    pub destination: u32,
-    /// The origin Mailbox's nonce for it.
-    pub nonce: u32,
-    /// The packed message.
-    pub message: Bytes,
-    /// The origin Mailbox.
-    pub origin_mailbox: Address,
-    /// The origin block holding its `Dispatch` log.
-    pub block: OriginBlock,
-    /// The current stage.
-    pub stage: Stage,
-    /// Every stage it went through, oldest first.
-    pub history: Vec<StageEntry>,
-    /// Validator signatures collected so far (validator -> 65-byte signature).
-    #[serde(default)]
-    pub signatures: BTreeMap<Address, Bytes>,
-    /// The quorum certificate, once there is one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub metadata: Option<Bytes>,
-    /// The last delivery transaction sent for it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tx_hash: Option<B256>,
-    /// Why it is parked.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub parked_reason: Option<String>,
-    /// A cross-layer validation mismatch seen while delivering it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mismatch: Option<String>,
-    /// How many times an operator retried it.
-    #[serde(default)]
-    pub retries: u32,
-}
-
-impl MessageRecord {
-    /// A record for a message first seen at `stage`.
-    pub fn new(message: &Message, origin_mailbox: Address, block: OriginBlock, stage: Stage) -> Self {
-        Self {
-            id: message.id(),
-            origin: message.origin,
-            destination: message.destination,
-            nonce: message.nonce,
-            message: message.encode().into(),
-            origin_mailbox,
-            block,
-            stage,
-            history: vec![StageEntry { stage, at_ms: now_ms(), detail: None }],
-            signatures: BTreeMap::new(),
-            metadata: None,
-            tx_hash: None,
-            parked_reason: None,
-            mismatch: None,
-            retries: 0,
-        }
-    }
-
-    /// Moves to `stage` and records it. A delivered message stays delivered: returns
-    /// false and changes nothing then.
-    pub fn advance(&mut self, stage: Stage, detail: Option<String>) -> bool {
-        if self.stage == Stage::Delivered {
-            return false;
-        }
-        self.stage = stage;
-        self.history.push(StageEntry { stage, at_ms: now_ms(), detail });
-        true
-    }
-
-    /// Takes a delivery back (to `Submitted`) because the block that held it was reorged
-    /// away on the destination: the message must be delivered again.
-    pub fn undeliver(&mut self, detail: String) {
-        self.stage = Stage::Submitted;
-        self.history.push(StageEntry { stage: Stage::Submitted, at_ms: now_ms(), detail: Some(detail) });
-    }
-
-    /// When it entered `stage` last, if it did.
-    pub fn entered(&self, stage: Stage) -> Option<u64> {
-        self.history.iter().rev().find(|e| e.stage == stage).map(|e| e.at_ms)
-    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -388,10 +215,10 @@ impl Transaction<'_> {
         let bytes = serde_json::to_vec(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let old = self.messages.insert(record.id.0, bytes.as_slice())?.map(|v| decode(v.value())).transpose()?;
         if let Some(old) = old {
-            self.by_stage.remove((old.stage.code(), old.destination, record.id.0))?;
+            self.by_stage.remove((code(old.stage()), old.destination, record.id.0))?;
         }
-        let at = record.history.last().map_or(0, |e| e.at_ms);
-        self.by_stage.insert((record.stage.code(), record.destination, record.id.0), at)?;
+        let at = record.history().last().map_or(0, |e| e.at_ms);
+        self.by_stage.insert((code(record.stage()), record.destination, record.id.0), at)?;
         Ok(())
     }
 
@@ -409,7 +236,12 @@ impl Transaction<'_> {
 }
 
 fn stage_range(stage: Stage) -> std::ops::RangeInclusive<(u8, u32, [u8; 32])> {
-    (stage.code(), 0, [0u8; 32])..=(stage.code(), u32::MAX, [0xff; 32])
+    (code(stage), 0, [0u8; 32])..=(code(stage), u32::MAX, [0xff; 32])
+}
+
+/// A stage's key in the stage index.
+fn code(stage: Stage) -> u8 {
+    stage as u8
 }
 
 fn decode(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
@@ -419,6 +251,8 @@ fn decode(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloy::primitives::Bytes;
+    use ferry_messages::{Message, wire::OriginBlock};
 
     fn message(nonce: u32) -> Message {
         Message {
@@ -434,7 +268,10 @@ mod tests {
 
     fn record(nonce: u32) -> MessageRecord {
         let block = OriginBlock { number: 3, hash: B256::repeat_byte(3), timestamp: 10 };
-        MessageRecord::new(&message(nonce), Address::repeat_byte(9), block, Stage::Proven)
+        let mut record = MessageRecord::observe(&message(nonce), Address::repeat_byte(9), block);
+        record.prove("proof".into()).unwrap();
+        record.attest(Bytes::from_static(b"qc"), "signatures".into()).unwrap();
+        record
     }
 
     #[test]
@@ -450,20 +287,23 @@ mod tests {
                 tx.set_cursor(31337, 12)
             })
             .unwrap();
-        let moved = store.update(&[a.id], |r| r.advance(Stage::Published, None)).unwrap();
+        let moved = store.update(&[a.id], |r| r.publish(None).is_ok()).unwrap();
         assert_eq!(moved.len(), 1);
-        store.update(&[b.id], |r| r.advance(Stage::Delivered, Some("0xabc".into()))).unwrap();
-        // Delivered is terminal.
-        assert!(store.update(&[b.id], |r| r.advance(Stage::Parked, None)).unwrap().is_empty());
+        store.update(&[b.id], |r| r.publish(None).and_then(|()| r.deliver(None, "0xabc".into())).is_ok()).unwrap();
+        // A refused move writes nothing.
+        assert!(store.update(&[b.id], |r| r.park("reverts".into()).is_ok()).unwrap().is_empty());
         drop(store);
 
         let store = Store::open(&path).unwrap();
         assert_eq!(store.cursor(31337).unwrap(), Some(12));
         assert_eq!(store.cursor(31338).unwrap(), None);
         let a = store.get(&a.id).unwrap().unwrap();
-        assert_eq!(a.history.iter().map(|e| e.stage).collect::<Vec<_>>(), [Stage::Proven, Stage::Published]);
+        assert_eq!(
+            a.history().iter().map(|e| e.stage).collect::<Vec<_>>(),
+            [Stage::Observed, Stage::Proven, Stage::Attested, Stage::Published]
+        );
         let counts = store.counts().unwrap();
-        assert_eq!((counts[&Stage::Published], counts[&Stage::Delivered], counts[&Stage::Proven]), (1, 1, 0));
+        assert_eq!((counts[&Stage::Published], counts[&Stage::Delivered], counts[&Stage::Attested]), (1, 1, 0));
         assert_eq!(store.list(Some(Stage::Delivered), 10).unwrap()[0].id, b.id);
         assert_eq!(store.list(None, 10).unwrap().len(), 2);
     }

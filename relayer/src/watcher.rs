@@ -25,8 +25,8 @@ use tracing::{debug, info, warn};
 
 use crate::{
     ChainConfig,
-    service::Shared,
-    store::{MessageRecord, Stage},
+    context::Context,
+    lifecycle::{MessageRecord, applied},
 };
 
 /// Most headers synced before the new final blocks are scanned, so that the scan always
@@ -35,7 +35,7 @@ const SYNC_CHUNK: u64 = 64;
 
 /// A chain's watcher.
 pub(crate) struct Watcher {
-    shared: Arc<Shared>,
+    context: Arc<Context>,
     name: String,
     chain: ChainConfig,
     provider: DynProvider,
@@ -43,7 +43,12 @@ pub(crate) struct Watcher {
 }
 
 impl Watcher {
-    pub(crate) fn new(shared: Arc<Shared>, name: String, chain: ChainConfig, signers: Arc<Vec<ValidatorKey>>) -> Self {
+    pub(crate) fn new(
+        context: Arc<Context>,
+        name: String,
+        chain: ChainConfig,
+        signers: Arc<Vec<ValidatorKey>>,
+    ) -> Self {
         let provider = match chain.rpc_url.parse() {
             Ok(url) => ProviderBuilder::new().connect_http(url).erased(),
             // `config check` refuses such a URL; a provider that fails every call keeps
@@ -52,7 +57,7 @@ impl Watcher {
                 ProviderBuilder::new().connect_http("http://invalid.invalid".parse().expect("static URL")).erased()
             }
         };
-        Self { shared, name, chain, provider, signers }
+        Self { context, name, chain, provider, signers }
     }
 
     /// Runs until the task is aborted: opens the light client, then syncs on every new
@@ -77,10 +82,10 @@ impl Watcher {
                 Ok(()) => backoff = Duration::from_millis(250),
                 Err(e) => {
                     if let Some(reason) = e.bad_input() {
-                        self.shared.metrics.bad_input("rpc", &reason);
+                        self.context.metrics.bad_input("rpc", &reason);
                     }
                     warn!(chain = %self.name, error = %e, retry_in = ?backoff, "watcher step failed");
-                    self.shared.set_caught_up(&self.name, false);
+                    self.context.set_caught_up(&self.name, false);
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(10));
                     continue;
@@ -94,7 +99,7 @@ impl Watcher {
     }
 
     fn source(&self) -> Instrumented<'_> {
-        Instrumented { inner: RpcHeaderSource::new(self.provider.clone()), shared: &self.shared, chain: &self.name }
+        Instrumented { inner: RpcHeaderSource::new(self.provider.clone()), context: &self.context, chain: &self.name }
     }
 
     /// Opens the light client from the store, or from the configured start block.
@@ -103,13 +108,13 @@ impl Watcher {
         config.rules = self.chain.header_rules();
         let (header, hash) = self.source().header_by_number(self.chain.start_block).await?;
         let checkpoint = SealedHeader::new_unchecked(header, hash);
-        let store = CheckpointStore::with_database(self.shared.store.database());
+        let store = CheckpointStore::with_database(self.context.store.database());
         let client = LightClient::open(config, store, checkpoint)?;
-        if self.shared.store.cursor(self.chain.chain_id)?.is_none() {
-            self.shared.store.write(|tx| tx.set_cursor(self.chain.chain_id, self.chain.start_block))?;
+        if self.context.store.cursor(self.chain.chain_id)?.is_none() {
+            self.context.store.write(|tx| tx.set_cursor(self.chain.chain_id, self.chain.start_block))?;
         }
         if let Some(fault) = client.halted() {
-            self.shared.metrics.light_client_halted.with_label_values(&[self.name.as_str()]).set(1);
+            self.context.metrics.light_client_halted.with_label_values(&[self.name.as_str()]).set(1);
             warn!(chain = %self.name, %fault, "light client is halted; an operator must investigate");
         }
         info!(chain = %self.name, head = client.head().number, finalized = client.finalized().number, "light client open");
@@ -119,7 +124,7 @@ impl Watcher {
     /// Syncs to the source's head in chunks, scanning new final blocks after each.
     async fn step(&self, client: &mut LightClient) -> Result<(), WatchError> {
         if client.halted().is_some() {
-            self.shared.set_caught_up(&self.name, false);
+            self.context.set_caught_up(&self.name, false);
             return Ok(());
         }
         let latest = self.source().latest_number().await?;
@@ -134,21 +139,21 @@ impl Watcher {
             self.account(&events);
             self.scan_finals(client).await?;
             let chain = self.name.as_str();
-            self.shared.metrics.chain_head_block.with_label_values(&[chain]).set(client.head().number as i64);
-            self.shared.metrics.chain_final_block.with_label_values(&[chain]).set(client.finalized().number as i64);
+            self.context.metrics.chain_head_block.with_label_values(&[chain]).set(client.head().number as i64);
+            self.context.metrics.chain_final_block.with_label_values(&[chain]).set(client.finalized().number as i64);
             if client.head().number >= latest || events.is_empty() {
                 break;
             }
         }
-        self.shared.set_caught_up(&self.name, client.head().number >= latest);
+        self.context.set_caught_up(&self.name, client.head().number >= latest);
         Ok(())
     }
 
     fn refused(&self, e: LightClientError) -> WatchError {
         let chain = self.name.as_str();
-        self.shared.metrics.light_client_headers_rejected_total.with_label_values(&[chain, e.reason()]).inc();
+        self.context.metrics.light_client_headers_rejected_total.with_label_values(&[chain, e.reason()]).inc();
         if matches!(e, LightClientError::SafetyFault(_) | LightClientError::Halted { .. }) {
-            self.shared.metrics.light_client_halted.with_label_values(&[chain]).set(1);
+            self.context.metrics.light_client_halted.with_label_values(&[chain]).set(1);
         }
         WatchError::LightClient(e)
     }
@@ -158,10 +163,10 @@ impl Watcher {
         for event in events {
             match event {
                 Event::NewHead(_) => {
-                    self.shared.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc()
+                    self.context.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc()
                 }
                 Event::Reorg(reorg) => {
-                    self.shared.metrics.light_client_reorgs_total.with_label_values(&[chain]).inc();
+                    self.context.metrics.light_client_reorgs_total.with_label_values(&[chain]).inc();
                     info!(
                         chain,
                         depth = reorg.dropped.len(),
@@ -178,7 +183,7 @@ impl Watcher {
     /// messages, signs them, and moves the cursor, block by block.
     async fn scan_finals(&self, client: &LightClient) -> Result<(), WatchError> {
         let chain_id = self.chain.chain_id;
-        let cursor = self.shared.store.cursor(chain_id)?.unwrap_or(self.chain.start_block);
+        let cursor = self.context.store.cursor(chain_id)?.unwrap_or(self.chain.start_block);
         for number in cursor + 1..=client.finalized().number {
             let header = client
                 .fork_choice()
@@ -194,7 +199,7 @@ impl Watcher {
             // Records first, so that a signature coming back through the collector finds
             // the message's history; the cursor moves only once the signatures are out, so
             // a crash in between re-signs (JetStream drops the duplicates).
-            self.shared.store.write(|tx| {
+            self.context.store.write(|tx| {
                 for record in &records {
                     if tx.get(&record.id)?.is_none() {
                         tx.put(record)?;
@@ -203,11 +208,11 @@ impl Watcher {
                 Ok(())
             })?;
             self.attest(block, &proven).await?;
-            self.shared.store.write(|tx| tx.set_cursor(chain_id, number))?;
+            self.context.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
-                let origin = self.shared.chain_label(record.origin.into());
-                let destination = self.shared.chain_label(record.destination.into());
-                self.shared
+                let origin = self.context.chain_label(record.origin.into());
+                let destination = self.context.chain_label(record.destination.into());
+                self.context
                     .metrics
                     .messages_observed_total
                     .with_label_values(&[origin.as_str(), destination.as_str()])
@@ -229,7 +234,7 @@ impl Watcher {
         }
         let number = header.number;
         let receipts = self
-            .shared
+            .context
             .metrics
             .rpc(&self.name, "eth_getBlockReceipts", self.provider.get_block_receipts(number.into()))
             .await
@@ -267,7 +272,7 @@ impl Watcher {
                 .collect::<Result<Vec<_>, _>>()
         });
         proven.map_err(|e| {
-            self.shared.metrics.bad_input("rpc", "receipt_proof");
+            self.context.metrics.bad_input("rpc", "receipt_proof");
             WatchError::Proof { number, reason: e.to_string() }
         })
     }
@@ -276,13 +281,12 @@ impl Watcher {
     fn records(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Vec<MessageRecord> {
         proven
             .iter()
-            .map(|message| {
-                let mut record = MessageRecord::new(&message.message, self.chain.mailbox, block, Stage::Observed);
+            .filter_map(|message| {
+                let mut record = MessageRecord::observe(&message.message, self.chain.mailbox, block);
                 let detail = format!("receipt proof against block {} ({})", block.number, block.hash);
-                record.advance(Stage::Proven, Some(detail));
-                info!(id = %record.id, origin = record.origin, destination = record.destination, block = block.number, "message proven");
-                record
+                applied(record.prove(detail)).then_some(record)
             })
+            .inspect(|record| info!(id = %record.id, origin = record.origin, destination = record.destination, block = block.number, "message proven"))
             .collect()
     }
 
@@ -293,9 +297,9 @@ impl Watcher {
         for message in proven {
             let id = message.id();
             let (origin, destination) = (message.message.origin, message.message.destination);
-            if self.shared.config.chain_by_id(u64::from(destination)).is_none() {
+            if self.context.config.chain_by_id(u64::from(destination)).is_none() {
                 warn!(%id, origin, destination, "message for a chain this network does not serve; not signed");
-                self.shared.metrics.bad_input("chain", "unknown_destination");
+                self.context.metrics.bad_input("chain", "unknown_destination");
                 continue;
             }
             // The verified header's hash, not one recomputed from the proof's copy.
@@ -315,11 +319,11 @@ impl Watcher {
             }
         }
         // Out together: one round trip to JetStream for the block, not one per signature.
-        self.shared.bus.publish_attestations(&signed).await?;
+        self.context.bus.publish_attestations(&signed).await?;
         for (envelope, _) in &signed {
             let validator = envelope.validator.to_string();
             let labels = [validator.as_str(), self.name.as_str()];
-            self.shared.metrics.attestations_signed_total.with_label_values(&labels).inc();
+            self.context.metrics.attestations_signed_total.with_label_values(&labels).inc();
         }
         Ok(())
     }
@@ -361,25 +365,25 @@ async fn follow_heads(url: String, wake: Arc<Notify>, chain: String) {
 /// The chain's RPC as a header source, with every call timed and counted.
 struct Instrumented<'a> {
     inner: RpcHeaderSource<DynProvider>,
-    shared: &'a Shared,
+    context: &'a Context,
     chain: &'a str,
 }
 
 impl HeaderSource for Instrumented<'_> {
     async fn latest_number(&self) -> Result<u64, SourceError> {
-        self.shared.metrics.rpc(self.chain, "eth_blockNumber", self.inner.latest_number()).await
+        self.context.metrics.rpc(self.chain, "eth_blockNumber", self.inner.latest_number()).await
     }
 
     async fn header_by_number(&self, number: u64) -> Result<(alloy::consensus::Header, B256), SourceError> {
-        self.shared.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.header_by_number(number)).await
+        self.context.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.header_by_number(number)).await
     }
 
     async fn header_by_hash(&self, hash: B256) -> Result<(alloy::consensus::Header, B256), SourceError> {
-        self.shared.metrics.rpc(self.chain, "eth_getBlockByHash", self.inner.header_by_hash(hash)).await
+        self.context.metrics.rpc(self.chain, "eth_getBlockByHash", self.inner.header_by_hash(hash)).await
     }
 
     async fn finalized(&self) -> Result<Option<(u64, B256)>, SourceError> {
-        self.shared.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.finalized()).await
+        self.context.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.finalized()).await
     }
 }
 

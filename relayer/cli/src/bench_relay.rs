@@ -104,7 +104,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     tracing::info!(messages, sent_in = ?start.elapsed(), "all transfers mined on alpha");
 
     // Counting the delivered stage's index is cheap; the records are read once, at the end.
-    let store = &service.shared().store;
+    let store = &service.context().store;
     let deadline = Instant::now() + Duration::from_secs(600);
     while store.counts()?.get(&Stage::Delivered).copied().unwrap_or(0) < messages as u64 {
         anyhow::ensure!(Instant::now() < deadline, "not all delivered within 10 minutes");
@@ -126,12 +126,12 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         first_observed = first_observed.min(observed);
         last_delivered = last_delivered.max(delivered);
         latencies.push(delivered.saturating_sub(observed) as f64 / 1000.0);
-        txs.extend(record.tx_hash);
+        txs.extend(record.tx_hash());
     }
     let seconds = (last_delivered.saturating_sub(first_observed) as f64 / 1000.0).max(f64::EPSILON);
     latencies.sort_by(f64::total_cmp);
     let pick = |q: f64| latencies.get(((latencies.len() as f64 - 1.0) * q).round() as usize).copied().unwrap_or(0.0);
-    let m = &service.shared().metrics;
+    let m = &service.context().metrics;
     // The sampled batches' sequential re-runs against the same batches' parallel runs.
     let sequential = m.executor_sequential_check_seconds.with_label_values(&["beta"]).get_sample_sum();
     let parallel = m.executor_checked_parallel_seconds.with_label_values(&["beta"]).get_sample_sum();

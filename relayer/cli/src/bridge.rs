@@ -148,11 +148,11 @@ pub async fn follow(
     loop {
         // The service may be restarting: keep polling through errors until the deadline.
         if let Ok(Some(record)) = status(base, id).await {
-            if last != Some(record.stage) {
-                last = Some(record.stage);
-                progress(record.stage);
+            if last != Some(record.stage()) {
+                last = Some(record.stage());
+                progress(record.stage());
             }
-            if record.stage.is_final() {
+            if record.stage().is_final() {
                 return Ok(record);
             }
         }

@@ -77,12 +77,12 @@ pub async fn bridge(args: BridgeArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let record = follow(&config, sent.id, Duration::from_secs(args.timeout)).await?;
-    match record.stage {
+    match record.stage() {
         Stage::Delivered => {
-            println!("delivered: {}", record.history.last().and_then(|e| e.detail.clone()).unwrap_or_default());
+            println!("delivered: {}", record.history().last().and_then(|e| e.detail.clone()).unwrap_or_default());
             Ok(())
         }
-        _ => bail!("message {} parked: {}", sent.id, record.parked_reason.unwrap_or_default()),
+        _ => bail!("message {} parked: {}", sent.id, record.parked_reason().unwrap_or_default()),
     }
 }
 
@@ -152,8 +152,8 @@ pub async fn messages(args: MessagesArgs) -> anyhow::Result<()> {
         _ => open_store(&config)?.list(args.status, args.limit)?,
     };
     for r in &records {
-        let reason = r.parked_reason.as_deref().unwrap_or("");
-        println!("{} {:>5} -> {:<5} {:<10} {reason}", r.id, r.origin, r.destination, r.stage.as_str());
+        let reason = r.parked_reason().unwrap_or("");
+        println!("{} {:>5} -> {:<5} {:<10} {reason}", r.id, r.origin, r.destination, r.stage().as_str());
     }
     Ok(())
 }

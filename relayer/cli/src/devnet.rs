@@ -130,7 +130,7 @@ async fn demo(config_path: &Path, key_file: &Path) -> anyhow::Result<()> {
             println!("demo: {} {stage}", sent.id);
         })
         .await?;
-        anyhow::ensure!(record.stage == Stage::Delivered, "demo transfer parked: {:?}", record.parked_reason);
+        anyhow::ensure!(record.stage() == Stage::Delivered, "demo transfer parked: {:?}", record.parked_reason());
     }
     println!("demo: done, both transfers delivered");
     Ok(())

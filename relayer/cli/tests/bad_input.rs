@@ -137,13 +137,13 @@ async fn bad_input_is_refused_counted_and_logged_while_good_messages_flow() {
     alpha.ws_url = None;
     let service = Service::start(config, Role::All).await.unwrap();
     let api = net.api();
-    let store = &service.shared().store;
+    let store = &service.context().store;
 
     // A good message first, to replay later.
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(500u64)]).await;
     net.wait_processed("beta", &first, Duration::from_secs(120)).await;
     wait_for(Duration::from_secs(60), "the first message recorded as delivered", || async {
-        store.get(&first[0]).unwrap().filter(|r| r.stage == Stage::Delivered)
+        store.get(&first[0]).unwrap().filter(|r| r.stage() == Stage::Delivered)
     })
     .await;
     // Account 1 gets tokens on beta to send back.
@@ -230,7 +230,7 @@ async fn bad_input_is_refused_counted_and_logged_while_good_messages_flow() {
         message: real.message.clone(),
         origin_mailbox: real.origin_mailbox,
         block: real.block,
-        metadata: real.metadata.clone().unwrap(),
+        metadata: real.metadata().cloned().unwrap(),
     };
     let headers = {
         let mut h = async_nats::HeaderMap::new();
@@ -289,7 +289,7 @@ async fn bad_input_is_refused_counted_and_logged_while_good_messages_flow() {
     for message in [&lone, &forged, &misdirected, &unknown, &short, &repeated, &domain, &from_nowhere] {
         let id = message.id();
         assert!(!mailbox_beta.delivered(id).call().await.unwrap(), "fabricated message {id} delivered");
-        assert!(store.get(&id).unwrap().is_none_or(|r| r.stage != Stage::Delivered), "{id} recorded as delivered");
+        assert!(store.get(&id).unwrap().is_none_or(|r| r.stage() != Stage::Delivered), "{id} recorded as delivered");
     }
     assert!(net.failed("beta").await.is_empty() && net.failed("alpha").await.is_empty());
 

@@ -50,8 +50,8 @@ async fn round_trip_of_random_amounts_keeps_balances_exact() {
     // The API tells the whole story of a message.
     let record: MessageRecord =
         reqwest::get(format!("{}/messages/{}", net.api(), ids[0])).await.unwrap().json().await.unwrap();
-    assert_eq!(record.stage, Stage::Delivered);
-    let stages: Vec<Stage> = record.history.iter().map(|e| e.stage).collect();
+    assert_eq!(record.stage(), Stage::Delivered);
+    let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
     assert_eq!(
         stages,
         [
@@ -89,14 +89,14 @@ async fn five_hundred_messages_both_ways_arrive_once_in_few_transactions() {
     // engine never disagreed with its sequential re-runs; a receipt that disagreed with
     // its prediction (rare: once in a CI run, not yet explained) is flagged on exactly
     // the messages it carried, which were delivered all the same.
-    let metrics = &service.shared().metrics;
-    let store = &service.shared().store;
+    let metrics = &service.context().metrics;
+    let store = &service.context().store;
     for chain in ["alpha", "beta"] {
         let sequential = metrics.validation_mismatches_total.with_label_values(&[chain, "sequential"]).get();
         assert_eq!(sequential, 0, "sequential mismatches on {chain}");
         let receipts = metrics.validation_mismatches_total.with_label_values(&[chain, "receipt"]).get();
         let ids = if chain == "beta" { &there } else { &back };
-        let flagged = ids.iter().filter(|id| store.get(id).unwrap().unwrap().mismatch.is_some()).count();
+        let flagged = ids.iter().filter(|id| store.get(id).unwrap().unwrap().mismatch().is_some()).count();
         assert_eq!(flagged > 0, receipts > 0, "{receipts} receipt mismatches on {chain}, {flagged} messages flagged");
         if receipts > 0 {
             eprintln!("{receipts} receipt mismatches on {chain}, {flagged} messages flagged");
@@ -128,14 +128,14 @@ async fn a_delivery_that_would_revert_is_parked_unsent_and_can_be_retried() {
     let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(5, 3)).await;
     net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
 
-    let store = &service.shared().store;
+    let store = &service.context().store;
     let record = wait_for(Duration::from_secs(60), "the message parked", || async {
-        store.get(&parked_id).unwrap().filter(|r| r.stage == Stage::Parked)
+        store.get(&parked_id).unwrap().filter(|r| r.stage() == Stage::Parked)
     })
     .await;
-    let reason = record.parked_reason.clone().unwrap();
+    let reason = record.parked_reason().unwrap().to_string();
     assert!(reason.contains("Rejected"), "{reason}");
-    assert!(record.tx_hash.is_none(), "no transaction was sent for it");
+    assert!(record.tx_hash().is_none(), "no transaction was sent for it");
     assert!(!net.processed("beta").await.contains_key(&parked_id));
     assert!(!net.failed("beta").await.contains(&parked_id));
     let metrics = reqwest::get(format!("{}/metrics", net.api())).await.unwrap().text().await.unwrap();
@@ -174,7 +174,7 @@ async fn a_service_stopped_mid_run_resumes_from_its_store_and_delivers_each_once
     assert_once(&processed, &ids);
     assert!(delivered_before <= ids.len());
     // The store agrees with the chain (it confirms just after the receipt).
-    let store = &service.shared().store;
+    let store = &service.context().store;
     wait_for(Duration::from_secs(60), "200 delivered records", || async {
         (store.list(Some(Stage::Delivered), 1000).unwrap().len() == 200).then_some(())
     })
@@ -197,7 +197,7 @@ async fn blocks_dropped_by_a_shallow_reorg_are_never_attested() {
     // approve (k), transfer A (k+1), transfer B (k+2).
     let ids = net.send_many("alpha", "beta", 0, net.account(1), &[U256::from(111), U256::from(222)]).await;
     let tip = alpha.get_block_number().await.unwrap();
-    let head = &service.shared().metrics.chain_head_block;
+    let head = &service.context().metrics.chain_head_block;
     wait_for(Duration::from_secs(60), "the watcher sees both transfers", || async {
         (head.with_label_values(&["alpha"]).get() >= tip as i64).then_some(())
     })
@@ -215,8 +215,8 @@ async fn blocks_dropped_by_a_shallow_reorg_are_never_attested() {
     let processed = net.wait_processed("beta", &canonical, Duration::from_secs(120)).await;
     assert_once(&processed, &canonical);
     assert!(!processed.contains_key(&ids[1]), "nothing from the dropped block was delivered");
-    assert!(service.shared().store.get(&ids[1]).unwrap().is_none(), "the dropped message was never observed");
-    assert!(service.shared().metrics.light_client_reorgs_total.with_label_values(&["alpha"]).get() >= 1);
+    assert!(service.context().store.get(&ids[1]).unwrap().is_none(), "the dropped message was never observed");
+    assert!(service.context().metrics.light_client_reorgs_total.with_label_values(&["alpha"]).get() >= 1);
     service.stop().await;
 }
 
