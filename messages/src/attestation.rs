@@ -1,4 +1,4 @@
-//! What validators sign (DESIGN.md step 5) and how signatures travel to the Mailbox.
+//! What validators sign (docs/architecture.md, step 2) and how signatures travel to the Mailbox.
 
 use alloy::primitives::{Address, B256, Signature, eip191_hash_message, keccak256};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The packed message of DESIGN.md step 1.
+//! The packed message (docs/architecture.md).
 
 use alloy::primitives::{Address, B256, Bytes, keccak256};
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! What travels on NATS (DESIGN.md steps 5 and 6): subjects and the two envelopes,
+//! What travels on NATS (docs/architecture.md, steps 2 and 3): subjects and the two envelopes,
 //! JSON-encoded, size-capped and strictly decoded because anyone on the bus can publish.
 
 use alloy::primitives::{Address, B256, Bytes, Signature};

@@ -1,4 +1,4 @@
-//! NATS JetStream (DESIGN.md step 6): the streams, the consumers, and publishing with
+//! NATS JetStream (docs/architecture.md, step 3): the streams, the consumers, and publishing with
 //! `Nats-Msg-Id` so that the server drops a second publish of the same thing.
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! The relayer's collector (DESIGN.md step 6): gathers validator signatures from
+//! The relayer's collector (docs/architecture.md, step 3): gathers validator signatures from
 //! JetStream into quorum certificates and publishes each deliverable message once, with
 //! `Nats-Msg-Id` = its id.
 

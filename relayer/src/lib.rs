@@ -5,9 +5,12 @@
 //!   by `FERRY__SECTION__KEY` environment variables; [`Config::check`] lists every
 //!   problem with its key path.
 //! - [`Service`]: a running process in one [`Role`] (watch and sign, relay, or both),
-//!   following DESIGN.md's nine steps with the light-client and executors crates.
-//! - [`Store`]: message records with their stage history, scan cursors and nonces.
-//! - [`Metrics`]: the Prometheus metrics of DESIGN.md, served on `/metrics`.
+//!   its tasks sharing one [`Context`]; a message's way through them is in
+//!   docs/architecture.md.
+//! - [`MessageRecord`] and its transitions ([`lifecycle`]): the only code that moves a
+//!   message from one [`Stage`] to the next.
+//! - [`Store`]: persists message records, scan cursors and nonces.
+//! - [`Metrics`]: the Prometheus metrics, served on `/metrics`.
 
 mod bus;
 mod check;

@@ -1,7 +1,7 @@
-//! One chain's watcher (DESIGN.md steps 2 to 5): follows new heads (WebSocket, with HTTP
-//! polling as the fallback), hands every header to the chain's light client, turns the
-//! `Dispatch` logs of final blocks into proven messages and, where this process runs
-//! validators, signs them and publishes the signatures.
+//! One chain's watcher (docs/architecture.md, steps 1 and 2): follows new heads
+//! (WebSocket, with HTTP polling as the fallback), hands every header to the chain's
+//! light client, turns the `Dispatch` logs of final blocks into proven messages and,
+//! where this process runs validators, signs them and publishes the signatures.
 
 use std::{sync::Arc, time::Duration};
 

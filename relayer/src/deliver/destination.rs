@@ -1,0 +1,145 @@
+//! The destination chain as the deliverer sees it: its provider (with the relayer's
+//! wallet), every call timed out, timed and counted, and the reads the stages share.
+
+use std::{future::IntoFuture, sync::Arc, time::Duration};
+
+use alloy::{
+    consensus::Header,
+    eips::BlockId,
+    network::{EthereumWallet, TransactionBuilder},
+    primitives::{Address, B256, Bytes, U256},
+    providers::{DynProvider, Provider, ProviderBuilder},
+    rpc::types::{TransactionReceipt, TransactionRequest},
+    signers::local::PrivateKeySigner,
+    sol_types::SolCall,
+    transports::TransportError,
+};
+use ferry_messages::contracts::Mailbox;
+
+use super::DeliverError;
+use crate::{ChainConfig, Context, Secret};
+
+/// Longest wait for one RPC answer.
+const RPC_TIMEOUT: Duration = Duration::from_secs(30);
+/// `delivered(id)` reads per JSON-RPC batch request.
+const READS_PER_REQUEST: usize = 200;
+
+/// One destination chain and the relayer's account on it.
+pub(super) struct Destination {
+    /// The chain's configured name (its metric label).
+    pub name: String,
+    /// Its settings.
+    pub chain: ChainConfig,
+    /// The relayer's address, which pays for deliveries.
+    pub relayer: Address,
+    provider: DynProvider,
+    context: Arc<Context>,
+}
+
+impl Destination {
+    pub(super) fn new(
+        context: Arc<Context>,
+        name: String,
+        chain: ChainConfig,
+        key: &Secret,
+    ) -> Result<Self, DeliverError> {
+        let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
+        let relayer = signer.address();
+        let url = chain.rpc_url.parse().map_err(|e| DeliverError::Config(format!("{}: {e}", chain.rpc_url)))?;
+        let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
+        Ok(Self { name, chain, relayer, provider, context })
+    }
+
+    /// Awaits `call`, within [`RPC_TIMEOUT`] and counted in the RPC metrics. A node that
+    /// never answers must not hold the deliverer forever: the round fails and is retried.
+    pub(super) async fn rpc<T>(
+        &self,
+        method: &'static str,
+        call: impl Future<Output = Result<T, TransportError>>,
+    ) -> Result<T, DeliverError> {
+        let call = self.context.metrics.rpc(&self.name, method, call);
+        match tokio::time::timeout(RPC_TIMEOUT, call).await {
+            Ok(result) => result.map_err(|source| DeliverError::Rpc { method, source }),
+            Err(_) => Err(DeliverError::Timeout { method, after: RPC_TIMEOUT }),
+        }
+    }
+
+    /// The latest block's number.
+    pub(super) async fn latest_number(&self) -> Result<u64, DeliverError> {
+        self.rpc("eth_blockNumber", self.provider.get_block_number()).await
+    }
+
+    /// The latest block's header.
+    pub(super) async fn latest_header(&self) -> Result<Header, DeliverError> {
+        let method = "eth_getBlockByNumber";
+        let block = self.rpc(method, self.provider.get_block_by_number(Default::default()).into_future()).await?;
+        Ok(block.ok_or(DeliverError::Malformed { method, reason: "no latest block".into() })?.header.inner)
+    }
+
+    /// The canonical hash of block `number`.
+    pub(super) async fn block_hash(&self, number: u64) -> Result<Option<B256>, DeliverError> {
+        let block =
+            self.rpc("eth_getBlockByNumber", self.provider.get_block_by_number(number.into()).into_future()).await?;
+        Ok(block.map(|b| b.header.hash))
+    }
+
+    /// The relayer's nonce at `block`: how many of its transactions that block includes.
+    pub(super) async fn nonce_at(&self, block: u64) -> Result<u64, DeliverError> {
+        let call = self.provider.get_transaction_count(self.relayer).number(block).into_future();
+        self.rpc("eth_getTransactionCount", call).await
+    }
+
+    /// The relayer's nonce counting the node's pending transactions.
+    pub(super) async fn pending_nonce(&self) -> Result<u64, DeliverError> {
+        let call = self.provider.get_transaction_count(self.relayer).pending().into_future();
+        self.rpc("eth_getTransactionCount", call).await
+    }
+
+    /// The node's gas price.
+    pub(super) async fn gas_price(&self) -> Result<u128, DeliverError> {
+        self.rpc("eth_gasPrice", self.provider.get_gas_price()).await
+    }
+
+    /// The relayer's balance.
+    pub(super) async fn balance(&self) -> Result<U256, DeliverError> {
+        self.rpc("eth_getBalance", self.provider.get_balance(self.relayer).into_future()).await
+    }
+
+    /// Signs and sends a transaction from the relayer; its hash.
+    pub(super) async fn send(&self, request: TransactionRequest) -> Result<B256, DeliverError> {
+        let pending = self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await?;
+        Ok(*pending.tx_hash())
+    }
+
+    /// The receipt of transaction `hash`, once mined.
+    pub(super) async fn receipt(&self, hash: B256) -> Result<Option<TransactionReceipt>, DeliverError> {
+        self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(hash)).await
+    }
+
+    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.
+    pub(super) async fn delivered(&self, ids: &[B256], block: u64) -> Result<Vec<bool>, DeliverError> {
+        let method = "eth_call";
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(READS_PER_REQUEST) {
+            let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
+            let mut waiters = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let call = TransactionRequest::default()
+                    .with_to(self.chain.mailbox)
+                    .with_input(Mailbox::deliveredCall { id: *id }.abi_encode());
+                let waiter = batch
+                    .add_call::<_, Bytes>(method, &(call, BlockId::number(block)))
+                    .map_err(|source| DeliverError::Rpc { method, source })?;
+                waiters.push(waiter);
+            }
+            self.rpc(method, batch.send()).await?;
+            for waiter in waiters {
+                let bytes = waiter.await.map_err(|source| DeliverError::Rpc { method, source })?;
+                let delivered = Mailbox::deliveredCall::abi_decode_returns(&bytes)
+                    .map_err(|e| DeliverError::Malformed { method, reason: format!("delivered(): {e}") })?;
+                out.push(delivered);
+            }
+        }
+        Ok(out)
+    }
+}

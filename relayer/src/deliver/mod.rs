@@ -1,0 +1,163 @@
+//! The delivery side of the relayer role, one deliverer per destination chain: takes
+//! deliverables from the destination's durable JetStream consumer (shared by every
+//! relayer process, so each message goes to one of them) and passes them through its
+//! stages, each with one job:
+//!
+//! - [`admission`]: bus payloads -> checked items, refusing bad input and acking what is
+//!   settled already;
+//! - [`prediction`]: items -> `processBatch` transactions with their predicted gas and
+//!   effects, on the chain's latest state with what is in flight laid over it; the
+//!   items that would fail set apart;
+//! - [`tracker`]: the transactions from send to finality (nonces, replacements,
+//!   receipts validated against their prediction, reorgs);
+//! - [`outcome`]: what becomes of a message at the end (delivered, parked, back later),
+//!   recorded, acked and counted in one place.
+//!
+//! A message is acked only once `Mailbox.delivered(id)` reads true in a final block.
+//! Rounds are pipelined: up to `relayer.max_in_flight` transactions wait for a block at
+//! once, so that a destination takes a round every block rather than one every round
+//! trip. See docs/architecture.md.
+
+mod admission;
+mod destination;
+mod error;
+mod outcome;
+mod prediction;
+mod revert;
+mod tracker;
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::primitives::Bytes;
+use async_nats::jetstream::Message as JsMessage;
+use ferry_messages::{Message, wire::message_subject};
+use tracing::{debug, error, warn};
+
+pub(crate) use error::DeliverError;
+
+use crate::{ChainConfig, Context, Secret, bus, lifecycle::MessageRecord};
+
+/// Priority fee of delivery transactions.
+const TIP: u128 = 1_000_000_000;
+/// How often the receipts of transactions in flight are looked for.
+const RECEIPT_POLL: Duration = Duration::from_millis(100);
+/// How long an idle deliverer waits on the bus for the first message of a round.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
+/// When a message delivered in a block not yet final comes back to be acked.
+const FINALITY_RETRY: Duration = Duration::from_secs(2);
+/// When a message whose delivery transaction was invalid (our funds or nonce) comes back.
+const INVALID_RETRY: Duration = Duration::from_secs(5);
+
+/// The fee cap of a delivery transaction over a block with `basefee`.
+fn max_fee(basefee: u64) -> u128 {
+    u128::from(basefee) * 2 + TIP
+}
+
+/// A deliverable taken from the bus and checked: what the stages pass along.
+struct Item {
+    js: JsMessage,
+    message: Message,
+    metadata: Bytes,
+    record: MessageRecord,
+}
+
+/// One destination chain's deliverer.
+pub(crate) struct Deliverer {
+    context: Arc<Context>,
+    destination: Arc<destination::Destination>,
+    admission: admission::Admission,
+    prediction: prediction::Prediction,
+    tracker: tracker::Tracker,
+    outcomes: outcome::Outcomes,
+}
+
+impl Deliverer {
+    pub(crate) fn new(
+        context: Arc<Context>,
+        name: String,
+        chain: ChainConfig,
+        key: &Secret,
+    ) -> Result<Self, DeliverError> {
+        let destination = Arc::new(destination::Destination::new(context.clone(), name, chain, key)?);
+        let outcomes = outcome::Outcomes::new(context.clone(), destination.clone());
+        Ok(Self {
+            admission: admission::Admission::new(context.clone(), destination.clone()),
+            prediction: prediction::Prediction::new(context.clone(), destination.clone()),
+            tracker: tracker::Tracker::new(context.clone(), destination.clone(), outcomes.clone()),
+            outcomes,
+            destination,
+            context,
+        })
+    }
+
+    /// Runs until aborted, retrying with backoff after errors (unacked messages come
+    /// back from JetStream, so nothing is lost).
+    pub(crate) async fn run(mut self) {
+        let mut backoff = Duration::from_millis(250);
+        loop {
+            match self.consume().await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(chain = %self.destination.name, error = %e, retry_in = ?backoff, "deliverer failed");
+                    self.tracker.forget_nonce();
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    async fn consume(&mut self) -> Result<(), DeliverError> {
+        let chain_id = self.destination.chain.chain_id;
+        let name = bus::deliverer_consumer(chain_id);
+        let bus = &self.context.bus;
+        let consumer = bus.consumer(bus.stream(), &name, message_subject(chain_id as u32)).await?;
+        loop {
+            self.tracker.settle().await?;
+            let relayer = &self.context.config.relayer;
+            let room = relayer.max_in_flight.saturating_sub(self.tracker.in_flight());
+            if room > 0 {
+                // Wait on the bus only when no receipt needs watching meanwhile.
+                let wait = if self.tracker.in_flight() == 0 { IDLE_WAIT } else { Duration::ZERO };
+                let taken = bus::take(&consumer, relayer.batch_size * room, wait).await?;
+                if !taken.is_empty() {
+                    self.round(taken).await?;
+                    continue;
+                }
+            }
+            if self.tracker.in_flight() > 0 {
+                tokio::time::sleep(RECEIPT_POLL).await;
+            }
+        }
+    }
+
+    /// One round: admit, predict on top of what is in flight, settle what would fail,
+    /// send the rest.
+    async fn round(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
+        let started = Instant::now();
+        let items = self.admission.admit(taken).await?;
+        if items.is_empty() {
+            return Ok(());
+        }
+        let (admitted, messages) = (started.elapsed(), items.len());
+        let round = self.prediction.predict(items, &self.tracker.predictions()).await?;
+        let predicted = started.elapsed();
+        for (item, reason) in round.invalid {
+            // Our own transaction is invalid (funds, nonce): not the message's fault.
+            let record = &item.record;
+            error!(chain = %self.destination.name, id = %record.id, origin = record.origin, destination = record.destination, %reason, "delivery transaction invalid; will retry");
+            self.outcomes.later(&item, INVALID_RETRY).await;
+        }
+        for (item, label, reason) in round.reverted {
+            self.outcomes.failed(item, label, reason).await?;
+        }
+        for chunk in round.chunks {
+            self.tracker.send(chunk, round.basis.clone()).await?;
+        }
+        debug!(chain = %self.destination.name, messages, ?admitted, ?predicted, sent = ?started.elapsed(), "round");
+        Ok(())
+    }
+}

@@ -1,0 +1,139 @@
+//! What becomes of a message at the end of its way: delivered (recorded, counted, held
+//! until final), parked (recorded, counted, acked) or back for another try. Every stage
+//! that settles a message does it here, so that the records, the acks and the metrics
+//! of a settled message are written in one place.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use alloy::{
+    primitives::{B256, Bytes},
+    rpc::types::TransactionReceipt,
+};
+use async_nats::jetstream::AckKind;
+use ferry_messages::contracts::Mailbox;
+use tracing::{info, warn};
+
+use super::{DeliverError, FINALITY_RETRY, Item, destination::Destination, revert::decode_revert};
+use crate::{
+    Context, bus,
+    lifecycle::{MessageRecord, applied},
+    store::now_ms,
+};
+
+/// Settles messages of one destination.
+#[derive(Clone)]
+pub(super) struct Outcomes {
+    context: Arc<Context>,
+    destination: Arc<Destination>,
+}
+
+impl Outcomes {
+    pub(super) fn new(context: Arc<Context>, destination: Arc<Destination>) -> Self {
+        Self { context, destination }
+    }
+
+    /// Marks each message of a mined transaction delivered (once `delivered(id)` reads
+    /// true; returned, to be acked when the block is final) or parked (its item failed
+    /// on chain, acked); anything else goes back for another try. `count` is false for a
+    /// delivery sent again after a reorg, which the metrics already counted.
+    pub(super) async fn confirm(
+        &self,
+        items: Vec<Item>,
+        receipt: &TransactionReceipt,
+        mismatch: Option<String>,
+        count: bool,
+    ) -> Result<Vec<Item>, DeliverError> {
+        let failed: HashMap<B256, Bytes> = receipt
+            .inner
+            .logs()
+            .iter()
+            .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
+            .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
+            .collect();
+        let block = receipt.block_number.unwrap_or_default();
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        let delivered = self.destination.delivered(&ids, block).await?;
+        let tx = receipt.transaction_hash;
+        let detail = format!("tx {tx}");
+        let done: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
+        // One write for the whole transaction's messages: they were delivered together.
+        self.context.store.update(&done, |r| applied(r.deliver(mismatch.clone(), detail.clone())))?;
+        let mut kept = Vec::with_capacity(done.len());
+        for (item, delivered) in items.into_iter().zip(delivered) {
+            let id = item.record.id;
+            if delivered {
+                if count {
+                    self.count_delivered(&item.record);
+                }
+                info!(%id, origin = item.message.origin, destination = item.message.destination, %tx, "delivered");
+                kept.push(item);
+            } else if let Some(reason) = failed.get(&id) {
+                let (label, text) = decode_revert(reason, "process_failed");
+                self.failed(item, label, format!("failed on chain in {tx}: {text}")).await?;
+            } else {
+                warn!(%id, origin = item.message.origin, destination = item.message.destination, %tx, status = receipt.status(), "not delivered by its transaction; will retry");
+                bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Parks a message whose delivery reverts, or settles it as delivered when the
+    /// revert is the Mailbox saying it already was (and `delivered(id)` agrees).
+    pub(super) async fn failed(&self, item: Item, label: &'static str, reason: String) -> Result<(), DeliverError> {
+        let id = item.record.id;
+        if label == "AlreadyDelivered" {
+            let latest = self.destination.latest_number().await?;
+            let final_block = latest.saturating_sub(self.destination.chain.confirmations);
+            if self.destination.delivered(&[id], final_block).await?.first() == Some(&true) {
+                // Not delivered by us: what validation found before stays.
+                self.context.store.update(&[id], |r| {
+                    let mismatch = r.mismatch().map(str::to_owned);
+                    applied(r.deliver(mismatch, "already delivered".into()))
+                })?;
+                info!(%id, origin = item.message.origin, destination = item.message.destination, "already delivered; acked");
+                bus::ack(&item.js, AckKind::Ack).await;
+                return Ok(());
+            }
+            if self.destination.delivered(&[id], latest).await?.first() == Some(&true) {
+                // Somebody's delivery, in a block not yet final: acked once it is.
+                bus::ack(&item.js, AckKind::Nak(Some(FINALITY_RETRY))).await;
+                return Ok(());
+            }
+        }
+        self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
+        let origin = self.context.chain_label(item.message.origin.into());
+        let destination = self.context.chain_label(item.message.destination.into());
+        self.context
+            .metrics
+            .messages_parked_total
+            .with_label_values(&[origin.as_str(), destination.as_str(), label])
+            .inc();
+        warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
+        bus::ack(&item.js, AckKind::Ack).await;
+        Ok(())
+    }
+
+    /// Puts a message back on the bus for another try in `after`.
+    pub(super) async fn later(&self, item: &Item, after: Duration) {
+        bus::ack(&item.js, AckKind::Nak(Some(after))).await;
+    }
+
+    fn count_delivered(&self, record: &MessageRecord) {
+        let origin = self.context.chain_label(record.origin.into());
+        let destination = self.context.chain_label(record.destination.into());
+        let labels = [origin.as_str(), destination.as_str()];
+        self.context.metrics.messages_delivered_total.with_label_values(&labels).inc();
+        let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);
+        self.context.metrics.message_delivery_seconds.with_label_values(&labels).observe(latency);
+    }
+
+    /// Reads the relayer's balance into its gauge (a failed read leaves the gauge).
+    pub(super) async fn update_balance(&self) {
+        if let Ok(balance) = self.destination.balance().await {
+            let wei: f64 = balance.to_string().parse().unwrap_or(f64::MAX);
+            let gauge = self.context.metrics.submitter_wallet_balance_wei.with_label_values(&[&self.destination.name]);
+            gauge.set(wei);
+        }
+    }
+}

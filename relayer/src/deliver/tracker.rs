@@ -1,0 +1,374 @@
+//! The transaction tracker: nonces, sends, replacements of stuck transactions, receipts
+//! (validated against their prediction), finality and reorgs of one destination. A
+//! message's item is held here, unacked and kept ours on JetStream, from its send until
+//! the block that delivered it is final.
+
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use alloy::{
+    network::TransactionBuilder,
+    primitives::B256,
+    rpc::types::{TransactionReceipt, TransactionRequest},
+};
+use async_nats::jetstream::AckKind;
+use ferry_executors::{StateDiff, TxOutcome, TxStatus, validation::compare_with_receipt};
+use tracing::{error, info, warn};
+
+use super::{
+    DeliverError, Item, TIP,
+    destination::Destination,
+    outcome::Outcomes,
+    prediction::{Basis, Chunk, TX_GAS_CAP},
+};
+use crate::{Context, bus, lifecycle::applied};
+
+/// A `processBatch` transaction sent and not yet settled.
+struct InFlight {
+    nonce: u64,
+    items: Vec<Item>,
+    data: Vec<u8>,
+    gas_limit: u64,
+    predicted: TxOutcome,
+    /// What the prediction stood on, to tell when the receipt disagrees.
+    basis: Basis,
+    /// Every version sent (each replacement pays more), latest last.
+    sent: Vec<B256>,
+    max_fee: u128,
+    /// Priority fee of the latest version (raised with `max_fee`: nodes take a
+    /// replacement only if both rise).
+    tip: u128,
+    /// When the latest version went out.
+    sent_at: Instant,
+    /// When its messages are next told to JetStream to be still in progress.
+    progress_at: Instant,
+    /// Sent again after a reorg dropped the block that had delivered it.
+    resent: bool,
+}
+
+/// A delivery transaction in a block not yet final: its delivered messages wait for
+/// their acks.
+struct Mined {
+    sent: InFlight,
+    block: u64,
+    block_hash: B256,
+}
+
+/// The transactions of one destination from their send to their settlement.
+pub(super) struct Tracker {
+    context: Arc<Context>,
+    destination: Arc<Destination>,
+    outcomes: Outcomes,
+    next_nonce: Option<u64>,
+    /// Sent and not yet mined, in nonce order.
+    in_flight: VecDeque<InFlight>,
+    /// Mined, its messages recorded delivered, and held (unacked) until its block is
+    /// final on this chain: a reorg that drops it sends it again.
+    confirming: VecDeque<Mined>,
+    /// The newest block whose receipts were looked for.
+    seen_block: u64,
+}
+
+impl Tracker {
+    pub(super) fn new(context: Arc<Context>, destination: Arc<Destination>, outcomes: Outcomes) -> Self {
+        Self {
+            context,
+            destination,
+            outcomes,
+            next_nonce: None,
+            in_flight: VecDeque::new(),
+            confirming: VecDeque::new(),
+            seen_block: 0,
+        }
+    }
+
+    /// Transactions sent and not yet mined.
+    pub(super) fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Nonce and predicted changes of each transaction in flight, in nonce order: what
+    /// the next round is predicted on top of.
+    pub(super) fn predictions(&self) -> Vec<(u64, &StateDiff)> {
+        self.in_flight.iter().map(|f| (f.nonce, &f.predicted.state)).collect()
+    }
+
+    /// Forgets the next nonce after a failed round: the next send asks the chain again.
+    pub(super) fn forget_nonce(&mut self) {
+        self.next_nonce = None;
+    }
+
+    /// Sends one `processBatch` transaction with its prediction and puts it in flight.
+    pub(super) async fn send(&mut self, chunk: Chunk, basis: Basis) -> Result<(), DeliverError> {
+        let Chunk { items, data, predicted } = chunk;
+        if predicted.status != TxStatus::Success {
+            // The items succeeded one by one; the batch failing means the state moved.
+            warn!(chain = %self.destination.name, status = ?predicted.status, "batch prediction failed; retrying the messages");
+            for item in &items {
+                self.outcomes.later(item, Duration::from_secs(1)).await;
+            }
+            return Ok(());
+        }
+        let margin = self.context.config.relayer.gas_margin_percent;
+        let gas_limit = (predicted.gas_used * (100 + margin) / 100 + 50_000).min(TX_GAS_CAP);
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        let detail = format!("predicted gas {}", predicted.gas_used);
+        self.context.store.update(&ids, |r| applied(r.execute(detail.clone())))?;
+        let nonce = self.reserve_nonce().await?;
+        let base = self.destination.gas_price().await?;
+        let now = Instant::now();
+        let mut sent = InFlight {
+            nonce,
+            items,
+            data,
+            gas_limit,
+            predicted,
+            basis,
+            sent: Vec::new(),
+            max_fee: base * 2 + TIP,
+            tip: TIP,
+            sent_at: now,
+            progress_at: now + self.context.bus.ack_wait() / 3,
+            resent: false,
+        };
+        self.send_version(&mut sent).await?;
+        self.in_flight.push_back(sent);
+        Ok(())
+    }
+
+    /// Sends `sent` (again, at its current fee, when replacing) and records the hash.
+    async fn send_version(&self, sent: &mut InFlight) -> Result<(), DeliverError> {
+        let request = TransactionRequest::default()
+            .with_from(self.destination.relayer)
+            .with_to(self.destination.chain.mailbox)
+            .with_input(sent.data.clone())
+            .with_nonce(sent.nonce)
+            .with_gas_limit(sent.gas_limit)
+            .with_max_fee_per_gas(sent.max_fee)
+            .with_max_priority_fee_per_gas(sent.tip.min(sent.max_fee))
+            .with_chain_id(self.destination.chain.chain_id);
+        let hash = match self.destination.send(request).await {
+            Ok(hash) => hash,
+            Err(e) if !sent.sent.is_empty() => {
+                warn!(chain = %self.destination.name, nonce = sent.nonce, error = %e, "replacement refused; waiting on the sent one");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let (nonce, max_fee) = (sent.nonce, sent.max_fee);
+        let detail = if sent.sent.is_empty() {
+            format!("tx {hash} nonce {nonce}")
+        } else {
+            format!("replaced by tx {hash}, max fee {max_fee}")
+        };
+        info!(chain = %self.destination.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        self.context.store.update(&ids, |r| applied(r.submit(hash, detail.clone())))?;
+        sent.sent.push(hash);
+        Ok(())
+    }
+
+    /// On every new block: settles, in nonce order, the transactions in flight it mined;
+    /// acks the messages of mined ones whose block is now final, or sends again the ones
+    /// a reorg dropped; replaces the ones stuck for too long and keeps the messages of
+    /// the others ours.
+    pub(super) async fn settle(&mut self) -> Result<(), DeliverError> {
+        if self.in_flight.is_empty() && self.confirming.is_empty() {
+            return Ok(());
+        }
+        // Before anything that can fail or wait: the messages held stay ours.
+        self.keep_held().await;
+        let latest = self.destination.latest_number().await?;
+        if latest != self.seen_block {
+            let mut waiting = VecDeque::with_capacity(self.in_flight.len());
+            while let Some(sent) = self.in_flight.pop_front() {
+                let settled = match self.receipt(&sent).await {
+                    // A mined one that fails to settle is not lost: its messages are
+                    // unacked and come back from JetStream.
+                    Ok(Some(receipt)) => self.mined(sent, receipt).await,
+                    Ok(None) => {
+                        waiting.push_back(sent);
+                        continue;
+                    }
+                    Err(e) => {
+                        waiting.push_back(sent);
+                        Err(e)
+                    }
+                };
+                match settled {
+                    Ok(Some(mined)) => self.confirming.push_back(mined),
+                    Ok(None) => {}
+                    Err(e) => {
+                        // The ones not yet mined stay tracked, in nonce order.
+                        waiting.extend(self.in_flight.drain(..));
+                        self.in_flight = waiting;
+                        return Err(e);
+                    }
+                }
+            }
+            self.in_flight = waiting;
+            self.finalize(latest).await?;
+            self.seen_block = latest;
+        }
+        let stuck_after = Duration::from_secs(self.context.config.relayer.stuck_after_secs.max(1));
+        let now = Instant::now();
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let mut result = Ok(());
+        for sent in in_flight.iter_mut() {
+            if result.is_ok() && now >= sent.sent_at + stuck_after {
+                let chain = self.destination.name.as_str();
+                self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
+                sent.max_fee = sent.max_fee * 5 / 4 + 1;
+                sent.tip = sent.tip * 5 / 4 + 1;
+                sent.sent_at = now;
+                warn!(chain, nonce = sent.nonce, max_fee = sent.max_fee, "delivery stuck; replacing with a higher fee");
+                result = self.send_version(sent).await;
+            }
+        }
+        self.in_flight = in_flight;
+        result
+    }
+
+    /// Tells JetStream, every third of its ack wait, that the messages of transactions in
+    /// flight and awaiting finality are still being worked on, so that it hands them to
+    /// nobody else meanwhile.
+    async fn keep_held(&mut self) {
+        let progress_every = self.context.bus.ack_wait() / 3;
+        let now = Instant::now();
+        let held = self
+            .in_flight
+            .iter_mut()
+            .map(|s| (&s.items, &mut s.progress_at))
+            .chain(self.confirming.iter_mut().map(|m| (&m.sent.items, &mut m.sent.progress_at)));
+        for (items, progress_at) in held {
+            if now >= *progress_at {
+                for item in items {
+                    bus::ack(&item.js, AckKind::Progress).await;
+                }
+                *progress_at = now + progress_every;
+            }
+        }
+    }
+
+    /// Acks the messages of mined transactions whose block is final and still canonical;
+    /// a transaction whose block was reorged away (and is not mined elsewhere) goes back
+    /// in flight, its messages undelivered, and is sent again with its nonce.
+    async fn finalize(&mut self, latest: u64) -> Result<(), DeliverError> {
+        let depth = self.destination.chain.confirmations;
+        while let Some(mined) = self.confirming.front() {
+            if latest < mined.block + depth {
+                break;
+            }
+            let canonical = self.destination.block_hash(mined.block).await?;
+            let Some(mut mined) = self.confirming.pop_front() else { break };
+            if canonical == Some(mined.block_hash) {
+                for item in &mined.sent.items {
+                    bus::ack(&item.js, AckKind::Ack).await;
+                }
+                continue;
+            }
+            // Mined again elsewhere (a node re-including it after the reorg)?
+            let moved = match self.remined(&mined.sent).await {
+                Ok(moved) => moved,
+                Err(e) => {
+                    self.confirming.push_front(mined);
+                    return Err(e);
+                }
+            };
+            if let Some((block, hash)) = moved {
+                (mined.block, mined.block_hash) = (block, hash);
+                self.confirming.push_front(mined);
+                continue;
+            }
+            self.reorged(mined).await?;
+        }
+        Ok(())
+    }
+
+    /// The canonical block and hash holding whichever version of `sent` is mined now.
+    async fn remined(&self, sent: &InFlight) -> Result<Option<(u64, B256)>, DeliverError> {
+        let Some(receipt) = self.receipt(sent).await? else { return Ok(None) };
+        let (Some(block), Some(hash)) = (receipt.block_number, receipt.block_hash) else { return Ok(None) };
+        Ok((self.destination.block_hash(block).await? == Some(hash)).then_some((block, hash)))
+    }
+
+    /// A delivery dropped by a reorg of this chain: back in flight first (so that nothing
+    /// below can lose it), its messages undelivered in the store, and the same transaction
+    /// (same nonce, so later ones are not left behind a gap) sent again; if that send
+    /// fails, the stuck-transaction replacement sends it later.
+    async fn reorged(&mut self, mined: Mined) -> Result<(), DeliverError> {
+        let Mined { mut sent, block, block_hash } = mined;
+        let chain = self.destination.name.as_str();
+        warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
+        self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
+        // The same transaction: it runs on the state the reorg went back to, so it does
+        // what it was predicted to do (items that failed in it fail again, already parked).
+        sent.resent = true;
+        sent.sent_at = Instant::now();
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
+        self.in_flight.insert(at, sent);
+        let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
+        self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
+        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let result = self.send_version(&mut in_flight[at]).await;
+        self.in_flight = in_flight;
+        result
+    }
+
+    /// The receipt of whichever version of `sent` was mined, if one was.
+    async fn receipt(&self, sent: &InFlight) -> Result<Option<TransactionReceipt>, DeliverError> {
+        for hash in sent.sent.iter().rev() {
+            let receipt = self.destination.receipt(*hash).await?;
+            if receipt.is_some() {
+                return Ok(receipt);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Validates a mined transaction's receipt against its prediction and records its
+    /// messages; returns it holding the delivered ones, to be acked once final.
+    async fn mined(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Option<Mined>, DeliverError> {
+        let m = &self.context.metrics;
+        let chain = self.destination.name.as_str();
+        m.submitter_batch_size.with_label_values(&[chain]).observe(sent.items.len() as f64);
+        let outcome = if receipt.status() { "success" } else { "reverted" };
+        m.submitter_transactions_total.with_label_values(&[chain, outcome]).inc();
+        let predicted = &sent.predicted;
+        let mismatch = compare_with_receipt(predicted, &receipt).err().map(|e| {
+            m.validation_mismatches_total.with_label_values(&[chain, "receipt"]).inc();
+            error!(chain, tx = %receipt.transaction_hash, nonce = sent.nonce, block = ?receipt.block_number, predicted_on = sent.basis.block, layered = ?sent.basis.layered, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
+            e.to_string()
+        });
+        let items = std::mem::take(&mut sent.items);
+        sent.items = self.outcomes.confirm(items, &receipt, mismatch, !sent.resent).await?;
+        self.outcomes.update_balance().await;
+        let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Err(DeliverError::ReceiptWithoutBlock(receipt.transaction_hash));
+        };
+        Ok((!sent.items.is_empty()).then_some(Mined { sent, block, block_hash }))
+    }
+
+    /// The next nonce: the larger of the stored one and the chain's pending count, moved
+    /// on in the store before the transaction goes out.
+    async fn reserve_nonce(&mut self) -> Result<u64, DeliverError> {
+        let (chain_id, relayer) = (self.destination.chain.chain_id, self.destination.relayer);
+        let pending = self.destination.pending_nonce().await?;
+        // The node's pending count is the authority (a stored nonce above it would leave a
+        // gap that never fills); the stored one says what we sent before a restart.
+        let stored = self.context.store.nonce(chain_id, relayer)?.unwrap_or(0);
+        if stored > pending {
+            warn!(chain = %self.destination.name, stored, pending, "transactions sent before were dropped by the node; reusing their nonces");
+        }
+        // Never a nonce still held in flight (after a restart of this loop, say).
+        let held = self.in_flight.iter().map(|f| f.nonce + 1).max().unwrap_or(0);
+        let nonce = pending.max(self.next_nonce.unwrap_or(0)).max(held);
+        self.context.store.write(|tx| tx.set_nonce(chain_id, relayer, nonce + 1))?;
+        self.next_nonce = Some(nonce + 1);
+        Ok(nonce)
+    }
+}
