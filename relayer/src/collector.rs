@@ -13,6 +13,7 @@ use ferry_messages::{
 use tracing::{debug, info, warn};
 
 use crate::{
+    backoff::Backoff,
     bus::{self, ATTESTATION_STREAM},
     context::Context,
     lifecycle::{MessageRecord, Stage, Transition, applied},
@@ -24,14 +25,14 @@ const ROUND: usize = 500;
 /// Runs until aborted: republishes what a crash left attested but unpublished, then
 /// collects.
 pub(crate) async fn run(context: Arc<Context>) {
-    let mut backoff = Duration::from_millis(250);
+    let mut backoff = Backoff::task();
     loop {
         match collect(&context).await {
             Ok(()) => return,
             Err(e) => {
-                warn!(error = %e, retry_in = ?backoff, "collector failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+                let retry_in = backoff.next_delay();
+                warn!(error = %e, ?retry_in, "collector failed");
+                tokio::time::sleep(retry_in).await;
             }
         }
     }

@@ -12,6 +12,7 @@
 //! - [`Store`]: persists message records, scan cursors and nonces.
 //! - [`Metrics`]: the Prometheus metrics, served on `/metrics`.
 
+mod backoff;
 mod bus;
 mod check;
 mod collector;

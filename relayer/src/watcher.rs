@@ -25,6 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     ChainConfig,
+    backoff::Backoff,
     context::Context,
     lifecycle::{MessageRecord, applied},
 };
@@ -71,7 +72,7 @@ impl Watcher {
             .clone()
             .map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws, wake.clone(), self.name.clone()))));
         let mut client = None;
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::task();
         let poll = Duration::from_millis(self.chain.poll_interval_ms);
         loop {
             let step = match client.as_mut() {
@@ -79,15 +80,15 @@ impl Watcher {
                 Some(c) => self.step(c).await,
             };
             match step {
-                Ok(()) => backoff = Duration::from_millis(250),
+                Ok(()) => backoff.reset(),
                 Err(e) => {
                     if let Some(reason) = e.bad_input() {
                         self.context.metrics.bad_input("rpc", &reason);
                     }
-                    warn!(chain = %self.name, error = %e, retry_in = ?backoff, "watcher step failed");
+                    let retry_in = backoff.next_delay();
+                    warn!(chain = %self.name, error = %e, ?retry_in, "watcher step failed");
                     self.context.set_caught_up(&self.name, false);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(retry_in).await;
                     continue;
                 }
             }
@@ -341,12 +342,12 @@ impl Drop for AbortOnDrop {
 /// Wakes the watcher on every new head from the WebSocket subscription, reconnecting
 /// with backoff; polling covers the gaps.
 async fn follow_heads(url: String, wake: Arc<Notify>, chain: String) {
-    let mut backoff = Duration::from_millis(500);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(15));
     loop {
         match ProviderBuilder::new().connect_ws(WsConnect::new(url.clone())).await {
             Ok(provider) => match provider.subscribe_blocks().await {
                 Ok(subscription) => {
-                    backoff = Duration::from_millis(500);
+                    backoff.reset();
                     let mut heads = subscription.into_stream();
                     while heads.next().await.is_some() {
                         wake.notify_one();
@@ -357,8 +358,7 @@ async fn follow_heads(url: String, wake: Arc<Notify>, chain: String) {
             },
             Err(e) => debug!(%chain, error = %e, "WebSocket connect failed; polling meanwhile"),
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(15));
+        tokio::time::sleep(backoff.next_delay()).await;
     }
 }
 

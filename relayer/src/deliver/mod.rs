@@ -38,7 +38,7 @@ use tracing::{debug, error, warn};
 
 pub(crate) use error::DeliverError;
 
-use crate::{ChainConfig, Context, Secret, bus, lifecycle::MessageRecord};
+use crate::{ChainConfig, Context, Secret, backoff::Backoff, bus, lifecycle::MessageRecord};
 
 /// Priority fee of delivery transactions.
 const TIP: u128 = 1_000_000_000;
@@ -96,15 +96,15 @@ impl Deliverer {
     /// Runs until aborted, retrying with backoff after errors (unacked messages come
     /// back from JetStream, so nothing is lost).
     pub(crate) async fn run(mut self) {
-        let mut backoff = Duration::from_millis(250);
+        let mut backoff = Backoff::task();
         loop {
             match self.consume().await {
                 Ok(()) => return,
                 Err(e) => {
-                    warn!(chain = %self.destination.name, error = %e, retry_in = ?backoff, "deliverer failed");
+                    let retry_in = backoff.next_delay();
+                    warn!(chain = %self.destination.name, error = %e, ?retry_in, "deliverer failed");
                     self.tracker.forget_nonce();
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                    tokio::time::sleep(retry_in).await;
                 }
             }
         }
