@@ -184,14 +184,8 @@ pub(crate) async fn publish(context: &Context, ids: &[B256]) -> Result<(), Colle
 /// Why collecting stopped (retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CollectError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] crate::StoreError),
-    #[error("bus: {0}")]
-    Bus(String),
-}
-
-impl From<crate::BusError> for CollectError {
-    fn from(e: crate::BusError) -> Self {
-        Self::Bus(e.to_string())
-    }
+    #[error(transparent)]
+    Bus(#[from] crate::BusError),
 }

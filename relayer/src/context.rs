@@ -2,11 +2,17 @@
 //! metrics, the NATS connection, the validator set and the readiness of each watched
 //! chain. It sits below every role: the roles take a [`Context`]; the service builds it.
 
-use std::{collections::BTreeMap, sync::Mutex};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex},
+};
 
 use ferry_light_client::ValidatorSet;
 
-use crate::{Bus, Config, Store, metrics::Metrics};
+use crate::{
+    Bus, Config, Store,
+    metrics::{Metrics, RouteMetrics},
+};
 
 /// What every task of a process shares.
 pub struct Context {
@@ -22,6 +28,8 @@ pub struct Context {
     pub validators: ValidatorSet,
     /// Per watched chain: whether its watcher has caught up with the chain's head.
     caught_up: Mutex<BTreeMap<String, bool>>,
+    /// The metrics of every route between configured chains, bound once.
+    routes: BTreeMap<(u32, u32), Arc<RouteMetrics>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -34,13 +42,37 @@ impl Context {
     /// The context of a process running `config`, with fresh metrics and no chain
     /// caught up yet.
     pub fn new(config: Config, store: Store, bus: Bus, validators: ValidatorSet) -> Self {
-        Self { config, store, metrics: Metrics::new(), bus, validators, caught_up: Mutex::new(BTreeMap::new()) }
+        let metrics = Metrics::new();
+        let chains: Vec<(u32, &str)> =
+            config.chains.iter().map(|(name, c)| (c.chain_id as u32, name.as_str())).collect();
+        let routes = chains
+            .iter()
+            .flat_map(|&(origin, from)| {
+                let metrics = &metrics;
+                chains
+                    .iter()
+                    .filter(move |(destination, _)| *destination != origin)
+                    .map(move |&(destination, to)| ((origin, destination), Arc::new(metrics.route(from, to))))
+            })
+            .collect();
+        Self { config, store, metrics, bus, validators, caught_up: Mutex::new(BTreeMap::new()), routes }
     }
 
     /// The metric label of the chain with EIP-155 id `chain_id`: its configured name, or the id
     /// itself for a chain this service does not know.
     pub fn chain_label(&self, chain_id: u64) -> String {
         self.config.chain_by_id(chain_id).map_or_else(|| chain_id.to_string(), |(name, _)| name.to_string())
+    }
+
+    /// The metrics of the route from chain id `origin` to `destination` (bound now for a
+    /// route between chains this process does not know).
+    pub(crate) fn route(&self, origin: u32, destination: u32) -> Arc<RouteMetrics> {
+        match self.routes.get(&(origin, destination)) {
+            Some(route) => route.clone(),
+            None => {
+                Arc::new(self.metrics.route(&self.chain_label(origin.into()), &self.chain_label(destination.into())))
+            }
+        }
     }
 
     pub(crate) fn set_caught_up(&self, chain: &str, caught_up: bool) {

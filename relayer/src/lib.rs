@@ -23,6 +23,7 @@ mod error;
 mod http;
 pub mod lifecycle;
 pub mod metrics;
+mod rpc;
 mod service;
 pub mod store;
 mod watcher;

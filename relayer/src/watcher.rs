@@ -7,7 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use alloy::{
     consensus::ReceiptEnvelope,
-    primitives::{B256, BloomInput},
+    primitives::BloomInput,
     providers::{DynProvider, Provider, ProviderBuilder, WsConnect},
     sol_types::SolEvent,
 };
@@ -23,11 +23,15 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
+use prometheus::IntCounter;
+
 use crate::{
     ChainConfig,
     backoff::Backoff,
     context::Context,
     lifecycle::{MessageRecord, applied},
+    metrics::WatcherMetrics,
+    rpc,
 };
 
 /// Most headers synced before the new final blocks are scanned, so that the scan always
@@ -41,6 +45,9 @@ pub(crate) struct Watcher {
     chain: ChainConfig,
     provider: DynProvider,
     signers: Arc<Vec<ValidatorKey>>,
+    metrics: WatcherMetrics,
+    /// `ferry_attestations_signed_total{validator, origin}`, one per signer.
+    signed: Vec<IntCounter>,
 }
 
 impl Watcher {
@@ -50,15 +57,18 @@ impl Watcher {
         chain: ChainConfig,
         signers: Arc<Vec<ValidatorKey>>,
     ) -> Self {
-        let provider = match chain.rpc_url.parse() {
-            Ok(url) => ProviderBuilder::new().connect_http(url).erased(),
-            // `config check` refuses such a URL; a provider that fails every call keeps
-            // the watcher (and its readiness) honest if one gets through anyway.
-            Err(_) => {
-                ProviderBuilder::new().connect_http("http://invalid.invalid".parse().expect("static URL")).erased()
-            }
-        };
-        Self { context, name, chain, provider, signers }
+        // `config check` refuses a URL that does not parse; a provider that fails every
+        // call keeps the watcher (and its readiness) honest if one gets through anyway.
+        let url = chain.rpc_url.parse().unwrap_or_else(|_| "http://invalid.invalid".parse().expect("static URL"));
+        let provider = rpc::provider(&context.metrics, &name, url, None);
+        let metrics = context.metrics.watcher(&name);
+        let signed = signers
+            .iter()
+            .map(|key| {
+                context.metrics.attestations_signed_total.with_label_values(&[&key.address().to_string(), &name])
+            })
+            .collect();
+        Self { context, name, chain, provider, signers, metrics, signed }
     }
 
     /// Runs until the task is aborted: opens the light client, then syncs on every new
@@ -99,8 +109,10 @@ impl Watcher {
         }
     }
 
-    fn source(&self) -> Instrumented<'_> {
-        Instrumented { inner: RpcHeaderSource::new(self.provider.clone()), context: &self.context, chain: &self.name }
+    /// The chain's RPC as the light client's header source (timed and counted by the
+    /// provider's layers).
+    fn source(&self) -> RpcHeaderSource<DynProvider> {
+        RpcHeaderSource::new(self.provider.clone())
     }
 
     /// Opens the light client from the store, or from the configured start block.
@@ -115,7 +127,7 @@ impl Watcher {
             self.context.store.write(|tx| tx.set_cursor(self.chain.chain_id, self.chain.start_block))?;
         }
         if let Some(fault) = client.halted() {
-            self.context.metrics.light_client_halted.with_label_values(&[self.name.as_str()]).set(1);
+            self.metrics.halted.set(1);
             warn!(chain = %self.name, %fault, "light client is halted; an operator must investigate");
         }
         info!(chain = %self.name, head = client.head().number, finalized = client.finalized().number, "light client open");
@@ -139,9 +151,8 @@ impl Watcher {
             };
             self.account(&events);
             self.scan_finals(client).await?;
-            let chain = self.name.as_str();
-            self.context.metrics.chain_head_block.with_label_values(&[chain]).set(client.head().number as i64);
-            self.context.metrics.chain_final_block.with_label_values(&[chain]).set(client.finalized().number as i64);
+            self.metrics.head.set(client.head().number as i64);
+            self.metrics.finalized.set(client.finalized().number as i64);
             if client.head().number >= latest || events.is_empty() {
                 break;
             }
@@ -151,10 +162,9 @@ impl Watcher {
     }
 
     fn refused(&self, e: LightClientError) -> WatchError {
-        let chain = self.name.as_str();
-        self.context.metrics.light_client_headers_rejected_total.with_label_values(&[chain, e.reason()]).inc();
+        self.metrics.rejected(e.reason());
         if matches!(e, LightClientError::SafetyFault(_) | LightClientError::Halted { .. }) {
-            self.context.metrics.light_client_halted.with_label_values(&[chain]).set(1);
+            self.metrics.halted.set(1);
         }
         WatchError::LightClient(e)
     }
@@ -163,11 +173,9 @@ impl Watcher {
         let chain = self.name.as_str();
         for event in events {
             match event {
-                Event::NewHead(_) => {
-                    self.context.metrics.light_client_headers_verified_total.with_label_values(&[chain]).inc()
-                }
+                Event::NewHead(_) => self.metrics.headers_verified.inc(),
                 Event::Reorg(reorg) => {
-                    self.context.metrics.light_client_reorgs_total.with_label_values(&[chain]).inc();
+                    self.metrics.reorgs.inc();
                     info!(
                         chain,
                         depth = reorg.dropped.len(),
@@ -211,13 +219,7 @@ impl Watcher {
             self.attest(block, &proven).await?;
             self.context.store.write(|tx| tx.set_cursor(chain_id, number))?;
             for record in &records {
-                let origin = self.context.chain_label(record.origin.into());
-                let destination = self.context.chain_label(record.destination.into());
-                self.context
-                    .metrics
-                    .messages_observed_total
-                    .with_label_values(&[origin.as_str(), destination.as_str()])
-                    .inc();
+                self.context.route(record.origin, record.destination).observed.inc();
             }
         }
         Ok(())
@@ -235,15 +237,17 @@ impl Watcher {
         }
         let number = header.number;
         let receipts = self
-            .context
-            .metrics
-            .rpc(&self.name, "eth_getBlockReceipts", self.provider.get_block_receipts(number.into()))
+            .provider
+            .get_block_receipts(number.into())
             .await
-            .map_err(|e| {
-                let reason = format!("eth_getBlockReceipts({number}): {e}");
-                if e.is_deser_error() { WatchError::Malformed(reason) } else { WatchError::Rpc(reason) }
+            .map_err(|source| {
+                if source.is_deser_error() {
+                    WatchError::Malformed(format!("eth_getBlockReceipts({number}): {source}"))
+                } else {
+                    WatchError::Receipts { number, source }
+                }
             })?
-            .ok_or_else(|| WatchError::Rpc(format!("no receipts for final block {number}")))?;
+            .ok_or(WatchError::NoReceipts(number))?;
         let receipts: Vec<ReceiptEnvelope> = receipts.into_iter().map(|r| r.inner.into_primitives_receipt()).collect();
         let dispatches: Vec<(u64, u64)> = receipts
             .iter()
@@ -306,7 +310,7 @@ impl Watcher {
             // The verified header's hash, not one recomputed from the proof's copy.
             let attestation = ferry_messages::wire::attestation(&message.message, self.chain.mailbox, block.hash);
             for key in self.signers.iter() {
-                let signature = key.sign(&attestation).map_err(|e| WatchError::Sign(e.to_string()))?;
+                let signature = key.sign(&attestation)?;
                 let envelope = SignedAttestation {
                     version: WIRE_VERSION,
                     message: message.message.encode().into(),
@@ -321,11 +325,9 @@ impl Watcher {
         }
         // Out together: one round trip to JetStream for the block, not one per signature.
         self.context.bus.publish_attestations(&signed).await?;
-        for (envelope, _) in &signed {
-            let validator = envelope.validator.to_string();
-            let labels = [validator.as_str(), self.name.as_str()];
-            self.context.metrics.attestations_signed_total.with_label_values(&labels).inc();
-        }
+        // Every key signed each message that was signed at all.
+        let messages = (signed.len() / self.signers.len().max(1)) as u64;
+        self.signed.iter().for_each(|counter| counter.inc_by(messages));
         Ok(())
     }
 }
@@ -362,31 +364,6 @@ async fn follow_heads(url: String, wake: Arc<Notify>, chain: String) {
     }
 }
 
-/// The chain's RPC as a header source, with every call timed and counted.
-struct Instrumented<'a> {
-    inner: RpcHeaderSource<DynProvider>,
-    context: &'a Context,
-    chain: &'a str,
-}
-
-impl HeaderSource for Instrumented<'_> {
-    async fn latest_number(&self) -> Result<u64, SourceError> {
-        self.context.metrics.rpc(self.chain, "eth_blockNumber", self.inner.latest_number()).await
-    }
-
-    async fn header_by_number(&self, number: u64) -> Result<(alloy::consensus::Header, B256), SourceError> {
-        self.context.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.header_by_number(number)).await
-    }
-
-    async fn header_by_hash(&self, hash: B256) -> Result<(alloy::consensus::Header, B256), SourceError> {
-        self.context.metrics.rpc(self.chain, "eth_getBlockByHash", self.inner.header_by_hash(hash)).await
-    }
-
-    async fn finalized(&self) -> Result<Option<(u64, B256)>, SourceError> {
-        self.context.metrics.rpc(self.chain, "eth_getBlockByNumber", self.inner.finalized()).await
-    }
-}
-
 /// Why a watcher step failed (it is retried with backoff).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WatchError {
@@ -398,14 +375,16 @@ pub(crate) enum WatchError {
     Store(#[from] crate::StoreError),
     #[error("bus: {0}")]
     Bus(#[from] crate::BusError),
-    #[error("rpc: {0}")]
-    Rpc(String),
+    #[error("eth_getBlockReceipts({number}): {source}")]
+    Receipts { number: u64, source: alloy::transports::TransportError },
+    #[error("the node has no receipts for final block {0}")]
+    NoReceipts(u64),
     #[error("rpc: malformed answer: {0}")]
     Malformed(String),
     #[error("block {number}: the receipts do not prove against the verified header: {reason}")]
     Proof { number: u64, reason: String },
     #[error("signing: {0}")]
-    Sign(String),
+    Sign(#[from] ferry_light_client::CommitteeError),
     #[error("final block {number} is no longer held (oldest held: {held_from:?})")]
     Gap { number: u64, held_from: Option<u64> },
 }

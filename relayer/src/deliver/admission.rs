@@ -46,7 +46,7 @@ impl Admission {
         let mut seen = HashSet::new();
         for js in taken {
             if js.info().is_ok_and(|info| info.delivered > 1) {
-                self.context.metrics.nats_redeliveries_total.with_label_values(&[self.destination.name.as_str()]).inc();
+                self.destination.metrics.redeliveries.inc();
             }
             let Checked { deliverable, message, stored } = match self.check(&js.payload)? {
                 Ok(checked) => checked,

@@ -1,14 +1,14 @@
 //! The destination chain as the deliverer sees it: its provider (with the relayer's
 //! wallet), every call timed out, timed and counted, and the reads the stages share.
 
-use std::{future::IntoFuture, sync::Arc, time::Duration};
+use std::future::IntoFuture;
 
 use alloy::{
     consensus::Header,
     eips::BlockId,
     network::{EthereumWallet, TransactionBuilder},
     primitives::{Address, B256, Bytes, U256},
-    providers::{DynProvider, Provider, ProviderBuilder},
+    providers::{DynProvider, Provider},
     rpc::types::{TransactionReceipt, TransactionRequest},
     signers::local::PrivateKeySigner,
     sol_types::SolCall,
@@ -17,10 +17,8 @@ use alloy::{
 use ferry_messages::contracts::Mailbox;
 
 use super::DeliverError;
-use crate::{ChainConfig, Context, Secret};
+use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics, rpc};
 
-/// Longest wait for one RPC answer.
-const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// `delivered(id)` reads per JSON-RPC batch request.
 const READS_PER_REQUEST: usize = 200;
 
@@ -32,36 +30,29 @@ pub(super) struct Destination {
     pub chain: ChainConfig,
     /// The relayer's address, which pays for deliveries.
     pub relayer: Address,
+    /// What the deliverer counts, bound to the chain's label.
+    pub metrics: DeliveryMetrics,
     provider: DynProvider,
-    context: Arc<Context>,
 }
 
 impl Destination {
-    pub(super) fn new(
-        context: Arc<Context>,
-        name: String,
-        chain: ChainConfig,
-        key: &Secret,
-    ) -> Result<Self, DeliverError> {
+    pub(super) fn new(context: &Context, name: String, chain: ChainConfig, key: &Secret) -> Result<Self, DeliverError> {
         let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
         let relayer = signer.address();
         let url = chain.rpc_url.parse().map_err(|e| DeliverError::Config(format!("{}: {e}", chain.rpc_url)))?;
-        let provider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
-        Ok(Self { name, chain, relayer, provider, context })
+        let provider = rpc::provider(&context.metrics, &name, url, Some(EthereumWallet::from(signer)));
+        let metrics = context.metrics.delivery(&name);
+        Ok(Self { name, chain, relayer, metrics, provider })
     }
 
-    /// Awaits `call`, within [`RPC_TIMEOUT`] and counted in the RPC metrics. A node that
-    /// never answers must not hold the deliverer forever: the round fails and is retried.
+    /// Awaits `call` (timed out, timed and counted by the provider's layers), naming
+    /// its method in the error.
     pub(super) async fn rpc<T>(
         &self,
         method: &'static str,
         call: impl Future<Output = Result<T, TransportError>>,
     ) -> Result<T, DeliverError> {
-        let call = self.context.metrics.rpc(&self.name, method, call);
-        match tokio::time::timeout(RPC_TIMEOUT, call).await {
-            Ok(result) => result.map_err(|source| DeliverError::Rpc { method, source }),
-            Err(_) => Err(DeliverError::Timeout { method, after: RPC_TIMEOUT }),
-        }
+        call.await.map_err(|source| DeliverError::Rpc { method, source })
     }
 
     /// The latest block's number.

@@ -26,14 +26,6 @@ pub(crate) enum DeliverError {
         /// What the transport or the node said.
         source: TransportError,
     },
-    /// The destination's node did not answer in time.
-    #[error("rpc {method}: no answer in {after:?}")]
-    Timeout {
-        /// The JSON-RPC method.
-        method: &'static str,
-        /// How long it was given.
-        after: std::time::Duration,
-    },
     /// The node answered something that does not decode.
     #[error("rpc {method}: {reason}")]
     Malformed {

@@ -81,7 +81,7 @@ impl Deliverer {
         chain: ChainConfig,
         key: &Secret,
     ) -> Result<Self, DeliverError> {
-        let destination = Arc::new(destination::Destination::new(context.clone(), name, chain, key)?);
+        let destination = Arc::new(destination::Destination::new(&context, name, chain, key)?);
         let outcomes = outcome::Outcomes::new(context.clone(), destination.clone());
         Ok(Self {
             admission: admission::Admission::new(context.clone(), destination.clone()),

@@ -102,13 +102,7 @@ impl Outcomes {
             }
         }
         self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
-        let origin = self.context.chain_label(item.message.origin.into());
-        let destination = self.context.chain_label(item.message.destination.into());
-        self.context
-            .metrics
-            .messages_parked_total
-            .with_label_values(&[origin.as_str(), destination.as_str(), label])
-            .inc();
+        self.context.route(item.message.origin, item.message.destination).parked(label);
         warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
         bus::ack(&item.js, AckKind::Ack).await;
         Ok(())
@@ -120,20 +114,17 @@ impl Outcomes {
     }
 
     fn count_delivered(&self, record: &MessageRecord) {
-        let origin = self.context.chain_label(record.origin.into());
-        let destination = self.context.chain_label(record.destination.into());
-        let labels = [origin.as_str(), destination.as_str()];
-        self.context.metrics.messages_delivered_total.with_label_values(&labels).inc();
+        let route = self.context.route(record.origin, record.destination);
+        route.delivered.inc();
         let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);
-        self.context.metrics.message_delivery_seconds.with_label_values(&labels).observe(latency);
+        route.delivery_seconds.observe(latency);
     }
 
     /// Reads the relayer's balance into its gauge (a failed read leaves the gauge).
     pub(super) async fn update_balance(&self) {
         if let Ok(balance) = self.destination.balance().await {
             let wei: f64 = balance.to_string().parse().unwrap_or(f64::MAX);
-            let gauge = self.context.metrics.submitter_wallet_balance_wei.with_label_values(&[&self.destination.name]);
-            gauge.set(wei);
+            self.destination.metrics.wallet_balance_wei.set(wei);
         }
     }
 }

@@ -205,18 +205,17 @@ impl Prediction {
         })
         .await??;
 
-        let (m, chain) = (&self.context.metrics, self.destination.name.as_str());
-        let mode = outcome.mode.as_str();
-        m.executor_batches_total.with_label_values(&[chain, mode]).inc();
-        m.executor_batch_seconds.with_label_values(&[chain, mode]).observe(seconds);
-        m.executor_transactions_total.with_label_values(&[chain]).inc_by(outcome.outcomes.len() as u64);
-        m.executor_reexecutions_total.with_label_values(&[chain]).inc_by(outcome.reexecutions as u64);
+        let m = &self.destination.metrics;
+        m.batches.get(outcome.mode).inc();
+        m.batch_seconds.get(outcome.mode).observe(seconds);
+        m.transactions.inc_by(outcome.outcomes.len() as u64);
+        m.reexecutions.inc_by(outcome.reexecutions as u64);
         if let Some((result, check_seconds)) = check {
-            m.executor_sequential_check_seconds.with_label_values(&[chain]).observe(check_seconds);
-            m.executor_checked_parallel_seconds.with_label_values(&[chain]).observe(seconds);
+            m.sequential_check_seconds.observe(check_seconds);
+            m.checked_parallel_seconds.observe(seconds);
             if let Err(mismatch) = result {
-                m.validation_mismatches_total.with_label_values(&[chain, "sequential"]).inc();
-                error!(chain, %mismatch, "parallel execution differs from its sequential re-run");
+                m.sequential_mismatches.inc();
+                error!(chain = %self.destination.name, %mismatch, "parallel execution differs from its sequential re-run");
             }
         }
         Ok(outcome)

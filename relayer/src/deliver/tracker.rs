@@ -220,7 +220,7 @@ impl Tracker {
         for sent in in_flight.iter_mut() {
             if result.is_ok() && now >= sent.sent_at + stuck_after {
                 let chain = self.destination.name.as_str();
-                self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "replaced"]).inc();
+                self.destination.metrics.replaced.inc();
                 sent.max_fee = sent.max_fee * 5 / 4 + 1;
                 sent.tip = sent.tip * 5 / 4 + 1;
                 sent.sent_at = now;
@@ -303,7 +303,7 @@ impl Tracker {
         let Mined { mut sent, block, block_hash } = mined;
         let chain = self.destination.name.as_str();
         warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
-        self.context.metrics.submitter_transactions_total.with_label_values(&[chain, "reorged"]).inc();
+        self.destination.metrics.reorged.inc();
         // The same transaction: it runs on the state the reorg went back to, so it does
         // what it was predicted to do (items that failed in it fail again, already parked).
         sent.resent = true;
@@ -333,14 +333,12 @@ impl Tracker {
     /// Validates a mined transaction's receipt against its prediction and records its
     /// messages; returns it holding the delivered ones, to be acked once final.
     async fn mined(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Option<Mined>, DeliverError> {
-        let m = &self.context.metrics;
-        let chain = self.destination.name.as_str();
-        m.submitter_batch_size.with_label_values(&[chain]).observe(sent.items.len() as f64);
-        let outcome = if receipt.status() { "success" } else { "reverted" };
-        m.submitter_transactions_total.with_label_values(&[chain, outcome]).inc();
+        let (m, chain) = (&self.destination.metrics, self.destination.name.as_str());
+        m.batch_size.observe(sent.items.len() as f64);
+        if receipt.status() { &m.succeeded } else { &m.reverted }.inc();
         let predicted = &sent.predicted;
         let mismatch = compare_with_receipt(predicted, &receipt).err().map(|e| {
-            m.validation_mismatches_total.with_label_values(&[chain, "receipt"]).inc();
+            m.receipt_mismatches.inc();
             error!(chain, tx = %receipt.transaction_hash, nonce = sent.nonce, block = ?receipt.block_number, predicted_on = sent.basis.block, layered = ?sent.basis.layered, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
             e.to_string()
         });

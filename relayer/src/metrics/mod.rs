@@ -2,13 +2,14 @@
 //! `ferry_*` metric registered in it, and [`Metrics::render`] produces the text exposition served
 //! at `/metrics` (with content type [`CONTENT_TYPE`]).
 
-use std::future::Future;
-use std::time::Instant;
+mod handles;
 
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+pub(crate) use handles::{DeliveryMetrics, RouteMetrics, WatcherMetrics};
 
 /// The HTTP `Content-Type` of [`Metrics::render`]'s output: the Prometheus text format 0.0.4.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -354,23 +355,6 @@ impl Metrics {
             tracing::warn!(%error, "encoding the metrics failed");
         }
         String::from_utf8(buffer).unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
-    }
-
-    /// Awaits an RPC call, observing its duration in `ferry_rpc_request_seconds{chain, method}` and
-    /// counting it in `ferry_rpc_requests_total{chain, method, outcome}` (`outcome` is `ok` or
-    /// `error`); returns the call's result unchanged.
-    pub async fn rpc<T, E, F: Future<Output = Result<T, E>>>(
-        &self,
-        chain: &str,
-        method: &str,
-        call: F,
-    ) -> Result<T, E> {
-        let started = Instant::now();
-        let result = call.await;
-        self.rpc_request_seconds.with_label_values(&[chain, method]).observe(started.elapsed().as_secs_f64());
-        let outcome = if result.is_ok() { "ok" } else { "error" };
-        self.rpc_requests_total.with_label_values(&[chain, method, outcome]).inc();
-        result
     }
 
     /// Counts one dropped bad input in `ferry_bad_input_total{source, reason}`.
