@@ -23,8 +23,6 @@ use futures_util::StreamExt;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use prometheus::IntCounter;
-
 use crate::{
     ChainConfig,
     backoff::Backoff,
@@ -46,8 +44,6 @@ pub(crate) struct Watcher {
     provider: DynProvider,
     signers: Arc<Vec<ValidatorKey>>,
     metrics: WatcherMetrics,
-    /// `ferry_attestations_signed_total{validator, origin}`, one per signer.
-    signed: Vec<IntCounter>,
 }
 
 impl Watcher {
@@ -61,14 +57,9 @@ impl Watcher {
         // call keeps the watcher (and its readiness) honest if one gets through anyway.
         let url = chain.rpc_url.parse().unwrap_or_else(|_| "http://invalid.invalid".parse().expect("static URL"));
         let provider = rpc::provider(&context.metrics, &name, url, None);
-        let metrics = context.metrics.watcher(&name);
-        let signed = signers
-            .iter()
-            .map(|key| {
-                context.metrics.attestations_signed_total.with_label_values(&[&key.address().to_string(), &name])
-            })
-            .collect();
-        Self { context, name, chain, provider, signers, metrics, signed }
+        let keys: Vec<_> = signers.iter().map(|key| key.address()).collect();
+        let metrics = context.metrics.watcher(&name, &keys);
+        Self { context, name, chain, provider, signers, metrics }
     }
 
     /// Runs until the task is aborted: opens the light client, then syncs on every new
@@ -327,7 +318,7 @@ impl Watcher {
         self.context.bus.publish_attestations(&signed).await?;
         // Every key signed each message that was signed at all.
         let messages = (signed.len() / self.signers.len().max(1)) as u64;
-        self.signed.iter().for_each(|counter| counter.inc_by(messages));
+        self.metrics.signed.iter().for_each(|counter| counter.inc_by(messages));
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ impl Outcomes {
                 self.failed(item, label, format!("failed on chain in {tx}: {text}")).await?;
             } else {
                 warn!(%id, origin = item.message.origin, destination = item.message.destination, %tx, status = receipt.status(), "not delivered by its transaction; will retry");
-                bus::ack(&item.js, AckKind::Nak(Some(Duration::from_secs(2)))).await;
+                self.later(&item, Duration::from_secs(2)).await;
             }
         }
         Ok(kept)
@@ -97,7 +97,7 @@ impl Outcomes {
             }
             if self.destination.delivered(&[id], latest).await?.first() == Some(&true) {
                 // Somebody's delivery, in a block not yet final: acked once it is.
-                bus::ack(&item.js, AckKind::Nak(Some(FINALITY_RETRY))).await;
+                self.later(&item, FINALITY_RETRY).await;
                 return Ok(());
             }
         }

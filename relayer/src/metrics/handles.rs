@@ -3,6 +3,7 @@
 //! destination) each take their series when they start, so that event sites only
 //! count, and the labels of a chain or a route are computed in one place.
 
+use alloy::primitives::Address;
 use ferry_executors::ExecutionMode;
 use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge};
 
@@ -75,6 +76,8 @@ pub(crate) struct WatcherMetrics {
     pub reorgs: IntCounter,
     /// `ferry_light_client_halted{chain}`.
     pub halted: IntGauge,
+    /// `ferry_attestations_signed_total{validator, origin}`, one per signer, in key order.
+    pub signed: Vec<IntCounter>,
     chain: String,
 }
 
@@ -129,8 +132,8 @@ impl Metrics {
         }
     }
 
-    /// The watcher metrics of the chain labelled `chain`.
-    pub(crate) fn watcher(&self, chain: &str) -> WatcherMetrics {
+    /// The watcher metrics of the chain labelled `chain`, signing with `signers`.
+    pub(crate) fn watcher(&self, chain: &str, signers: &[Address]) -> WatcherMetrics {
         let one = [chain];
         WatcherMetrics {
             head: self.chain_head_block.with_label_values(&one),
@@ -139,6 +142,10 @@ impl Metrics {
             rejected: self.light_client_headers_rejected_total.clone(),
             reorgs: self.light_client_reorgs_total.with_label_values(&one),
             halted: self.light_client_halted.with_label_values(&one),
+            signed: signers
+                .iter()
+                .map(|signer| self.attestations_signed_total.with_label_values(&[&signer.to_string(), chain]))
+                .collect(),
             chain: chain.to_string(),
         }
     }
