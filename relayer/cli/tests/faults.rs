@@ -250,3 +250,69 @@ async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
     assert!(net.failed("alpha").await.is_empty() && net.failed("beta").await.is_empty());
     kill9(&relayer);
 }
+
+/// `ferry_submitter_transactions_total{chain, outcome}` from a `/metrics` page (0 if
+/// absent).
+async fn submitted(api: &str, chain: &str, outcome: &str) -> u64 {
+    let Ok(response) = reqwest::get(format!("{api}/metrics")).await else { return 0 };
+    let text = response.text().await.unwrap_or_default();
+    let labels = [format!("chain=\"{chain}\""), format!("outcome=\"{outcome}\"")];
+    text.lines()
+        .filter(|l| l.starts_with("ferry_submitter_transactions_total{") && labels.iter().all(|x| l.contains(x)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A delivery whose nonce another transaction takes (the relayer's key used elsewhere, a
+/// reorg that let the nonce go to a later transaction) can never be mined: replacing it
+/// is refused as "nonce too low" forever. The relayer must notice, give it up, and
+/// deliver its message with another transaction, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_whose_nonce_another_transaction_took_is_delivered_again() {
+    let mut net = Net::start(Some(Duration::from_millis(500)), 1).await;
+    net.config.relayer.stuck_after_secs = 2;
+    let path = net.dir.path().join("ferry.toml");
+    net.config.write(&path).unwrap();
+    let ferry = ferry_run(&path, "all", &[]);
+    wait_ok(&format!("{}/readyz", net.api()), Duration::from_secs(90)).await;
+
+    // Beta stops mining: the delivery waits in its pool.
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    beta.anvil_set_interval_mining(0).await.unwrap();
+    let key = net.devnet.info().accounts.last().unwrap().private_key;
+    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+    let ids = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(77u64)]).await;
+    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || async {
+        let mined = beta.get_transaction_count(relayer).await.ok()?;
+        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
+    })
+    .await;
+
+    // The relayer's key sends something else with that nonce, paying far more than the
+    // delivery's replacements will for a minute, and it is mined in the delivery's place.
+    let other = ferry_devnet::wallet(net.rpc("beta"), key).unwrap();
+    let request = alloy::rpc::types::TransactionRequest::default()
+        .to(relayer)
+        .nonce(nonce)
+        .gas_limit(21_000)
+        .max_fee_per_gas(1_000_000_000_000)
+        .max_priority_fee_per_gas(500_000_000_000);
+    let taken = other.send_transaction(request).await.unwrap();
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let receipt = wait_for(Duration::from_secs(30), "the other transaction mined", || async {
+        beta.get_transaction_receipt(*taken.tx_hash()).await.ok()?
+    })
+    .await;
+    assert!(receipt.status());
+    assert!(net.processed("beta").await.is_empty(), "the delivery was mined before its nonce was taken");
+    beta.anvil_set_interval_mining(1).await.unwrap();
+
+    // Delivered all the same, once, by a transaction with a later nonce.
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
+    common::assert_once(&processed, &ids);
+    let delivery = beta.get_transaction_by_hash(processed[&ids[0]][0]).await.unwrap().unwrap();
+    use alloy::consensus::Transaction as _;
+    assert!(delivery.inner.nonce() > nonce, "delivered at nonce {} <= {nonce}", delivery.inner.nonce());
+    assert!(submitted(&net.api(), "beta", "superseded").await >= 1, "the given-up delivery was not counted");
+    drop(ferry);
+}

@@ -8,7 +8,7 @@ use std::{collections::HashSet, sync::Arc};
 use alloy::primitives::{B256, Bytes};
 use async_nats::jetstream::{AckKind, Message as JsMessage};
 use ferry_messages::{Message, wire::Deliverable};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::{DeliverError, FINALITY_RETRY, Item, destination::Destination};
 use crate::{
@@ -37,8 +37,10 @@ impl Admission {
         Self { context, destination }
     }
 
-    /// Decodes and checks what came off the bus; refuses bad input, acks replays.
-    pub(super) async fn admit(&self, taken: Vec<JsMessage>) -> Result<Vec<Item>, DeliverError> {
+    /// Decodes and checks what came off the bus; refuses bad input, acks replays, and
+    /// leaves alone copies of messages in `held` (being delivered already: their first
+    /// copy is acked when that delivery is final).
+    pub(super) async fn admit(&self, taken: Vec<JsMessage>, held: &HashSet<B256>) -> Result<Vec<Item>, DeliverError> {
         let mut items: Vec<Item> = Vec::new();
         let mut unconfirmed: Vec<Item> = Vec::new();
         // Records first seen here, or that this process had not seen published yet.
@@ -58,6 +60,12 @@ impl Admission {
                 }
             };
             let id = message.id();
+            if held.contains(&id) {
+                // JetStream handed it out again before the progress of its delivery reached
+                // it (a slow round, a NATS restart): not ours to deliver twice.
+                debug!(%id, "a copy of a message being delivered; left alone");
+                continue;
+            }
             let mut record = stored.unwrap_or_else(|| {
                 MessageRecord::certified(
                     &message,

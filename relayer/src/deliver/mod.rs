@@ -138,7 +138,7 @@ impl Deliverer {
     /// send the rest.
     async fn round(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
         let started = Instant::now();
-        let items = self.admission.admit(taken).await?;
+        let items = self.admission.admit(taken, &self.tracker.held()).await?;
         if items.is_empty() {
             return Ok(());
         }

@@ -4,7 +4,7 @@
 //! the block that delivered it is final.
 
 use std::{
-    collections::VecDeque,
+    collections::{HashSet, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -25,6 +25,9 @@ use super::{
     prediction::{Basis, Chunk, TX_GAS_CAP},
 };
 use crate::{Context, bus, lifecycle::applied};
+
+/// When the messages of a delivery whose nonce another transaction took come back.
+const SUPERSEDED_RETRY: Duration = Duration::from_secs(1);
 
 /// A `processBatch` transaction sent and not yet settled.
 struct InFlight {
@@ -213,23 +216,72 @@ impl Tracker {
             self.finalize(latest).await?;
             self.seen_block = latest;
         }
+        self.unstick().await
+    }
+
+    /// Replaces, at a higher fee, each transaction in flight for longer than
+    /// `stuck_after_secs`, or gives it up if its nonce went to another transaction.
+    async fn unstick(&mut self) -> Result<(), DeliverError> {
         let stuck_after = Duration::from_secs(self.context.config.relayer.stuck_after_secs.max(1));
         let now = Instant::now();
-        let mut in_flight = std::mem::take(&mut self.in_flight);
+        let in_flight = std::mem::take(&mut self.in_flight);
         let mut result = Ok(());
-        for sent in in_flight.iter_mut() {
-            if result.is_ok() && now >= sent.sent_at + stuck_after {
+        for mut sent in in_flight {
+            if result.is_err() || now < sent.sent_at + stuck_after {
+                self.in_flight.push_back(sent);
+                continue;
+            }
+            match self.superseded(&sent).await {
+                Ok(true) => {
+                    self.give_up(sent).await;
+                    continue;
+                }
+                Ok(false) => {}
+                Err(e) => result = Err(e),
+            }
+            if result.is_ok() {
                 let chain = self.destination.name.as_str();
                 self.destination.metrics.replaced.inc();
                 sent.max_fee = sent.max_fee * 5 / 4 + 1;
                 sent.tip = sent.tip * 5 / 4 + 1;
                 sent.sent_at = now;
                 warn!(chain, nonce = sent.nonce, max_fee = sent.max_fee, "delivery stuck; replacing with a higher fee");
-                result = self.send_version(sent).await;
+                result = self.send_version(&mut sent).await;
             }
+            self.in_flight.push_back(sent);
         }
-        self.in_flight = in_flight;
         result
+    }
+
+    /// Whether `sent`'s nonce went to a transaction that is none of its versions: the
+    /// chain's nonce for the relayer has passed it and none of them has a receipt. (A
+    /// replacement of it could never be mined, and its messages would wait forever.)
+    async fn superseded(&self, sent: &InFlight) -> Result<bool, DeliverError> {
+        let latest = self.destination.latest_number().await?;
+        if self.destination.nonce_at(latest).await? <= sent.nonce {
+            return Ok(false);
+        }
+        // Looked for after the nonce was read: a version mined by then is found.
+        Ok(self.receipt(sent).await?.is_none())
+    }
+
+    /// Lets go of a transaction whose nonce another one took: its messages go back to the
+    /// bus, to be admitted again (acked there if that other transaction delivered them).
+    async fn give_up(&self, sent: InFlight) {
+        let chain = self.destination.name.as_str();
+        warn!(chain, nonce = sent.nonce, tx = ?sent.sent.last(), messages = sent.items.len(), "delivery superseded: its nonce went to another transaction; its messages go back to the bus");
+        self.destination.metrics.superseded.inc();
+        for item in &sent.items {
+            self.outcomes.later(item, SUPERSEDED_RETRY).await;
+        }
+    }
+
+    /// The ids of the messages this tracker holds (in flight or awaiting finality): a
+    /// copy of one that JetStream hands out again is not delivered a second time.
+    pub(super) fn held(&self) -> HashSet<B256> {
+        let in_flight = self.in_flight.iter().flat_map(|s| &s.items);
+        let confirming = self.confirming.iter().flat_map(|m| &m.sent.items);
+        in_flight.chain(confirming).map(|i| i.record.id).collect()
     }
 
     /// Tells JetStream, every third of its ack wait, that the messages of transactions in
@@ -362,8 +414,10 @@ impl Tracker {
         if stored > pending {
             warn!(chain = %self.destination.name, stored, pending, "transactions sent before were dropped by the node; reusing their nonces");
         }
-        // Never a nonce still held in flight (after a restart of this loop, say).
-        let held = self.in_flight.iter().map(|f| f.nonce + 1).max().unwrap_or(0);
+        // Never a nonce still tracked, in flight or awaiting finality (after a restart of
+        // this loop, say, or a reorg that dropped a delivery the tracker will send again).
+        let in_flight = self.in_flight.iter().map(|f| f.nonce);
+        let held = in_flight.chain(self.confirming.iter().map(|m| m.sent.nonce)).map(|n| n + 1).max().unwrap_or(0);
         let nonce = pending.max(self.next_nonce.unwrap_or(0)).max(held);
         self.context.store.write(|tx| tx.set_nonce(chain_id, relayer, nonce + 1))?;
         self.next_nonce = Some(nonce + 1);

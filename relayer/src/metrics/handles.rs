@@ -55,6 +55,8 @@ pub(crate) struct DeliveryMetrics {
     pub replaced: IntCounter,
     /// Likewise, `outcome="reorged"`.
     pub reorged: IntCounter,
+    /// Likewise, `outcome="superseded"`: given up, its nonce taken by another transaction.
+    pub superseded: IntCounter,
     /// `ferry_submitter_batch_size{chain}`.
     pub batch_size: Histogram,
     /// `ferry_submitter_wallet_balance_wei{chain}`.
@@ -126,6 +128,7 @@ impl Metrics {
             reverted: submitted("reverted"),
             replaced: submitted("replaced"),
             reorged: submitted("reorged"),
+            superseded: submitted("superseded"),
             batch_size: self.submitter_batch_size.with_label_values(&one),
             wallet_balance_wei: self.submitter_wallet_balance_wei.with_label_values(&one),
             redeliveries: self.nats_redeliveries_total.with_label_values(&one),
