@@ -1,11 +1,12 @@
-//! State forked from a live chain over JSON-RPC at a pinned block, with a cache shared
-//! by every worker and prefetching of what the same (contract, selector) touched before.
+//! State forked from a live chain at a pinned block, read through the caller's provider
+//! (its transport: timeouts, retries, metrics) with a cache shared by every worker, and
+//! prefetching of what the same (contract, selector) touched before.
 
 use std::collections::HashSet;
 
 use alloy::{
     eips::BlockId,
-    providers::{DynProvider, Provider, ProviderBuilder},
+    providers::{DynProvider, Provider},
 };
 use dashmap::DashMap;
 use revm::{
@@ -15,20 +16,19 @@ use revm::{
     state::AccountInfo,
 };
 use rustc_hash::FxBuildHasher;
-use tokio::runtime::Runtime;
+use tokio::runtime::Handle;
 
 use crate::{StateError, StateSource};
 
-/// Longest wait for one RPC answer.
-const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Longest a worker waits for one read. The provider's own layers time a request out
+/// first; this only keeps a provider without one from holding a worker forever.
+const READ_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A chain's state at one block, read over RPC on first use and cached.
 pub struct ForkedState {
     provider: DynProvider,
+    runtime: Handle,
     block: u64,
-    /// Taken on drop, to shut down without blocking (dropping a runtime inside an async
-    /// context would panic).
-    runtime: Option<Runtime>,
     accounts: DashMap<Address, Option<AccountInfo>, FxBuildHasher>,
     storage: DashMap<(Address, U256), U256, FxBuildHasher>,
     code: DashMap<B256, Bytecode, FxBuildHasher>,
@@ -42,27 +42,19 @@ impl std::fmt::Debug for ForkedState {
 }
 
 impl ForkedState {
-    /// Forks the chain at `rpc_url` at block `block`. RPC runs on a small runtime of its
-    /// own, so workers on plain threads and callers inside another runtime can both block
-    /// on it.
-    pub fn connect(rpc_url: &str, block: u64) -> Result<Self, StateError> {
-        let url = rpc_url.parse().map_err(|e| StateError(format!("RPC URL {rpc_url}: {e}")))?;
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("ferry-fork-rpc")
-            .enable_all()
-            .build()
-            .map_err(|e| StateError(format!("RPC runtime: {e}")))?;
-        let provider = ProviderBuilder::new().connect_http(url).erased();
-        Ok(Self {
+    /// Forks the chain `provider` reads at block `block`. Reads run as tasks on `runtime`
+    /// (the caller's) and are waited for on the reading thread: read from plain threads
+    /// (the executor's workers, `spawn_blocking`), never from one of `runtime`'s own.
+    pub fn new(provider: DynProvider, runtime: Handle, block: u64) -> Self {
+        Self {
             provider,
+            runtime,
             block,
-            runtime: Some(runtime),
             accounts: DashMap::default(),
             storage: DashMap::default(),
             code: DashMap::default(),
             hashes: DashMap::default(),
-        })
+        }
     }
 
     /// The pinned block.
@@ -70,19 +62,17 @@ impl ForkedState {
         self.block
     }
 
-    /// Runs `future` on the RPC runtime and waits for it from any thread.
+    /// Runs `future` on the runtime and waits for it on this thread.
     fn wait<T: Send + 'static>(
         &self,
         future: impl std::future::Future<Output = Result<T, StateError>> + Send + 'static,
     ) -> Result<T, StateError> {
         let (tx, rx) = std::sync::mpsc::channel();
-        let runtime = self.runtime.as_ref().ok_or_else(|| StateError("RPC runtime stopped".into()))?;
-        runtime.spawn(async move {
+        self.runtime.spawn(async move {
             let _ = tx.send(future.await);
         });
-        // A node that never answers fails the batch instead of holding a worker forever.
-        rx.recv_timeout(RPC_TIMEOUT).map_err(|e| match e {
-            std::sync::mpsc::RecvTimeoutError::Timeout => StateError(format!("no RPC answer in {RPC_TIMEOUT:?}")),
+        rx.recv_timeout(READ_BACKSTOP).map_err(|e| match e {
+            std::sync::mpsc::RecvTimeoutError::Timeout => StateError(format!("no RPC answer in {READ_BACKSTOP:?}")),
             std::sync::mpsc::RecvTimeoutError::Disconnected => StateError("RPC runtime stopped".into()),
         })?
     }
@@ -173,14 +163,6 @@ impl ForkedState {
             self.storage.insert(key, value?);
         }
         Ok(accounts.len() + slots.len())
-    }
-}
-
-impl Drop for ForkedState {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.runtime.take() {
-            runtime.shutdown_background();
-        }
     }
 }
 
@@ -297,19 +279,17 @@ impl AccessPredictor {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use alloy::providers::ProviderBuilder;
 
-    #[tokio::test]
-    async fn a_fork_can_be_dropped_inside_async_code() {
-        let fork = ForkedState::connect("http://127.0.0.1:9", 1).unwrap();
-        assert_eq!(fork.block(), 1);
-        drop(fork);
-    }
+    use super::*;
 
     #[test]
     fn an_unreachable_node_is_an_error_not_a_hang() {
-        let fork = ForkedState::connect("http://127.0.0.1:9", 1).unwrap();
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let provider = ProviderBuilder::new().connect_http("http://127.0.0.1:9".parse().unwrap()).erased();
+        let fork = ForkedState::new(provider, runtime.handle().clone(), 1);
+        assert_eq!(fork.block(), 1);
         assert!(fork.basic(Address::ZERO).is_err());
-        assert!(ForkedState::connect("not a url", 1).is_err());
+        assert!(fork.storage(Address::ZERO, U256::ZERO).is_err());
     }
 }

@@ -29,6 +29,12 @@ fn wallet(url: &str, key: B256) -> DynProvider {
     ferry_devnet::wallet(url, key).unwrap()
 }
 
+/// The chain at `url` forked at `block`, read on `runtime`.
+fn forked(runtime: &tokio::runtime::Runtime, url: &str, block: u64) -> Arc<ForkedState> {
+    let provider = ProviderBuilder::new().connect_http(url.parse().unwrap()).erased();
+    Arc::new(ForkedState::new(provider, runtime.handle().clone(), block))
+}
+
 /// The context of the block anvil will mine next, and the block to fork at.
 async fn next_block(provider: &DynProvider, chain_id: u64) -> (BlockContext, u64) {
     let latest = provider.get_block_number().await.unwrap();
@@ -128,7 +134,7 @@ fn predictions_on_forked_state_match_what_anvil_does() {
             tx(user, nonce + i, alpha.token, data, 100_000, 31337)
         })
         .collect();
-    let fork = Arc::new(ForkedState::connect(&info.chains[0].rpc_url, fork_at).unwrap());
+    let fork = forked(&runtime, &info.chains[0].rpc_url, fork_at);
     let predicted = executor.execute(fork, ctx, transfers.clone()).unwrap();
     assert_eq!(predicted.access.len(), 50);
     let receipts = runtime.block_on(land(&info.chains[0].rpc_url, &keys, &transfers));
@@ -170,15 +176,11 @@ fn predictions_on_forked_state_match_what_anvil_does() {
         deliveries.push(tx(relayer, relayer_nonce + i, beta.mailbox, data, 400_000, 31338));
     }
     let (ctx, fork_at) = runtime.block_on(next_block(&b, 31338));
-    let fork = Arc::new(ForkedState::connect(&info.chains[1].rpc_url, fork_at).unwrap());
+    let fork = forked(&runtime, &info.chains[1].rpc_url, fork_at);
     // Prefetch what the same (contract, selector) touched last time.
     let predictor = AccessPredictor::new();
     let warmup = executor
-        .execute(
-            Arc::new(ForkedState::connect(&info.chains[1].rpc_url, fork_at).unwrap()),
-            ctx.clone(),
-            deliveries[..1].to_vec(),
-        )
+        .execute(forked(&runtime, &info.chains[1].rpc_url, fork_at), ctx.clone(), deliveries[..1].to_vec())
         .unwrap();
     predictor.learn(&deliveries[..1], &warmup.access);
     let prediction = predictor.predict(&deliveries);

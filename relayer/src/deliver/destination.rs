@@ -45,6 +45,11 @@ impl Destination {
         Ok(Self { name, chain, relayer, metrics, provider })
     }
 
+    /// The chain's provider (for state reads on the executors' threads).
+    pub(super) fn provider(&self) -> DynProvider {
+        self.provider.clone()
+    }
+
     /// Awaits `call` (timed out, timed and counted by the provider's layers), naming
     /// its method in the error.
     pub(super) async fn rpc<T>(

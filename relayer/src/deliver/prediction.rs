@@ -145,8 +145,9 @@ impl Prediction {
         let header = self.destination.latest_header().await?;
         let chain = &self.destination.chain;
         let ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
-        let (url, number) = (chain.rpc_url.clone(), header.number);
-        let fork = tokio::task::spawn_blocking(move || ForkedState::connect(&url, number)).await??;
+        let number = header.number;
+        // Read through the destination's provider: its timeouts, retries and RPC metrics.
+        let fork = ForkedState::new(self.destination.provider(), tokio::runtime::Handle::current(), number);
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.destination.nonce_at(number).await?;
         let mut pending = StateDiff::default();

@@ -223,7 +223,17 @@ pub async fn ferry_cli(args: &[&str], env: &[(&str, String)]) -> String {
     stdout
 }
 
-/// Waits until GET `url` answers with a success status.
+/// Waits until GET `url` answers with a success status; at the deadline, fails with the
+/// last answer (a `/readyz` says why it is not ready).
 pub async fn wait_ok(url: &str, deadline: Duration) {
-    wait_for(deadline, url, || async { reqwest::get(url).await.ok().filter(|r| r.status().is_success()) }).await;
+    let end = Instant::now() + deadline;
+    loop {
+        let last = match reqwest::get(url).await {
+            Ok(r) if r.status().is_success() => return,
+            Ok(r) => format!("{}: {}", r.status(), r.text().await.unwrap_or_default()),
+            Err(e) => e.to_string(),
+        };
+        assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {url}; last answer: {last}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
