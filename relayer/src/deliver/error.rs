@@ -43,6 +43,9 @@ pub(crate) enum DeliverError {
     /// The executor could not run a batch.
     #[error(transparent)]
     Execute(#[from] ExecutorError),
+    /// The runtime that runs the executors' state reads could not be built.
+    #[error("state-read runtime: {0}")]
+    Runtime(#[source] std::io::Error),
     /// The blocking task that ran the executor died.
     #[error("executor task: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -85,7 +85,7 @@ impl Deliverer {
         let outcomes = outcome::Outcomes::new(context.clone(), destination.clone());
         Ok(Self {
             admission: admission::Admission::new(context.clone(), destination.clone()),
-            prediction: prediction::Prediction::new(context.clone(), destination.clone()),
+            prediction: prediction::Prediction::new(context.clone(), destination.clone())?,
             tracker: tracker::Tracker::new(context.clone(), destination.clone(), outcomes.clone()),
             outcomes,
             destination,

@@ -65,14 +65,47 @@ pub(super) struct Prediction {
     executor: Arc<Executor>,
     predictor: Arc<AccessPredictor>,
     check: SampledCheck,
+    reads: Reads,
+}
+
+/// The runtime, one thread built once per destination, on which the executor's workers
+/// read the forked state: apart from the service's runtime, so that a read waits on the
+/// node and not behind whatever else the service's threads are busy with.
+struct Reads {
+    handle: tokio::runtime::Handle,
+    /// Taken on drop.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Reads {
+    fn new(chain: &str) -> Result<Self, DeliverError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("ferry-reads-{chain}"))
+            .enable_all()
+            .build()
+            .map_err(DeliverError::Runtime)?;
+        Ok(Self { handle: runtime.handle().clone(), runtime: Some(runtime) })
+    }
+}
+
+impl Drop for Reads {
+    fn drop(&mut self) {
+        // Dropped inside the service's runtime when the deliverer's task ends: shutting
+        // down without blocking is the only way allowed there.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Prediction {
-    pub(super) fn new(context: Arc<Context>, destination: Arc<Destination>) -> Self {
+    pub(super) fn new(context: Arc<Context>, destination: Arc<Destination>) -> Result<Self, DeliverError> {
         let workers = destination.chain.executor_workers.unwrap_or_else(|| ExecutorConfig::default().workers);
         let executor = Arc::new(Executor::new(ExecutorConfig { workers, record_access: true, ..Default::default() }));
         let check = SampledCheck::new(context.config.relayer.sequential_check_every);
-        Self { context, destination, executor, predictor: Arc::new(AccessPredictor::new()), check }
+        let reads = Reads::new(&destination.name)?;
+        Ok(Self { context, destination, executor, predictor: Arc::new(AccessPredictor::new()), check, reads })
     }
 
     /// Predicts a round of `items` on top of `in_flight` (nonce and predicted changes of
@@ -147,7 +180,7 @@ impl Prediction {
         let ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
         let number = header.number;
         // Read through the destination's provider: its timeouts, retries and RPC metrics.
-        let fork = ForkedState::new(self.destination.provider(), tokio::runtime::Handle::current(), number);
+        let fork = ForkedState::new(self.destination.provider(), self.reads.handle.clone(), number);
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.destination.nonce_at(number).await?;
         let mut pending = StateDiff::default();
