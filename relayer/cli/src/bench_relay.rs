@@ -179,7 +179,40 @@ async fn dispatched(alpha: &impl Provider, sent: &[B256], user: Address, nonce: 
         .iter()
         .filter_map(|log| Some((log.transaction_hash?, log.log_decode::<Mailbox::Dispatch>().ok()?.inner.data.id)))
         .collect();
-    sent.iter().map(|tx| by_tx.get(tx).copied().context("a transfer without a Dispatch log")).collect()
+    let mut ids = Vec::with_capacity(sent.len());
+    for tx in sent {
+        match by_tx.get(tx) {
+            Some(id) => ids.push(*id),
+            // Not in the one query (a node may cap its answer): its receipt says.
+            None => ids.push(dispatched_by(alpha, *tx).await?),
+        }
+    }
+    Ok(ids)
+}
+
+/// The id transfer `tx` dispatched, from its receipt; or why there is none: not mined,
+/// or reverted (with its gas and the revert reason the call gives at its parent block).
+async fn dispatched_by(alpha: &impl Provider, tx: B256) -> anyhow::Result<B256> {
+    let receipt = alpha.get_transaction_receipt(tx).await?.with_context(|| format!("transfer {tx} was not mined"))?;
+    if let Some(log) = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()) {
+        return Ok(log.inner.data.id);
+    }
+    let block = receipt.block_number.unwrap_or_default();
+    let reason = match alpha.get_transaction_by_hash(tx).await? {
+        Some(sent) => {
+            let request = sent.into_request();
+            match alpha.call(request).block(block.saturating_sub(1).into()).await {
+                Ok(_) => "the call succeeds at its parent block".to_string(),
+                Err(e) => e.to_string(),
+            }
+        }
+        None => "its transaction is gone".to_string(),
+    };
+    anyhow::bail!(
+        "transfer {tx} in block {block} dispatched nothing (status {}, gas used {}): {reason}",
+        receipt.status(),
+        receipt.gas_used
+    )
 }
 
 /// What the chains say, not ferry: every message sent was processed on beta exactly
