@@ -1,7 +1,11 @@
 //! The worker pool of one chain: threads that each own one reused EVM, fed batches.
 
 use std::{
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
     thread::JoinHandle,
 };
 
@@ -63,6 +67,8 @@ pub struct Executor {
     running: Mutex<()>,
     /// The last batch's multi-version memory, cleared: its tables are reused.
     spare: Arc<Mutex<Option<MvMemory>>>,
+    /// CPU nanoseconds the pool's own threads spent on batches.
+    worker_cpu_ns: Arc<AtomicU64>,
 }
 
 thread_local! {
@@ -89,15 +95,32 @@ impl Executor {
     /// Starts `config.workers - 1` threads, each building its EVM on its own thread; the
     /// thread that calls the pool is the last worker.
     pub fn new(config: ExecutorConfig) -> Self {
+        let worker_cpu_ns = Arc::new(AtomicU64::new(0));
         let workers = (1..config.workers.max(1))
             .map(|i| {
                 let (jobs, inbox) = mpsc::channel::<Job>();
-                let thread =
-                    std::thread::Builder::new().name(format!("ferry-evm-{i}")).spawn(move || worker_loop(&inbox)).ok();
+                let cpu = Arc::clone(&worker_cpu_ns);
+                let thread = std::thread::Builder::new()
+                    .name(format!("ferry-evm-{i}"))
+                    .spawn(move || worker_loop(&inbox, &cpu))
+                    .ok();
                 Worker { jobs: Some(jobs), thread }
             })
             .collect();
-        Self { config, workers, running: Mutex::new(()), policy: Policy::default(), spare: Arc::new(Mutex::new(None)) }
+        Self {
+            config,
+            workers,
+            running: Mutex::new(()),
+            policy: Policy::default(),
+            spare: Arc::new(Mutex::new(None)),
+            worker_cpu_ns,
+        }
+    }
+
+    /// CPU seconds the pool's own threads have spent on batches so far (the calling
+    /// thread's share is the caller's to measure).
+    pub fn worker_cpu_seconds(&self) -> f64 {
+        self.worker_cpu_ns.load(Ordering::Relaxed) as f64 * 1e-9
     }
 
     /// The pool's configuration.
@@ -282,10 +305,11 @@ impl Drop for Executor {
     }
 }
 
-fn worker_loop(inbox: &mpsc::Receiver<Job>) {
+fn worker_loop(inbox: &mpsc::Receiver<Job>, cpu_ns: &AtomicU64) {
     let mut evm = evm::build(revm::primitives::hardfork::SpecId::default());
     let mut codes = crate::view::CodeCache::default();
     while let Ok(job) = inbox.recv() {
+        let started = thread_cpu_ns();
         match job {
             Job::Parallel { batch, done } => {
                 tracing::trace!(waited = ?batch.created.elapsed(), "worker starts");
@@ -293,11 +317,26 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>) {
                 let executions = parallel::work(&mut evm, &batch, &mut codes, false);
                 // Let go of the batch first: the pool takes its memory back.
                 drop(batch);
+                // Counted before the caller hears the batch is done.
+                cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);
                 let _ = done.send(executions);
             }
-            Job::Discard(batch, spare) => recycle(batch, &spare),
+            Job::Discard(batch, spare) => {
+                recycle(batch, &spare);
+                cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);
+            }
         }
     }
+}
+
+/// This thread's CPU time, in nanoseconds (0 where the clock cannot be read).
+fn thread_cpu_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
+        return 0;
+    }
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 /// Frees a finished batch, keeping its multi-version memory, cleared, for the next one.

@@ -15,7 +15,7 @@ use ferry_messages::{
 };
 use futures_util::StreamExt;
 
-use crate::BusError;
+use crate::{BusError, cpu};
 
 /// The stream validator signatures travel on (`ferry.att.<origin>.<destination>`).
 pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
@@ -144,7 +144,7 @@ impl Bus {
             dedup: format!("{}:{}", message.id(), signed.validator),
             payload: signed.encode(),
         });
-        self.publish_all(outgoing).await
+        cpu::metered(cpu::Stage::Nats, self.publish_all(outgoing)).await
     }
 
     /// Publishes deliverables, each to its destination's subject with `Nats-Msg-Id` = its
@@ -159,7 +159,7 @@ impl Bus {
             dedup: dedup.clone(),
             payload: deliverable.encode(),
         });
-        self.publish_all(outgoing).await
+        cpu::metered(cpu::Stage::Nats, self.publish_all(outgoing)).await
     }
 
     /// Sends messages without waiting for each acknowledgement (up to
@@ -208,7 +208,7 @@ pub async fn take(consumer: &PullConsumer, max: usize, wait: Duration) -> Result
     // The server ends every fetch (at once, or at `wait`); a connection that silently
     // dropped its answer must not hold the caller beyond that.
     let limit = wait + FETCH_GRACE;
-    let taken = tokio::time::timeout(limit, async {
+    let fetch = cpu::metered(cpu::Stage::Nats, async {
         let mut taken = ready(consumer, max).await?;
         if taken.is_empty() && !wait.is_zero() {
             let first = consumer
@@ -224,8 +224,8 @@ pub async fn take(consumer: &PullConsumer, max: usize, wait: Duration) -> Result
             }
         }
         Ok::<_, BusError>(taken)
-    })
-    .await;
+    });
+    let taken = tokio::time::timeout(limit, fetch).await;
     taken.map_err(|_| BusError::Fetch(format!("no answer within {limit:?}")))?
 }
 
@@ -249,7 +249,7 @@ async fn drain(mut batch: pull::Batch) -> Vec<jetstream::Message> {
 /// Acks `message` with `kind`, logging (not failing) when the server cannot be told:
 /// an unacked message comes back after the ack wait, which is always safe.
 pub async fn ack(message: &jetstream::Message, kind: AckKind) {
-    if let Err(e) = message.ack_with(kind).await {
+    if let Err(e) = cpu::metered(cpu::Stage::Nats, message.ack_with(kind)).await {
         tracing::warn!(error = %e, subject = %message.subject, "could not ack");
     }
 }

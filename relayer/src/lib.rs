@@ -10,7 +10,8 @@
 //! - [`MessageRecord`] and its transitions ([`lifecycle`]): the only code that moves a
 //!   message from one [`Stage`] to the next.
 //! - [`Store`]: persists message records, scan cursors and nonces.
-//! - [`Metrics`]: the Prometheus metrics, served on `/metrics`.
+//! - [`Metrics`]: the Prometheus metrics, served on `/metrics`; [`cpu`]: the process's CPU
+//!   by pipeline stage, among them.
 
 mod backoff;
 mod bus;
@@ -18,6 +19,7 @@ mod check;
 mod collector;
 mod config;
 mod context;
+pub mod cpu;
 mod deliver;
 mod error;
 mod http;

@@ -5,6 +5,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use ferry_light_client::{ValidatorKey, ValidatorSet};
 use tokio::task::JoinHandle;
+
+use crate::cpu;
 use tracing::{info, warn};
 
 use crate::{
@@ -73,15 +75,15 @@ impl Service {
             for (name, chain) in &config.chains {
                 context.set_caught_up(name, false);
                 let watcher = Watcher::new(context.clone(), name.clone(), chain.clone(), signers.clone());
-                tasks.push(tokio::spawn(watcher.run()));
+                tasks.push(tokio::spawn(cpu::metered(cpu::Stage::Watch, watcher.run())));
             }
         }
         if let Some(key) = relayer_key {
-            tasks.push(tokio::spawn(crate::collector::run(context.clone())));
+            tasks.push(tokio::spawn(cpu::metered(cpu::Stage::Collect, crate::collector::run(context.clone()))));
             for (name, chain) in &config.chains {
                 let deliverer = Deliverer::new(context.clone(), name.clone(), chain.clone(), &key)
                     .map_err(|e| ServiceError::Config(e.to_string()))?;
-                tasks.push(tokio::spawn(deliverer.run()));
+                tasks.push(tokio::spawn(cpu::metered(cpu::Stage::Submit, deliverer.run())));
             }
         }
         info!(?role, %http, chains = config.chains.len(), "ferry running");

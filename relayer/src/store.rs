@@ -15,7 +15,7 @@ use alloy::primitives::{Address, B256};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
-    StoreError,
+    StoreError, cpu,
     lifecycle::{MessageRecord, Stage},
 };
 
@@ -77,13 +77,19 @@ impl Store {
 
     /// One message's record.
     pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(MESSAGES)?;
-        table.get(id.0)?.map(|v| decode(v.value())).transpose()
+        cpu::scope(cpu::Stage::Store, || {
+            let txn = self.db.begin_read()?;
+            let table = txn.open_table(MESSAGES)?;
+            table.get(id.0)?.map(|v| decode(v.value())).transpose()
+        })
     }
 
     /// Records in `stage` (or all), oldest stage entry first, at most `limit`.
     pub fn list(&self, stage: Option<Stage>, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
+        cpu::scope(cpu::Stage::Store, || self.list_uncharged(stage, limit))
+    }
+
+    fn list_uncharged(&self, stage: Option<Stage>, limit: usize) -> Result<Vec<MessageRecord>, StoreError> {
         let txn = self.db.begin_read()?;
         let messages = txn.open_table(MESSAGES)?;
         let mut out = Vec::new();
@@ -160,6 +166,13 @@ impl Store {
 
     /// Runs `f` inside one write transaction and commits it if `f` succeeds.
     pub fn write<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
+        cpu::scope(cpu::Stage::Store, || self.write_uncharged(f))
+    }
+
+    fn write_uncharged<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_write()?;
         let result = {
             let mut tx = Transaction {

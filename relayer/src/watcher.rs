@@ -300,11 +300,12 @@ impl Watcher {
             }
             // The verified header's hash, not one recomputed from the proof's copy.
             let attestation = ferry_messages::wire::attestation(&message.message, self.chain.mailbox, block.hash);
+            let encoded: alloy::primitives::Bytes = message.message.encode().into();
             for key in self.signers.iter() {
-                let signature = key.sign(&attestation)?;
+                let signature = crate::cpu::scope(crate::cpu::Stage::Sign, || key.sign(&attestation))?;
                 let envelope = SignedAttestation {
                     version: WIRE_VERSION,
-                    message: message.message.encode().into(),
+                    message: encoded.clone(),
                     origin_mailbox: self.chain.mailbox,
                     block,
                     validator: key.address(),

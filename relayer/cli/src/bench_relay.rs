@@ -14,7 +14,7 @@ use alloy::{
 use anyhow::Context;
 use ferry_devnet::{Devnet, DevnetOptions};
 use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge};
-use ferry_relayer::{Role, Service, Stage};
+use ferry_relayer::{Role, Service, Stage, cpu};
 use serde::Serialize;
 
 /// What `ferry bench relay --json` prints.
@@ -45,6 +45,15 @@ pub struct RelayReport {
     pub executor_speedup: Option<f64>,
     /// Peak resident memory of this process (the relayer and validators).
     pub peak_rss_bytes: u64,
+    /// CPU of this process (every role, three validators) from the first send to the
+    /// last delivery, per message delivered, the load generator's own share left out.
+    pub cpu_seconds_per_message: f64,
+    /// The load generator's CPU per message (its own thread: sending the transfers and
+    /// reading back their ids), left out of `cpu_seconds_per_message`.
+    pub generator_cpu_seconds_per_message: f64,
+    /// `cpu_seconds_per_message` by pipeline stage (`ferry_stage_cpu_seconds_total`);
+    /// `other` is what no stage claims (the runtime, the NATS and HTTP clients' own tasks).
+    pub cpu_stages_per_message: std::collections::BTreeMap<String, f64>,
 }
 
 /// How to run the benchmark.
@@ -78,29 +87,18 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
 
     let info = devnet.info();
     let user = info.accounts[0].clone();
-    let alpha = ferry_devnet::wallet(&info.chains[0].rpc_url, user.private_key)?;
-    let bridge = TokenBridge::new(info.chains[0].bridge, &alpha);
-    let token = BridgedToken::new(info.chains[0].token, &alpha);
-    token.approve(info.chains[0].bridge, U256::MAX).send().await?.get_receipt().await?;
+    let (rpc_url, bridge, token) = (info.chains[0].rpc_url.clone(), info.chains[0].bridge, info.chains[0].token);
     let start = Instant::now();
-    let mut nonce = alpha.get_transaction_count(user.address).pending().await?;
-    let fee = alpha.get_gas_price().await? * 3 + 1_000_000_000;
-    let mut pending = Vec::with_capacity(messages);
-    for i in 0..messages {
-        if let Some(rate) = rate {
-            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
-        }
-        let call = bridge
-            .transferRemote(31338, Address::with_last_byte(1 + (i % 200) as u8), U256::from(1 + i))
-            .nonce(nonce)
-            .gas(300_000)
-            .max_fee_per_gas(fee)
-            .max_priority_fee_per_gas(1_000_000_000);
-        pending.push(*call.send().await?.tx_hash());
-        nonce += 1;
-    }
-    let offered_per_s = messages as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON);
-    let ids = dispatched(&alpha, &pending, user.address, nonce).await?;
+    let (cpu_start, stages_start) = (cpu::process_cpu_ns(), cpu::charged());
+    // The load generator on a thread and runtime of its own, so that its CPU is its
+    // thread's and can be told apart from the relay's.
+    let generator = std::thread::Builder::new().name("bench-load".into()).spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let generated = runtime.block_on(generate(Load { rpc_url, bridge, token, user, messages, rate, start }));
+        generated.map(|(ids, offered)| (ids, offered, cpu::thread_cpu_ns()))
+    })?;
+    let (ids, offered_per_s, generator_ns) =
+        tokio::task::spawn_blocking(move || generator.join()).await?.map_err(|_| anyhow::anyhow!("load generator panicked"))??;
     tracing::info!(messages, sent_in = ?start.elapsed(), "all transfers mined on alpha");
 
     // Counting the delivered stage's index is cheap; the records are read once, at the end.
@@ -111,6 +109,18 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let end_to_end_seconds = start.elapsed().as_secs_f64();
+    let (cpu_end, stages_end) = (cpu::process_cpu_ns(), cpu::charged());
+    let per_message = |nanos: u64| nanos as f64 * 1e-9 / messages as f64;
+    let relay_ns = cpu_end.saturating_sub(cpu_start).saturating_sub(generator_ns);
+    let mut cpu_stages_per_message = std::collections::BTreeMap::new();
+    let mut attributed = 0.0;
+    for ((stage, end), (_, begin)) in stages_end.iter().zip(&stages_start) {
+        let seconds = (end - begin).max(0.0);
+        attributed += seconds;
+        cpu_stages_per_message.insert(stage.as_str().to_string(), seconds / messages as f64);
+    }
+    let other = (relay_ns as f64 * 1e-9 - attributed).max(0.0);
+    cpu_stages_per_message.insert("other".into(), other / messages as f64);
     // The peak is the relay's: taken before the records are read back.
     let peak_rss_bytes = peak_rss();
     delivered_once_on_chain(&devnet, &ids).await?;
@@ -147,10 +157,52 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         tx_per_message: txs.len() as f64 / messages as f64,
         executor_speedup: (parallel > 0.0 && sequential > 0.0).then(|| sequential / parallel),
         peak_rss_bytes,
+        cpu_seconds_per_message: per_message(relay_ns),
+        generator_cpu_seconds_per_message: per_message(generator_ns),
+        cpu_stages_per_message,
     };
     service.stop().await;
     drop(devnet);
     Ok(report)
+}
+
+/// What the load generator sends, from where.
+struct Load {
+    rpc_url: String,
+    bridge: Address,
+    token: Address,
+    user: ferry_devnet::AccountInfo,
+    messages: usize,
+    rate: Option<f64>,
+    start: Instant,
+}
+
+/// Sends `messages` transfers alpha -> beta (at `rate` per second, or as fast as alpha
+/// takes them) and returns the ids they dispatched and the rate offered.
+async fn generate(load: Load) -> anyhow::Result<(Vec<B256>, f64)> {
+    let Load { rpc_url, bridge, token, user, messages, rate, start } = load;
+    let alpha = ferry_devnet::wallet(&rpc_url, user.private_key)?;
+    let token = BridgedToken::new(token, &alpha);
+    token.approve(bridge, U256::MAX).send().await?.get_receipt().await?;
+    let bridge = TokenBridge::new(bridge, &alpha);
+    let mut nonce = alpha.get_transaction_count(user.address).pending().await?;
+    let fee = alpha.get_gas_price().await? * 3 + 1_000_000_000;
+    let mut pending = Vec::with_capacity(messages);
+    for i in 0..messages {
+        if let Some(rate) = rate {
+            tokio::time::sleep_until((start + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+        }
+        let call = bridge
+            .transferRemote(31338, Address::with_last_byte(1 + (i % 200) as u8), U256::from(1 + i))
+            .nonce(nonce)
+            .gas(300_000)
+            .max_fee_per_gas(fee)
+            .max_priority_fee_per_gas(1_000_000_000);
+        pending.push(*call.send().await?.tx_hash());
+        nonce += 1;
+    }
+    let offered_per_s = messages as f64 / start.elapsed().as_secs_f64().max(f64::EPSILON);
+    Ok((dispatched(&alpha, &pending, user.address, nonce).await?, offered_per_s))
 }
 
 /// VmHWM of this process.

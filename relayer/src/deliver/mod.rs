@@ -38,7 +38,7 @@ use tracing::{debug, error, warn};
 
 pub(crate) use error::DeliverError;
 
-use crate::{ChainConfig, Context, Secret, backoff::Backoff, bus, lifecycle::MessageRecord};
+use crate::{ChainConfig, Context, Secret, backoff::Backoff, bus, cpu, lifecycle::MessageRecord};
 
 /// Priority fee of delivery transactions.
 const TIP: u128 = 1_000_000_000;
@@ -138,12 +138,12 @@ impl Deliverer {
     /// send the rest.
     async fn round(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
         let started = Instant::now();
-        let items = self.admission.admit(taken, &self.tracker.held()).await?;
+        let items = cpu::metered(cpu::Stage::Execute, self.admission.admit(taken, &self.tracker.held())).await?;
         if items.is_empty() {
             return Ok(());
         }
         let (admitted, messages) = (started.elapsed(), items.len());
-        let round = self.prediction.predict(items, &self.tracker.predictions()).await?;
+        let round = cpu::metered(cpu::Stage::Execute, self.prediction.predict(items, &self.tracker.predictions())).await?;
         let predicted = started.elapsed();
         for (item, reason) in round.invalid {
             // Our own transaction is invalid (funds, nonce): not the message's fault.

@@ -18,7 +18,7 @@ use ferry_messages::contracts::Mailbox;
 use tracing::{debug, error};
 
 use super::{DeliverError, Item, TIP, destination::Destination, max_fee, revert::revert_reason};
-use crate::Context;
+use crate::{Context, cpu};
 
 /// Gas each simulated `process` may use: far above what a delivery needs.
 const SIMULATION_GAS: u64 = 3_000_000;
@@ -219,7 +219,8 @@ impl Prediction {
     ) -> Result<BatchOutcome, DeliverError> {
         let (executor, predictor) = (self.executor.clone(), self.predictor.clone());
         let sample = self.check.pick();
-        let (outcome, seconds, check) = tokio::task::spawn_blocking(move || {
+        let workers_before = executor.worker_cpu_seconds();
+        let (outcome, seconds, check) = tokio::task::spawn_blocking(move || cpu::scope(cpu::Stage::Execute, || {
             let predicted = predictor.predict(&txs);
             if let Err(e) = state.prefetch(&predicted.accounts, &predicted.slots) {
                 tracing::debug!(error = %e, "prefetch failed; reading on demand");
@@ -236,8 +237,9 @@ impl Prediction {
                 None
             };
             Ok::<_, ferry_executors::ExecutorError>((outcome, seconds, check))
-        })
+        }))
         .await??;
+        cpu::add(cpu::Stage::Execute, self.executor.worker_cpu_seconds() - workers_before);
 
         let m = &self.destination.metrics;
         m.batches.get(outcome.mode).inc();

@@ -321,6 +321,15 @@ impl Metrics {
         if let Err(error) = metrics.registry.register(Box::new(process)) {
             tracing::warn!(%error, "registering the process metrics failed");
         }
+        // Where that CPU goes, by pipeline stage.
+        match crate::cpu::StageCpuCollector::new() {
+            Ok(stages) => {
+                if let Err(error) = metrics.registry.register(Box::new(stages)) {
+                    tracing::warn!(%error, "registering the stage CPU metrics failed");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "defining the stage CPU metrics failed"),
+        }
         metrics
     }
 
