@@ -137,9 +137,24 @@ impl ValidatorSet {
         attestation: &Attestation,
         signatures: impl IntoIterator<Item = Signature>,
     ) -> Result<QuorumCertificate, CommitteeError> {
+        let recovered = signatures.into_iter().enumerate().filter_map(|(index, signature)| {
+            self.recover(attestation, index, &signature).ok().map(|signer| (signer, signature))
+        });
+        self.certify_recovered(attestation, recovered)
+    }
+
+    /// [`certify`](Self::certify) from signatures whose signers were recovered already
+    /// (each by [`recover`](Self::recover), so low-s and matching its signer): the ones of
+    /// distinct validators of this set, the first `threshold` in ascending signer order.
+    /// Recovering is most of a certificate's cost; a collector that checked each signature
+    /// as it came in need not pay it twice.
+    pub fn certify_recovered(
+        &self,
+        attestation: &Attestation,
+        recovered: impl IntoIterator<Item = (Address, Signature)>,
+    ) -> Result<QuorumCertificate, CommitteeError> {
         let mut valid: Vec<(Address, Signature)> = Vec::new();
-        for (index, signature) in signatures.into_iter().enumerate() {
-            let Ok(signer) = self.recover(attestation, index, &signature) else { continue };
+        for (signer, signature) in recovered {
             if self.contains(&signer) && !valid.iter().any(|(s, _)| *s == signer) {
                 valid.push((signer, signature));
             }

@@ -4,7 +4,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use alloy::primitives::{B256, Signature};
+use alloy::primitives::{Address, B256, Signature};
 use async_nats::jetstream::{AckKind, Message as JsMessage};
 use ferry_messages::{
     Attestation, Message,
@@ -43,13 +43,14 @@ async fn collect(context: &Arc<Context>) -> Result<(), CollectError> {
     publish(context, &stranded).await?;
     let name = bus::collector_consumer(&context.config.relayer.name);
     let consumer = context.bus.consumer(ATTESTATION_STREAM, &name, "ferry.att.>".into()).await?;
+    let mut certified = Certified::default();
     loop {
         let taken = bus::take(&consumer, ROUND, Duration::from_millis(500)).await?;
         if taken.is_empty() {
             continue;
         }
         let started = std::time::Instant::now();
-        let quorate = absorb(context, &taken).await?;
+        let quorate = absorb(context, &taken, &mut certified).await?;
         let absorbed = started.elapsed();
         publish(context, &quorate).await?;
         let published = started.elapsed();
@@ -67,13 +68,56 @@ struct Valid {
     signed: SignedAttestation,
 }
 
+/// Ids of messages this collector saw reach quorum lately: a signature for one of them
+/// adds nothing, so it is taken off the bus without the cost of recovering its signer.
+#[derive(Debug, Default)]
+struct Certified {
+    ids: std::collections::HashSet<B256>,
+    order: std::collections::VecDeque<B256>,
+}
+
+impl Certified {
+    /// Ids remembered at most (a few minutes of a busy relay).
+    const CAPACITY: usize = 1 << 17;
+
+    fn contains(&self, id: &B256) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: B256) {
+        if self.ids.insert(id) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > Self::CAPACITY {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+}
+
 /// Checks each signature, refusing bad input (termed, so it is not redelivered), and
 /// stores the good ones in one transaction; returns the ids that reached quorum.
-async fn absorb(context: &Context, taken: &[JsMessage]) -> Result<Vec<B256>, CollectError> {
-    let mut valid = Vec::new();
+/// Signatures of messages already certified are not checked: they add nothing.
+async fn absorb(context: &Context, taken: &[JsMessage], certified: &mut Certified) -> Result<Vec<B256>, CollectError> {
+    let threshold = context.validators.threshold();
+    let mut valid: Vec<Valid> = Vec::new();
+    // Distinct validators whose signature over (message, block) checked out this round:
+    // once a quorum has, the rest of the round's signatures for it are not recovered.
+    let mut signers: std::collections::HashMap<(B256, B256), Vec<Address>> = Default::default();
     for message in taken {
-        match check(context, &message.payload) {
-            Ok(v) => valid.push(v),
+        let enough = |id: &B256, block: &B256| {
+            certified.contains(id) || signers.get(&(*id, *block)).is_some_and(|s| s.len() >= threshold)
+        };
+        match check(context, &message.payload, enough) {
+            Ok(Some(v)) => {
+                let seen = signers.entry((v.attestation.id, v.signed.block.hash)).or_default();
+                if !seen.contains(&v.signed.validator) {
+                    seen.push(v.signed.validator);
+                }
+                valid.push(v);
+            }
+            Ok(None) => {}
             Err(reason) => {
                 warn!(subject = %message.subject, reason = %reason.1, "refused a signature");
                 context.metrics.bad_input("nats_attestation", reason.0);
@@ -81,7 +125,6 @@ async fn absorb(context: &Context, taken: &[JsMessage]) -> Result<Vec<B256>, Col
             }
         }
     }
-    let threshold = context.validators.threshold();
     let quorate = context.store.write(|tx| {
         let mut quorate = Vec::new();
         for v in &valid {
@@ -95,14 +138,27 @@ async fn absorb(context: &Context, taken: &[JsMessage]) -> Result<Vec<B256>, Col
                 warn!(%id, origin = record.origin, destination = record.destination, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
                 continue;
             }
+            if !record.can(Transition::Attest) {
+                // Certified already (by an earlier round, or before a restart).
+                certified.insert(id);
+                continue;
+            }
             record.signatures.insert(v.signed.validator, v.signed.signature.clone());
-            if record.can(Transition::Attest) && record.signatures.len() >= threshold {
-                let signatures = record.signatures.values().filter_map(|s| Signature::from_raw(s).ok());
-                match context.validators.certify(&v.attestation, signatures) {
+            if record.signatures.len() >= threshold {
+                // Every stored signature was recovered to its validator on the way in.
+                let recovered = record
+                    .signatures
+                    .iter()
+                    .filter_map(|(signer, s)| Signature::from_raw(s).ok().map(|s| (*signer, s)));
+                let certificate = crate::cpu::scope(crate::cpu::Stage::Collect, || {
+                    context.validators.certify_recovered(&v.attestation, recovered)
+                });
+                match certificate {
                     Ok(qc) => {
                         let detail = format!("{} signatures", record.signatures.len());
                         if applied(record.attest(qc.metadata().into(), detail)) {
                             quorate.push(id);
+                            certified.insert(id);
                         }
                     }
                     Err(e) => {
@@ -120,9 +176,18 @@ async fn absorb(context: &Context, taken: &[JsMessage]) -> Result<Vec<B256>, Col
 /// Why a signature is refused: a metric label and the reason.
 type Refusal = (&'static str, String);
 
-fn check(context: &Context, payload: &[u8]) -> Result<Valid, Refusal> {
+/// A signature checked (`None`: `enough` signatures over its message and block are in
+/// hand already, so it is not).
+fn check(
+    context: &Context,
+    payload: &[u8],
+    enough: impl Fn(&B256, &B256) -> bool,
+) -> Result<Option<Valid>, Refusal> {
     let signed = SignedAttestation::decode(payload).map_err(|e| (e.reason(), e.to_string()))?;
     let (message, attestation, signature) = signed.open().map_err(|e| (e.reason(), e.to_string()))?;
+    if enough(&attestation.id, &signed.block.hash) {
+        return Ok(None);
+    }
     let Some((_, origin)) = context.config.chain_by_id(u64::from(message.origin)) else {
         return Err(("unknown_chain", format!("origin {} is not configured", message.origin)));
     };
@@ -145,7 +210,7 @@ fn check(context: &Context, payload: &[u8]) -> Result<Valid, Refusal> {
             ),
         ));
     }
-    Ok(Valid { message, attestation, signed })
+    Ok(Some(Valid { message, attestation, signed }))
 }
 
 /// Publishes the deliverables of `ids` (records with a certificate) and marks them

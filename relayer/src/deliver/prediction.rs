@@ -3,11 +3,17 @@
 //! laid over it; the ones that would fail are told apart, the rest split into
 //! `processBatch` transactions whose gas and effects are predicted in turn.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use alloy::{
-    primitives::{Bytes, TxKind},
-    sol_types::SolCall,
+    primitives::{Address, B256, Bytes, TxKind},
+    sol_types::{SolCall, SolEvent},
 };
 use ferry_executors::{
     AccessPredictor, BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState,
@@ -17,11 +23,17 @@ use ferry_executors::{
 use ferry_messages::contracts::Mailbox;
 use tracing::{debug, error};
 
-use super::{DeliverError, Item, TIP, destination::Destination, max_fee, revert::revert_reason};
+use super::{
+    DeliverError, Item, TIP,
+    destination::Destination,
+    max_fee,
+    revert::{decode_revert, revert_reason},
+};
 use crate::{Context, cpu};
 
-/// Gas each simulated `process` may use: far above what a delivery needs.
-const SIMULATION_GAS: u64 = 3_000_000;
+/// Gas a delivery is assumed to add to a `processBatch` until one has been predicted:
+/// above what a token transfer's delivery needs, so that first chunks rarely run out.
+const UNSEEN_ITEM_GAS: u64 = 250_000;
 /// Most gas one transaction may ask for since Osaka (EIP-7825).
 pub(super) const TX_GAS_CAP: u64 = 1 << 24;
 
@@ -66,6 +78,8 @@ pub(super) struct Prediction {
     predictor: Arc<AccessPredictor>,
     check: SampledCheck,
     reads: Reads,
+    /// Gas one delivery adds to a `processBatch`, learned from predictions (0: not yet).
+    item_gas: AtomicU64,
 }
 
 /// The runtime, one thread built once per destination, on which the executor's workers
@@ -105,11 +119,25 @@ impl Prediction {
         let executor = Arc::new(Executor::new(ExecutorConfig { workers, record_access: true, ..Default::default() }));
         let check = SampledCheck::new(context.config.relayer.sequential_check_every);
         let reads = Reads::new(&destination.name)?;
-        Ok(Self { context, destination, executor, predictor: Arc::new(AccessPredictor::new()), check, reads })
+        Ok(Self {
+            context,
+            destination,
+            executor,
+            predictor: Arc::new(AccessPredictor::new()),
+            check,
+            reads,
+            item_gas: AtomicU64::new(0),
+        })
     }
 
     /// Predicts a round of `items` on top of `in_flight` (nonce and predicted changes of
     /// each transaction sent and not yet settled, in nonce order).
+    ///
+    /// Each delivery is executed once, inside the `processBatch` that will carry it: the
+    /// Mailbox runs every item in its own call frame and logs `ProcessFailed(id, reason)`
+    /// for one that fails, so the batch's own logs tell each item's fate. Items that fail
+    /// are set apart and the chunks predicted again without them (they changed nothing,
+    /// so once is enough); a chunk whose gas ran out is split.
     pub(super) async fn predict(
         &self,
         items: Vec<Item>,
@@ -121,52 +149,75 @@ impl Prediction {
         let (relayer, reader) = (self.destination.relayer, state.clone());
         let nonce = tokio::task::spawn_blocking(move || reader.basic(relayer)).await??.map_or(0, |a| a.nonce);
         let forked = started.elapsed();
-        let txs: Vec<TxEnv> = items
-            .iter()
-            .enumerate()
-            .map(|(i, item)| {
-                let data =
-                    Mailbox::processCall { metadata: item.metadata.clone(), message: item.message.encode().into() };
-                self.tx_env(&ctx, nonce + i as u64, SIMULATION_GAS, data.abi_encode())
-            })
-            .collect();
-        let outcome = self.execute(state.clone(), ctx.clone(), txs).await?;
-        let simulated = started.elapsed();
-
-        let (mut sendable, mut invalid, mut reverted) = (Vec::new(), Vec::new(), Vec::new());
-        for (item, predicted) in items.into_iter().zip(outcome.outcomes) {
-            match &predicted.status {
-                TxStatus::Success => sendable.push((item, predicted.gas_used)),
-                TxStatus::Invalid { reason } => invalid.push((item, reason.clone())),
-                TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
-                    let (label, reason) = revert_reason(&predicted);
-                    reverted.push((item, label, reason));
-                }
-            }
-        }
         // Half a block each, so that two fit a block, and within the per-transaction cap.
         let chunk_gas = (ctx.block.gas_limit / 2).min(TX_GAS_CAP);
-        let chunks = self.chunks(sendable, chunk_gas);
-        if chunks.is_empty() {
-            return Ok(Round { chunks: Vec::new(), invalid, reverted, basis });
+        let mut chunks = self.chunks(items, chunk_gas);
+        let (mut invalid, mut reverted) = (Vec::new(), Vec::new());
+        // Ends: a pass that changes anything removes an item or splits a chunk of several.
+        for pass in 1.. {
+            if chunks.is_empty() {
+                return Ok(Round { chunks: Vec::new(), invalid, reverted, basis });
+            }
+            // Every processBatch of the round predicted in order in one batch, so that each
+            // sees what the ones before it change (first-time balances cost more gas).
+            let calls: Vec<Vec<u8>> = chunks.iter().map(|items| process_batch(items)).collect();
+            let txs = calls
+                .iter()
+                .enumerate()
+                .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
+                .collect();
+            let predicted = self.execute(state.clone(), ctx.clone(), txs).await?.outcomes;
+            let mut changed = false;
+            let mut next = Vec::with_capacity(chunks.len());
+            let mut ready = Vec::with_capacity(chunks.len());
+            for ((items, data), outcome) in chunks.into_iter().zip(calls).zip(predicted) {
+                match read_chunk(items, &outcome, chunk_gas, self.destination.chain.mailbox) {
+                    ChunkFate::Ready(items) => {
+                        self.learn_item_gas(outcome.gas_used, items.len());
+                        ready.push((data, outcome));
+                        next.push(items);
+                    }
+                    ChunkFate::Invalid(items, reason) => {
+                        invalid.extend(items.into_iter().map(|item| (item, reason.clone())));
+                        changed = true;
+                    }
+                    ChunkFate::Failed { kept, failed } => {
+                        reverted.extend(failed);
+                        next.extend((!kept.is_empty()).then_some(kept));
+                        changed = true;
+                    }
+                    ChunkFate::TooBig(mut items) => {
+                        let half = items.split_off(items.len() / 2);
+                        next.extend([items, half]);
+                        changed = true;
+                    }
+                }
+            }
+            chunks = next;
+            if !changed {
+                // The chunks predicted together are the ones sent, in this order.
+                let chunks = chunks
+                    .into_iter()
+                    .zip(ready)
+                    .map(|(items, (data, predicted))| Chunk { items, data, predicted })
+                    .collect();
+                debug!(chain = %self.destination.name, ?forked, pass, predicted = ?started.elapsed(), "round predicted");
+                return Ok(Round { chunks, invalid, reverted, basis });
+            }
         }
-        // Every processBatch of the round predicted in order in one batch, so that each
-        // sees what the ones before it change (first-time balances cost more gas).
-        let calls: Vec<Vec<u8>> = chunks.iter().map(|items| process_batch(items)).collect();
-        let txs = calls
-            .iter()
-            .enumerate()
-            .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
-            .collect();
-        let predicted = self.execute(state, ctx, txs).await?.outcomes;
-        let chunks = chunks
-            .into_iter()
-            .zip(calls)
-            .zip(predicted)
-            .map(|((items, data), predicted)| Chunk { items, data, predicted })
-            .collect();
-        debug!(chain = %self.destination.name, ?forked, ?simulated, predicted = ?started.elapsed(), "round predicted");
-        Ok(Round { chunks, invalid, reverted, basis })
+        unreachable!("the passes end: each change removes an item or splits a chunk")
+    }
+
+    /// Takes in a predicted chunk's gas per item, for the next rounds' chunking.
+    fn learn_item_gas(&self, gas_used: u64, items: usize) {
+        if items == 0 {
+            return;
+        }
+        let per_item = gas_used / items as u64;
+        let known = self.item_gas.load(Ordering::Relaxed);
+        // A quick average: a kind of message that costs more shows within a few rounds.
+        let updated = if known == 0 { per_item } else { (known * 3 + per_item) / 4 };
+        self.item_gas.store(updated, Ordering::Relaxed);
     }
 
     /// The context of the next block, and the state at the latest one with the
@@ -257,24 +308,75 @@ impl Prediction {
         Ok(outcome)
     }
 
-    /// Splits what can be sent into `processBatch` transactions within `gas_cap` and the
-    /// configured batch size.
-    fn chunks(&self, sendable: Vec<(Item, u64)>, gas_cap: u64) -> Vec<Vec<Item>> {
-        let mut chunks: Vec<Vec<Item>> = Vec::new();
-        let mut gas = 0;
-        for (item, item_gas) in sendable {
-            let full = chunks.last().is_none_or(|c| c.len() >= self.context.config.relayer.batch_size);
-            if full || gas + item_gas > gas_cap {
-                chunks.push(Vec::new());
-                gas = 0;
-            }
-            gas += item_gas;
-            if let Some(chunk) = chunks.last_mut() {
-                chunk.push(item);
+    /// Splits `items` into `processBatch` transactions of the configured batch size,
+    /// each within `gas_cap` by the gas a delivery was last seen to need.
+    fn chunks(&self, items: Vec<Item>, gas_cap: u64) -> Vec<Vec<Item>> {
+        let learned = self.item_gas.load(Ordering::Relaxed);
+        let item_gas = if learned == 0 { UNSEEN_ITEM_GAS } else { learned + learned / 10 };
+        let per_chunk = ((gas_cap / item_gas.max(1)) as usize).clamp(1, self.context.config.relayer.batch_size.max(1));
+        let mut chunks: Vec<Vec<Item>> = Vec::with_capacity(items.len().div_ceil(per_chunk));
+        for item in items {
+            match chunks.last_mut() {
+                Some(chunk) if chunk.len() < per_chunk => chunk.push(item),
+                _ => chunks.push(vec![item]),
             }
         }
         chunks
     }
+}
+
+/// What a chunk's prediction says of it.
+enum ChunkFate {
+    /// Every item delivered: send it as predicted.
+    Ready(Vec<Item>),
+    /// The transaction itself is invalid (our funds or nonce), with why.
+    Invalid(Vec<Item>, String),
+    /// Some items' deliveries failed (label and reason each); the rest are to be
+    /// predicted again without them.
+    Failed { kept: Vec<Item>, failed: Vec<(Item, &'static str, String)> },
+    /// The chunk ran out of gas as a whole: to be split.
+    TooBig(Vec<Item>),
+}
+
+/// Each item's fate in a predicted `processBatch` of `items` with `gas_limit`, from the
+/// `ProcessFailed` logs of `mailbox` (a recipient could log the same event itself).
+fn read_chunk(items: Vec<Item>, outcome: &TxOutcome, gas_limit: u64, mailbox: Address) -> ChunkFate {
+    let ran_out = outcome.gas_used >= gas_limit - gas_limit / 32;
+    match &outcome.status {
+        TxStatus::Invalid { reason } => return ChunkFate::Invalid(items, reason.clone()),
+        TxStatus::Revert { .. } | TxStatus::Halt { .. } if items.len() > 1 => return ChunkFate::TooBig(items),
+        TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
+            let (label, reason) = revert_reason(outcome);
+            return ChunkFate::Failed { kept: Vec::new(), failed: items.into_iter().map(|i| (i, label, reason.clone())).collect() };
+        }
+        TxStatus::Success => {}
+    }
+    let failures: std::collections::HashMap<B256, Bytes> = outcome
+        .logs
+        .iter()
+        .filter(|log| log.address == mailbox)
+        .filter_map(|log| Mailbox::ProcessFailed::decode_log_data(&log.data).ok())
+        .map(|e| (e.id, e.reason))
+        .collect();
+    if failures.is_empty() {
+        return ChunkFate::Ready(items);
+    }
+    // An item that failed without a reason while the chunk used up its gas may have
+    // failed for want of the chunk's gas, not its own fault: split first.
+    if ran_out && items.len() > 1 {
+        return ChunkFate::TooBig(items);
+    }
+    let (mut kept, mut failed) = (Vec::new(), Vec::new());
+    for item in items {
+        match failures.get(&item.record.id) {
+            Some(reason) => {
+                let (label, reason) = decode_revert(reason, "revert");
+                failed.push((item, label, reason));
+            }
+            None => kept.push(item),
+        }
+    }
+    ChunkFate::Failed { kept, failed }
 }
 
 /// The calldata of `processBatch` for `items`.
