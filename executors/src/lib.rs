@@ -34,7 +34,7 @@ pub mod validation;
 mod view;
 
 pub use error::{ExecutorError, StateError};
-pub use fork::{AccessPredictor, AccessSet, ForkedState};
+pub use fork::{AccessPredictor, AccessSet, ForkedState, StateReads};
 pub use pool::{Executor, ExecutorConfig};
 pub use state::{InMemoryState, LayeredState, StateSource};
 pub use types::{AccountDiff, AccountState, BatchOutcome, BlockContext, ExecutionMode, StateDiff, TxOutcome, TxStatus};

@@ -51,6 +51,7 @@ pub(crate) struct RpcLayer {
     chain: String,
     requests: IntCounterVec,
     seconds: HistogramVec,
+    batch_size: HistogramVec,
     timeout: Duration,
 }
 
@@ -60,6 +61,7 @@ impl RpcLayer {
             chain: chain.to_string(),
             requests: metrics.rpc_requests_total.clone(),
             seconds: metrics.rpc_request_seconds.clone(),
+            batch_size: metrics.rpc_batch_size.clone(),
             timeout,
         }
     }
@@ -94,8 +96,15 @@ where
     }
 
     fn call(&mut self, request: RequestPacket) -> Self::Future {
-        // A batch is counted once, under its first method (ferry's batches are of one).
-        let method = request.method_names().next().unwrap_or("empty_batch").to_string();
+        // A batch of several calls is counted once, as method `batch`, with its size.
+        let calls = request.len();
+        let method = match calls {
+            1 => request.method_names().next().unwrap_or("empty_batch").to_string(),
+            _ => "batch".to_string(),
+        };
+        if calls > 1 {
+            self.layer.batch_size.with_label_values(&[self.layer.chain.as_str()]).observe(calls as f64);
+        }
         let layer = self.layer.clone();
         let call = self.inner.call(request);
         Box::pin(async move {

@@ -24,6 +24,7 @@ mod error;
 mod outcome;
 mod prediction;
 mod revert;
+mod slots;
 mod tracker;
 
 use std::{

@@ -16,7 +16,7 @@ use alloy::{
     sol_types::{SolCall, SolEvent},
 };
 use ferry_executors::{
-    AccessPredictor, BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState,
+    BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState,
     SpecId, StateDiff, StateSource, TxEnv, TxOutcome, TxStatus,
     validation::{SampledCheck, compare_with_sequential},
 };
@@ -26,6 +26,7 @@ use tracing::{debug, error};
 use super::{
     DeliverError, Item, TIP,
     destination::Destination,
+    slots::DerivedSlots,
     max_fee,
     revert::{decode_revert, revert_reason},
 };
@@ -75,11 +76,14 @@ pub(super) struct Prediction {
     context: Arc<Context>,
     destination: Arc<Destination>,
     executor: Arc<Executor>,
-    predictor: Arc<AccessPredictor>,
     check: SampledCheck,
     reads: Reads,
     /// Gas one delivery adds to a `processBatch`, learned from predictions (0: not yet).
     item_gas: AtomicU64,
+    /// The last round's fork, which the next one follows (codes kept, what was read re-read).
+    last_fork: std::sync::Mutex<Option<Arc<ForkedState>>>,
+    /// Slots deliveries read that follow from their messages.
+    slots: DerivedSlots,
 }
 
 /// The runtime, one thread built once per destination, on which the executor's workers
@@ -123,10 +127,11 @@ impl Prediction {
             context,
             destination,
             executor,
-            predictor: Arc::new(AccessPredictor::new()),
             check,
             reads,
             item_gas: AtomicU64::new(0),
+            last_fork: std::sync::Mutex::new(None),
+            slots: DerivedSlots::default(),
         })
     }
 
@@ -144,10 +149,24 @@ impl Prediction {
         in_flight: &[(u64, &StateDiff)],
     ) -> Result<Round, DeliverError> {
         let started = Instant::now();
-        let (ctx, state, basis) = self.fork(in_flight).await?;
-        // The nonce the pending state expects next (what is in flight counted in).
+        let (ctx, state, fork, basis) = self.fork(in_flight).await?;
+        // What the round will read, fetched in one batched request with what the last
+        // round read: our account, the Mailbox, and the slots that follow from the messages.
+        let chain = &self.destination.chain;
+        let accounts = vec![self.destination.relayer, chain.mailbox];
+        let derived = self.slots.predict(items.iter().map(|i| &i.message));
         let (relayer, reader) = (self.destination.relayer, state.clone());
-        let nonce = tokio::task::spawn_blocking(move || reader.basic(relayer)).await??.map_or(0, |a| a.nonce);
+        let nonce = tokio::task::spawn_blocking(move || {
+            cpu::scope(cpu::Stage::Execute, || {
+                if let Err(e) = reader.prefetch(&accounts, &derived) {
+                    debug!(error = %e, "prefetch failed; reading on demand");
+                }
+                // The nonce the pending state expects next (what is in flight counted in).
+                reader.basic(relayer)
+            })
+        })
+        .await??
+        .map_or(0, |a| a.nonce);
         let forked = started.elapsed();
         // Half a block each, so that two fit a block, and within the per-transaction cap.
         let chunk_gas = (ctx.block.gas_limit / 2).min(TX_GAS_CAP);
@@ -156,6 +175,7 @@ impl Prediction {
         // Ends: a pass that changes anything removes an item or splits a chunk of several.
         for pass in 1.. {
             if chunks.is_empty() {
+                self.count_reads(&fork);
                 return Ok(Round { chunks: Vec::new(), invalid, reverted, basis });
             }
             // Every processBatch of the round predicted in order in one batch, so that each
@@ -166,7 +186,14 @@ impl Prediction {
                 .enumerate()
                 .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
                 .collect();
-            let predicted = self.execute(state.clone(), ctx.clone(), txs).await?.outcomes;
+            let executed = self.execute(state.clone(), ctx.clone(), txs, &fork).await?;
+            let missed = fork.missed_slots();
+            if !missed.is_empty() {
+                // Slots the prefetch did not foresee: learn what of them the messages tell.
+                let learned = self.slots.learn(chunks.iter().flatten().map(|i| &i.message), &missed);
+                debug!(chain = %self.destination.name, learned, missed = missed.len(), reads = ?fork.reads(), "state reads missed the prefetch");
+            }
+            let predicted = executed.outcomes;
             let mut changed = false;
             let mut next = Vec::with_capacity(chunks.len());
             let mut ready = Vec::with_capacity(chunks.len());
@@ -202,10 +229,19 @@ impl Prediction {
                     .map(|(items, (data, predicted))| Chunk { items, data, predicted })
                     .collect();
                 debug!(chain = %self.destination.name, ?forked, pass, predicted = ?started.elapsed(), "round predicted");
+                self.count_reads(&fork);
                 return Ok(Round { chunks, invalid, reverted, basis });
             }
         }
         unreachable!("the passes end: each change removes an item or splits a chunk")
+    }
+
+    /// Counts how a round's state reads were answered.
+    fn count_reads(&self, fork: &ForkedState) {
+        let reads = fork.reads();
+        let m = &self.destination.metrics;
+        m.state_reads_cache.inc_by(reads.cache);
+        m.state_reads_rpc.inc_by(reads.rpc);
     }
 
     /// Takes in a predicted chunk's gas per item, for the next rounds' chunking.
@@ -225,13 +261,22 @@ impl Prediction {
     async fn fork(
         &self,
         in_flight: &[(u64, &StateDiff)],
-    ) -> Result<(BlockContext, Arc<dyn StateSource>, Basis), DeliverError> {
+    ) -> Result<(BlockContext, Arc<dyn StateSource>, Arc<ForkedState>, Basis), DeliverError> {
         let header = self.destination.latest_header().await?;
         let chain = &self.destination.chain;
         let ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
         let number = header.number;
-        // Read through the destination's provider: its timeouts, retries and RPC metrics.
-        let fork = ForkedState::new(self.destination.provider(), self.reads.handle.clone(), number);
+        // Read through the destination's provider: its timeouts, retries and RPC metrics;
+        // following the last round's fork, whose codes stay and whose reads are re-read.
+        let fork = {
+            let mut last = self.last_fork.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let fork = Arc::new(match last.as_ref() {
+                Some(previous) => previous.follow(number),
+                None => ForkedState::new(self.destination.provider(), self.reads.handle.clone(), number),
+            });
+            *last = Some(fork.clone());
+            fork
+        };
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.destination.nonce_at(number).await?;
         let mut pending = StateDiff::default();
@@ -241,7 +286,8 @@ impl Prediction {
             layered.push(*nonce);
         }
         let basis = Basis { block: number, layered };
-        Ok((ctx, Arc::new(LayeredState::new(Arc::new(fork), pending)), basis))
+        let state: Arc<dyn StateSource> = Arc::new(LayeredState::new(fork.clone(), pending));
+        Ok((ctx, state, fork, basis))
     }
 
     fn tx_env(&self, ctx: &BlockContext, nonce: u64, gas_limit: u64, data: Vec<u8>) -> TxEnv {
@@ -260,30 +306,32 @@ impl Prediction {
         }
     }
 
-    /// Runs a batch on the pool (prefetching what these kinds of call touched before),
-    /// re-runs a sampled fraction sequentially, and counts it all.
+    /// Runs a batch on the pool, re-runs a sampled fraction sequentially, and counts it
+    /// all. The re-run is timed against the run only when the run read nothing over RPC
+    /// on its own: then both ran on the same snapshot equally warm, and the ratio measures
+    /// the engine, not the network.
     async fn execute(
         &self,
         state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
+        fork: &Arc<ForkedState>,
     ) -> Result<BatchOutcome, DeliverError> {
-        let (executor, predictor) = (self.executor.clone(), self.predictor.clone());
+        let executor = self.executor.clone();
         let sample = self.check.pick();
         let workers_before = executor.worker_cpu_seconds();
+        let fork = fork.clone();
         let (outcome, seconds, check) = tokio::task::spawn_blocking(move || cpu::scope(cpu::Stage::Execute, || {
-            let predicted = predictor.predict(&txs);
-            if let Err(e) = state.prefetch(&predicted.accounts, &predicted.slots) {
-                tracing::debug!(error = %e, "prefetch failed; reading on demand");
-            }
+            let misses = fork.reads().rpc;
             let start = Instant::now();
             let outcome = executor.execute(state.clone(), ctx.clone(), txs.clone())?;
             let seconds = start.elapsed().as_secs_f64();
-            predictor.learn(&txs, &outcome.access);
+            let warm = fork.reads().rpc == misses;
             let check = if sample && outcome.mode == ExecutionMode::Parallel {
                 let start = Instant::now();
                 let sequential = executor.execute_sequential(state, ctx, txs)?;
-                Some((compare_with_sequential(&outcome, &sequential), start.elapsed().as_secs_f64()))
+                let timed = warm.then(|| start.elapsed().as_secs_f64());
+                Some((compare_with_sequential(&outcome, &sequential), timed))
             } else {
                 None
             };
@@ -298,8 +346,10 @@ impl Prediction {
         m.transactions.inc_by(outcome.outcomes.len() as u64);
         m.reexecutions.inc_by(outcome.reexecutions as u64);
         if let Some((result, check_seconds)) = check {
-            m.sequential_check_seconds.observe(check_seconds);
-            m.checked_parallel_seconds.observe(seconds);
+            if let Some(check_seconds) = check_seconds {
+                m.sequential_check_seconds.observe(check_seconds);
+                m.checked_parallel_seconds.observe(seconds);
+            }
             if let Err(mismatch) = result {
                 m.sequential_mismatches.inc();
                 error!(chain = %self.destination.name, %mismatch, "parallel execution differs from its sequential re-run");

@@ -39,6 +39,10 @@ pub(crate) struct DeliveryMetrics {
     pub transactions: IntCounter,
     /// `ferry_executor_reexecutions_total{chain}`.
     pub reexecutions: IntCounter,
+    /// `ferry_executor_state_reads_total{chain, source="cache"}`.
+    pub state_reads_cache: IntCounter,
+    /// `ferry_executor_state_reads_total{chain, source="rpc"}`.
+    pub state_reads_rpc: IntCounter,
     /// `ferry_executor_sequential_check_seconds{chain}`.
     pub sequential_check_seconds: Histogram,
     /// `ferry_executor_checked_parallel_seconds{chain}`.
@@ -120,6 +124,8 @@ impl Metrics {
             batch_seconds: ByMode::new(|mode| self.executor_batch_seconds.with_label_values(&[chain, mode])),
             transactions: self.executor_transactions_total.with_label_values(&one),
             reexecutions: self.executor_reexecutions_total.with_label_values(&one),
+            state_reads_cache: self.executor_state_reads_total.with_label_values(&[chain, "cache"]),
+            state_reads_rpc: self.executor_state_reads_total.with_label_values(&[chain, "rpc"]),
             sequential_check_seconds: self.executor_sequential_check_seconds.with_label_values(&one),
             checked_parallel_seconds: self.executor_checked_parallel_seconds.with_label_values(&one),
             sequential_mismatches: self.validation_mismatches_total.with_label_values(&[chain, "sequential"]),

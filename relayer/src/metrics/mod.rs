@@ -20,6 +20,9 @@ const DELIVERY_BUCKETS: &[f64] = &[0.5, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0, 34.
 /// Buckets of `ferry_rpc_request_seconds`, in seconds.
 const RPC_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
+/// Buckets of `ferry_rpc_batch_size`, in calls.
+const RPC_BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0];
+
 /// Buckets of `ferry_submitter_batch_size`, in messages.
 const BATCH_SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
 
@@ -71,6 +74,10 @@ pub struct Metrics {
     pub executor_reexecutions_total: IntCounterVec,
     /// `ferry_executor_batch_seconds{chain, mode}`: time to execute a batch.
     pub executor_batch_seconds: HistogramVec,
+    /// `ferry_executor_state_reads_total{chain, source}`: state reads of the executor on a
+    /// destination's forked state, by how they were answered (`cache`: in memory, fetched
+    /// by a batched prefetch or an earlier read; `rpc`: a round trip of its own).
+    pub executor_state_reads_total: IntCounterVec,
     /// `ferry_executor_sequential_check_seconds{chain}`: time of the sampled sequential re-run of a
     /// parallel batch (compare with `ferry_executor_batch_seconds{mode="parallel"}` for the speedup).
     pub executor_sequential_check_seconds: HistogramVec,
@@ -107,6 +114,8 @@ pub struct Metrics {
     pub rpc_requests_total: IntCounterVec,
     /// `ferry_rpc_request_seconds{chain, method}`: RPC request durations.
     pub rpc_request_seconds: HistogramVec,
+    /// `ferry_rpc_batch_size{chain}`: calls per batched JSON-RPC request (method `batch`).
+    pub rpc_batch_size: HistogramVec,
 
     /// `ferry_build_info{version}`: always 1, labelled with the relayer's version.
     pub build_info: IntGaugeVec,
@@ -225,6 +234,12 @@ impl Metrics {
                 &["chain", "mode"],
                 batch_buckets.clone(),
             ),
+            executor_state_reads_total: int_counter(
+                r,
+                "ferry_executor_state_reads_total",
+                "State reads of the executor on a destination's forked state, by source (cache or rpc).",
+                &["chain", "source"],
+            ),
             executor_sequential_check_seconds: histogram(
                 r,
                 "ferry_executor_sequential_check_seconds",
@@ -307,6 +322,13 @@ impl Metrics {
                 &["chain", "method"],
                 RPC_BUCKETS.to_vec(),
             ),
+            rpc_batch_size: histogram(
+                r,
+                "ferry_rpc_batch_size",
+                "Calls per batched JSON-RPC request to a chain's node.",
+                &["chain"],
+                RPC_BATCH_BUCKETS.to_vec(),
+            ),
             build_info: int_gauge(
                 r,
                 "ferry_build_info",
@@ -353,6 +375,9 @@ impl Metrics {
             self.executor_sequential_check_seconds.with_label_values(&[chain]);
             self.executor_checked_parallel_seconds.with_label_values(&[chain]);
             self.executor_reexecutions_total.with_label_values(&[chain]);
+            for source in ["cache", "rpc"] {
+                self.executor_state_reads_total.with_label_values(&[chain, source]);
+            }
         }
     }
 
