@@ -103,7 +103,7 @@ pub struct ForkedState {
     known_code: DashMap<Address, KnownCode, FxBuildHasher>,
     hashes: DashMap<u64, B256, FxBuildHasher>,
     /// What the previous block's batches read, re-read with the first prefetch.
-    carried: Mutex<Option<(Vec<Address>, Vec<(Address, U256)>)>>,
+    carried: Mutex<Option<AccessSet>>,
     reads: ReadCounts,
     batches: AtomicU64,
     /// Slots read on demand (not prefetched), for the caller to learn from.
@@ -158,7 +158,7 @@ impl ForkedState {
         let mut next = Self::new(self.provider.clone(), self.runtime.clone(), block);
         next.code = Arc::clone(&self.code);
         next.known_code = known_code;
-        next.carried = Mutex::new(Some((accounts, slots)));
+        next.carried = Mutex::new(Some(AccessSet { accounts, slots }));
         next
     }
 
@@ -238,7 +238,7 @@ impl ForkedState {
         let carried = self.carried.lock().ok().and_then(|mut c| c.take()).unwrap_or_default();
         let accounts: Vec<Address> = accounts
             .iter()
-            .chain(&carried.0)
+            .chain(&carried.accounts)
             .copied()
             .collect::<HashSet<_>>()
             .into_iter()
@@ -246,7 +246,7 @@ impl ForkedState {
             .collect();
         let slots: Vec<(Address, U256)> = slots
             .iter()
-            .chain(&carried.1)
+            .chain(&carried.slots)
             .copied()
             .collect::<HashSet<_>>()
             .into_iter()
@@ -347,9 +347,8 @@ async fn fetch_batched(
         }
     }
     // Codes: only where no code is kept at the nonce the node says now.
-    let stale: Vec<usize> = (0..accounts.len())
-        .filter(|i| known[*i].as_ref().is_none_or(|k| k.nonce != heads[*i].1))
-        .collect();
+    let stale: Vec<usize> =
+        (0..accounts.len()).filter(|i| known[*i].as_ref().is_none_or(|k| k.nonce != heads[*i].1)).collect();
     let mut codes: Vec<Option<Bytes>> = vec![None; accounts.len()];
     for part in stale.chunks(MAX_BATCH) {
         let mut batch = alloy::rpc::client::BatchRequest::new(provider.client());

@@ -178,11 +178,7 @@ type Refusal = (&'static str, String);
 
 /// A signature checked (`None`: `enough` signatures over its message and block are in
 /// hand already, so it is not).
-fn check(
-    context: &Context,
-    payload: &[u8],
-    enough: impl Fn(&B256, &B256) -> bool,
-) -> Result<Option<Valid>, Refusal> {
+fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> bool) -> Result<Option<Valid>, Refusal> {
     let signed = SignedAttestation::decode(payload).map_err(|e| (e.reason(), e.to_string()))?;
     let (message, attestation, signature) = signed.open().map_err(|e| (e.reason(), e.to_string()))?;
     if enough(&attestation.id, &signed.block.hash) {

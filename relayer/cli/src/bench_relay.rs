@@ -97,8 +97,9 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         let generated = runtime.block_on(generate(Load { rpc_url, bridge, token, user, messages, rate, start }));
         generated.map(|(ids, offered)| (ids, offered, cpu::thread_cpu_ns()))
     })?;
-    let (ids, offered_per_s, generator_ns) =
-        tokio::task::spawn_blocking(move || generator.join()).await?.map_err(|_| anyhow::anyhow!("load generator panicked"))??;
+    let (ids, offered_per_s, generator_ns) = tokio::task::spawn_blocking(move || generator.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("load generator panicked"))??;
     tracing::info!(messages, sent_in = ?start.elapsed(), "all transfers mined on alpha");
 
     // Counting the delivered stage's index is cheap; the records are read once, at the end.

@@ -144,7 +144,8 @@ impl Deliverer {
             return Ok(());
         }
         let (admitted, messages) = (started.elapsed(), items.len());
-        let round = cpu::metered(cpu::Stage::Execute, self.prediction.predict(items, &self.tracker.predictions())).await?;
+        let round =
+            cpu::metered(cpu::Stage::Execute, self.prediction.predict(items, &self.tracker.predictions())).await?;
         let predicted = started.elapsed();
         for (item, reason) in round.invalid {
             // Our own transaction is invalid (funds, nonce): not the message's fault.

@@ -16,8 +16,8 @@ use alloy::{
     sol_types::{SolCall, SolEvent},
 };
 use ferry_executors::{
-    BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState,
-    SpecId, StateDiff, StateSource, TxEnv, TxOutcome, TxStatus,
+    BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState, SpecId, StateDiff,
+    StateSource, TxEnv, TxOutcome, TxStatus,
     validation::{SampledCheck, compare_with_sequential},
 };
 use ferry_messages::contracts::Mailbox;
@@ -26,9 +26,9 @@ use tracing::{debug, error};
 use super::{
     DeliverError, Item, TIP,
     destination::Destination,
-    slots::DerivedSlots,
     max_fee,
     revert::{decode_revert, revert_reason},
+    slots::DerivedSlots,
 };
 use crate::{Context, cpu};
 
@@ -321,22 +321,24 @@ impl Prediction {
         let sample = self.check.pick();
         let workers_before = executor.worker_cpu_seconds();
         let fork = fork.clone();
-        let (outcome, seconds, check) = tokio::task::spawn_blocking(move || cpu::scope(cpu::Stage::Execute, || {
-            let misses = fork.reads().rpc;
-            let start = Instant::now();
-            let outcome = executor.execute(state.clone(), ctx.clone(), txs.clone())?;
-            let seconds = start.elapsed().as_secs_f64();
-            let warm = fork.reads().rpc == misses;
-            let check = if sample && outcome.mode == ExecutionMode::Parallel {
+        let (outcome, seconds, check) = tokio::task::spawn_blocking(move || {
+            cpu::scope(cpu::Stage::Execute, || {
+                let misses = fork.reads().rpc;
                 let start = Instant::now();
-                let sequential = executor.execute_sequential(state, ctx, txs)?;
-                let timed = warm.then(|| start.elapsed().as_secs_f64());
-                Some((compare_with_sequential(&outcome, &sequential), timed))
-            } else {
-                None
-            };
-            Ok::<_, ferry_executors::ExecutorError>((outcome, seconds, check))
-        }))
+                let outcome = executor.execute(state.clone(), ctx.clone(), txs.clone())?;
+                let seconds = start.elapsed().as_secs_f64();
+                let warm = fork.reads().rpc == misses;
+                let check = if sample && outcome.mode == ExecutionMode::Parallel {
+                    let start = Instant::now();
+                    let sequential = executor.execute_sequential(state, ctx, txs)?;
+                    let timed = warm.then(|| start.elapsed().as_secs_f64());
+                    Some((compare_with_sequential(&outcome, &sequential), timed))
+                } else {
+                    None
+                };
+                Ok::<_, ferry_executors::ExecutorError>((outcome, seconds, check))
+            })
+        })
         .await??;
         cpu::add(cpu::Stage::Execute, self.executor.worker_cpu_seconds() - workers_before);
 
@@ -397,7 +399,10 @@ fn read_chunk(items: Vec<Item>, outcome: &TxOutcome, gas_limit: u64, mailbox: Ad
         TxStatus::Revert { .. } | TxStatus::Halt { .. } if items.len() > 1 => return ChunkFate::TooBig(items),
         TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
             let (label, reason) = revert_reason(outcome);
-            return ChunkFate::Failed { kept: Vec::new(), failed: items.into_iter().map(|i| (i, label, reason.clone())).collect() };
+            return ChunkFate::Failed {
+                kept: Vec::new(),
+                failed: items.into_iter().map(|i| (i, label, reason.clone())).collect(),
+            };
         }
         TxStatus::Success => {}
     }
