@@ -1,8 +1,13 @@
-//! Validators: signing attestations with k256, and checking quorum certificates the way
-//! the Mailbox does on chain (EIP-191 over the attestation digest, low s, signers
-//! strictly ascending and in the set, at least `threshold` of them).
+//! Validators: signing attestations, and checking quorum certificates the way the
+//! Mailbox does on chain (EIP-191 over the attestation digest, low s, signers strictly
+//! ascending and in the set, at least `threshold` of them).
+//!
+//! Keys are k256's; the signing itself runs on libsecp256k1 (the backend every signature
+//! recovery of the workspace already uses), which signs in a fraction of k256's time.
+//! Both are RFC 6979 with low s, so the signatures are the same bytes (a test holds
+//! them to it).
 
-use std::{collections::HashSet, fmt};
+use std::{collections::HashSet, fmt, sync::LazyLock};
 
 use alloy::primitives::{Address, B256, Signature};
 use ferry_messages::{Attestation, QuorumCertificate};
@@ -14,15 +19,20 @@ use crate::CommitteeError;
 #[derive(Clone)]
 pub struct ValidatorKey {
     key: SigningKey,
+    secret: secp256k1::SecretKey,
     address: Address,
 }
+
+/// libsecp256k1's signing context, built once (its tables take a while to make).
+static SIGNING: LazyLock<secp256k1::Secp256k1<secp256k1::SignOnly>> = LazyLock::new(secp256k1::Secp256k1::signing_only);
 
 impl ValidatorKey {
     /// The key from its 32 secret bytes.
     pub fn from_bytes(secret: &B256) -> Result<Self, CommitteeError> {
         let key = SigningKey::from_bytes(&secret.0.into()).map_err(|_| CommitteeError::InvalidKey)?;
         let address = Address::from_public_key(key.verifying_key());
-        Ok(Self { key, address })
+        let secret = secp256k1::SecretKey::from_byte_array(secret.0).map_err(|_| CommitteeError::InvalidKey)?;
+        Ok(Self { key, secret, address })
     }
 
     /// The validator's address.
@@ -32,11 +42,9 @@ impl ValidatorKey {
 
     /// Signs the EIP-191 hash of the attestation's digest (low s, as the Mailbox wants).
     pub fn sign(&self, attestation: &Attestation) -> Result<Signature, CommitteeError> {
-        let (signature, recovery) = self
-            .key
-            .sign_prehash_recoverable(attestation.signing_hash().as_slice())
-            .map_err(|e| CommitteeError::Signing(e.to_string()))?;
-        Ok(Signature::from_signature_and_parity(signature, recovery.is_y_odd()))
+        let digest = secp256k1::Message::from_digest(attestation.signing_hash().0);
+        let (recovery, bytes) = SIGNING.sign_ecdsa_recoverable(digest, &self.secret).serialize_compact();
+        Ok(Signature::from_bytes_and_parity(&bytes, i32::from(recovery) == 1))
     }
 }
 
@@ -169,5 +177,32 @@ impl ValidatorSet {
             signatures: valid.into_iter().map(|(_, s)| s).collect(),
         };
         Ok(certificate)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// libsecp256k1's signatures are k256's, byte for byte (RFC 6979, low s), and
+    /// recover to the key's address.
+    #[test]
+    fn signatures_are_the_ones_k256_makes() {
+        for k in 1..=16u8 {
+            let key = ValidatorKey::from_bytes(&B256::repeat_byte(k)).unwrap();
+            let attestation = Attestation {
+                origin: 31337,
+                origin_mailbox: B256::repeat_byte(k.wrapping_mul(3)),
+                destination: 31338,
+                block_hash: B256::repeat_byte(k.wrapping_mul(7)),
+                id: B256::repeat_byte(k.wrapping_mul(11)),
+            };
+            let (reference, parity) = key.key.sign_prehash_recoverable(attestation.signing_hash().as_slice()).unwrap();
+            let reference = Signature::from_signature_and_parity(reference, parity.is_y_odd());
+            let signed = key.sign(&attestation).unwrap();
+            assert_eq!(signed, reference, "key {k}");
+            assert_eq!(attestation.recover_signer(&signed).unwrap(), key.address());
+            assert!(signed.normalize_s().is_none(), "high s");
+        }
     }
 }

@@ -115,6 +115,25 @@ pub fn scope<R>(stage: Stage, f: impl FnOnce() -> R) -> R {
     result
 }
 
+thread_local! {
+    /// This thread's CPU clock when it last woke ([`resume`]).
+    static WOKEN: Cell<u64> = const { Cell::new(0) };
+}
+
+/// Marks a thread of a stage's own waking (a runtime's unpark hook).
+pub fn resume() {
+    WOKEN.with(|w| w.set(thread_cpu_ns()));
+}
+
+/// Charges `stage` what this thread ran since it last woke (a runtime's park hook).
+pub fn pause(stage: Stage) {
+    let now = thread_cpu_ns();
+    let woken = WOKEN.with(|w| w.replace(now));
+    if woken > 0 {
+        charge(stage, now.saturating_sub(woken));
+    }
+}
+
 /// CPU seconds charged to each stage so far.
 pub fn charged() -> Vec<(Stage, f64)> {
     Stage::ALL.iter().zip(&CHARGED).map(|(s, n)| (*s, n.load(Ordering::Relaxed) as f64 * 1e-9)).collect()

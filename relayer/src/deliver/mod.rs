@@ -19,6 +19,7 @@
 //! trip. See docs/architecture.md.
 
 mod admission;
+mod chunks;
 mod destination;
 mod error;
 mod outcome;

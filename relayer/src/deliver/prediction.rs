@@ -1,40 +1,27 @@
-//! Prediction: a round's messages pre-executed on the destination's revm pool, on the
-//! chain's latest state with the predicted changes of our transactions still in flight
-//! laid over it; the ones that would fail are told apart, the rest split into
-//! `processBatch` transactions whose gas and effects are predicted in turn.
+//! Prediction: a round's `processBatch` transactions pre-executed on the destination's
+//! revm pool, on the chain's latest state (a fork that follows the chain from round to
+//! round) with the predicted changes of our transactions still in flight laid over it;
+//! the messages that would fail are told apart and the rest predicted again without them.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Instant,
-};
+use std::{sync::Arc, time::Instant};
 
-use alloy::{
-    primitives::{Address, B256, Bytes, TxKind},
-    sol_types::{SolCall, SolEvent},
-};
+use alloy::primitives::TxKind;
 use ferry_executors::{
     BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState, SpecId, StateDiff,
-    StateSource, TxEnv, TxOutcome, TxStatus,
+    StateSource, TxEnv, TxOutcome,
     validation::{SampledCheck, compare_with_sequential},
 };
-use ferry_messages::contracts::Mailbox;
 use tracing::{debug, error};
 
 use super::{
     DeliverError, Item, TIP,
+    chunks::{ChunkFate, Chunker, process_batch, read_chunk},
     destination::Destination,
     max_fee,
-    revert::{decode_revert, revert_reason},
     slots::DerivedSlots,
 };
 use crate::{Context, cpu};
 
-/// Gas a delivery is assumed to add to a `processBatch` until one has been predicted:
-/// above what a token transfer's delivery needs, so that first chunks rarely run out.
-const UNSEEN_ITEM_GAS: u64 = 250_000;
 /// Most gas one transaction may ask for since Osaka (EIP-7825).
 pub(super) const TX_GAS_CAP: u64 = 1 << 24;
 
@@ -78,8 +65,8 @@ pub(super) struct Prediction {
     executor: Arc<Executor>,
     check: SampledCheck,
     reads: Reads,
-    /// Gas one delivery adds to a `processBatch`, learned from predictions (0: not yet).
-    item_gas: AtomicU64,
+    /// Splits rounds into `processBatch` transactions.
+    chunker: Chunker,
     /// The last round's fork, which the next one follows (codes kept, what was read re-read).
     last_fork: std::sync::Mutex<Option<Arc<ForkedState>>>,
     /// Slots deliveries read that follow from their messages.
@@ -100,6 +87,9 @@ impl Reads {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name(format!("ferry-reads-{chain}"))
+            // Whatever its thread runs between waking and parking is the executor's reads.
+            .on_thread_unpark(cpu::resume)
+            .on_thread_park(|| cpu::pause(cpu::Stage::Execute))
             .enable_all()
             .build()
             .map_err(DeliverError::Runtime)?;
@@ -129,7 +119,7 @@ impl Prediction {
             executor,
             check,
             reads,
-            item_gas: AtomicU64::new(0),
+            chunker: Chunker::new(context.config.relayer.batch_size),
             last_fork: std::sync::Mutex::new(None),
             slots: DerivedSlots::default(),
         })
@@ -170,7 +160,7 @@ impl Prediction {
         let forked = started.elapsed();
         // Half a block each, so that two fit a block, and within the per-transaction cap.
         let chunk_gas = (ctx.block.gas_limit / 2).min(TX_GAS_CAP);
-        let mut chunks = self.chunks(items, chunk_gas);
+        let mut chunks = self.chunker.split(items, chunk_gas);
         let (mut invalid, mut reverted) = (Vec::new(), Vec::new());
         // Ends: a pass that changes anything removes an item or splits a chunk of several.
         for pass in 1.. {
@@ -200,7 +190,7 @@ impl Prediction {
             for ((items, data), outcome) in chunks.into_iter().zip(calls).zip(predicted) {
                 match read_chunk(items, &outcome, chunk_gas, self.destination.chain.mailbox) {
                     ChunkFate::Ready(items) => {
-                        self.learn_item_gas(outcome.gas_used, items.len());
+                        self.chunker.learn(outcome.gas_used, items.len());
                         ready.push((data, outcome));
                         next.push(items);
                     }
@@ -242,18 +232,6 @@ impl Prediction {
         let m = &self.destination.metrics;
         m.state_reads_cache.inc_by(reads.cache);
         m.state_reads_rpc.inc_by(reads.rpc);
-    }
-
-    /// Takes in a predicted chunk's gas per item, for the next rounds' chunking.
-    fn learn_item_gas(&self, gas_used: u64, items: usize) {
-        if items == 0 {
-            return;
-        }
-        let per_item = gas_used / items as u64;
-        let known = self.item_gas.load(Ordering::Relaxed);
-        // A quick average: a kind of message that costs more shows within a few rounds.
-        let updated = if known == 0 { per_item } else { (known * 3 + per_item) / 4 };
-        self.item_gas.store(updated, Ordering::Relaxed);
     }
 
     /// The context of the next block, and the state at the latest one with the
@@ -359,86 +337,4 @@ impl Prediction {
         }
         Ok(outcome)
     }
-
-    /// Splits `items` into `processBatch` transactions of the configured batch size,
-    /// each within `gas_cap` by the gas a delivery was last seen to need.
-    fn chunks(&self, items: Vec<Item>, gas_cap: u64) -> Vec<Vec<Item>> {
-        let learned = self.item_gas.load(Ordering::Relaxed);
-        let item_gas = if learned == 0 { UNSEEN_ITEM_GAS } else { learned + learned / 10 };
-        let per_chunk = ((gas_cap / item_gas.max(1)) as usize).clamp(1, self.context.config.relayer.batch_size.max(1));
-        let mut chunks: Vec<Vec<Item>> = Vec::with_capacity(items.len().div_ceil(per_chunk));
-        for item in items {
-            match chunks.last_mut() {
-                Some(chunk) if chunk.len() < per_chunk => chunk.push(item),
-                _ => chunks.push(vec![item]),
-            }
-        }
-        chunks
-    }
-}
-
-/// What a chunk's prediction says of it.
-enum ChunkFate {
-    /// Every item delivered: send it as predicted.
-    Ready(Vec<Item>),
-    /// The transaction itself is invalid (our funds or nonce), with why.
-    Invalid(Vec<Item>, String),
-    /// Some items' deliveries failed (label and reason each); the rest are to be
-    /// predicted again without them.
-    Failed { kept: Vec<Item>, failed: Vec<(Item, &'static str, String)> },
-    /// The chunk ran out of gas as a whole: to be split.
-    TooBig(Vec<Item>),
-}
-
-/// Each item's fate in a predicted `processBatch` of `items` with `gas_limit`, from the
-/// `ProcessFailed` logs of `mailbox` (a recipient could log the same event itself).
-fn read_chunk(items: Vec<Item>, outcome: &TxOutcome, gas_limit: u64, mailbox: Address) -> ChunkFate {
-    let ran_out = outcome.gas_used >= gas_limit - gas_limit / 32;
-    match &outcome.status {
-        TxStatus::Invalid { reason } => return ChunkFate::Invalid(items, reason.clone()),
-        TxStatus::Revert { .. } | TxStatus::Halt { .. } if items.len() > 1 => return ChunkFate::TooBig(items),
-        TxStatus::Revert { .. } | TxStatus::Halt { .. } => {
-            let (label, reason) = revert_reason(outcome);
-            return ChunkFate::Failed {
-                kept: Vec::new(),
-                failed: items.into_iter().map(|i| (i, label, reason.clone())).collect(),
-            };
-        }
-        TxStatus::Success => {}
-    }
-    let failures: std::collections::HashMap<B256, Bytes> = outcome
-        .logs
-        .iter()
-        .filter(|log| log.address == mailbox)
-        .filter_map(|log| Mailbox::ProcessFailed::decode_log_data(&log.data).ok())
-        .map(|e| (e.id, e.reason))
-        .collect();
-    if failures.is_empty() {
-        return ChunkFate::Ready(items);
-    }
-    // An item that failed without a reason while the chunk used up its gas may have
-    // failed for want of the chunk's gas, not its own fault: split first.
-    if ran_out && items.len() > 1 {
-        return ChunkFate::TooBig(items);
-    }
-    let (mut kept, mut failed) = (Vec::new(), Vec::new());
-    for item in items {
-        match failures.get(&item.record.id) {
-            Some(reason) => {
-                let (label, reason) = decode_revert(reason, "revert");
-                failed.push((item, label, reason));
-            }
-            None => kept.push(item),
-        }
-    }
-    ChunkFate::Failed { kept, failed }
-}
-
-/// The calldata of `processBatch` for `items`.
-fn process_batch(items: &[Item]) -> Vec<u8> {
-    Mailbox::processBatchCall {
-        metadata: items.iter().map(|i| i.metadata.clone()).collect(),
-        messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
-    }
-    .abi_encode()
 }
