@@ -18,7 +18,6 @@ use crate::CommitteeError;
 /// A validator's signing key. `Debug` never shows the key.
 #[derive(Clone)]
 pub struct ValidatorKey {
-    key: SigningKey,
     secret: secp256k1::SecretKey,
     address: Address,
 }
@@ -32,7 +31,7 @@ impl ValidatorKey {
         let key = SigningKey::from_bytes(&secret.0.into()).map_err(|_| CommitteeError::InvalidKey)?;
         let address = Address::from_public_key(key.verifying_key());
         let secret = secp256k1::SecretKey::from_byte_array(secret.0).map_err(|_| CommitteeError::InvalidKey)?;
-        Ok(Self { key, secret, address })
+        Ok(Self { secret, address })
     }
 
     /// The validator's address.

@@ -60,7 +60,6 @@ pub(super) struct Round {
 
 /// The prediction stage of one destination.
 pub(super) struct Prediction {
-    context: Arc<Context>,
     destination: Arc<Destination>,
     executor: Arc<Executor>,
     check: SampledCheck,
@@ -113,13 +112,13 @@ impl Prediction {
         let executor = Arc::new(Executor::new(ExecutorConfig { workers, record_access: true, ..Default::default() }));
         let check = SampledCheck::new(context.config.relayer.sequential_check_every);
         let reads = Reads::new(&destination.name)?;
+        let chunker = Chunker::new(context.config.relayer.batch_size);
         Ok(Self {
-            context,
             destination,
             executor,
             check,
             reads,
-            chunker: Chunker::new(context.config.relayer.batch_size),
+            chunker,
             last_fork: std::sync::Mutex::new(None),
             slots: DerivedSlots::default(),
         })
