@@ -84,6 +84,18 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     let mut config = crate::devnet_config(dir.path(), &devnet, http, 2)?;
     config.relayer.batch_size = 500;
     let service = Service::start(config.clone(), Role::All).await?;
+    // The relay is measured from a service that is up (watchers caught up, NATS
+    // connected), as an operator's is: not its start-up, when a first scan takes several
+    // blocks' messages at once.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let reasons = service.context().not_ready();
+        if reasons.is_empty() {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the service is not ready after 120 s: {}", reasons.join("; "));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     let info = devnet.info();
     let user = info.accounts[0].clone();
