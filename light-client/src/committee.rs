@@ -196,7 +196,8 @@ mod tests {
                 block_hash: B256::repeat_byte(k.wrapping_mul(7)),
                 id: B256::repeat_byte(k.wrapping_mul(11)),
             };
-            let (reference, parity) = key.key.sign_prehash_recoverable(attestation.signing_hash().as_slice()).unwrap();
+            let k256 = SigningKey::from_bytes(&B256::repeat_byte(k).0.into()).unwrap();
+            let (reference, parity) = k256.sign_prehash_recoverable(attestation.signing_hash().as_slice()).unwrap();
             let reference = Signature::from_signature_and_parity(reference, parity.is_y_odd());
             let signed = key.sign(&attestation).unwrap();
             assert_eq!(signed, reference, "key {k}");
