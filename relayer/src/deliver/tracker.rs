@@ -117,9 +117,6 @@ impl Tracker {
         }
         let margin = self.context.config.relayer.gas_margin_percent;
         let gas_limit = (predicted.gas_used * (100 + margin) / 100 + 50_000).min(TX_GAS_CAP);
-        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        let detail = format!("predicted gas {}", predicted.gas_used);
-        self.context.store.update(&ids, |r| applied(r.execute(detail.clone())))?;
         let nonce = self.reserve_nonce().await?;
         let base = self.destination.gas_price().await?;
         let now = Instant::now();
@@ -169,7 +166,14 @@ impl Tracker {
         };
         info!(chain = %self.destination.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        self.context.store.update(&ids, |r| applied(r.submit(hash, detail.clone())))?;
+        // The first version's records move through `executed` (its prediction) to
+        // `submitted` in one write. A crash before it leaves them published and unacked:
+        // they come back and are predicted again (delivered already, if it was mined).
+        let executed = sent.sent.is_empty().then(|| format!("predicted gas {}", sent.predicted.gas_used));
+        self.context.store.update(&ids, |r| {
+            let predicted = executed.as_ref().is_none_or(|detail| applied(r.execute(detail.clone())));
+            predicted && applied(r.submit(hash, detail.clone()))
+        })?;
         sent.sent.push(hash);
         Ok(())
     }
