@@ -17,8 +17,9 @@ use super::{
 };
 
 /// Gas a delivery is assumed to add to a `processBatch` until one has been predicted:
-/// above what a token transfer's delivery needs, so that first chunks rarely run out.
-const UNSEEN_ITEM_GAS: u64 = 250_000;
+/// above a token transfer's delivery (about 62,000). A chunk of heavier ones runs out
+/// and is split before it is sent; one of lighter ones only carries fewer than it could.
+const UNSEEN_ITEM_GAS: u64 = 100_000;
 
 /// Splits rounds into chunks, learning the gas per delivery from predictions.
 #[derive(Debug)]
