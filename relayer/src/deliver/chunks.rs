@@ -65,22 +65,30 @@ impl Chunker {
     }
 }
 
-/// What a chunk's prediction says of it.
-pub(super) enum ChunkFate {
+/// What a chunk's prediction says of it (of its items, each a `T`).
+#[derive(Debug, PartialEq)]
+pub(super) enum ChunkFate<T> {
     /// Every item delivered: send it as predicted.
-    Ready(Vec<Item>),
+    Ready(Vec<T>),
     /// The transaction itself is invalid (our funds or nonce), with why.
-    Invalid(Vec<Item>, String),
+    Invalid(Vec<T>, String),
     /// Some items' deliveries failed (label and reason each); the rest are to be
     /// predicted again without them.
-    Failed { kept: Vec<Item>, failed: Vec<(Item, &'static str, String)> },
+    Failed { kept: Vec<T>, failed: Vec<(T, &'static str, String)> },
     /// The chunk ran out of gas as a whole: to be split.
-    TooBig(Vec<Item>),
+    TooBig(Vec<T>),
 }
 
-/// Each item's fate in a predicted `processBatch` of `items` with `gas_limit`, from the
-/// `ProcessFailed` logs of `mailbox` (a recipient could log the same event itself).
-pub(super) fn read_chunk(items: Vec<Item>, outcome: &TxOutcome, gas_limit: u64, mailbox: Address) -> ChunkFate {
+/// Each item's fate in a predicted `processBatch` of `items` (message ids by `id`) with
+/// `gas_limit`, from the `ProcessFailed` logs of `mailbox` (a recipient could log the same
+/// event itself).
+pub(super) fn read_chunk<T>(
+    items: Vec<T>,
+    id: impl Fn(&T) -> B256,
+    outcome: &TxOutcome,
+    gas_limit: u64,
+    mailbox: Address,
+) -> ChunkFate<T> {
     let ran_out = outcome.gas_used >= gas_limit - gas_limit / 32;
     match &outcome.status {
         TxStatus::Invalid { reason } => return ChunkFate::Invalid(items, reason.clone()),
@@ -111,7 +119,7 @@ pub(super) fn read_chunk(items: Vec<Item>, outcome: &TxOutcome, gas_limit: u64, 
     }
     let (mut kept, mut failed) = (Vec::new(), Vec::new());
     for item in items {
-        match failures.get(&item.record.id) {
+        match failures.get(&id(&item)) {
             Some(reason) => {
                 let (label, reason) = decode_revert(reason, "revert");
                 failed.push((item, label, reason));
@@ -129,4 +137,66 @@ pub(super) fn process_batch(items: &[Item]) -> Vec<u8> {
         messages: items.iter().map(|i| Bytes::from(i.message.encode())).collect(),
     }
     .abi_encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::primitives::{Log, LogData};
+    use ferry_executors::StateDiff;
+
+    use super::*;
+
+    const GAS: u64 = 1_000_000;
+
+    fn outcome(status: TxStatus, gas_used: u64, logs: Vec<Log>) -> TxOutcome {
+        TxOutcome { status, gas_used, logs, output: Bytes::new(), state: StateDiff::default() }
+    }
+
+    fn failed_log(emitter: Address, id: B256, reason: Vec<u8>) -> Log {
+        let data: LogData = Mailbox::ProcessFailed { id, reason: reason.into() }.encode_log_data();
+        Log { address: emitter, data }
+    }
+
+    fn ids() -> Vec<B256> {
+        (1..=4u8).map(B256::repeat_byte).collect()
+    }
+
+    fn read(outcome: &TxOutcome) -> ChunkFate<B256> {
+        read_chunk(ids(), |id| *id, outcome, GAS, Address::repeat_byte(0xaa))
+    }
+
+    #[test]
+    fn a_chunk_without_failures_is_ready_and_an_invalid_one_is_set_apart_whole() {
+        assert_eq!(read(&outcome(TxStatus::Success, 400_000, vec![])), ChunkFate::Ready(ids()));
+        let invalid = outcome(TxStatus::Invalid { reason: "nonce too low".into() }, 0, vec![]);
+        assert_eq!(read(&invalid), ChunkFate::Invalid(ids(), "nonce too low".into()));
+    }
+
+    #[test]
+    fn items_the_mailbox_logs_as_failed_are_set_apart_with_their_reason() {
+        let mailbox = Address::repeat_byte(0xaa);
+        let revert = alloy::sol_types::SolError::abi_encode(&alloy::sol_types::Revert::from("no thanks"));
+        let logs = vec![
+            failed_log(mailbox, B256::repeat_byte(2), revert),
+            // A recipient logging the same event does not fail an item.
+            failed_log(Address::repeat_byte(0xbb), B256::repeat_byte(3), vec![]),
+        ];
+        let ChunkFate::Failed { kept, failed } = read(&outcome(TxStatus::Success, 300_000, logs)) else {
+            panic!("not failed")
+        };
+        assert_eq!(kept, vec![B256::repeat_byte(1), B256::repeat_byte(3), B256::repeat_byte(4)]);
+        assert_eq!(failed.len(), 1);
+        assert_eq!((failed[0].0, failed[0].1, failed[0].2.as_str()), (B256::repeat_byte(2), "recipient", "no thanks"));
+    }
+
+    #[test]
+    fn a_chunk_out_of_gas_is_split_and_a_lone_item_that_fails_is_its_own_fault() {
+        let mailbox = Address::repeat_byte(0xaa);
+        let starved = vec![failed_log(mailbox, B256::repeat_byte(4), vec![])];
+        assert_eq!(read(&outcome(TxStatus::Success, GAS - 100, starved)), ChunkFate::TooBig(ids()));
+        let halted = outcome(TxStatus::Halt { reason: "OutOfGas".into() }, GAS, vec![]);
+        assert_eq!(read(&halted), ChunkFate::TooBig(ids()));
+        let alone = read_chunk(vec![B256::ZERO], |id| *id, &halted, GAS, mailbox);
+        assert!(matches!(alone, ChunkFate::Failed { kept, failed } if kept.is_empty() && failed[0].1 == "halt"));
+    }
 }

@@ -187,7 +187,7 @@ impl Prediction {
             let mut next = Vec::with_capacity(chunks.len());
             let mut ready = Vec::with_capacity(chunks.len());
             for ((items, data), outcome) in chunks.into_iter().zip(calls).zip(predicted) {
-                match read_chunk(items, &outcome, chunk_gas, self.destination.chain.mailbox) {
+                match read_chunk(items, |i| i.record.id, &outcome, chunk_gas, self.destination.chain.mailbox) {
                     ChunkFate::Ready(items) => {
                         self.chunker.learn(outcome.gas_used, items.len());
                         ready.push((data, outcome));
