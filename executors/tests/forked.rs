@@ -196,3 +196,47 @@ fn predictions_on_forked_state_match_what_anvil_does() {
     drop(executor);
     drop(devnet);
 }
+
+/// A fork that follows the chain to the next block reads again, in one batched request,
+/// what its batches read, at the new block: the next prediction on it reads nothing over
+/// RPC on its own, and matches what anvil then does (the first transfer's effects, a
+/// new nonce and balances, are seen, not the old values).
+#[test]
+fn a_fork_that_follows_the_chain_rereads_what_was_read_in_one_batch() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let devnet = runtime.block_on(Devnet::start(DevnetOptions { block_time: None, ..Default::default() })).unwrap();
+    let info = devnet.info().clone();
+    let [alpha, _] = devnet.deployments().clone();
+    let keys: Vec<(Address, B256)> = info.accounts.iter().map(|a| (a.address, a.private_key)).collect();
+    let user = info.accounts[0].address;
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
+    let a = wallet(&info.chains[0].rpc_url, info.accounts[0].private_key);
+    let transfer = |nonce: u64, value: u64| {
+        let data = TestToken::transferCall { to: info.accounts[1].address, value: U256::from(value) }.abi_encode();
+        tx(user, nonce, alpha.token, data, 100_000, 31337)
+    };
+
+    let (ctx, fork_at) = runtime.block_on(next_block(&a, 31337));
+    let nonce = runtime.block_on(a.get_transaction_count(user).into_future()).unwrap();
+    let first = forked(&runtime, &info.chains[0].rpc_url, fork_at);
+    let predicted = executor.execute(first.clone(), ctx, vec![transfer(nonce, 5)]).unwrap();
+    assert!(first.reads().rpc > 0, "a cold fork reads on demand");
+    check_all(&predicted.outcomes, &runtime.block_on(land(&info.chains[0].rpc_url, &keys, &[transfer(nonce, 5)])));
+
+    let (ctx, next_at) = runtime.block_on(next_block(&a, 31337));
+    assert!(next_at > fork_at);
+    let next = Arc::new(first.follow(next_at));
+    let fetched = next.prefetch(&[], &[]).unwrap();
+    assert!(fetched >= 3, "the sender, the token and its slots are carried: {fetched}");
+    let carried = next.reads();
+    // One request for balances, nonces and slots; one more for the code of the sender,
+    // whose nonce moved (a delegation would have moved it too).
+    assert_eq!((carried.rpc, carried.batches), (0, 2), "{carried:?}");
+    let second = vec![transfer(nonce + 1, 7)];
+    let predicted = executor.execute(next.clone(), ctx, second.clone()).unwrap();
+    assert_eq!(next.reads().rpc, 0, "everything the same kind of batch reads was carried: {:?}", next.reads());
+    assert!(next.reads().cache > 0);
+    check_all(&predicted.outcomes, &runtime.block_on(land(&info.chains[0].rpc_url, &keys, &second)));
+    drop(executor);
+    drop(devnet);
+}
