@@ -51,13 +51,13 @@ async fn collect(context: &Arc<Context>) -> Result<(), CollectError> {
         }
         let started = std::time::Instant::now();
         let quorate = absorb(context, &taken, &mut certified).await?;
-        let absorbed = started.elapsed();
-        publish(context, &quorate).await?;
+        let (absorbed, quorate_count) = (started.elapsed(), quorate.len());
+        publish_records(context, quorate).await?;
         let published = started.elapsed();
         for message in &taken {
             bus::ack(message, AckKind::Ack).await;
         }
-        debug!(signatures = taken.len(), quorate = quorate.len(), ?absorbed, ?published, acked = ?started.elapsed(), "round");
+        debug!(signatures = taken.len(), quorate = quorate_count, ?absorbed, ?published, acked = ?started.elapsed(), "round");
     }
 }
 
@@ -97,9 +97,13 @@ impl Certified {
 }
 
 /// Checks each signature, refusing bad input (termed, so it is not redelivered), and
-/// stores the good ones in one transaction; returns the ids that reached quorum.
+/// stores the good ones in one transaction; returns the records that reached quorum.
 /// Signatures of messages already certified are not checked: they add nothing.
-async fn absorb(context: &Context, taken: &[JsMessage], certified: &mut Certified) -> Result<Vec<B256>, CollectError> {
+async fn absorb(
+    context: &Context,
+    taken: &[JsMessage],
+    certified: &mut Certified,
+) -> Result<Vec<MessageRecord>, CollectError> {
     let threshold = context.validators.threshold();
     let mut valid: Vec<Valid> = Vec::new();
     // Distinct validators whose signature over (message, block) checked out this round:
@@ -125,52 +129,72 @@ async fn absorb(context: &Context, taken: &[JsMessage], certified: &mut Certifie
             }
         }
     }
+    // A message's signatures of this round, together: its record is read and written once.
+    let mut groups: Vec<(B256, Vec<&Valid>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<B256, usize> = Default::default();
+    for v in &valid {
+        let index = *group_of.entry(v.attestation.id).or_insert_with(|| {
+            groups.push((v.attestation.id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[index].1.push(v);
+    }
     let quorate = context.store.write(|tx| {
         let mut quorate = Vec::new();
-        for v in &valid {
-            let id = v.attestation.id;
-            let mut record = match tx.get(&id)? {
+        for (id, signed) in &groups {
+            let first = signed[0];
+            let mut record = match tx.get(id)? {
                 Some(record) => record,
-                None => MessageRecord::observe(&v.message, v.signed.origin_mailbox, v.signed.block),
+                None => MessageRecord::observe(&first.message, first.signed.origin_mailbox, first.signed.block),
             };
-            if record.block.hash != v.signed.block.hash {
-                // Signatures over another block (a reorged one) never mix with these.
-                warn!(%id, origin = record.origin, destination = record.destination, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
-                continue;
-            }
             if !record.can(Transition::Attest) {
                 // Certified already (by an earlier round, or before a restart).
-                certified.insert(id);
+                certified.insert(*id);
                 continue;
             }
-            record.signatures.insert(v.signed.validator, v.signed.signature.clone());
-            if record.signatures.len() >= threshold {
-                // Every stored signature was recovered to its validator on the way in.
-                let recovered = record
-                    .signatures
-                    .iter()
-                    .filter_map(|(signer, s)| Signature::from_raw(s).ok().map(|s| (*signer, s)));
-                let certificate = crate::cpu::scope(crate::cpu::Stage::Collect, || {
-                    context.validators.certify_recovered(&v.attestation, recovered)
-                });
-                match certificate {
-                    Ok(qc) => {
-                        let detail = format!("{} signatures", record.signatures.len());
-                        if applied(record.attest(qc.metadata().into(), detail)) {
-                            quorate.push(id);
-                            certified.insert(id);
-                        }
-                    }
-                    Err(e) => {
-                        debug!(%id, origin = record.origin, destination = record.destination, error = %e, "no quorum yet")
-                    }
+            let mut added = false;
+            for v in signed {
+                if record.block.hash != v.signed.block.hash {
+                    // Signatures over another block (a reorged one) never mix with these.
+                    warn!(%id, origin = record.origin, destination = record.destination, signed = %v.signed.block.hash, recorded = %record.block.hash, "signature over another block; ignored");
+                    continue;
                 }
+                record.signatures.insert(v.signed.validator, v.signed.signature.clone());
+                added = true;
             }
-            tx.put(&record)?;
+            if !added {
+                continue;
+            }
+            if record.signatures.len() >= threshold && certify(context, &mut record, &first.attestation) {
+                certified.insert(*id);
+                tx.put(&record)?;
+                quorate.push(record);
+            } else {
+                tx.put(&record)?;
+            }
         }
         Ok(quorate)
     })?;
     Ok(quorate)
+}
+
+/// Attests `record` with a certificate from its signatures; whether it did.
+fn certify(context: &Context, record: &mut MessageRecord, attestation: &Attestation) -> bool {
+    // Every stored signature was recovered to its validator on the way in.
+    let recovered =
+        record.signatures.iter().filter_map(|(signer, s)| Signature::from_raw(s).ok().map(|s| (*signer, s)));
+    let certificate =
+        crate::cpu::scope(crate::cpu::Stage::Collect, || context.validators.certify_recovered(attestation, recovered));
+    match certificate {
+        Ok(qc) => {
+            let detail = format!("{} signatures", record.signatures.len());
+            applied(record.attest(qc.metadata().into(), detail))
+        }
+        Err(e) => {
+            debug!(id = %record.id, origin = record.origin, destination = record.destination, error = %e, "no quorum yet");
+            false
+        }
+    }
 }
 
 /// Why a signature is refused: a metric label and the reason.
@@ -213,9 +237,18 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
 /// published.
 pub(crate) async fn publish(context: &Context, ids: &[B256]) -> Result<(), CollectError> {
     let mut records = Vec::with_capacity(ids.len());
-    let mut outgoing = Vec::with_capacity(ids.len());
     for id in ids {
-        let Some(record) = context.store.get(id)? else { continue };
+        records.extend(context.store.get(id)?);
+    }
+    publish_records(context, records).await
+}
+
+/// [`publish`] of records in hand.
+async fn publish_records(context: &Context, certified: Vec<MessageRecord>) -> Result<(), CollectError> {
+    let mut records = Vec::with_capacity(certified.len());
+    let mut outgoing = Vec::with_capacity(certified.len());
+    for record in certified {
+        let id = record.id;
         let Some(metadata) = record.metadata().cloned() else { continue };
         let deliverable = Deliverable {
             version: WIRE_VERSION,

@@ -226,9 +226,9 @@ impl Transaction<'_> {
     /// Writes a record and keeps the stage index in step.
     pub fn put(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
         let bytes = encode(record)?;
-        let old = self.messages.insert(record.id.0, bytes.as_slice())?.map(|v| decode(v.value())).transpose()?;
+        let old = self.messages.insert(record.id.0, bytes.as_slice())?.map(|v| indexed(v.value())).transpose()?;
         if let Some(old) = old {
-            self.by_stage.remove((code(old.stage()), old.destination, record.id.0))?;
+            self.by_stage.remove((code(old.stage), old.destination, record.id.0))?;
         }
         let at = record.history().last().map_or(0, |e| e.at_ms);
         self.by_stage.insert((code(record.stage()), record.destination, record.id.0), at)?;
@@ -261,6 +261,22 @@ fn code(stage: Stage) -> u8 {
 /// about 60% of the JSON's size, and cheaper to write and read on every stage change).
 fn encode(record: &MessageRecord) -> Result<Vec<u8>, StoreError> {
     rmp_serde::to_vec_named(record).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+/// What the stage index keys a stored record by.
+#[derive(serde::Deserialize)]
+struct Indexed {
+    stage: Stage,
+    destination: u32,
+}
+
+/// The index key of a stored record, read without building the rest of it (the other
+/// fields are skipped, not decoded).
+fn indexed(bytes: &[u8]) -> Result<Indexed, StoreError> {
+    match bytes.first() {
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
+        _ => rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
+    }
 }
 
 /// A stored record. Stores written before records were MessagePack hold JSON, which
