@@ -18,6 +18,7 @@
 
 pub mod bench;
 pub mod blocks;
+pub mod clock;
 mod commit;
 mod error;
 mod evm;

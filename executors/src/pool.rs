@@ -12,7 +12,9 @@ use std::{
 use revm::context::TxEnv;
 
 use crate::{
-    BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource, commit, evm,
+    BatchOutcome, BlockContext, ExecutionMode, ExecutorError, StateSource,
+    clock::thread_cpu_ns,
+    commit, evm,
     mv_memory::MvMemory,
     parallel::{self, Batch},
     policy::{Kind, Policy, kind_of},
@@ -327,16 +329,6 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>, cpu_ns: &AtomicU64) {
             }
         }
     }
-}
-
-/// This thread's CPU time, in nanoseconds (0 where the clock cannot be read).
-fn thread_cpu_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec.
-    if unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) } != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
 }
 
 /// Frees a finished batch, keeping its multi-version memory, cleared, for the next one.

@@ -67,29 +67,11 @@ thread_local! {
     static CURRENT: Cell<Option<(Stage, u64)>> = const { Cell::new(None) };
 }
 
-/// This thread's CPU time, in nanoseconds.
-pub fn thread_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_THREAD_CPUTIME_ID)
-}
-
-/// This process's CPU time (every thread, not its children), in nanoseconds.
-pub fn process_cpu_ns() -> u64 {
-    clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: `ts` is a valid, writable timespec; the clock ids are Linux's own.
-    let rc = unsafe { libc::clock_gettime(clock, &mut ts) };
-    if rc != 0 {
-        return 0;
-    }
-    (ts.tv_sec as u64).saturating_mul(1_000_000_000).saturating_add(ts.tv_nsec as u64)
-}
+pub use ferry_executors::clock::{process_cpu_ns, thread_cpu_ns};
 
 fn charge(stage: Stage, nanos: u64) {
-    let index = Stage::ALL.iter().position(|s| *s == stage).unwrap_or(0);
-    CHARGED[index].fetch_add(nanos, Ordering::Relaxed);
+    // `ALL` lists the stages in declaration order: a stage's discriminant is its index.
+    CHARGED[stage as usize].fetch_add(nanos, Ordering::Relaxed);
 }
 
 /// Charges `seconds` of CPU spent on threads of `stage`'s own (an executor's workers).
