@@ -105,21 +105,22 @@ async fn absorb(
     certified: &mut Certified,
 ) -> Result<Vec<MessageRecord>, CollectError> {
     let threshold = context.validators.threshold();
-    let mut valid: Vec<Valid> = Vec::new();
-    // Distinct validators whose signature over (message, block) checked out this round:
-    // once a quorum has, the rest of the round's signatures for it are not recovered.
-    let mut signers: std::collections::HashMap<(B256, B256), Vec<Address>> = Default::default();
+    // A message's good signatures of this round, together: its record is read and written
+    // once, and once a quorum over one block is in hand the rest are not recovered.
+    let mut groups: Vec<(B256, Vec<Valid>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<B256, usize> = Default::default();
     for message in taken {
         let enough = |id: &B256, block: &B256| {
-            certified.contains(id) || signers.get(&(*id, *block)).is_some_and(|s| s.len() >= threshold)
+            certified.contains(id)
+                || group_of.get(id).is_some_and(|&g| distinct_signers(&groups[g].1, block) >= threshold)
         };
         match check(context, &message.payload, enough) {
             Ok(Some(v)) => {
-                let seen = signers.entry((v.attestation.id, v.signed.block.hash)).or_default();
-                if !seen.contains(&v.signed.validator) {
-                    seen.push(v.signed.validator);
-                }
-                valid.push(v);
+                let index = *group_of.entry(v.attestation.id).or_insert_with(|| {
+                    groups.push((v.attestation.id, Vec::new()));
+                    groups.len() - 1
+                });
+                groups[index].1.push(v);
             }
             Ok(None) => {}
             Err(reason) => {
@@ -129,20 +130,10 @@ async fn absorb(
             }
         }
     }
-    // A message's signatures of this round, together: its record is read and written once.
-    let mut groups: Vec<(B256, Vec<&Valid>)> = Vec::new();
-    let mut group_of: std::collections::HashMap<B256, usize> = Default::default();
-    for v in &valid {
-        let index = *group_of.entry(v.attestation.id).or_insert_with(|| {
-            groups.push((v.attestation.id, Vec::new()));
-            groups.len() - 1
-        });
-        groups[index].1.push(v);
-    }
     let quorate = context.store.write(|tx| {
         let mut quorate = Vec::new();
         for (id, signed) in &groups {
-            let first = signed[0];
+            let first = &signed[0];
             let mut record = match tx.get(id)? {
                 Some(record) => record,
                 None => MessageRecord::observe(&first.message, first.signed.origin_mailbox, first.signed.block),
@@ -176,6 +167,12 @@ async fn absorb(
         Ok(quorate)
     })?;
     Ok(quorate)
+}
+
+/// How many distinct validators signed over `block` among `signed`.
+fn distinct_signers(signed: &[Valid], block: &B256) -> usize {
+    let over_block = signed.iter().filter(|v| v.signed.block.hash == *block);
+    over_block.map(|v| v.signed.validator).collect::<std::collections::HashSet<Address>>().len()
 }
 
 /// Attests `record` with a certificate from its signatures; whether it did.
