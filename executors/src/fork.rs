@@ -74,6 +74,7 @@ struct ReadCounts {
     cache: AtomicU64,
     rpc: AtomicU64,
     batched: AtomicU64,
+    batches: AtomicU64,
 }
 
 /// Reads answered so far: from the cache, by a round trip of their own, and fetched in
@@ -105,7 +106,6 @@ pub struct ForkedState {
     /// What the previous block's batches read, re-read with the first prefetch.
     carried: Mutex<Option<AccessSet>>,
     reads: ReadCounts,
-    batches: AtomicU64,
     /// Slots read on demand (not prefetched), for the caller to learn from.
     missed: Mutex<Vec<(Address, U256)>>,
 }
@@ -132,14 +132,13 @@ impl ForkedState {
             hashes: DashMap::default(),
             carried: Mutex::new(None),
             reads: ReadCounts::default(),
-            batches: AtomicU64::new(0),
             missed: Mutex::new(Vec::new()),
         }
     }
 
     /// The same chain at `block` (a later block, or another fork's after a reorg): keeps
     /// the codes, and carries the accounts and slots this fork's batches read so that the
-    /// first prefetch at `block` re-reads them with the rest, in one batched request. No
+    /// first prefetch at `block` re-reads them with the rest, in batched requests. No
     /// value is carried: every balance, nonce and slot is read again at `block`.
     pub fn follow(&self, block: u64) -> Self {
         let accounts: Vec<Address> =
@@ -173,13 +172,13 @@ impl ForkedState {
             cache: self.reads.cache.load(Ordering::Relaxed),
             rpc: self.reads.rpc.load(Ordering::Relaxed),
             batched: self.reads.batched.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
+            batches: self.reads.batches.load(Ordering::Relaxed),
         }
     }
 
-    /// The slots read on demand so far: what a prefetch did not foresee.
-    pub fn missed_slots(&self) -> Vec<(Address, U256)> {
-        self.missed.lock().map(|m| m.clone()).unwrap_or_default()
+    /// The slots read on demand since the last call: what a prefetch did not foresee.
+    pub fn take_missed_slots(&self) -> Vec<(Address, U256)> {
+        self.missed.lock().map(|mut m| std::mem::take(&mut *m)).unwrap_or_default()
     }
 
     /// Runs `future` on the runtime and waits for it on this thread.
@@ -261,7 +260,7 @@ impl ForkedState {
         let (a, s) = (accounts.clone(), slots.clone());
         let (fetched, calls, batches) = self.wait(fetch_batched(provider, block, a, known, s))?;
         self.reads.batched.fetch_add(calls, Ordering::Relaxed);
-        self.batches.fetch_add(batches, Ordering::Relaxed);
+        self.reads.batches.fetch_add(batches, Ordering::Relaxed);
         let (infos, values) = fetched;
         for (address, info) in infos {
             self.remember(address, info, false);

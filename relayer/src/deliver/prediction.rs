@@ -176,7 +176,7 @@ impl Prediction {
                 .map(|(i, data)| self.tx_env(&ctx, nonce + i as u64, chunk_gas, data.clone()))
                 .collect();
             let executed = self.execute(state.clone(), ctx.clone(), txs, &fork).await?;
-            let missed = fork.missed_slots();
+            let missed = fork.take_missed_slots();
             if !missed.is_empty() {
                 // Slots the prefetch did not foresee: learn what of them the messages tell.
                 let learned = self.slots.learn(chunks.iter().flatten().map(|i| &i.message), &missed);

@@ -4,9 +4,14 @@
 //! whose reads missed the cache, every slot it read is matched against
 //! `keccak256(key . base)` for each item's keys and small base slots; each match is a
 //! (contract, key, base) rule that later rounds apply to their own messages before they
-//! run, so that those slots arrive with the round's one batched prefetch.
+//! run, so that those slots arrive with the round's one batched prefetch. A slot no key
+//! explains is remembered, so that a miss that recurs every round (a slot only our own
+//! transactions in flight had written) is not matched again every round.
 
-use std::{collections::HashMap, sync::Mutex};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Mutex,
+};
 
 use alloy::primitives::{Address, B256, U256, keccak256};
 use ferry_messages::Message;
@@ -17,6 +22,8 @@ const BASES: u8 = 16;
 const BODY_WORDS: usize = 4;
 /// Rules kept at most (a destination has few kinds of recipient).
 const MAX_RULES: usize = 64;
+/// Unexplained slots remembered at most (forgotten all at once past it).
+const MAX_UNEXPLAINED: usize = 1 << 14;
 
 /// Which of a message's values keys a mapping.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -39,6 +46,8 @@ struct Rule {
 #[derive(Debug, Default)]
 pub(super) struct DerivedSlots {
     rules: Mutex<Vec<Rule>>,
+    /// Slots read on demand that no message key explained.
+    unexplained: Mutex<HashSet<(Address, U256)>>,
 }
 
 /// `keccak256(key . base)`: the slot of `mapping[key]` for a mapping at slot `base`.
@@ -77,6 +86,11 @@ impl DerivedSlots {
     /// Learns the rules that explain slots of `read` from `messages`' keys. Returns how
     /// many new rules it found.
     pub(super) fn learn<'a>(&self, messages: impl Iterator<Item = &'a Message>, read: &[(Address, U256)]) -> usize {
+        let Ok(mut unexplained) = self.unexplained.lock() else { return 0 };
+        let read: Vec<&(Address, U256)> = read.iter().filter(|slot| !unexplained.contains(*slot)).collect();
+        if read.is_empty() {
+            return 0;
+        }
         let mut derived: HashMap<U256, (Key, u8)> = HashMap::new();
         for message in messages {
             for (key, value) in keys(message) {
@@ -87,12 +101,17 @@ impl DerivedSlots {
         }
         let Ok(mut rules) = self.rules.lock() else { return 0 };
         let before = rules.len();
-        for (contract, slot) in read {
-            if let Some((key, base)) = derived.get(slot) {
-                let rule = Rule { contract: *contract, key: *key, base: *base };
-                if rules.len() < MAX_RULES && !rules.contains(&rule) {
-                    rules.push(rule);
-                }
+        if unexplained.len() > MAX_UNEXPLAINED {
+            unexplained.clear();
+        }
+        for &&(contract, slot) in &read {
+            let Some((key, base)) = derived.get(&slot) else {
+                unexplained.insert((contract, slot));
+                continue;
+            };
+            let rule = Rule { contract, key: *key, base: *base };
+            if rules.len() < MAX_RULES && !rules.contains(&rule) {
+                rules.push(rule);
             }
         }
         rules.len() - before
@@ -134,6 +153,7 @@ mod tests {
         assert!(slots.predict(first.iter()).is_empty(), "nothing learned yet");
         assert_eq!(slots.learn(first.iter(), &read), 2);
         assert_eq!(slots.learn(first.iter(), &read), 0, "rules are learned once");
+        assert!(slots.unexplained.lock().unwrap().contains(&(token, U256::from(2))), "the slot no key explains");
 
         let next = message(3, Address::repeat_byte(0x13));
         let predicted = slots.predict(std::iter::once(&next));
