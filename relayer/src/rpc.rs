@@ -98,13 +98,12 @@ where
     fn call(&mut self, request: RequestPacket) -> Self::Future {
         // A batch of several calls is counted once, as method `batch`, with its size.
         let calls = request.len();
-        let method = match calls {
-            1 => request.method_names().next().unwrap_or("empty_batch").to_string(),
-            _ => "batch".to_string(),
-        };
-        if calls > 1 {
+        let method = if calls > 1 {
             self.layer.batch_size.with_label_values(&[self.layer.chain.as_str()]).observe(calls as f64);
-        }
+            "batch".to_string()
+        } else {
+            request.method_names().next().unwrap_or("empty_batch").to_string()
+        };
         let layer = self.layer.clone();
         let call = self.inner.call(request);
         Box::pin(async move {
