@@ -11,7 +11,7 @@ use alloy::{
     signers::{SignerSync, local::PrivateKeySigner},
     sol_types::SolCall,
 };
-use ferry_devnet::{Devnet, DevnetOptions};
+use ferry_devnet::{Devnet, DevnetInfo, DevnetOptions};
 use ferry_executors::{
     AccessPredictor, BlockContext, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv, TxOutcome, TxStatus,
     validation::{ReceiptMismatch, compare_with_receipt},
@@ -27,6 +27,15 @@ const TIP: u128 = 1_000_000_000;
 
 fn wallet(url: &str, key: B256) -> DynProvider {
     ferry_devnet::wallet(url, key).unwrap()
+}
+
+/// A devnet that mines on demand, the runtime it runs on, its accounts and their keys.
+fn start() -> (tokio::runtime::Runtime, Devnet, DevnetInfo, Vec<(Address, B256)>) {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let devnet = runtime.block_on(Devnet::start(DevnetOptions { block_time: None, ..Default::default() })).unwrap();
+    let info = devnet.info().clone();
+    let keys = info.accounts.iter().map(|a| (a.address, a.private_key)).collect();
+    (runtime, devnet, info, keys)
 }
 
 /// The chain at `url` forked at `block`, read on `runtime`.
@@ -111,11 +120,8 @@ fn check_all(predicted: &[TxOutcome], receipts: &[TransactionReceipt]) {
 
 #[test]
 fn predictions_on_forked_state_match_what_anvil_does() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let devnet = runtime.block_on(Devnet::start(DevnetOptions { block_time: None, ..Default::default() })).unwrap();
-    let info = devnet.info().clone();
+    let (runtime, devnet, info, keys) = start();
     let [alpha, beta] = devnet.deployments().clone();
-    let keys: Vec<(Address, B256)> = info.accounts.iter().map(|a| (a.address, a.private_key)).collect();
     let user = info.accounts[0].address;
     let relayer = info.accounts[9].address;
     let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: true });
@@ -203,11 +209,8 @@ fn predictions_on_forked_state_match_what_anvil_does() {
 /// new nonce and balances, are seen, not the old values).
 #[test]
 fn a_fork_that_follows_the_chain_rereads_what_was_read_in_one_batch() {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    let devnet = runtime.block_on(Devnet::start(DevnetOptions { block_time: None, ..Default::default() })).unwrap();
-    let info = devnet.info().clone();
+    let (runtime, devnet, info, keys) = start();
     let [alpha, _] = devnet.deployments().clone();
-    let keys: Vec<(Address, B256)> = info.accounts.iter().map(|a| (a.address, a.private_key)).collect();
     let user = info.accounts[0].address;
     let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
     let a = wallet(&info.chains[0].rpc_url, info.accounts[0].private_key);
