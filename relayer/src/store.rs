@@ -273,15 +273,17 @@ struct Indexed {
 /// The index key of a stored record, read without building the rest of it (the other
 /// fields are skipped, not decoded).
 fn indexed(bytes: &[u8]) -> Result<Indexed, StoreError> {
-    match bytes.first() {
-        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
-        _ => rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
-    }
+    decode_as(bytes)
 }
 
-/// A stored record. Stores written before records were MessagePack hold JSON, which
-/// starts with `{`: never the first byte of a MessagePack map, so both are read.
+/// A stored record.
 fn decode(bytes: &[u8]) -> Result<MessageRecord, StoreError> {
+    decode_as(bytes)
+}
+
+/// A stored record's bytes as a `T`. Stores written before records were MessagePack hold
+/// JSON, which starts with `{`: never the first byte of a MessagePack map, so both are read.
+fn decode_as<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.first() {
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
         _ => rmp_serde::from_slice(bytes).map_err(|e| StoreError::Corrupt(e.to_string())),
