@@ -28,6 +28,7 @@ mod overlay;
 mod parallel;
 mod policy;
 mod pool;
+pub mod recoveries;
 mod scheduler;
 mod state;
 mod types;

@@ -131,10 +131,23 @@ impl ValidatorSet {
         index: usize,
         signature: &Signature,
     ) -> Result<Address, CommitteeError> {
+        self.recover_from_hash(&attestation.signing_hash(), index, signature)
+    }
+
+    /// [`recover`](Self::recover) for a caller that holds the attestation's
+    /// [`signing_hash`](Attestation::signing_hash) already.
+    pub fn recover_from_hash(
+        &self,
+        signing_hash: &B256,
+        index: usize,
+        signature: &Signature,
+    ) -> Result<Address, CommitteeError> {
         if signature.normalize_s().is_some() {
             return Err(CommitteeError::HighS { index });
         }
-        attestation.recover_signer(signature).map_err(|e| CommitteeError::Recovery { index, reason: e.to_string() })
+        signature
+            .recover_address_from_prehash(signing_hash)
+            .map_err(|e| CommitteeError::Recovery { index, reason: e.to_string() })
     }
 
     /// A certificate from whatever signatures were collected: the valid ones from

@@ -214,9 +214,10 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
     if signed.origin_mailbox != origin.mailbox {
         return Err(("wrong_mailbox", format!("origin Mailbox {} is not {}", signed.origin_mailbox, origin.mailbox)));
     }
+    let signing_hash = attestation.signing_hash();
     let signer = context
         .validators
-        .recover(&attestation, 0, &signature)
+        .recover_from_hash(&signing_hash, 0, &signature)
         .map_err(|e| ("bad_signature", format!("message {}: {e}", attestation.id)))?;
     if signer != signed.validator || !context.validators.contains(&signer) {
         return Err((
@@ -227,6 +228,12 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
             ),
         ));
     }
+    // The Mailbox recovers this signature again when the delivery is predicted: let the
+    // EVM's ecrecover find the answer instead of repeating the curve arithmetic.
+    let mut rs = [0u8; 64];
+    rs[..32].copy_from_slice(&signature.r().to_be_bytes::<32>());
+    rs[32..].copy_from_slice(&signature.s().to_be_bytes::<32>());
+    ferry_executors::recoveries::remember(signing_hash, rs, u8::from(signature.v()), signer);
     Ok(Some(Valid { message, attestation, signed }))
 }
 

@@ -47,6 +47,9 @@ impl Service {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| ServiceError::Config(format!("data_dir {}: {e}", config.data_dir.display())))?;
         let store = Store::open(&config.data_dir.join("ferry.redb"))?;
+        if role != Role::Validator && !ferry_executors::recoveries::install() {
+            warn!("another ecrecover provider was installed first: predictions recover every signature afresh");
+        }
         let validators = ValidatorSet::new(config.validators.set.clone(), usize::from(config.validators.threshold))
             .map_err(|e| ServiceError::Config(format!("validators: {e}")))?;
         let signers = match role {
@@ -124,6 +127,7 @@ async fn gauges(context: Arc<Context>, role: Role) {
     }
     loop {
         pending_gauges(&context);
+        ecrecover_counters(&context);
         for (stream, consumer) in &consumers {
             // A consumer is created when its task first connects: until then there is no backlog.
             if let Ok((pending, ack_pending)) = context.bus.backlog(stream, consumer).await {
@@ -133,6 +137,15 @@ async fn gauges(context: Arc<Context>, role: Role) {
             }
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// Brings `ferry_executor_ecrecover_total` up to the memo's own counters.
+fn ecrecover_counters(context: &Context) {
+    let (memo, curve) = ferry_executors::recoveries::stats();
+    for (source, total) in [("memo", memo), ("curve", curve)] {
+        let counter = context.metrics.executor_ecrecover_total.with_label_values(&[source]);
+        counter.inc_by(total.saturating_sub(counter.get()));
     }
 }
 

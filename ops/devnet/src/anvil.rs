@@ -59,9 +59,8 @@ impl Anvil {
         }
         args.extend(options.extra_args.iter().cloned());
 
-        let (mut process, mut port_rx) =
-            ChildProcess::spawn("anvil", &binary, &args, dir.path().join("anvil.log"), listening_port)?;
-        let port = process.ready(&mut port_rx, Duration::from_secs(30)).await?;
+        let mut process = ChildProcess::spawn("anvil", &binary, &args, dir.path().join("anvil.log"), listening_port)?;
+        let port = process.ready(Duration::from_secs(30)).await?;
         let private_keys = read_keys(&config_out)?;
         let url = format!("http://127.0.0.1:{port}").parse().map_err(|e| DevnetError::rpc("anvil URL", e))?;
         let provider = ProviderBuilder::new().connect_http(url);

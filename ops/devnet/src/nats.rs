@@ -72,9 +72,8 @@ async fn start(dir: &TempDir, port: Option<u16>) -> Result<(ChildProcess, u16), 
     );
     std::fs::write(&config, text).map_err(|e| DevnetError::io(&config, e))?;
     let args = vec!["-c".to_string(), config.display().to_string()];
-    let (mut process, mut port_rx) =
-        ChildProcess::spawn("nats-server", &binary, &args, dir.path().join("nats.log"), client_port)?;
-    let port = process.ready(&mut port_rx, Duration::from_secs(30)).await?;
+    let mut process = ChildProcess::spawn("nats-server", &binary, &args, dir.path().join("nats.log"), client_port)?;
+    let port = process.ready(Duration::from_secs(30)).await?;
     wait_for_client(&process, port).await?;
     Ok((process, port))
 }

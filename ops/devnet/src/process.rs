@@ -2,15 +2,12 @@
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, Read, Write},
+    io::Read,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
-
-use tokio::sync::mpsc;
 
 use crate::DevnetError;
 
@@ -60,29 +57,35 @@ fn is_script(path: &Path) -> bool {
     File::open(path).and_then(|mut f| f.read_exact(&mut head)).map(|_| &head == b"#!").unwrap_or(false)
 }
 
-/// A child process whose output goes to a log file and which is killed (SIGKILL) and
-/// reaped when dropped. On Linux it also dies if the thread that started it exits,
-/// so a test killed by its runner leaves nothing behind.
+/// A child process whose output goes straight to a log file (no thread of ours copies
+/// it: a chatty anvil would otherwise cost this process CPU per line) and which is
+/// killed (SIGKILL) and reaped when dropped. On Linux it also dies if the thread that
+/// started it exits, so a test killed by its runner leaves nothing behind.
 #[derive(Debug)]
 pub(crate) struct ChildProcess {
     child: Child,
     binary: &'static str,
     log: PathBuf,
+    ready: fn(&str) -> Option<u16>,
 }
 
+/// How often [`ChildProcess::ready`] looks at the log for the announcing line.
+const READY_POLL: Duration = Duration::from_millis(20);
+
 impl ChildProcess {
-    /// Starts `path args`, sending every output line to `log` and the first value
-    /// `ready` extracts from a line to the returned channel.
+    /// Starts `path args` with stdout and stderr appended to `log`; `ready` extracts the
+    /// announced value (a port) from one of its lines.
     pub(crate) fn spawn(
         binary: &'static str,
         path: &Path,
         args: &[String],
         log: PathBuf,
         ready: fn(&str) -> Option<u16>,
-    ) -> Result<(Self, mpsc::UnboundedReceiver<u16>), DevnetError> {
+    ) -> Result<Self, DevnetError> {
         let file = File::create(&log).map_err(|e| DevnetError::io(&log, e))?;
+        let err = file.try_clone().map_err(|e| DevnetError::io(&log, e))?;
         let mut command = Command::new(path);
-        command.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        command.args(args).stdin(Stdio::null()).stdout(Stdio::from(file)).stderr(Stdio::from(err));
         // SAFETY: prctl is async-signal-safe and touches only the child's own state.
         unsafe {
             command.pre_exec(|| {
@@ -92,29 +95,32 @@ impl ChildProcess {
                 Ok(())
             });
         }
-        let mut child =
+        let child =
             command.spawn().map_err(|source| DevnetError::Spawn { binary, path: path.to_path_buf(), source })?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let file = Arc::new(Mutex::new(file));
-        if let Some(out) = child.stdout.take() {
-            drain(out, file.clone(), tx.clone(), ready);
-        }
-        if let Some(err) = child.stderr.take() {
-            drain(err, file, tx, ready);
-        }
-        Ok((Self { child, binary, log }, rx))
+        Ok(Self { child, binary, log, ready })
     }
 
-    /// Waits up to `timeout` for the value announced by the `ready` line.
-    pub(crate) async fn ready(
-        &mut self,
-        rx: &mut mpsc::UnboundedReceiver<u16>,
-        timeout: Duration,
-    ) -> Result<u16, DevnetError> {
-        match tokio::time::timeout(timeout, rx.recv()).await {
-            Ok(Some(port)) => Ok(port),
-            Ok(None) => Err(self.not_ready("it exited before announcing its port")),
-            Err(_) => Err(self.not_ready(&format!("no port announced within {timeout:?}"))),
+    /// Waits up to `timeout` for the value announced by the `ready` line, reading the log
+    /// as it grows.
+    pub(crate) async fn ready(&mut self, timeout: Duration) -> Result<u16, DevnetError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut seen = 0;
+        loop {
+            let text = std::fs::read(&self.log).map_err(|e| DevnetError::io(&self.log, e))?;
+            // Only whole lines: the last one may still be being written.
+            let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            let lines = String::from_utf8_lossy(&text[seen.min(complete)..complete]).into_owned();
+            if let Some(port) = lines.lines().find_map(self.ready) {
+                return Ok(port);
+            }
+            seen = complete;
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(self.not_ready(&format!("it exited ({status}) before announcing its port")));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(self.not_ready(&format!("no port announced within {timeout:?}")));
+            }
+            tokio::time::sleep(READY_POLL).await;
         }
     }
 
@@ -150,25 +156,6 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
     }
-}
-
-fn drain(
-    stream: impl Read + Send + 'static,
-    log: Arc<Mutex<File>>,
-    ready: mpsc::UnboundedSender<u16>,
-    parse: fn(&str) -> Option<u16>,
-) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines() {
-            let Ok(line) = line else { break };
-            if let Some(port) = parse(&line) {
-                let _ = ready.send(port);
-            }
-            if let Ok(mut file) = log.lock() {
-                let _ = writeln!(file, "{line}");
-            }
-        }
-    });
 }
 
 /// A TCP port that was free a moment ago, for servers that cannot pick their own.

@@ -78,6 +78,10 @@ pub struct Metrics {
     /// destination's forked state, by how they were answered (`cache`: in memory, fetched
     /// by a batched prefetch or an earlier read; `rpc`: a round trip of its own).
     pub executor_state_reads_total: IntCounterVec,
+    /// `ferry_executor_ecrecover_total{source}`: the EVM's `ecrecover` calls in predictions,
+    /// by how they were answered (`memo`: a signature the collector recovered already;
+    /// `curve`: recovered afresh). Process-wide, as revm's crypto provider is.
+    pub executor_ecrecover_total: IntCounterVec,
     /// `ferry_executor_sequential_check_seconds{chain}`: time of the sampled sequential re-run of a
     /// parallel batch (compare with `ferry_executor_batch_seconds{mode="parallel"}` for the speedup).
     pub executor_sequential_check_seconds: HistogramVec,
@@ -239,6 +243,12 @@ impl Metrics {
                 "ferry_executor_state_reads_total",
                 "State reads of the executor on a destination's forked state, by source (cache or rpc).",
                 &["chain", "source"],
+            ),
+            executor_ecrecover_total: int_counter(
+                r,
+                "ferry_executor_ecrecover_total",
+                "The EVM's ecrecover calls in predictions, by source (memo or curve).",
+                &["source"],
             ),
             executor_sequential_check_seconds: histogram(
                 r,
