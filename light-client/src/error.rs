@@ -354,6 +354,14 @@ pub enum SourceError {
     /// The source has no such header.
     #[error("{0} not found")]
     NotFound(String),
+    /// The source is several endpoints and too few of them agree on the answer.
+    #[error("{what}: endpoints disagree: {reason}")]
+    Disagreement {
+        /// The request.
+        what: String,
+        /// Who said what.
+        reason: String,
+    },
     /// Syncing hit a light-client refusal.
     #[error(transparent)]
     LightClient(#[from] LightClientError),

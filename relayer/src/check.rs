@@ -83,14 +83,7 @@ impl Config {
             if let Some(other) = ids.insert(chain.chain_id, name) {
                 report(key("chain_id"), format!("{} is also chain {other}'s id", chain.chain_id));
             }
-            if !matches!(url_scheme(&chain.rpc_url), Some("http" | "https")) {
-                report(key("rpc_url"), format!("{:?} is not an http(s) URL", chain.rpc_url));
-            }
-            if let Some(ws) = &chain.ws_url
-                && !matches!(url_scheme(ws), Some("ws" | "wss"))
-            {
-                report(key("ws_url"), format!("{ws:?} is not a ws(s) URL"));
-            }
+            check_endpoints(chain, &key, &mut report);
             if chain.mailbox == Address::ZERO {
                 report(key("mailbox"), "is the zero address".into());
             }
@@ -135,6 +128,46 @@ fn validator_address(secret: &Secret, key: &str) -> Result<Address, crate::Confi
         .map_err(|e| crate::ConfigError::Secret { key: key.into(), reason: e.to_string() })
 }
 
+/// A chain's endpoints: each a URL of the right scheme, none twice, and a quorum that
+/// the endpoints can reach.
+fn check_endpoints(chain: &crate::ChainConfig, key: &dyn Fn(&str) -> String, report: &mut dyn FnMut(String, String)) {
+    let urls = chain.rpc_endpoints();
+    if urls.is_empty() {
+        report(key("rpc_url"), "no RPC endpoint: set rpc_url or rpc_urls".into());
+    }
+    let field = |i: usize| {
+        if !chain.rpc_url.is_empty() && i == 0 {
+            key("rpc_url")
+        } else {
+            key(&format!("rpc_urls[{}]", i - usize::from(!chain.rpc_url.is_empty())))
+        }
+    };
+    for (i, url) in urls.iter().enumerate() {
+        if !matches!(url_scheme(url), Some("http" | "https")) {
+            report(field(i), format!("{url:?} is not an http(s) URL"));
+        }
+        if urls[..i].contains(url) {
+            report(field(i), format!("{url:?} is listed twice"));
+        }
+    }
+    let ws = chain.ws_endpoints();
+    for (i, url) in ws.iter().enumerate() {
+        let field = if chain.ws_url.is_some() && i == 0 { key("ws_url") } else { key("ws_urls") };
+        if !matches!(url_scheme(url), Some("ws" | "wss")) {
+            report(field.clone(), format!("{url:?} is not a ws(s) URL"));
+        }
+        if ws[..i].contains(url) {
+            report(field, format!("{url:?} is listed twice"));
+        }
+    }
+    if chain.rpc_quorum == 0 || chain.rpc_quorum > urls.len().max(1) {
+        report(
+            key("rpc_quorum"),
+            format!("{} cannot be reached: it must be between 1 and the {} endpoints", chain.rpc_quorum, urls.len()),
+        );
+    }
+}
+
 fn url_scheme(url: &str) -> Option<&str> {
     url.split_once("://").filter(|(_, rest)| !rest.is_empty()).map(|(scheme, _)| scheme)
 }
@@ -161,6 +194,14 @@ mod tests {
             rpc_url = "http://127.0.0.1:8546"
             ws_url = "http://127.0.0.1:8546"
             mailbox = "0x0000000000000000000000000000000000000009"
+            [chains.gamma]
+            chain_id = 7
+            rpc_urls = ["http://a:8545", "http://b:8545", "http://a:8545"]
+            rpc_quorum = 4
+            mailbox = "0x0000000000000000000000000000000000000009"
+            [chains.delta]
+            chain_id = 8
+            mailbox = "0x0000000000000000000000000000000000000009"
         "#;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
@@ -175,6 +216,9 @@ mod tests {
             "chains.alpha.mailbox",
             "chains.beta.chain_id",
             "chains.beta.ws_url",
+            "chains.gamma.rpc_urls[2]",
+            "chains.gamma.rpc_quorum",
+            "chains.delta.rpc_url",
         ] {
             assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
         }

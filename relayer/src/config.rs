@@ -159,11 +159,26 @@ pub struct ValidatorsConfig {
 pub struct ChainConfig {
     /// EIP-155 chain id; also the domain in messages.
     pub chain_id: u64,
-    /// HTTP JSON-RPC endpoint.
+    /// HTTP JSON-RPC endpoint: shorthand for a single one (empty when `rpc_urls` lists them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub rpc_url: String,
+    /// More HTTP JSON-RPC endpoints (after `rpc_url`, when both are set). Reads go to the
+    /// healthiest and fall over to the next; signed transactions go to every healthy one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rpc_urls: Vec<String>,
+    /// How many endpoints must give the same block hash before the light client takes a
+    /// header (1: any one endpoint's word).
+    #[serde(default = "default_quorum")]
+    pub rpc_quorum: usize,
+    /// Blocks an endpoint's head may trail the best endpoint's before it counts as sick.
+    #[serde(default = "default_max_head_lag")]
+    pub rpc_max_head_lag: u64,
     /// WebSocket JSON-RPC endpoint for new heads (HTTP polling when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
+    /// More WebSocket endpoints: a new head from any of them wakes the watcher.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ws_urls: Vec<String>,
     /// The Mailbox.
     pub mailbox: Address,
     /// The TokenBridge, for `ferry bridge`.
@@ -191,6 +206,14 @@ pub struct ChainConfig {
     /// Individual header rules switched on or off over the preset.
     #[serde(default)]
     pub rules: RuleSwitches,
+}
+
+fn default_quorum() -> usize {
+    1
+}
+
+fn default_max_head_lag() -> u64 {
+    3
 }
 
 fn default_confirmations() -> u64 {
@@ -246,6 +269,41 @@ pub struct RuleSwitches {
 }
 
 impl ChainConfig {
+    /// Every HTTP endpoint: `rpc_url`, then `rpc_urls`.
+    pub fn rpc_endpoints(&self) -> Vec<&str> {
+        std::iter::once(self.rpc_url.as_str())
+            .filter(|u| !u.is_empty())
+            .chain(self.rpc_urls.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// Every WebSocket endpoint: `ws_url`, then `ws_urls`.
+    pub fn ws_endpoints(&self) -> Vec<&str> {
+        self.ws_url.iter().chain(self.ws_urls.iter()).map(String::as_str).collect()
+    }
+
+    /// A chain reached at one endpoint, with everything else at its default.
+    pub fn new(chain_id: u64, rpc_url: impl Into<String>, mailbox: Address) -> Self {
+        Self {
+            chain_id,
+            rpc_url: rpc_url.into(),
+            rpc_urls: vec![],
+            rpc_quorum: default_quorum(),
+            rpc_max_head_lag: default_max_head_lag(),
+            ws_url: None,
+            ws_urls: vec![],
+            mailbox,
+            bridge: None,
+            token: None,
+            confirmations: default_confirmations(),
+            executor_workers: None,
+            start_block: 0,
+            poll_interval_ms: default_poll_interval(),
+            rules_preset: RulesPreset::default(),
+            rules: RuleSwitches::default(),
+        }
+    }
+
     /// The header rules: the preset with the switches applied.
     pub fn header_rules(&self) -> HeaderRules {
         let mut rules = match self.rules_preset {
@@ -352,18 +410,10 @@ mod tests {
             chains: BTreeMap::from([(
                 "alpha".to_string(),
                 ChainConfig {
-                    chain_id: 31337,
-                    rpc_url: "http://127.0.0.1:8545".into(),
                     ws_url: Some("ws://127.0.0.1:8545".into()),
-                    mailbox: Address::repeat_byte(9),
-                    bridge: None,
-                    token: None,
-                    confirmations: 2,
-                    executor_workers: None,
-                    start_block: 0,
-                    poll_interval_ms: 1000,
                     rules_preset: RulesPreset::Anvil,
                     rules: RuleSwitches { eip1559_base_fee: Some(false), ..Default::default() },
+                    ..ChainConfig::new(31337, "http://127.0.0.1:8545", Address::repeat_byte(9))
                 },
             )]),
         }

@@ -11,6 +11,7 @@ use ferry_light_client::ValidatorSet;
 
 use crate::{
     Bus, Config, Store,
+    endpoints::Endpoints,
     metrics::{Metrics, RouteMetrics},
 };
 
@@ -30,6 +31,8 @@ pub struct Context {
     caught_up: Mutex<BTreeMap<String, bool>>,
     /// The metrics of every route between configured chains, bound once.
     routes: BTreeMap<(u32, u32), Arc<RouteMetrics>>,
+    /// Each configured chain's RPC endpoints, shared by its watcher and its deliverer.
+    endpoints: BTreeMap<String, Arc<Endpoints>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -55,7 +58,15 @@ impl Context {
                     .map(move |&(destination, to)| ((origin, destination), Arc::new(metrics.route(from, to))))
             })
             .collect();
-        Self { config, store, metrics, bus, validators, caught_up: Mutex::new(BTreeMap::new()), routes }
+        let endpoints =
+            config.chains.iter().map(|(name, chain)| (name.clone(), Endpoints::new(&metrics, name, chain))).collect();
+        Self { config, store, metrics, bus, validators, caught_up: Mutex::new(BTreeMap::new()), routes, endpoints }
+    }
+
+    /// The RPC endpoints of the configured chain `name` (a chain not configured gets
+    /// endpoints of its own, as `chain` says).
+    pub(crate) fn endpoints(&self, name: &str, chain: &crate::ChainConfig) -> Arc<Endpoints> {
+        self.endpoints.get(name).cloned().unwrap_or_else(|| Endpoints::new(&self.metrics, name, chain))
     }
 
     /// The metric label of the chain with EIP-155 id `chain_id`: its configured name, or the id

@@ -10,6 +10,8 @@
 //! - [`MessageRecord`] and its transitions ([`lifecycle`]): the only code that moves a
 //!   message from one [`Stage`] to the next.
 //! - [`Store`]: persists message records, scan cursors and nonces.
+//! - Each chain's RPC endpoints (`endpoints`): fall-over reads, broadcast sends, probed
+//!   health, and a quorum of endpoints behind every header the light client takes.
 //! - [`Metrics`]: the Prometheus metrics, served on `/metrics`; [`cpu`]: the process's CPU
 //!   by pipeline stage, among them.
 
@@ -21,6 +23,7 @@ mod config;
 mod context;
 pub mod cpu;
 mod deliver;
+mod endpoints;
 mod error;
 mod http;
 pub mod lifecycle;

@@ -10,13 +10,8 @@ use std::{
 };
 
 use alloy::{
-    network::EthereumWallet,
-    providers::{DynProvider, Provider, ProviderBuilder},
-    rpc::{
-        client::ClientBuilder,
-        json_rpc::{RequestPacket, ResponsePacket},
-    },
-    transports::{TransportError, TransportErrorKind, TransportFut, layers::RetryBackoffLayer},
+    rpc::json_rpc::{RequestPacket, ResponsePacket},
+    transports::{TransportError, TransportErrorKind, TransportFut},
 };
 use prometheus::{HistogramVec, IntCounterVec};
 use tower::{Layer, Service};
@@ -26,24 +21,11 @@ use crate::metrics::Metrics;
 /// Longest wait for one RPC answer: a node that never answers must not hold a task.
 pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of a request the node refused for its rate limit or as unavailable.
-const RATE_LIMIT_RETRIES: u32 = 5;
+pub(crate) const RATE_LIMIT_RETRIES: u32 = 5;
 /// The first wait before such a retry, in milliseconds.
-const RATE_LIMIT_BACKOFF_MS: u64 = 200;
+pub(crate) const RATE_LIMIT_BACKOFF_MS: u64 = 200;
 /// The compute units per second a node is assumed to allow (the retry layer's budget).
-const COMPUTE_UNITS_PER_SECOND: u64 = 10_000;
-
-/// A provider for the chain labelled `chain` at `url` (signing with `wallet` when given),
-/// with every request through [`RpcLayer`] and the rate-limit retries.
-pub(crate) fn provider(metrics: &Metrics, chain: &str, url: url::Url, wallet: Option<EthereumWallet>) -> DynProvider {
-    let client = ClientBuilder::default()
-        .layer(RpcLayer::new(metrics, chain, RPC_TIMEOUT))
-        .layer(RetryBackoffLayer::new(RATE_LIMIT_RETRIES, RATE_LIMIT_BACKOFF_MS, COMPUTE_UNITS_PER_SECOND))
-        .http(url);
-    match wallet {
-        Some(wallet) => ProviderBuilder::new().wallet(wallet).connect_client(client).erased(),
-        None => ProviderBuilder::new().connect_client(client).erased(),
-    }
-}
+pub(crate) const COMPUTE_UNITS_PER_SECOND: u64 = 10_000;
 
 /// Times out, times and counts every request of one chain.
 #[derive(Debug, Clone)]
@@ -125,6 +107,11 @@ where
 
 #[cfg(test)]
 mod tests {
+    use alloy::{
+        providers::{Provider, ProviderBuilder},
+        rpc::client::ClientBuilder,
+    };
+
     use super::*;
 
     /// A node that takes the connection and never answers: the call fails at the

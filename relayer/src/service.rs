@@ -73,6 +73,11 @@ impl Service {
         context.metrics.prime(&names);
         let (http, server) = crate::http::serve(context.clone(), config.http.listen).await?;
         let mut tasks = vec![server, tokio::spawn(gauges(context.clone(), role))];
+        for (name, chain) in &config.chains {
+            // Every second at most: lag is counted in blocks, and probes cost the nodes.
+            let interval = Duration::from_millis(chain.poll_interval_ms.max(1000));
+            tasks.push(tokio::spawn(context.endpoints(name, chain).run_prober(interval)));
+        }
         if role != Role::Relayer {
             let signers = Arc::new(signers);
             for (name, chain) in &config.chains {

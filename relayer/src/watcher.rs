@@ -13,7 +13,7 @@ use alloy::{
 };
 use ferry_light_client::{
     CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage, ReceiptTrie,
-    RpcHeaderSource, SealedHeader, SourceError, ValidatorKey,
+    SealedHeader, SourceError, ValidatorKey,
 };
 use ferry_messages::{
     contracts::Mailbox,
@@ -27,9 +27,9 @@ use crate::{
     ChainConfig,
     backoff::Backoff,
     context::Context,
+    endpoints::QuorumSource,
     lifecycle::{MessageRecord, applied},
     metrics::WatcherMetrics,
-    rpc,
 };
 
 /// Most headers synced before the new final blocks are scanned, so that the scan always
@@ -42,6 +42,7 @@ pub(crate) struct Watcher {
     name: String,
     chain: ChainConfig,
     provider: DynProvider,
+    source: QuorumSource,
     signers: Arc<Vec<ValidatorKey>>,
     metrics: WatcherMetrics,
 }
@@ -53,13 +54,12 @@ impl Watcher {
         chain: ChainConfig,
         signers: Arc<Vec<ValidatorKey>>,
     ) -> Self {
-        // `config check` refuses a URL that does not parse; a provider that fails every
-        // call keeps the watcher (and its readiness) honest if one gets through anyway.
-        let url = chain.rpc_url.parse().unwrap_or_else(|_| "http://invalid.invalid".parse().expect("static URL"));
-        let provider = rpc::provider(&context.metrics, &name, url, None);
+        let endpoints = context.endpoints(&name, &chain);
+        let provider = endpoints.provider(None);
+        let source = endpoints.header_source();
         let keys: Vec<_> = signers.iter().map(|key| key.address()).collect();
         let metrics = context.metrics.watcher(&name, &keys);
-        Self { context, name, chain, provider, signers, metrics }
+        Self { context, name, chain, provider, source, signers, metrics }
     }
 
     /// Runs until the task is aborted: opens the light client, then syncs on every new
@@ -67,11 +67,12 @@ impl Watcher {
     pub(crate) async fn run(self) {
         let wake = Arc::new(Notify::new());
         // Aborted with this task: the subscription must not outlive its watcher.
-        let _heads = self
+        let _heads: Vec<AbortOnDrop> = self
             .chain
-            .ws_url
-            .clone()
-            .map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws, wake.clone(), self.name.clone()))));
+            .ws_endpoints()
+            .into_iter()
+            .map(|ws| AbortOnDrop(tokio::spawn(follow_heads(ws.to_string(), wake.clone(), self.name.clone()))))
+            .collect();
         let mut client = None;
         let mut backoff = Backoff::task();
         let poll = Duration::from_millis(self.chain.poll_interval_ms);
@@ -100,10 +101,10 @@ impl Watcher {
         }
     }
 
-    /// The chain's RPC as the light client's header source (timed and counted by the
-    /// provider's layers).
-    fn source(&self) -> RpcHeaderSource<DynProvider> {
-        RpcHeaderSource::new(self.provider.clone())
+    /// The chain's endpoints as the light client's header source (a quorum of them when
+    /// so configured; every call timed and counted by the endpoints' layers).
+    fn source(&self) -> &QuorumSource {
+        &self.source
     }
 
     /// Opens the light client from the store, or from the configured start block.
@@ -134,7 +135,7 @@ impl Watcher {
         let latest = self.source().latest_number().await?;
         loop {
             let target = latest.min(client.head().number + SYNC_CHUNK);
-            let synced = ferry_light_client::sync(client, &self.source(), target).await;
+            let synced = ferry_light_client::sync(client, self.source(), target).await;
             let events = match synced {
                 Ok(events) => events,
                 Err(SourceError::LightClient(e)) => return Err(self.refused(e)),

@@ -56,15 +56,10 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
         .iter()
         .map(|c| {
             let chain = ChainConfig {
-                chain_id: c.chain_id,
-                rpc_url: c.rpc_url.clone(),
                 ws_url: Some(c.ws_url.clone()),
-                mailbox: c.mailbox,
                 bridge: Some(c.bridge),
                 token: Some(c.token),
                 confirmations,
-                executor_workers: None,
-                start_block: 0,
                 poll_interval_ms: 500,
                 rules_preset: RulesPreset::Anvil,
                 // anvil's interval miner now and then gives a block a base fee EIP-1559
@@ -72,6 +67,7 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
                 // 1766504 where its parent gives 2172297), and the light client would
                 // refuse that block and stop following the chain for good.
                 rules: RuleSwitches { eip1559_base_fee: Some(false), ..Default::default() },
+                ..ChainConfig::new(c.chain_id, c.rpc_url.clone(), c.mailbox)
             };
             (c.name.clone(), chain)
         })

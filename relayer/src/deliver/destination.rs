@@ -17,7 +17,7 @@ use alloy::{
 use ferry_messages::contracts::Mailbox;
 
 use super::DeliverError;
-use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics, rpc};
+use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics};
 
 /// `delivered(id)` reads per JSON-RPC batch request.
 const READS_PER_REQUEST: usize = 200;
@@ -39,8 +39,7 @@ impl Destination {
     pub(super) fn new(context: &Context, name: String, chain: ChainConfig, key: &Secret) -> Result<Self, DeliverError> {
         let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
         let relayer = signer.address();
-        let url = chain.rpc_url.parse().map_err(|e| DeliverError::Config(format!("{}: {e}", chain.rpc_url)))?;
-        let provider = rpc::provider(&context.metrics, &name, url, Some(EthereumWallet::from(signer)));
+        let provider = context.endpoints(&name, &chain).provider(Some(EthereumWallet::from(signer)));
         let metrics = context.metrics.delivery(&name);
         Ok(Self { name, chain, relayer, metrics, provider })
     }

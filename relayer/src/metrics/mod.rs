@@ -120,6 +120,12 @@ pub struct Metrics {
     pub rpc_request_seconds: HistogramVec,
     /// `ferry_rpc_batch_size{chain}`: calls per batched JSON-RPC request (method `batch`).
     pub rpc_batch_size: HistogramVec,
+    /// `ferry_rpc_endpoint_up{chain, endpoint}`: 1 while the endpoint answers and keeps up
+    /// with the best one's head, 0 while it is on probation or lagging.
+    pub rpc_endpoint_up: IntGaugeVec,
+    /// `ferry_rpc_endpoint_head_lag_blocks{chain, endpoint}`: blocks the endpoint's head
+    /// trails the best endpoint's, at the last probe.
+    pub rpc_endpoint_head_lag_blocks: IntGaugeVec,
 
     /// `ferry_build_info{version}`: always 1, labelled with the relayer's version.
     pub build_info: IntGaugeVec,
@@ -331,6 +337,18 @@ impl Metrics {
                 "Duration of RPC requests to a chain's node, in seconds.",
                 &["chain", "method"],
                 RPC_BUCKETS.to_vec(),
+            ),
+            rpc_endpoint_up: int_gauge(
+                r,
+                "ferry_rpc_endpoint_up",
+                "1 while an RPC endpoint answers and keeps up with the best head, 0 on probation or lagging.",
+                &["chain", "endpoint"],
+            ),
+            rpc_endpoint_head_lag_blocks: int_gauge(
+                r,
+                "ferry_rpc_endpoint_head_lag_blocks",
+                "Blocks an RPC endpoint's head trails the best endpoint's, at the last probe.",
+                &["chain", "endpoint"],
             ),
             rpc_batch_size: histogram(
                 r,

@@ -21,6 +21,10 @@ pub enum Lie {
     Receipts,
     /// Any answer replaced by bytes that are not JSON.
     Garbage,
+    /// Answers to `eth_getBlockByNumber` with another block: its `extraData` changed and
+    /// its hash recomputed, so that the header hashes right and is simply not the
+    /// chain's (an endpoint on another fork, or one that lies with care).
+    Fork,
 }
 
 #[derive(Debug)]
@@ -32,10 +36,11 @@ struct Plan {
     told: usize,
 }
 
-/// A running proxy; stops with the test's runtime.
+/// A running proxy; stops with the test's runtime or when killed.
 pub struct RpcProxy {
     addr: SocketAddr,
     plan: Arc<Mutex<Plan>>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 #[derive(Clone)]
@@ -53,8 +58,16 @@ impl RpcProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/", post(forward)).with_state(state);
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        RpcProxy { addr, plan }
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        RpcProxy { addr, plan, server }
+    }
+
+    /// Stops listening and drops every connection: from now on, connections are refused.
+    pub async fn kill(&self) {
+        self.server.abort();
+        while !self.server.is_finished() {
+            tokio::task::yield_now().await;
+        }
     }
 
     /// The URL to give ferry instead of the node's.
@@ -92,6 +105,7 @@ async fn forward(
             (plan.lie, method.as_deref()),
             (Some(Lie::Garbage), _)
                 | (Some(Lie::Headers), Some("eth_getBlockByNumber" | "eth_getBlockByHash"))
+                | (Some(Lie::Fork), Some("eth_getBlockByNumber"))
                 | (Some(Lie::Receipts), Some("eth_getBlockReceipts"))
         );
         (applies && plan.left > 0).then_some(plan.lie).flatten()
@@ -147,6 +161,15 @@ fn tamper(lie: Lie, answer: &mut Value) -> bool {
                 }
             }
             false
+        }
+        Lie::Fork => {
+            let Ok(mut block) = serde_json::from_value::<alloy::rpc::types::Block>(result.clone()) else {
+                return false;
+            };
+            block.header.inner.extra_data = alloy::primitives::Bytes::from_static(b"another fork");
+            block.header.hash = block.header.inner.hash_slow();
+            *result = serde_json::to_value(&block).unwrap();
+            true
         }
         Lie::Garbage => false,
     }

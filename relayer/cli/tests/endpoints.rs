@@ -1,0 +1,76 @@
+//! Several RPC endpoints per chain, each a loopback proxy in front of the chain's anvil:
+//! alpha behind three with a quorum of two, one of them serving another fork's headers
+//! (hashing right, not the chain's); beta behind two, the first killed mid-run. What must
+//! hold: the liar is outvoted, counted (`ferry_bad_input_total{source="rpc",
+//! reason="rpc_disagreement"}`) and marked down; the killed endpoint is passed over at
+//! once and marked down; every message is delivered exactly once all along.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{
+    Net, amounts, assert_once,
+    proxy::{Lie, RpcProxy},
+    wait_for,
+};
+use ferry_relayer::{Role, Service};
+
+const BLOCK: Option<Duration> = Some(Duration::from_secs(1));
+const DELIVERED_WITHIN: Duration = Duration::from_secs(120);
+
+fn label(proxy: &RpcProxy) -> String {
+    proxy.url().trim_start_matches("http://").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lying_endpoint_is_outvoted_and_a_killed_one_is_passed_over() {
+    let net = Net::start(BLOCK, 2).await;
+    let (a1, a2, liar) = (
+        RpcProxy::start(net.rpc("alpha")).await,
+        RpcProxy::start(net.rpc("alpha")).await,
+        RpcProxy::start(net.rpc("alpha")).await,
+    );
+    liar.lie(Lie::Fork, usize::MAX);
+    let (b1, b2) = (RpcProxy::start(net.rpc("beta")).await, RpcProxy::start(net.rpc("beta")).await);
+
+    let mut config = net.config.clone();
+    let alpha = config.chains.get_mut("alpha").unwrap();
+    alpha.rpc_url = String::new();
+    alpha.rpc_urls = vec![liar.url(), a1.url(), a2.url()];
+    alpha.rpc_quorum = 2;
+    alpha.ws_url = None;
+    let beta = config.chains.get_mut("beta").unwrap();
+    beta.rpc_url = b1.url();
+    beta.rpc_urls = vec![b2.url()];
+    beta.ws_url = None;
+    assert!(config.check().is_empty(), "{:?}", config.check());
+    let service = Service::start(config, Role::All).await.unwrap();
+    let metrics = &service.context().metrics;
+
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &amounts(5, 1)).await;
+    net.wait_processed("beta", &first, DELIVERED_WITHIN).await;
+    let disagreements = metrics.bad_input_total.with_label_values(&["rpc", "rpc_disagreement"]).get();
+    assert!(disagreements > 0, "the forked endpoint was never outvoted");
+    assert!(liar.told() > 0);
+
+    // beta's first endpoint dies: the relay goes on through the second.
+    b1.kill().await;
+    let second = net.send_many("alpha", "beta", 0, net.account(3), &amounts(5, 2)).await;
+    let all: Vec<_> = first.iter().chain(&second).copied().collect();
+    let processed = net.wait_processed("beta", &all, DELIVERED_WITHIN).await;
+    assert_once(&processed, &all);
+
+    let up = |chain: &str, proxy: &RpcProxy| metrics.rpc_endpoint_up.with_label_values(&[chain, &label(proxy)]).get();
+    wait_for(Duration::from_secs(30), "the killed endpoint marked down", || async {
+        (up("beta", &b1) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(up("beta", &b2), 1);
+    assert_eq!(up("alpha", &a1), 1);
+    assert_eq!(up("alpha", &a2), 1);
+    // Outvoted again and again while the chain grows: counted each time, never believed.
+    assert!(metrics.bad_input_total.with_label_values(&["rpc", "rpc_disagreement"]).get() >= disagreements);
+    let processed = net.processed("beta").await;
+    assert_eq!(processed.len(), all.len(), "beta processed messages nobody sent");
+}
