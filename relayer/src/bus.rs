@@ -15,7 +15,7 @@ use ferry_messages::{
 };
 use futures_util::StreamExt;
 
-use crate::{BusError, cpu};
+use crate::{BusError, NatsConfig, cpu};
 
 /// The stream validator signatures travel on (`ferry.att.<origin>.<destination>`).
 pub const ATTESTATION_STREAM: &str = "FERRY_ATTESTATIONS";
@@ -26,6 +26,9 @@ const PUBLISH_WINDOW: usize = 500;
 
 /// How much longer than its own expiry a fetch may take before it is abandoned.
 const FETCH_GRACE: Duration = Duration::from_secs(10);
+
+/// How long stream setup waits for a cluster to elect its JetStream leader.
+const STREAM_SETUP: Duration = Duration::from_secs(30);
 
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
@@ -56,23 +59,25 @@ impl std::fmt::Debug for Bus {
 }
 
 impl Bus {
-    /// Connects and makes sure both streams exist (created here if not: nats-server 2.9
-    /// has no KV buckets to rely on, streams and consumers are all ferry needs).
-    /// `ack_wait` is how long a consumer waits for an ack before redelivering: what a
-    /// crashed process's messages wait before another process takes them (delivery
-    /// extends it with progress acks while a transaction is pending).
-    pub async fn connect(url: &str, stream: &str, ack_wait: Duration) -> Result<Self, BusError> {
+    /// Connects to the configured servers (moving to another when one goes away) and
+    /// makes sure both streams exist with the configured replicas (created or updated
+    /// here: nats-server 2.9 has no KV buckets to rely on, streams and consumers are all
+    /// ferry needs). `ack_wait_secs` is how long a consumer waits for an ack before
+    /// redelivering: what a crashed process's messages wait before another process takes
+    /// them (delivery extends it with progress acks while a transaction is pending).
+    pub async fn connect(config: &NatsConfig) -> Result<Self, BusError> {
         let client = async_nats::ConnectOptions::new()
             .name("ferry")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
-            .connect(url)
+            .connect(config.servers())
             .await
             .map_err(|e| BusError::Connect(e.to_string()))?;
         let js = jetstream::new(client.clone());
-        let bus = Self { client, js, stream: stream.to_string(), ack_wait };
-        bus.ensure_stream(stream, "ferry.msg.>").await?;
-        bus.ensure_stream(ATTESTATION_STREAM, "ferry.att.>").await?;
+        let ack_wait = Duration::from_secs(config.ack_wait_secs.max(1));
+        let bus = Self { client, js, stream: config.stream.clone(), ack_wait };
+        bus.ensure_stream(&config.stream, "ferry.msg.>", config.replicas).await?;
+        bus.ensure_stream(ATTESTATION_STREAM, "ferry.att.>", config.replicas).await?;
         Ok(bus)
     }
 
@@ -91,20 +96,31 @@ impl Bus {
         &self.stream
     }
 
-    async fn ensure_stream(&self, name: &str, subjects: &str) -> Result<(), BusError> {
-        self.js
-            .get_or_create_stream(stream::Config {
-                name: name.to_string(),
-                subjects: vec![subjects.to_string()],
-                storage: StorageType::File,
-                duplicate_window: DUPLICATE_WINDOW,
-                max_age: Duration::from_secs(7 * 24 * 3600),
-                discard: DiscardPolicy::Old,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| BusError::Setup(format!("stream {name}: {e}")))?;
-        Ok(())
+    /// Creates stream `name`, or brings an existing one to this configuration (its
+    /// replicas among it). A cluster electing its JetStream leader answers "temporarily
+    /// unavailable" for a while: that is waited out, up to [`STREAM_SETUP`].
+    async fn ensure_stream(&self, name: &str, subjects: &str, replicas: usize) -> Result<(), BusError> {
+        let config = stream::Config {
+            name: name.to_string(),
+            subjects: vec![subjects.to_string()],
+            storage: StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: Duration::from_secs(7 * 24 * 3600),
+            discard: DiscardPolicy::Old,
+            num_replicas: replicas,
+            ..Default::default()
+        };
+        let deadline = tokio::time::Instant::now() + STREAM_SETUP;
+        loop {
+            match self.js.create_or_update_stream(config.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(stream = name, error = %e, "stream setup failed; trying again");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(BusError::Setup(format!("stream {name} (replicas {replicas}): {e}"))),
+            }
+        }
     }
 
     /// A consumer's backlog: messages not yet delivered to it, and messages delivered and not

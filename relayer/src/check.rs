@@ -29,8 +29,32 @@ impl Config {
         let mut problems = Vec::new();
         let mut report = |key: String, problem: String| problems.push(Problem { key, problem });
 
-        if !(self.nats.url.starts_with("nats://") || self.nats.url.starts_with("tls://")) {
-            report("nats.url".into(), format!("{:?} is not a nats:// or tls:// URL", self.nats.url));
+        let servers = self.nats.servers();
+        if servers.is_empty() {
+            report("nats.url".into(), "no NATS server: set nats.url or nats.urls".into());
+        }
+        for (i, url) in servers.iter().enumerate() {
+            let key =
+                if !self.nats.url.is_empty() && i == 0 { "nats.url".to_string() } else { "nats.urls".to_string() };
+            if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+                report(key.clone(), format!("{url:?} is not a nats:// or tls:// URL"));
+            }
+            if servers[..i].contains(url) {
+                report(key, format!("{url:?} is listed twice"));
+            }
+        }
+        if !matches!(self.nats.replicas, 1..=5) {
+            report(
+                "nats.replicas".into(),
+                format!("{} is not between 1 and 5 (JetStream's limit)", self.nats.replicas),
+            );
+        } else if servers.len() > 1 && self.nats.replicas > servers.len() {
+            // One URL may name a whole cluster (behind DNS or a balancer): only a list of
+            // servers says how many there are.
+            report(
+                "nats.replicas".into(),
+                format!("{} replicas need as many servers; {} are listed", self.nats.replicas, servers.len()),
+            );
         }
         if self.nats.stream.is_empty() || self.nats.stream.contains(['.', ' ', '*', '>']) {
             report("nats.stream".into(), format!("{:?} is not a valid stream name", self.nats.stream));
@@ -182,6 +206,8 @@ mod tests {
             data_dir = "/tmp/ferry"
             [nats]
             url = "http://nats:4222"
+            urls = ["nats://b:4222"]
+            replicas = 3
             [validators]
             threshold = 3
             set = ["0x0000000000000000000000000000000000000001", "0x0000000000000000000000000000000000000001"]
@@ -210,6 +236,7 @@ mod tests {
         let keys: Vec<String> = config.check().into_iter().map(|p| p.key).collect();
         for expected in [
             "nats.url",
+            "nats.replicas",
             "validators.set",
             "validators.threshold",
             "chains.alpha.rpc_url",

@@ -53,8 +53,13 @@ impl Default for HttpConfig {
 /// The NATS server and stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NatsConfig {
-    /// `nats://host:port`.
+    /// `nats://host:port`: shorthand for one server (empty when `urls` lists them).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Servers of a cluster (after `url`, when both are set): the client connects to one
+    /// and moves to another when it goes away.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub urls: Vec<String>,
     /// The JetStream stream messages travel on.
     #[serde(default = "default_stream")]
     pub stream: String,
@@ -62,6 +67,35 @@ pub struct NatsConfig {
     /// (how long a crashed relayer's messages wait).
     #[serde(default = "default_ack_wait")]
     pub ack_wait_secs: u64,
+    /// Copies JetStream keeps of each stream (1, or 3 or 5 on a cluster of at least as
+    /// many servers): with R3 a stream survives the loss of one server.
+    #[serde(default = "default_replicas")]
+    pub replicas: usize,
+}
+
+impl NatsConfig {
+    /// One server at `url`, the default stream, ack wait and replicas.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            urls: vec![],
+            stream: default_stream(),
+            ack_wait_secs: default_ack_wait(),
+            replicas: default_replicas(),
+        }
+    }
+
+    /// Every server: `url`, then `urls`.
+    pub fn servers(&self) -> Vec<&str> {
+        std::iter::once(self.url.as_str())
+            .filter(|u| !u.is_empty())
+            .chain(self.urls.iter().map(String::as_str))
+            .collect()
+    }
+}
+
+fn default_replicas() -> usize {
+    1
 }
 
 fn default_ack_wait() -> u64 {
@@ -399,7 +433,7 @@ mod tests {
         Config {
             data_dir: "/var/lib/ferry".into(),
             http: HttpConfig::default(),
-            nats: NatsConfig { url: "nats://127.0.0.1:4222".into(), stream: default_stream(), ack_wait_secs: 30 },
+            nats: NatsConfig::new("nats://127.0.0.1:4222"),
             relayer: RelayerConfig { key_file: Some("/run/secrets/relayer.key".into()), ..Default::default() },
             validators: ValidatorsConfig {
                 threshold: 2,

@@ -65,8 +65,7 @@ impl Service {
             Role::Validator => None,
             _ => Some(config.relayer_key()?.ok_or_else(|| ServiceError::Config("relayer.key: no relayer key".into()))?),
         };
-        let ack_wait = Duration::from_secs(config.nats.ack_wait_secs.max(1));
-        let bus = Bus::connect(&config.nats.url, &config.nats.stream, ack_wait).await?;
+        let bus = Bus::connect(&config.nats).await?;
         let context = Arc::new(Context::new(config.clone(), store, bus, validators));
 
         let names: Vec<&str> = config.chains.keys().map(String::as_str).collect();

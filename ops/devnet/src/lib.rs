@@ -18,5 +18,5 @@ pub use anvil::{Anvil, AnvilOptions};
 pub use deploy::{ChainDeployment, DeployOptions, deploy_pair, is_deployed, wallet};
 pub use devnet::{AccountInfo, ChainInfo, Devnet, DevnetInfo, DevnetOptions, Network, deploy_network, validator_key};
 pub use error::DevnetError;
-pub use nats::NatsServer;
+pub use nats::{NatsCluster, NatsServer};
 pub use process::{child_pids, find_anvil, find_nats_server, free_port, is_running};

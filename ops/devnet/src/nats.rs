@@ -61,21 +61,139 @@ impl NatsServer {
 }
 
 async fn start(dir: &TempDir, port: Option<u16>) -> Result<(ChildProcess, u16), DevnetError> {
+    let mut process = launch(dir, port, "")?;
+    let port = process.ready(Duration::from_secs(30)).await?;
+    wait_for_client(&process, port).await?;
+    Ok((process, port))
+}
+
+/// Starts nats-server on `port` (None: a port of its own choosing, which it logs, so
+/// nothing races for it) with JetStream in `dir` and `extra` configuration (a cluster
+/// block), without waiting for it.
+fn launch(dir: &TempDir, port: Option<u16>, extra: &str) -> Result<ChildProcess, DevnetError> {
     let binary = find_nats_server()?;
     let config = dir.path().join("nats.conf");
     let store = dir.path().join("jetstream");
-    // port -1: the server picks a free port itself and logs it, so nothing races for it.
     let text = format!(
-        "host: 127.0.0.1\nport: {}\njetstream {{\n  store_dir: {:?}\n  max_memory_store: {MAX_MEMORY_STORE}\n  max_file_store: {MAX_FILE_STORE}\n}}\n",
+        "host: 127.0.0.1\nport: {}\njetstream {{\n  store_dir: {:?}\n  max_memory_store: {MAX_MEMORY_STORE}\n  max_file_store: {MAX_FILE_STORE}\n}}\n{extra}",
         port.map_or(-1, i32::from),
         store.display().to_string(),
     );
     std::fs::write(&config, text).map_err(|e| DevnetError::io(&config, e))?;
     let args = vec!["-c".to_string(), config.display().to_string()];
-    let mut process = ChildProcess::spawn("nats-server", &binary, &args, dir.path().join("nats.log"), client_port)?;
-    let port = process.ready(Duration::from_secs(30)).await?;
-    wait_for_client(&process, port).await?;
-    Ok((process, port))
+    ChildProcess::spawn("nats-server", &binary, &args, dir.path().join("nats.log"), client_port)
+}
+
+/// A JetStream cluster of nats-servers on loopback, each killed when dropped and each
+/// with its store in a temporary directory that outlives its restarts.
+#[derive(Debug)]
+pub struct NatsCluster {
+    nodes: Vec<ClusterNode>,
+}
+
+#[derive(Debug)]
+struct ClusterNode {
+    process: Option<ChildProcess>,
+    port: u16,
+    cluster_port: u16,
+    dir: TempDir,
+}
+
+impl NatsCluster {
+    /// Starts `size` clustered servers and waits until the cluster serves JetStream
+    /// (a leader elected: a stream with `size` replicas can be created).
+    pub async fn spawn(size: usize) -> Result<Self, DevnetError> {
+        // Routes name each other's cluster ports up front, so these are picked here.
+        let cluster_ports = (0..size).map(|_| crate::free_port()).collect::<Result<Vec<_>, _>>()?;
+        let mut nodes = Vec::with_capacity(size);
+        for (i, &cluster_port) in cluster_ports.iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix(&format!("ferry-nats-{i}-"))
+                .tempdir()
+                .map_err(|e| DevnetError::io("tempdir", e))?;
+            let process = launch(&dir, None, &cluster_block(i, cluster_port, &cluster_ports))?;
+            nodes.push(ClusterNode { process: Some(process), port: 0, cluster_port, dir });
+        }
+        for node in &mut nodes {
+            if let Some(process) = node.process.as_mut() {
+                node.port = process.ready(Duration::from_secs(30)).await?;
+            }
+        }
+        let cluster = Self { nodes };
+        cluster.wait_for_jetstream(Duration::from_secs(60)).await?;
+        Ok(cluster)
+    }
+
+    /// Every server's `nats://127.0.0.1:<port>`.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(|n| format!("nats://127.0.0.1:{}", n.port)).collect()
+    }
+
+    /// Kills server `i` (SIGKILL).
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut process) = self.nodes[i].process.take() {
+            process.kill();
+        }
+    }
+
+    /// Starts server `i` again on its ports and store, and waits until it serves.
+    pub async fn restart(&mut self, i: usize) -> Result<(), DevnetError> {
+        self.kill(i);
+        let ports: Vec<u16> = self.nodes.iter().map(|n| n.cluster_port).collect();
+        let node = &mut self.nodes[i];
+        let mut process = launch(&node.dir, Some(node.port), &cluster_block(i, node.cluster_port, &ports))?;
+        process.ready(Duration::from_secs(30)).await?;
+        wait_for_client(&process, node.port).await?;
+        node.process = Some(process);
+        Ok(())
+    }
+
+    /// Server `i`'s process id, while it runs.
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].process.as_ref().map(ChildProcess::pid)
+    }
+
+    async fn wait_for_jetstream(&self, timeout: Duration) -> Result<(), DevnetError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let probe = async_nats::jetstream::stream::Config {
+            name: "FERRY_CLUSTER_PROBE".into(),
+            subjects: vec!["ferry.cluster-probe".into()],
+            num_replicas: self.nodes.len(),
+            ..Default::default()
+        };
+        let mut last = String::new();
+        while tokio::time::Instant::now() < deadline {
+            let attempt = async {
+                let client = async_nats::connect(self.urls()).await.map_err(|e| e.to_string())?;
+                let js = async_nats::jetstream::new(client);
+                js.get_or_create_stream(probe.clone()).await.map_err(|e| e.to_string())?;
+                js.delete_stream("FERRY_CLUSTER_PROBE").await.map_err(|e| e.to_string())?;
+                Ok::<(), String>(())
+            };
+            match tokio::time::timeout(Duration::from_secs(10), attempt).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => last = e,
+                Err(_) => last = "no answer in 10 s".into(),
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let node = self.nodes.iter().find_map(|n| n.process.as_ref());
+        let reason = format!("the cluster served no JetStream within {timeout:?}: {last}");
+        Err(match node {
+            Some(process) => process.not_ready(&reason),
+            None => DevnetError::NotReady { binary: "nats-server", reason, log: PathBuf::new() },
+        })
+    }
+}
+
+/// The configuration block that makes server `i` (listening for routes on `port`) a
+/// member of the cluster whose route ports are `ports`.
+fn cluster_block(i: usize, port: u16, ports: &[u16]) -> String {
+    let routes: Vec<String> = ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
+    format!(
+        "server_name: ferry-{i}\ncluster {{\n  name: ferry\n  host: 127.0.0.1\n  port: {port}\n  routes: [{}]\n}}\n",
+        routes.join(", ")
+    )
 }
 
 /// The port in `Listening for client connections on 127.0.0.1:<port>`.

@@ -17,9 +17,12 @@ pub struct DeployArgs {
     /// The synthetic chain (BridgedToken is minted there) as NAME=HTTP_URL.
     #[arg(long, default_value = "beta=http://127.0.0.1:8546")]
     synthetic: String,
-    /// The NATS server the written configuration points at.
-    #[arg(long, default_value = "nats://127.0.0.1:4222")]
-    nats: String,
+    /// The NATS servers (comma-separated: a cluster) the written configuration points at.
+    #[arg(long, default_value = "nats://127.0.0.1:4222", value_delimiter = ',')]
+    nats: Vec<String>,
+    /// Replicas of ferry's JetStream streams (3 on a cluster of three).
+    #[arg(long, default_value_t = 1)]
+    nats_replicas: usize,
     /// Where the relayer's HTTP server listens, in the written configuration.
     #[arg(long, default_value = "127.0.0.1:9100")]
     http: SocketAddr,
@@ -67,7 +70,7 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         .context("deploying the contracts")?;
     let [a, b] = &network.deployments;
     let info = DevnetInfo {
-        nats_url: args.nats.clone(),
+        nats_url: args.nats.first().cloned().unwrap_or_default(),
         metrics_url: format!("http://{}/metrics", args.http),
         chains: vec![chain(&collateral, a), chain(&synthetic, b)],
         validators: network.validators,
@@ -77,7 +80,15 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
     for c in &info.chains {
         tracing::info!(chain = %c.name, chain_id = c.chain_id, mailbox = %c.mailbox, bridge = %c.bridge, token = %c.token, "deployed");
     }
-    let config = crate::network_config(&info, &args.data_dir, args.http, args.confirmations);
+    let mut config = crate::network_config(&info, &args.data_dir, args.http, args.confirmations);
+    if args.nats.len() > 1 {
+        config.nats.url = String::new();
+        config.nats.urls = args.nats.clone();
+    }
+    config.nats.replicas = args.nats_replicas;
+    if let Some(problem) = config.check().into_iter().next() {
+        anyhow::bail!("the configuration would not run: {problem}");
+    }
     let config_path = args.dir.join("ferry.toml");
     config.write(&config_path)?;
     info.write(&info_path)?;

@@ -75,7 +75,7 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
     Config {
         data_dir: data_dir.to_path_buf(),
         http: HttpConfig { listen: http_listen },
-        nats: NatsConfig { url: info.nats_url.clone(), stream: "FERRY_MESSAGES".into(), ack_wait_secs: 30 },
+        nats: NatsConfig::new(info.nats_url.clone()),
         relayer: RelayerConfig::default(),
         validators: ValidatorsConfig {
             threshold: info.threshold,

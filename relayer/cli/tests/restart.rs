@@ -126,7 +126,7 @@ async fn a_restart_in_each_stage_resumes_to_delivered_once() {
         .unwrap();
     drop(store);
     let nats = &net.config.nats;
-    let bus = Bus::connect(&nats.url, &nats.stream, Duration::from_secs(nats.ack_wait_secs)).await.unwrap();
+    let bus = Bus::connect(nats).await.unwrap();
     let on_stream: Vec<(Deliverable, u32, String)> = before
         .iter()
         .filter(|(stage, _)| *stage >= Stage::Published)
