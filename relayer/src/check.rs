@@ -114,6 +114,11 @@ impl Config {
             if chain.executor_workers == Some(0) {
                 report(key("executor_workers"), "must be at least 1".into());
             }
+            if let (Some(fee), Some(tip)) = (chain.max_fee_per_gas_gwei, chain.max_priority_fee_gwei)
+                && tip > fee
+            {
+                report(key("max_priority_fee_gwei"), format!("{tip} is over max_fee_per_gas_gwei ({fee})"));
+            }
             if chain.poll_interval_ms == 0 {
                 report(key("poll_interval_ms"), "must be at least 1".into());
             }
@@ -224,6 +229,8 @@ mod tests {
             chain_id = 7
             rpc_urls = ["http://a:8545", "http://b:8545", "http://a:8545"]
             rpc_quorum = 4
+            max_fee_per_gas_gwei = 5
+            max_priority_fee_gwei = 6
             mailbox = "0x0000000000000000000000000000000000000009"
             [chains.delta]
             chain_id = 8
@@ -245,6 +252,7 @@ mod tests {
             "chains.beta.ws_url",
             "chains.gamma.rpc_urls[2]",
             "chains.gamma.rpc_quorum",
+            "chains.gamma.max_priority_fee_gwei",
             "chains.delta.rpc_url",
         ] {
             assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");

@@ -224,6 +224,13 @@ pub struct ChainConfig {
     /// Blocks on top of a header before it is final.
     #[serde(default = "default_confirmations")]
     pub confirmations: u64,
+    /// The most a delivery transaction here offers per gas, in gwei (base fee and tip):
+    /// while the base fee and tip exceed it, messages wait (stage `waiting`) instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_fee_per_gas_gwei: Option<u64>,
+    /// The most a delivery transaction here tips per gas, in gwei (default tip: 1 gwei).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_priority_fee_gwei: Option<u64>,
     /// Parallel revm workers for deliveries to this chain (default: one per core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub executor_workers: Option<usize>,
@@ -330,6 +337,8 @@ impl ChainConfig {
             bridge: None,
             token: None,
             confirmations: default_confirmations(),
+            max_fee_per_gas_gwei: None,
+            max_priority_fee_gwei: None,
             executor_workers: None,
             start_block: 0,
             poll_interval_ms: default_poll_interval(),

@@ -39,11 +39,14 @@ pub enum Stage {
     Delivered,
     /// Not sent because delivery would revert (or did); waits for an operator.
     Parked,
+    /// Held back by the relayer's own limits (the destination's fees over its cap):
+    /// tried again by itself when they allow it.
+    Waiting,
 }
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 8] = [
+    pub const ALL: [Stage; 9] = [
         Stage::Observed,
         Stage::Proven,
         Stage::Attested,
@@ -52,6 +55,7 @@ impl Stage {
         Stage::Submitted,
         Stage::Delivered,
         Stage::Parked,
+        Stage::Waiting,
     ];
 
     /// The label used in metrics, the API and the CLI.
@@ -65,6 +69,7 @@ impl Stage {
             Stage::Submitted => "submitted",
             Stage::Delivered => "delivered",
             Stage::Parked => "parked",
+            Stage::Waiting => "waiting",
         }
     }
 
@@ -112,11 +117,13 @@ pub enum Transition {
     Retry,
     /// The block that delivered it was reorged away: it must be delivered again.
     Reorg,
+    /// Held back until the relayer's limits allow sending it.
+    Wait,
 }
 
 impl Transition {
     /// Every transition.
-    pub const ALL: [Transition; 9] = [
+    pub const ALL: [Transition; 10] = [
         Transition::Prove,
         Transition::Attest,
         Transition::Publish,
@@ -126,6 +133,7 @@ impl Transition {
         Transition::Park,
         Transition::Retry,
         Transition::Reorg,
+        Transition::Wait,
     ];
 
     /// The stage it leads to.
@@ -138,6 +146,7 @@ impl Transition {
             Transition::Submit | Transition::Reorg => Stage::Submitted,
             Transition::Deliver => Stage::Delivered,
             Transition::Park => Stage::Parked,
+            Transition::Wait => Stage::Waiting,
         }
     }
 
@@ -151,11 +160,13 @@ impl Transition {
             Transition::Prove => &[Observed],
             Transition::Attest => &[Observed, Proven],
             Transition::Publish => &[Attested],
-            Transition::Execute => &[Published, Executed, Submitted],
+            Transition::Execute => &[Published, Executed, Submitted, Waiting],
             Transition::Submit => &[Executed, Submitted],
-            Transition::Deliver | Transition::Park => &[Published, Executed, Submitted],
+            Transition::Deliver | Transition::Park => &[Published, Executed, Submitted, Waiting],
             Transition::Retry => &[Parked],
             Transition::Reorg => &[Delivered],
+            // Not from Waiting: a message held back again keeps its one history entry.
+            Transition::Wait => &[Published, Executed],
         }
     }
 
@@ -171,6 +182,7 @@ impl Transition {
             Transition::Park => "park",
             Transition::Retry => "retry",
             Transition::Reorg => "reorg",
+            Transition::Wait => "wait",
         }
     }
 }
@@ -379,6 +391,11 @@ impl MessageRecord {
         Ok(())
     }
 
+    /// Held back by the relayer's limits, for `reason`.
+    pub fn wait(&mut self, reason: String) -> Result<(), IllegalTransition> {
+        self.apply(Transition::Wait, Some(reason))
+    }
+
     /// The block that delivered it was reorged away: back to submitted, to be sent again.
     pub fn reorg(&mut self, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Reorg, Some(detail))
@@ -442,6 +459,7 @@ mod tests {
             Transition::Park => record.park("reverts".into()),
             Transition::Retry => record.retry(),
             Transition::Reorg => record.reorg("reorged".into()),
+            Transition::Wait => record.wait("fees over the cap".into()),
         }
     }
 
@@ -457,6 +475,7 @@ mod tests {
             Stage::Submitted => &[Prove, Attest, Publish, Execute, Submit],
             Stage::Delivered => &[Prove, Attest, Publish, Execute, Submit, Deliver],
             Stage::Parked => &[Prove, Attest, Publish, Park],
+            Stage::Waiting => &[Prove, Attest, Publish, Wait],
         };
         let mut record = observed();
         for t in path {
@@ -485,6 +504,11 @@ mod tests {
         (Stage::Submitted, Transition::Park),
         (Stage::Parked, Transition::Retry),
         (Stage::Delivered, Transition::Reorg),
+        (Stage::Published, Transition::Wait),
+        (Stage::Executed, Transition::Wait),
+        (Stage::Waiting, Transition::Execute),
+        (Stage::Waiting, Transition::Deliver),
+        (Stage::Waiting, Transition::Park),
     ];
 
     #[test]

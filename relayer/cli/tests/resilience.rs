@@ -9,20 +9,27 @@
 //! A three-node JetStream cluster with R3 streams, its servers killed and restarted one
 //! after another mid-run.
 //!
+//! A base-fee spike on beta over its `max_fee_per_gas_gwei`: deliveries wait (stage
+//! `waiting`, `ferry_submitter_fees_over_cap` 1) and go out once the fee falls, never
+//! offering more than the cap.
+//!
 //! Throughout, every message is delivered exactly once.
 
 mod common;
 
 use std::time::Duration;
 
-use alloy::primitives::U256;
+use alloy::{
+    primitives::U256,
+    providers::{Provider, ProviderBuilder, ext::AnvilApi},
+};
 use common::{
     Net, amounts, assert_once,
     proxy::{Lie, RpcProxy},
     wait_for,
 };
 use ferry_devnet::NatsCluster;
-use ferry_relayer::{Role, Service};
+use ferry_relayer::{Role, Service, Stage};
 
 const BLOCK: Option<Duration> = Some(Duration::from_secs(1));
 const DELIVERED_WITHIN: Duration = Duration::from_secs(120);
@@ -113,4 +120,48 @@ async fn nats_servers_killed_and_restarted_mid_run_lose_and_double_nothing() {
     assert_eq!(processed.len(), all.len(), "beta processed messages nobody sent");
     let processed = net.wait_processed("alpha", &back, DELIVERED_WITHIN).await;
     assert_once(&processed, &back);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_wait_while_fees_are_over_the_cap_and_go_out_when_they_fall() {
+    const GWEI: u128 = 1_000_000_000;
+    const CAP_GWEI: u64 = 20;
+    let net = Net::start(BLOCK, 2).await;
+    let mut config = net.config.clone();
+    config.chains.get_mut("beta").unwrap().max_fee_per_gas_gwei = Some(CAP_GWEI);
+    let service = Service::start(config, Role::All).await.unwrap();
+    let (store, metrics) = (&service.context().store, &service.context().metrics);
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &amounts(2, 5)).await;
+    net.wait_processed("beta", &first, DELIVERED_WITHIN).await;
+
+    // Ten times the cap; EIP-1559 then takes it down an eighth a (nearly empty) block.
+    beta.anvil_set_next_block_base_fee_per_gas(10 * u128::from(CAP_GWEI) * GWEI).await.unwrap();
+    wait_for(Duration::from_secs(30), "the spike on beta", || async {
+        let block = beta.get_block_by_number(Default::default()).await.unwrap()?;
+        (u128::from(block.header.base_fee_per_gas?) > u128::from(CAP_GWEI) * GWEI).then_some(())
+    })
+    .await;
+    let second = net.send_many("alpha", "beta", 0, net.account(3), &amounts(3, 6)).await;
+    wait_for(DELIVERED_WITHIN, "the messages waiting on the fee cap", || async {
+        let waiting = second.iter().all(|id| store.get(id).unwrap().is_some_and(|r| r.stage() == Stage::Waiting));
+        waiting.then_some(())
+    })
+    .await;
+    assert_eq!(metrics.submitter_fees_over_cap.with_label_values(&["beta"]).get(), 1);
+    let early = net.processed("beta").await;
+    assert!(second.iter().all(|id| !early.contains_key(id)), "delivered over the cap");
+
+    let all: Vec<_> = first.iter().chain(&second).copied().collect();
+    let processed = net.wait_processed("beta", &all, Duration::from_secs(180)).await;
+    assert_once(&processed, &all);
+    assert_eq!(metrics.submitter_fees_over_cap.with_label_values(&["beta"]).get(), 0);
+    for id in &second {
+        let tx = beta.get_transaction_by_hash(processed[id][0]).await.unwrap().unwrap();
+        let offered = alloy::consensus::Transaction::max_fee_per_gas(&tx);
+        assert!(offered <= u128::from(CAP_GWEI) * GWEI, "offered {offered} wei a gas, over the cap");
+    }
+    let record = store.get(&second[0]).unwrap().unwrap();
+    assert!(record.entered(Stage::Waiting).is_some(), "its history keeps the wait");
 }

@@ -6,7 +6,8 @@ use std::future::IntoFuture;
 use alloy::{
     consensus::Header,
     eips::BlockId,
-    network::{EthereumWallet, TransactionBuilder},
+    eips::eip2718::Encodable2718,
+    network::{Ethereum, EthereumWallet, NetworkTransactionBuilder, TransactionBuilder},
     primitives::{Address, B256, Bytes, U256},
     providers::{DynProvider, Provider},
     rpc::types::{TransactionReceipt, TransactionRequest},
@@ -22,6 +23,39 @@ use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics};
 /// `delivered(id)` reads per JSON-RPC batch request.
 const READS_PER_REQUEST: usize = 200;
 
+/// A transaction signed by the relayer: its hash and its raw bytes.
+pub(super) struct Signed {
+    pub hash: B256,
+    raw: Bytes,
+}
+
+/// What became of a send.
+pub(super) enum Sent {
+    /// A node took it.
+    Accepted,
+    /// A node had it already (an earlier send of the same bytes got through).
+    Known,
+    /// Its nonce is used: by a version of it mined already, or by another transaction.
+    NonceTaken(String),
+    /// A replacement that does not pay enough more than the version it replaces.
+    Underpriced(String),
+    /// Refused for another reason (funds, gas): it did not go out.
+    Refused(DeliverError),
+    /// No answer (timeout, connection lost): it may or may not have gone out.
+    Unknown(String),
+}
+
+impl std::fmt::Display for Sent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Sent::Accepted => f.write_str("accepted"),
+            Sent::Known => f.write_str("already known"),
+            Sent::NonceTaken(e) | Sent::Underpriced(e) | Sent::Unknown(e) => f.write_str(e),
+            Sent::Refused(e) => write!(f, "{e}"),
+        }
+    }
+}
+
 /// One destination chain and the relayer's account on it.
 pub(super) struct Destination {
     /// The chain's configured name (its metric label).
@@ -33,15 +67,17 @@ pub(super) struct Destination {
     /// What the deliverer counts, bound to the chain's label.
     pub metrics: DeliveryMetrics,
     provider: DynProvider,
+    wallet: EthereumWallet,
 }
 
 impl Destination {
     pub(super) fn new(context: &Context, name: String, chain: ChainConfig, key: &Secret) -> Result<Self, DeliverError> {
         let signer = PrivateKeySigner::from_bytes(key.expose()).map_err(|e| DeliverError::Config(e.to_string()))?;
         let relayer = signer.address();
-        let provider = context.endpoints(&name, &chain).provider(Some(EthereumWallet::from(signer)));
+        let wallet = EthereumWallet::from(signer);
+        let provider = context.endpoints(&name, &chain).provider(Some(wallet.clone()));
         let metrics = context.metrics.delivery(&name);
-        Ok(Self { name, chain, relayer, metrics, provider })
+        Ok(Self { name, chain, relayer, metrics, provider, wallet })
     }
 
     /// The chain's provider (for state reads on the executors' threads).
@@ -100,10 +136,30 @@ impl Destination {
         self.rpc("eth_getBalance", self.provider.get_balance(self.relayer).into_future()).await
     }
 
-    /// Signs and sends a transaction from the relayer; its hash.
-    pub(super) async fn send(&self, request: TransactionRequest) -> Result<B256, DeliverError> {
-        let pending = self.rpc("eth_sendRawTransaction", self.provider.send_transaction(request)).await?;
-        Ok(*pending.tx_hash())
+    /// Signs a complete transaction request (nonce, gas, fees and chain id set) with the
+    /// relayer's key, here: its hash is known before anything is sent.
+    pub(super) async fn sign(&self, request: TransactionRequest) -> Result<Signed, DeliverError> {
+        let envelope = <TransactionRequest as NetworkTransactionBuilder<Ethereum>>::build(request, &self.wallet)
+            .await
+            .map_err(|e| DeliverError::Config(format!("signing: {e}")))?;
+        Ok(Signed { hash: *envelope.tx_hash(), raw: envelope.encoded_2718().into() })
+    }
+
+    /// Sends a signed transaction (to every healthy endpoint) and says how it went.
+    pub(super) async fn send(&self, signed: &Signed) -> Sent {
+        match self.provider.send_raw_transaction(&signed.raw).await {
+            Ok(_) => Sent::Accepted,
+            Err(e) => match e.as_error_resp().map(|payload| payload.message.to_lowercase()) {
+                Some(m) if m.contains("already known") || m.contains("known transaction") => Sent::Known,
+                Some(m) if m.contains("nonce too low") || m.contains("nonce is too low") => {
+                    Sent::NonceTaken(e.to_string())
+                }
+                Some(m) if m.contains("underpriced") => Sent::Underpriced(e.to_string()),
+                Some(_) => Sent::Refused(DeliverError::Rpc { method: "eth_sendRawTransaction", source: e }),
+                // No answer: it may have gone out, and its hash is what tells.
+                None => Sent::Unknown(e.to_string()),
+            },
+        }
     }
 
     /// The receipt of transaction `hash`, once mined.

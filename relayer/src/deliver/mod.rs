@@ -22,6 +22,7 @@ mod admission;
 mod chunks;
 mod destination;
 mod error;
+mod fees;
 mod outcome;
 mod prediction;
 mod revert;
@@ -42,21 +43,16 @@ pub(crate) use error::DeliverError;
 
 use crate::{ChainConfig, Context, Secret, backoff::Backoff, bus, cpu, lifecycle::MessageRecord};
 
-/// Priority fee of delivery transactions.
-const TIP: u128 = 1_000_000_000;
 /// How often the receipts of transactions in flight are looked for.
 const RECEIPT_POLL: Duration = Duration::from_millis(100);
 /// How long an idle deliverer waits on the bus for the first message of a round.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 /// When a message delivered in a block not yet final comes back to be acked.
 const FINALITY_RETRY: Duration = Duration::from_secs(2);
+/// When a message held back by the fee cap is looked at again.
+const FEE_RETRY: Duration = Duration::from_secs(5);
 /// When a message whose delivery transaction was invalid (our funds or nonce) comes back.
 const INVALID_RETRY: Duration = Duration::from_secs(5);
-
-/// The fee cap of a delivery transaction over a block with `basefee`.
-fn max_fee(basefee: u64) -> u128 {
-    u128::from(basefee) * 2 + TIP
-}
 
 /// A deliverable taken from the bus and checked: what the stages pass along.
 struct Item {
@@ -74,6 +70,7 @@ pub(crate) struct Deliverer {
     prediction: prediction::Prediction,
     tracker: tracker::Tracker,
     outcomes: outcome::Outcomes,
+    fees: fees::FeePolicy,
 }
 
 impl Deliverer {
@@ -89,6 +86,7 @@ impl Deliverer {
             admission: admission::Admission::new(context.clone(), destination.clone()),
             prediction: prediction::Prediction::new(context.clone(), destination.clone())?,
             tracker: tracker::Tracker::new(context.clone(), destination.clone(), outcomes.clone()),
+            fees: fees::FeePolicy::new(&destination.chain),
             outcomes,
             destination,
             context,
@@ -144,6 +142,16 @@ impl Deliverer {
         if items.is_empty() {
             return Ok(());
         }
+        // Fees first: over the cap nothing is predicted or sent, the messages wait.
+        let price = self.destination.gas_price().await?;
+        let fees = match self.fees.offer(price) {
+            Ok(fees) => fees,
+            Err(over) => {
+                self.destination.metrics.fees_over_cap.set(1);
+                return self.outcomes.wait(items, &over.to_string(), FEE_RETRY).await;
+            }
+        };
+        self.destination.metrics.fees_over_cap.set(0);
         let (admitted, messages) = (started.elapsed(), items.len());
         let round =
             cpu::metered(cpu::Stage::Execute, self.prediction.predict(items, &self.tracker.predictions())).await?;
@@ -158,7 +166,7 @@ impl Deliverer {
             self.outcomes.failed(item, label, reason).await?;
         }
         for chunk in round.chunks {
-            self.tracker.send(chunk, round.basis.clone()).await?;
+            self.tracker.send(chunk, round.basis.clone(), fees).await?;
         }
         debug!(chain = %self.destination.name, messages, ?admitted, ?predicted, sent = ?started.elapsed(), "round");
         Ok(())

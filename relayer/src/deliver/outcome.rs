@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use super::{DeliverError, FINALITY_RETRY, Item, destination::Destination, revert::decode_revert};
 use crate::{
     Context, bus,
-    lifecycle::{MessageRecord, applied},
+    lifecycle::{MessageRecord, Transition, applied},
     store::now_ms,
 };
 
@@ -105,6 +105,21 @@ impl Outcomes {
         self.context.route(item.message.origin, item.message.destination).parked(label);
         warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
         bus::ack(&item.js, AckKind::Ack).await;
+        Ok(())
+    }
+
+    /// Holds messages back for `reason` (the relayer's own limits): recorded as waiting
+    /// (once: a message held back again keeps its entry) and back on the bus in `after`.
+    pub(super) async fn wait(&self, items: Vec<Item>, reason: &str, after: Duration) -> Result<(), DeliverError> {
+        let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        let newly =
+            self.context.store.update(&ids, |r| r.can(Transition::Wait) && applied(r.wait(reason.to_string())))?;
+        if !newly.is_empty() {
+            info!(chain = %self.destination.name, messages = newly.len(), %reason, "messages wait");
+        }
+        for item in &items {
+            self.later(item, after).await;
+        }
         Ok(())
     }
 

@@ -14,10 +14,10 @@ use ferry_executors::{
 use tracing::{debug, error};
 
 use super::{
-    DeliverError, Item, TIP,
+    DeliverError, Item,
     chunks::{ChunkFate, Chunker, process_batch, read_chunk},
     destination::Destination,
-    max_fee,
+    fees::FeePolicy,
     slots::DerivedSlots,
 };
 use crate::{Context, cpu};
@@ -269,12 +269,13 @@ impl Prediction {
 
     fn tx_env(&self, ctx: &BlockContext, nonce: u64, gas_limit: u64, data: Vec<u8>) -> TxEnv {
         let chain = &self.destination.chain;
+        let fees = FeePolicy::new(chain).predicted(u128::from(ctx.block.basefee));
         TxEnv {
             tx_type: 2,
             caller: self.destination.relayer,
             gas_limit,
-            gas_price: max_fee(ctx.block.basefee),
-            gas_priority_fee: Some(TIP),
+            gas_price: fees.max_fee,
+            gas_priority_fee: Some(fees.tip),
             kind: TxKind::Call(chain.mailbox),
             data: data.into(),
             nonce,

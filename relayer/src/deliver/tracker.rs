@@ -19,8 +19,9 @@ use ferry_executors::{StateDiff, TxOutcome, TxStatus, validation::compare_with_r
 use tracing::{error, info, warn};
 
 use super::{
-    DeliverError, Item, TIP,
-    destination::Destination,
+    DeliverError, Item,
+    destination::{Destination, Sent},
+    fees::{FeePolicy, Fees},
     outcome::Outcomes,
     prediction::{Basis, Chunk, TX_GAS_CAP},
 };
@@ -38,12 +39,12 @@ struct InFlight {
     predicted: TxOutcome,
     /// What the prediction stood on, to tell when the receipt disagrees.
     basis: Basis,
-    /// Every version sent (each replacement pays more), latest last.
+    /// Every version signed to go out (each replacement pays more), latest last: a
+    /// version is listed before it is sent, so one whose send timed out but landed is
+    /// still found by its hash.
     sent: Vec<B256>,
-    max_fee: u128,
-    /// Priority fee of the latest version (raised with `max_fee`: nodes take a
-    /// replacement only if both rise).
-    tip: u128,
+    /// Fees of the latest version (a replacement raises both: nodes take it only then).
+    fees: Fees,
     /// When the latest version went out.
     sent_at: Instant,
     /// When its messages are next told to JetStream to be still in progress.
@@ -65,6 +66,7 @@ pub(super) struct Tracker {
     context: Arc<Context>,
     destination: Arc<Destination>,
     outcomes: Outcomes,
+    fees: FeePolicy,
     next_nonce: Option<u64>,
     /// Sent and not yet mined, in nonce order.
     in_flight: VecDeque<InFlight>,
@@ -78,6 +80,7 @@ pub(super) struct Tracker {
 impl Tracker {
     pub(super) fn new(context: Arc<Context>, destination: Arc<Destination>, outcomes: Outcomes) -> Self {
         Self {
+            fees: FeePolicy::new(&destination.chain),
             context,
             destination,
             outcomes,
@@ -104,8 +107,9 @@ impl Tracker {
         self.next_nonce = None;
     }
 
-    /// Sends one `processBatch` transaction with its prediction and puts it in flight.
-    pub(super) async fn send(&mut self, chunk: Chunk, basis: Basis) -> Result<(), DeliverError> {
+    /// Sends one `processBatch` transaction with its prediction, offering `fees`, and
+    /// puts it in flight.
+    pub(super) async fn send(&mut self, chunk: Chunk, basis: Basis, fees: Fees) -> Result<(), DeliverError> {
         let Chunk { items, data, predicted } = chunk;
         if predicted.status != TxStatus::Success {
             // The items succeeded one by one; the batch failing means the state moved.
@@ -118,7 +122,6 @@ impl Tracker {
         let margin = self.context.config.relayer.gas_margin_percent;
         let gas_limit = (predicted.gas_used * (100 + margin) / 100 + 50_000).min(TX_GAS_CAP);
         let nonce = self.reserve_nonce().await?;
-        let base = self.destination.gas_price().await?;
         let now = Instant::now();
         let mut sent = InFlight {
             nonce,
@@ -128,43 +131,64 @@ impl Tracker {
             predicted,
             basis,
             sent: Vec::new(),
-            max_fee: base * 2 + TIP,
-            tip: TIP,
+            fees,
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
         };
-        self.send_version(&mut sent).await?;
-        self.in_flight.push_back(sent);
+        if self.send_version(&mut sent).await? {
+            self.in_flight.push_back(sent);
+        }
         Ok(())
     }
 
-    /// Sends `sent` (again, at its current fee, when replacing) and records the hash.
-    async fn send_version(&self, sent: &mut InFlight) -> Result<(), DeliverError> {
+    /// Signs `sent` (again, at its current fees, when replacing), lists its hash, and
+    /// sends it. A send whose fate is unknown (no answer) or whose version the node knows
+    /// already stays tracked: the chain tells by the hash. A first version whose nonce is
+    /// taken goes back to the bus at once; one refused outright fails the round.
+    /// Returns whether the transaction is tracked (false: its messages went back).
+    async fn send_version(&mut self, sent: &mut InFlight) -> Result<bool, DeliverError> {
         let request = TransactionRequest::default()
             .with_from(self.destination.relayer)
             .with_to(self.destination.chain.mailbox)
             .with_input(sent.data.clone())
             .with_nonce(sent.nonce)
             .with_gas_limit(sent.gas_limit)
-            .with_max_fee_per_gas(sent.max_fee)
-            .with_max_priority_fee_per_gas(sent.tip.min(sent.max_fee))
+            .with_max_fee_per_gas(sent.fees.max_fee)
+            .with_max_priority_fee_per_gas(sent.fees.tip.min(sent.fees.max_fee))
             .with_chain_id(self.destination.chain.chain_id);
-        let hash = match self.destination.send(request).await {
-            Ok(hash) => hash,
-            Err(e) if !sent.sent.is_empty() => {
-                warn!(chain = %self.destination.name, nonce = sent.nonce, error = %e, "replacement refused; waiting on the sent one");
-                return Ok(());
+        let signed = self.destination.sign(request).await?;
+        let hash = signed.hash;
+        let (chain, nonce, replacing) = (self.destination.name.as_str(), sent.nonce, !sent.sent.is_empty());
+        match self.destination.send(&signed).await {
+            Sent::Accepted => {}
+            Sent::Known => info!(chain, tx = %hash, nonce, "the node knows the delivery already"),
+            Sent::Unknown(error) => {
+                warn!(chain, tx = %hash, nonce, %error, "no answer to a delivery send; tracking it by its hash")
             }
-            Err(e) => return Err(e),
-        };
-        let (nonce, max_fee) = (sent.nonce, sent.max_fee);
+            refusal if replacing => {
+                // A version already out stands: the replacement is not needed to deliver.
+                warn!(chain, nonce, %refusal, "replacement refused; waiting on the sent one");
+                return Ok(true);
+            }
+            Sent::NonceTaken(error) => {
+                warn!(chain, nonce, %error, "the delivery's nonce is taken; its messages go back to the bus");
+                self.next_nonce = None;
+                for item in &sent.items {
+                    self.outcomes.later(item, SUPERSEDED_RETRY).await;
+                }
+                return Ok(false);
+            }
+            Sent::Refused(e) => return Err(e),
+            refusal @ Sent::Underpriced(_) => return Err(DeliverError::Config(format!("delivery refused: {refusal}"))),
+        }
+        let max_fee = sent.fees.max_fee;
         let detail = if sent.sent.is_empty() {
             format!("tx {hash} nonce {nonce}")
         } else {
             format!("replaced by tx {hash}, max fee {max_fee}")
         };
-        info!(chain = %self.destination.name, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
+        info!(chain, tx = %hash, nonce, messages = sent.items.len(), "delivery sent");
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
         // The first version's records move through `executed` (its prediction) to
         // `submitted` in one write. A crash before it leaves them published and unacked:
@@ -175,7 +199,7 @@ impl Tracker {
             predicted && applied(r.submit(hash, detail.clone()))
         })?;
         sent.sent.push(hash);
-        Ok(())
+        Ok(true)
     }
 
     /// On every new block: settles, in nonce order, the transactions in flight it mined;
@@ -245,12 +269,28 @@ impl Tracker {
             }
             if result.is_ok() {
                 let chain = self.destination.name.as_str();
-                self.destination.metrics.replaced.inc();
-                sent.max_fee = sent.max_fee * 5 / 4 + 1;
-                sent.tip = sent.tip * 5 / 4 + 1;
                 sent.sent_at = now;
-                warn!(chain, nonce = sent.nonce, max_fee = sent.max_fee, "delivery stuck; replacing with a higher fee");
-                result = self.send_version(&mut sent).await;
+                match self.fees.raise(sent.fees) {
+                    Some(fees) => {
+                        self.destination.metrics.replaced.inc();
+                        sent.fees = fees;
+                        warn!(
+                            chain,
+                            nonce = sent.nonce,
+                            max_fee = fees.max_fee,
+                            "delivery stuck; replacing with a higher fee"
+                        );
+                        result = self.send_version(&mut sent).await.map(|_| ());
+                    }
+                    None => {
+                        warn!(
+                            chain,
+                            nonce = sent.nonce,
+                            max_fee = sent.fees.max_fee,
+                            "delivery stuck at the fee cap; waiting for fees to come down"
+                        )
+                    }
+                }
             }
             self.in_flight.push_back(sent);
         }
@@ -372,7 +412,7 @@ impl Tracker {
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let result = self.send_version(&mut in_flight[at]).await;
         self.in_flight = in_flight;
-        result
+        result.map(|_| ())
     }
 
     /// The receipt of whichever version of `sent` was mined, if one was.

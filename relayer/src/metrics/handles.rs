@@ -65,6 +65,8 @@ pub(crate) struct DeliveryMetrics {
     pub batch_size: Histogram,
     /// `ferry_submitter_wallet_balance_wei{chain}`.
     pub wallet_balance_wei: Gauge,
+    /// `ferry_submitter_fees_over_cap{chain}`.
+    pub fees_over_cap: IntGauge,
     /// `ferry_nats_redeliveries_total{destination}`.
     pub redeliveries: IntCounter,
 }
@@ -137,6 +139,7 @@ impl Metrics {
             superseded: submitted("superseded"),
             batch_size: self.submitter_batch_size.with_label_values(&one),
             wallet_balance_wei: self.submitter_wallet_balance_wei.with_label_values(&one),
+            fees_over_cap: self.submitter_fees_over_cap.with_label_values(&one),
             redeliveries: self.nats_redeliveries_total.with_label_values(&one),
         }
     }

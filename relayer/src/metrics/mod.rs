@@ -94,6 +94,9 @@ pub struct Metrics {
 
     /// `ferry_submitter_transactions_total{chain, outcome}`: transactions sent by the submitter.
     pub submitter_transactions_total: IntCounterVec,
+    /// `ferry_submitter_fees_over_cap{chain}`: 1 while the chain's fees are over
+    /// `max_fee_per_gas_gwei` and deliveries to it wait.
+    pub submitter_fees_over_cap: IntGaugeVec,
     /// `ferry_submitter_wallet_balance_wei{chain}`: the submitter wallet's balance (a float: wei
     /// amounts can exceed `i64`).
     pub submitter_wallet_balance_wei: GaugeVec,
@@ -281,6 +284,12 @@ impl Metrics {
                 "ferry_submitter_transactions_total",
                 "Transactions sent by the submitter, by outcome.",
                 &["chain", "outcome"],
+            ),
+            submitter_fees_over_cap: int_gauge(
+                r,
+                "ferry_submitter_fees_over_cap",
+                "1 while the chain's fees are over max_fee_per_gas_gwei and deliveries to it wait.",
+                &["chain"],
             ),
             submitter_wallet_balance_wei: gauge(
                 r,
