@@ -119,6 +119,9 @@ impl Config {
             {
                 report(key("max_priority_fee_gwei"), format!("{tip} is over max_fee_per_gas_gwei ({fee})"));
             }
+            if chain.rpc_timeout_ms == 0 {
+                report(key("rpc_timeout_ms"), "must be at least 1".into());
+            }
             if chain.poll_interval_ms == 0 {
                 report(key("poll_interval_ms"), "must be at least 1".into());
             }

@@ -207,6 +207,10 @@ pub struct ChainConfig {
     /// Blocks an endpoint's head may trail the best endpoint's before it counts as sick.
     #[serde(default = "default_max_head_lag")]
     pub rpc_max_head_lag: u64,
+    /// Milliseconds an endpoint has to answer a call before it counts as failed (and the
+    /// call goes to the next endpoint).
+    #[serde(default = "default_rpc_timeout")]
+    pub rpc_timeout_ms: u64,
     /// WebSocket JSON-RPC endpoint for new heads (HTTP polling when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ws_url: Option<String>,
@@ -255,6 +259,10 @@ fn default_quorum() -> usize {
 
 fn default_max_head_lag() -> u64 {
     3
+}
+
+fn default_rpc_timeout() -> u64 {
+    30_000
 }
 
 fn default_confirmations() -> u64 {
@@ -331,6 +339,7 @@ impl ChainConfig {
             rpc_urls: vec![],
             rpc_quorum: default_quorum(),
             rpc_max_head_lag: default_max_head_lag(),
+            rpc_timeout_ms: default_rpc_timeout(),
             ws_url: None,
             ws_urls: vec![],
             mailbox,

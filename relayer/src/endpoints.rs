@@ -35,7 +35,7 @@ use tracing::warn;
 use crate::{
     ChainConfig,
     metrics::Metrics,
-    rpc::{COMPUTE_UNITS_PER_SECOND, RATE_LIMIT_BACKOFF_MS, RATE_LIMIT_RETRIES, RPC_TIMEOUT, RpcLayer, RpcService},
+    rpc::{COMPUTE_UNITS_PER_SECOND, RATE_LIMIT_BACKOFF_MS, RATE_LIMIT_RETRIES, RpcLayer, RpcService},
 };
 
 /// The first probation after a failure; each further failure in a row doubles it.
@@ -105,7 +105,8 @@ impl Endpoints {
                     url.parse().unwrap_or_else(|_| "http://invalid.invalid".parse().expect("static URL"));
                 let label = unique(endpoint_label(&parsed), &labels);
                 labels.push(label.clone());
-                let transport = RpcLayer::new(metrics, name, RPC_TIMEOUT).layer(Http::new(parsed));
+                let timeout = Duration::from_millis(chain.rpc_timeout_ms.max(1));
+                let transport = RpcLayer::new(metrics, name, timeout).layer(Http::new(parsed));
                 let provider = ProviderBuilder::new()
                     .connect_client(ClientBuilder::default().transport(transport.clone(), false))
                     .erased();

@@ -1,8 +1,9 @@
 //! Every chain's RPC as one stack of transport layers under its providers: each request
 //! timed out, timed and counted (`ferry_rpc_request_seconds{chain, method}`,
 //! `ferry_rpc_requests_total{chain, method, outcome}`), and retried with backoff when
-//! the node says it is rate limited or briefly unavailable. Watchers and deliverers
-//! build their providers here, so no call escapes the timeouts or the metrics.
+//! the node says it is rate limited or briefly unavailable. Every endpoint's transport
+//! is built with [`RpcLayer`] (`endpoints`), so no call escapes the timeouts or the
+//! metrics.
 
 use std::{
     task::{Context as TaskContext, Poll},
@@ -18,8 +19,6 @@ use tower::{Layer, Service};
 
 use crate::metrics::Metrics;
 
-/// Longest wait for one RPC answer: a node that never answers must not hold a task.
-pub(crate) const RPC_TIMEOUT: Duration = Duration::from_secs(30);
 /// Retries of a request the node refused for its rate limit or as unavailable.
 pub(crate) const RATE_LIMIT_RETRIES: u32 = 5;
 /// The first wait before such a retry, in milliseconds.

@@ -6,6 +6,11 @@
 //! is outvoted, counted (`ferry_bad_input_total{source="rpc",reason="rpc_disagreement"}`)
 //! and marked down; the killed endpoint is passed over at once and marked down.
 //!
+//! alpha behind two endpoints, one of them hung mid-run (it takes calls and answers
+//! none); beta behind two, one stuck at an old head and one that forwards transactions
+//! and never says so: the hung one costs a timeout and is marked down, the stale one is
+//! passed over for its lag, and a delivery whose send got no answer is found by its hash.
+//!
 //! A three-node JetStream cluster with R3 streams, its servers killed and restarted one
 //! after another mid-run.
 //!
@@ -36,6 +41,12 @@ const DELIVERED_WITHIN: Duration = Duration::from_secs(120);
 
 fn label(proxy: &RpcProxy) -> String {
     proxy.url().trim_start_matches("http://").to_string()
+}
+
+/// Tokens locked on alpha equal the bridged supply on beta: nothing minted twice or lost.
+async fn assert_supply_conserved(net: &Net) {
+    let locked = net.balance("alpha", net.config.chains["alpha"].bridge.unwrap()).await;
+    assert_eq!(locked, net.supply("beta").await, "locked on alpha == bridged supply on beta");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -88,6 +99,7 @@ async fn a_lying_endpoint_is_outvoted_and_a_killed_one_is_passed_over() {
     assert!(metrics.bad_input_total.with_label_values(&["rpc", "rpc_disagreement"]).get() >= disagreements);
     let processed = net.processed("beta").await;
     assert_eq!(processed.len(), all.len(), "beta processed messages nobody sent");
+    assert_supply_conserved(&net).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,6 +132,7 @@ async fn nats_servers_killed_and_restarted_mid_run_lose_and_double_nothing() {
     assert_eq!(processed.len(), all.len(), "beta processed messages nobody sent");
     let processed = net.wait_processed("alpha", &back, DELIVERED_WITHIN).await;
     assert_once(&processed, &back);
+    assert_supply_conserved(&net).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -164,4 +177,45 @@ async fn deliveries_wait_while_fees_are_over_the_cap_and_go_out_when_they_fall()
     }
     let record = store.get(&second[0]).unwrap().unwrap();
     assert!(record.entered(Stage::Waiting).is_some(), "its history keeps the wait");
+    assert_supply_conserved(&net).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_endpoint_and_a_stale_one_are_passed_over_and_an_unanswered_send_is_found_by_its_hash() {
+    let net = Net::start(BLOCK, 2).await;
+    let (a1, a2) = (RpcProxy::start(net.rpc("alpha")).await, RpcProxy::start(net.rpc("alpha")).await);
+    let (stale, swallower) = (RpcProxy::start(net.rpc("beta")).await, RpcProxy::start(net.rpc("beta")).await);
+    stale.lie(Lie::StaleHead, usize::MAX);
+    swallower.lie(Lie::SwallowSends, usize::MAX);
+
+    let mut config = net.config.clone();
+    let alpha = config.chains.get_mut("alpha").unwrap();
+    (alpha.rpc_url, alpha.rpc_urls, alpha.ws_url, alpha.rpc_timeout_ms) = (a1.url(), vec![a2.url()], None, 2_000);
+    let beta = config.chains.get_mut("beta").unwrap();
+    (beta.rpc_url, beta.rpc_urls, beta.ws_url) = (stale.url(), vec![swallower.url()], None);
+    let service = Service::start(config, Role::All).await.unwrap();
+    let metrics = &service.context().metrics;
+    let up = |chain: &str, proxy: &RpcProxy| metrics.rpc_endpoint_up.with_label_values(&[chain, &label(proxy)]).get();
+    let lag = |proxy: &RpcProxy| metrics.rpc_endpoint_head_lag_blocks.with_label_values(&["beta", &label(proxy)]).get();
+
+    // The stale endpoint falls behind and is marked down; from then on every delivery is
+    // sent through the swallower alone, and no send is ever answered.
+    wait_for(Duration::from_secs(60), "the stale endpoint marked down for its lag", || async {
+        (lag(&stale) > 3 && up("beta", &stale) == 0).then_some(())
+    })
+    .await;
+    a1.freeze();
+    let ids = net.send_many("alpha", "beta", 0, net.account(2), &amounts(6, 7)).await;
+    let processed = net.wait_processed("beta", &ids, DELIVERED_WITHIN).await;
+    assert_once(&processed, &ids);
+    assert!(swallower.told() > 0, "no delivery went out unanswered");
+    assert!(a1.held() > 0, "the hung endpoint was never asked");
+    wait_for(Duration::from_secs(30), "the hung endpoint marked down", || async {
+        (up("alpha", &a1) == 0).then_some(())
+    })
+    .await;
+    assert_eq!(up("alpha", &a2), 1);
+    assert_eq!(up("beta", &swallower), 1);
+    assert_eq!(net.processed("beta").await.len(), ids.len(), "beta processed messages nobody sent");
+    assert_supply_conserved(&net).await;
 }

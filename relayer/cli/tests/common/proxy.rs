@@ -25,11 +25,22 @@ pub enum Lie {
     /// its hash recomputed, so that the header hashes right and is simply not the
     /// chain's (an endpoint on another fork, or one that lies with care).
     Fork,
+    /// Answers to `eth_blockNumber` with the head at the time the lie began: a node that
+    /// stopped following the chain.
+    StaleHead,
+    /// Forwards `eth_sendRawTransaction` and answers 502: the transaction goes out, the
+    /// sender never hears so.
+    SwallowSends,
 }
 
 #[derive(Debug)]
 struct Plan {
     lie: Option<Lie>,
+    /// The head a stale endpoint keeps answering.
+    stale: Option<Value>,
+    /// Requests held unanswered while frozen.
+    held: usize,
+    frozen: bool,
     /// Answers still to tamper with.
     left: usize,
     /// Answers tampered with so far.
@@ -53,7 +64,7 @@ struct Upstream {
 impl RpcProxy {
     /// Listens on a free loopback port and forwards to `upstream`.
     pub async fn start(upstream: &str) -> RpcProxy {
-        let plan = Arc::new(Mutex::new(Plan { lie: None, left: 0, told: 0 }));
+        let plan = Arc::new(Mutex::new(Plan { lie: None, stale: None, held: 0, frozen: false, left: 0, told: 0 }));
         let state = Upstream { url: upstream.to_string(), client: reqwest::Client::new(), plan: plan.clone() };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -77,12 +88,23 @@ impl RpcProxy {
 
     /// Tells `lie` in the next `answers` answers it applies to.
     pub fn lie(&self, lie: Lie, answers: usize) {
-        *self.plan.lock().unwrap() = Plan { lie: Some(lie), left: answers, told: 0 };
+        let mut plan = self.plan.lock().unwrap();
+        (plan.lie, plan.left, plan.told, plan.stale) = (Some(lie), answers, 0, None);
     }
 
     /// Whether every planned lie has been told.
     pub fn done(&self) -> bool {
         self.plan.lock().unwrap().left == 0
+    }
+
+    /// Takes requests and answers none (until thawed): a node that hangs.
+    pub fn freeze(&self) {
+        self.plan.lock().unwrap().frozen = true;
+    }
+
+    /// How many requests arrived while frozen.
+    pub fn held(&self) -> usize {
+        self.plan.lock().unwrap().held
     }
 
     /// How many answers were tampered with under the current plan.
@@ -99,6 +121,15 @@ async fn forward(
     let method = serde_json::from_slice::<Value>(&body)
         .ok()
         .and_then(|v| v.get("method").and_then(Value::as_str).map(str::to_string));
+    let frozen = {
+        let mut plan = up.plan.lock().unwrap();
+        plan.held += usize::from(plan.frozen);
+        plan.frozen
+    };
+    if frozen {
+        // Held open, never answered: the client's timeout is all that ends it.
+        std::future::pending::<()>().await;
+    }
     let lie = {
         let plan = up.plan.lock().unwrap();
         let applies = matches!(
@@ -107,6 +138,8 @@ async fn forward(
                 | (Some(Lie::Headers), Some("eth_getBlockByNumber" | "eth_getBlockByHash"))
                 | (Some(Lie::Fork), Some("eth_getBlockByNumber"))
                 | (Some(Lie::Receipts), Some("eth_getBlockReceipts"))
+                | (Some(Lie::StaleHead), Some("eth_blockNumber"))
+                | (Some(Lie::SwallowSends), Some("eth_sendRawTransaction"))
         );
         (applies && plan.left > 0).then_some(plan.lie).flatten()
     };
@@ -119,9 +152,20 @@ async fn forward(
         Err(_) => return (axum::http::StatusCode::BAD_GATEWAY, json, Vec::new()),
     };
     let Some(lie) = lie else { return (axum::http::StatusCode::OK, json, answer) };
+    if lie == Lie::SwallowSends {
+        count(&up.plan);
+        return (axum::http::StatusCode::BAD_GATEWAY, json, Vec::new());
+    }
     let Ok(mut value) = serde_json::from_slice::<Value>(&answer) else {
         return (axum::http::StatusCode::OK, json, answer);
     };
+    if lie == Lie::StaleHead {
+        let mut plan = up.plan.lock().unwrap();
+        let stale = plan.stale.get_or_insert_with(|| value["result"].clone()).clone();
+        value["result"] = stale;
+        plan.told += 1;
+        return (axum::http::StatusCode::OK, json, serde_json::to_vec(&value).unwrap());
+    }
     if tamper(lie, &mut value) {
         count(&up.plan);
     }
@@ -171,6 +215,6 @@ fn tamper(lie: Lie, answer: &mut Value) -> bool {
             *result = serde_json::to_value(&block).unwrap();
             true
         }
-        Lie::Garbage => false,
+        Lie::Garbage | Lie::StaleHead | Lie::SwallowSends => false,
     }
 }
