@@ -321,6 +321,14 @@ impl MessageRecord {
         self.parked_reason.as_deref()
     }
 
+    /// Why it waits, while it does.
+    pub fn waiting_reason(&self) -> Option<&str> {
+        if self.stage != Stage::Waiting {
+            return None;
+        }
+        self.history.last().and_then(|entry| entry.detail.as_deref())
+    }
+
     /// A cross-layer validation mismatch seen while delivering it.
     pub fn mismatch(&self) -> Option<&str> {
         self.mismatch.as_deref()
@@ -538,6 +546,14 @@ mod tests {
             }
         }
         assert_eq!((made, refused), (LEGAL.len(), Stage::ALL.len() * Transition::ALL.len() - LEGAL.len()));
+    }
+
+    #[test]
+    fn a_waiting_message_says_why_until_it_moves_on() {
+        let mut record = in_stage(Stage::Waiting);
+        assert_eq!(record.waiting_reason(), Some("fees over the cap"));
+        record.execute("predicted gas 1".into()).unwrap();
+        assert_eq!(record.waiting_reason(), None);
     }
 
     #[test]
