@@ -65,7 +65,35 @@ const invalid = [
   { name: "version 2", encoded: hex(Buffer.concat([Buffer.from([2]), base.subarray(1)])), error: "unsupported_version" },
 ];
 
-const out = JSON.stringify({ max_body_bytes: MAX_BODY, valid: vectors, invalid }, null, 2) + "\n";
+// TokenBridge's rate-limit bucket, modelled here independently of the Solidity: each
+// case sets a bucket, then tries transfers at given seconds after it was set; a transfer
+// goes through if the bucket (refilled since its last use, at most its capacity) holds
+// it. `available_after` is what the bucket holds right after the step.
+function bucketCase(name, capacity, refill, steps) {
+  let level = capacity, updatedAt = 0n;
+  const out = [];
+  for (const [at, amount] of steps) {
+    const refilled = level + (at - updatedAt) * refill;
+    const available = capacity === 0n ? null : (refilled < capacity ? refilled : capacity);
+    const ok = available === null || amount <= available;
+    if (ok && available !== null) { level = available - amount; updatedAt = at; }
+    const after = available === null ? null : (ok ? level : available);
+    out.push({ at_secs: Number(at), amount: amount.toString(), ok, available_after: after === null ? null : after.toString() });
+  }
+  return { name, capacity: capacity.toString(), refill_per_second: refill.toString(), steps: out };
+}
+const E18 = 10n ** 18n;
+// Steps start a second after the bucket is set and strictly increase: each is its
+// own block.
+const buckets = [
+  bucketCase("drained, then refused, then refilled", 1000n, 10n, [[1n, 600n], [2n, 500n], [3n, 400n], [61n, 900n], [62n, 200n]]),
+  bucketCase("exactly the whole bucket, twice", 500n, 5n, [[1n, 500n], [2n, 6n], [102n, 500n]]),
+  bucketCase("no refill: what is spent is gone", 100n, 0n, [[1n, 60n], [1000n, 41n], [1001n, 40n]]),
+  bucketCase("no limit", 0n, 0n, [[1n, 100000n * E18], [2n, 100000n * E18]]),
+  bucketCase("a long pause refills to the brim, not past it", 100n * E18, 100n * E18, [[1n, 100n * E18], [315360000n, 100n * E18 + 1n], [315360001n, 100n * E18]]),
+];
+
+const out = JSON.stringify({ max_body_bytes: MAX_BODY, valid: vectors, invalid, rate_limits: buckets }, null, 2) + "\n";
 const file = path.join(root, "messages/testdata/message_vectors.json");
 if (process.argv.includes("--check")) {
   if (!fs.existsSync(file) || fs.readFileSync(file, "utf8") !== out) {
@@ -75,5 +103,5 @@ if (process.argv.includes("--check")) {
   console.log("message vectors are fresh");
 } else {
   fs.writeFileSync(file, out);
-  console.log(`wrote ${vectors.length} valid and ${invalid.length} invalid vectors to ${path.relative(root, file)}`);
+  console.log(`wrote ${vectors.length} valid, ${invalid.length} invalid and ${buckets.length} rate-limit vectors to ${path.relative(root, file)}`);
 }

@@ -19,6 +19,26 @@ pub struct Vectors {
     pub max_body_bytes: usize,
     pub valid: Vec<ValidVector>,
     pub invalid: Vec<InvalidVector>,
+    pub rate_limits: Vec<BucketVector>,
+}
+
+/// A TokenBridge bucket and transfers tried against it, with what the JS model expects.
+#[derive(Deserialize)]
+pub struct BucketVector {
+    pub name: String,
+    pub capacity: alloy::primitives::U256,
+    pub refill_per_second: alloy::primitives::U256,
+    pub steps: Vec<BucketStep>,
+}
+
+/// A transfer `at_secs` after the bucket was set: whether it goes through, and what the
+/// bucket holds right after (`None`: no limit).
+#[derive(Deserialize)]
+pub struct BucketStep {
+    pub at_secs: u64,
+    pub amount: alloy::primitives::U256,
+    pub ok: bool,
+    pub available_after: Option<alloy::primitives::U256>,
 }
 
 /// A message with its packed bytes and id.

@@ -25,6 +25,18 @@ pub struct DeployOptions {
     pub mint_to: Address,
     /// How much TestToken (in base units) to mint.
     pub mint_amount: U256,
+    /// The bucket each bridge gets, inbound and outbound, per remote chain.
+    pub rate_limit: RateLimit,
+}
+
+/// A TokenBridge rate limit: at most `capacity` base units at once, refilled at
+/// `refill_per_second` (capacity 0: no limit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RateLimit {
+    /// Base units that may move at once.
+    pub capacity: U256,
+    /// Base units the bucket regains each second.
+    pub refill_per_second: U256,
 }
 
 /// ferry's contracts on one chain.
@@ -40,6 +52,9 @@ pub struct ChainDeployment {
     pub token: Address,
     /// `bridge_mode::COLLATERAL` or `bridge_mode::SYNTHETIC`.
     pub mode: u8,
+    /// The bridge's bucket each way for the other chain.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
 
 /// Deploys a Mailbox and a TokenBridge on both chains (collateral mode over a new
@@ -125,7 +140,7 @@ async fn deploy_side(
         .await
         .map_err(|e| DevnetError::rpc("deploy TokenBridge", e))?;
     let bridge = contract_address("deploy TokenBridge", bridge).await?;
-    Ok(ChainDeployment { chain_id, mailbox, bridge, token, mode })
+    Ok(ChainDeployment { chain_id, mailbox, bridge, token, mode, rate_limit: options.rate_limit })
 }
 
 async fn wire_side(
@@ -141,6 +156,10 @@ async fn wire_side(
         ("enrollRemoteMailbox", mailbox.enrollRemoteMailbox(domain, remote.mailbox.into_word()).send().await),
         ("enrollRemoteBridge", bridge.enrollRemoteBridge(domain, remote.bridge.into_word()).send().await),
     ];
+    let RateLimit { capacity, refill_per_second } = options.rate_limit;
+    for inbound in [false, true] {
+        pending.push(("setRateLimit", bridge.setRateLimit(domain, inbound, capacity, refill_per_second).send().await));
+    }
     if local.mode == bridge_mode::COLLATERAL {
         let token = TestToken::new(local.token, provider);
         pending.push(("mint TestToken", token.mint(options.mint_to, options.mint_amount).send().await));

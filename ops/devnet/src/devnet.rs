@@ -8,7 +8,7 @@ use alloy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, deploy_pair};
+use crate::{Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, RateLimit, deploy_pair};
 
 /// The collateral chain's name and id.
 const ALPHA: (&str, u64) = ("alpha", 31337);
@@ -76,7 +76,17 @@ pub struct ChainInfo {
     pub bridge: Address,
     /// TestToken on alpha, BridgedToken on beta.
     pub token: Address,
+    /// The bridge's rate limit, inbound and outbound, for the other chain.
+    #[serde(default)]
+    pub rate_limit: RateLimit,
 }
+
+/// The devnet bridges' buckets: 100,000 tokens at once (a tenth of the demo supply),
+/// refilled at 100 tokens a second, each way.
+pub const DEVNET_RATE_LIMIT: RateLimit = RateLimit {
+    capacity: U256::from_limbs([0x02c7_e14a_f680_0000, 0x152d, 0, 0]),
+    refill_per_second: U256::from_limbs([0x6bc7_5e2d_6310_0000, 0x5, 0, 0]),
+};
 
 /// A funded account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -209,6 +219,7 @@ pub async fn deploy_network(
         threshold,
         mint_to: address_of(&deployer)?,
         mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
+        rate_limit: DEVNET_RATE_LIMIT,
     };
     let (a, b) = deploy_pair(collateral_rpc, synthetic_rpc, &deploy).await?;
     Ok(Network { deployments: [a, b], validators, validator_keys })
@@ -239,6 +250,19 @@ impl ChainInfo {
             mailbox: deployment.mailbox,
             bridge: deployment.bridge,
             token: deployment.token,
+            rate_limit: deployment.rate_limit,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_devnet_buckets_are_a_hundred_thousand_tokens_refilled_at_a_hundred_a_second() {
+        let token = U256::from(10u64).pow(U256::from(18u64));
+        assert_eq!(DEVNET_RATE_LIMIT.capacity, U256::from(100_000u64) * token);
+        assert_eq!(DEVNET_RATE_LIMIT.refill_per_second, U256::from(100u64) * token);
     }
 }

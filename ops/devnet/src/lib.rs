@@ -15,8 +15,11 @@ mod nats;
 mod process;
 
 pub use anvil::{Anvil, AnvilOptions};
-pub use deploy::{ChainDeployment, DeployOptions, deploy_pair, is_deployed, wallet};
-pub use devnet::{AccountInfo, ChainInfo, Devnet, DevnetInfo, DevnetOptions, Network, deploy_network, validator_key};
+pub use deploy::{ChainDeployment, DeployOptions, RateLimit, deploy_pair, is_deployed, wallet};
+pub use devnet::{
+    AccountInfo, ChainInfo, DEVNET_RATE_LIMIT, Devnet, DevnetInfo, DevnetOptions, Network, deploy_network,
+    validator_key,
+};
 pub use error::DevnetError;
 pub use nats::{NatsCluster, NatsServer};
 pub use process::{child_pids, find_anvil, find_nats_server, free_port, is_running};

@@ -10,7 +10,7 @@ use alloy::{
     providers::Provider,
 };
 use common::{Net, amounts, assert_once, wait_for};
-use ferry_messages::contracts::{Mailbox, TestRecipient};
+use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
 use ferry_relayer::{MessageRecord, Role, Service, Stage};
 
 const BLOCK: Option<Duration> = Some(Duration::from_millis(500));
@@ -229,4 +229,36 @@ async fn dispatched(net: &Net) -> Vec<(alloy::primitives::B256, alloy::primitive
         .event_signature(Mailbox::Dispatch::SIGNATURE_HASH)
         .from_block(0);
     provider.get_logs(&filter).await.unwrap().iter().map(|l| (l.topics()[1], l.transaction_hash.unwrap())).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_over_the_inbound_rate_limit_waits_for_the_bucket_and_is_delivered_once() {
+    let net = Net::start(BLOCK, 2).await;
+    // beta's bridge takes 1,000 from alpha at once and regains 100 a second.
+    let owner = net.wallet("beta", 0);
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
+    let (capacity, refill) = (U256::from(1_000), U256::from(100));
+    bridge.setRateLimit(31337, true, capacity, refill).send().await.unwrap().get_receipt().await.unwrap();
+    let service = Service::start(net.config.clone(), Role::All).await.unwrap();
+    let (store, metrics) = (&service.context().store, &service.context().metrics);
+
+    let ids = net.send_many("alpha", "beta", 0, net.account(1), &[U256::from(600); 4]).await;
+    wait_for(Duration::from_secs(120), "a message waiting on the bucket", || async {
+        ids.iter().find_map(|id| {
+            let record = store.get(id).unwrap()?;
+            record.waiting_reason().filter(|reason| reason.contains("rate_limited")).map(str::to_owned)
+        })
+    })
+    .await;
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
+    assert_once(&processed, &ids);
+    assert!(net.failed("beta").await.is_empty(), "no delivery was sent to fail on chain");
+    assert_eq!(net.balance("beta", net.account(1)).await, U256::from(2_400));
+    let limited = metrics.messages_rate_limited_total.with_label_values(&["alpha", "beta"]).get();
+    assert!(limited > 0, "rate-limited deliveries were not counted");
+    // Their history keeps the wait.
+    assert!(ids.iter().any(|id| store.get(id).unwrap().unwrap().entered(Stage::Waiting).is_some()));
+    // The bucket never let more through than it held.
+    let bucket = bridge.rateLimit(31337, true).call().await.unwrap();
+    assert!(bucket.available <= capacity);
 }

@@ -15,7 +15,7 @@ use alloy::{
     sol_types::SolCall,
     transports::TransportError,
 };
-use ferry_messages::contracts::Mailbox;
+use ferry_messages::contracts::{Mailbox, TokenBridge};
 
 use super::DeliverError;
 use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics};
@@ -129,6 +129,23 @@ impl Destination {
     /// The node's gas price.
     pub(super) async fn gas_price(&self) -> Result<u128, DeliverError> {
         self.rpc("eth_gasPrice", self.provider.get_gas_price()).await
+    }
+
+    /// The inbound rate limit of the bridge at `bridge` for transfers from `origin`:
+    /// (capacity, available now, refill per second).
+    pub(super) async fn inbound_rate_limit(
+        &self,
+        bridge: Address,
+        origin: u32,
+    ) -> Result<(U256, U256, U256), DeliverError> {
+        let method = "eth_call";
+        let call = TransactionRequest::default()
+            .with_to(bridge)
+            .with_input(TokenBridge::rateLimitCall { remote: origin, inbound: true }.abi_encode());
+        let bytes = self.rpc(method, self.provider.call(call).into_future()).await?;
+        let limit = TokenBridge::rateLimitCall::abi_decode_returns(&bytes)
+            .map_err(|e| DeliverError::Malformed { method, reason: format!("rateLimit(): {e}") })?;
+        Ok((limit.capacity, limit.available, limit.refillPerSecond))
     }
 
     /// The relayer's balance.

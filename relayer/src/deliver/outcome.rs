@@ -6,19 +6,27 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy::{
-    primitives::{B256, Bytes},
+    primitives::{Address, B256, Bytes, U256},
     rpc::types::TransactionReceipt,
+    sol_types::SolValue,
 };
 use async_nats::jetstream::AckKind;
 use ferry_messages::contracts::Mailbox;
 use tracing::{info, warn};
 
-use super::{DeliverError, FINALITY_RETRY, Item, destination::Destination, revert::decode_revert};
+use super::{
+    DeliverError, FINALITY_RETRY, Item,
+    destination::Destination,
+    revert::{RATE_LIMITED, decode_revert},
+};
 use crate::{
     Context, bus,
     lifecycle::{MessageRecord, Transition, applied},
     store::now_ms,
 };
+
+/// The longest a rate-limited message waits before its bucket is looked at again.
+const RATE_LIMIT_RECHECK: Duration = Duration::from_secs(60);
 
 /// Settles messages of one destination.
 #[derive(Clone)]
@@ -101,6 +109,12 @@ impl Outcomes {
                 return Ok(());
             }
         }
+        if label == RATE_LIMITED {
+            let after = self.refill_wait(&item).await;
+            let reason = format!("rate_limited: {reason}; tried again in {}s", after.as_secs());
+            self.context.route(item.message.origin, item.message.destination).rate_limited.inc();
+            return self.wait(vec![item], &reason, after).await;
+        }
         self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
         self.context.route(item.message.origin, item.message.destination).parked(label);
         warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
@@ -121,6 +135,21 @@ impl Outcomes {
             self.later(item, after).await;
         }
         Ok(())
+    }
+
+    /// How long until the recipient bridge's inbound bucket holds this transfer's amount
+    /// (between 1 s and [`RATE_LIMIT_RECHECK`]: an owner may raise the limit meanwhile).
+    async fn refill_wait(&self, item: &Item) -> Duration {
+        let amount = <(Address, U256) as SolValue>::abi_decode(&item.message.body).map(|(_, amount)| amount);
+        let bridge = item.message.recipient_address();
+        let (Ok(amount), Some(bridge)) = (amount, bridge) else { return RATE_LIMIT_RECHECK };
+        match self.destination.inbound_rate_limit(bridge, item.message.origin).await {
+            Ok((_, available, refill)) if !refill.is_zero() => {
+                let seconds = amount.saturating_sub(available).div_ceil(refill);
+                Duration::from_secs(u64::try_from(seconds).unwrap_or(u64::MAX).clamp(1, RATE_LIMIT_RECHECK.as_secs()))
+            }
+            _ => RATE_LIMIT_RECHECK,
+        }
     }
 
     /// Puts a message back on the bus for another try in `after`.

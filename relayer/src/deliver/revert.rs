@@ -5,6 +5,10 @@ use alloy::{primitives::Bytes, sol_types::SolInterface};
 use ferry_executors::{TxOutcome, TxStatus};
 use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
 
+/// The label of a delivery the recipient bridge's inbound rate limit refuses for now:
+/// it waits for the bucket to refill rather than being parked.
+pub(super) const RATE_LIMITED: &str = "rate_limited";
+
 /// A metric label and a readable reason for a failed delivery.
 pub(super) fn revert_reason(outcome: &TxOutcome) -> (&'static str, String) {
     match &outcome.status {
@@ -33,7 +37,11 @@ pub(super) fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static st
         return (label, format!("{e:?}"));
     }
     if let Ok(e) = TokenBridge::TokenBridgeErrors::abi_decode(data) {
-        return ("bridge", format!("{e:?}"));
+        let label = match &e {
+            TokenBridge::TokenBridgeErrors::RateLimited(_) => RATE_LIMITED,
+            _ => "bridge",
+        };
+        return (label, format!("{e:?}"));
     }
     if let Ok(e) = TestRecipient::TestRecipientErrors::abi_decode(data) {
         return ("recipient", format!("{e:?}"));

@@ -104,6 +104,8 @@ pub(crate) struct RouteMetrics {
     pub delivered: IntCounter,
     /// `ferry_message_delivery_seconds{origin, destination}`.
     pub delivery_seconds: Histogram,
+    /// `ferry_messages_rate_limited_total{origin, destination}`.
+    pub rate_limited: IntCounter,
     parked: IntCounterVec,
     labels: [String; 2],
 }
@@ -169,6 +171,7 @@ impl Metrics {
             observed: self.messages_observed_total.with_label_values(&two),
             delivered: self.messages_delivered_total.with_label_values(&two),
             delivery_seconds: self.message_delivery_seconds.with_label_values(&two),
+            rate_limited: self.messages_rate_limited_total.with_label_values(&two),
             parked: self.messages_parked_total.clone(),
             labels: [origin.to_string(), destination.to_string()],
         }

@@ -54,6 +54,9 @@ pub struct Metrics {
     pub messages_delivered_total: IntCounterVec,
     /// `ferry_messages_parked_total{origin, destination, reason}`: messages set aside undelivered.
     pub messages_parked_total: IntCounterVec,
+    /// `ferry_messages_rate_limited_total{origin, destination}`: deliveries the recipient
+    /// bridge's inbound rate limit refused for now (each waits for the bucket to refill).
+    pub messages_rate_limited_total: IntCounterVec,
     /// `ferry_messages_pending{destination, stage}`: messages currently waiting at a pipeline stage.
     pub messages_pending: IntGaugeVec,
     /// `ferry_messages_oldest_pending_seconds{destination}`: age of the oldest message neither
@@ -189,6 +192,12 @@ impl Metrics {
                 r,
                 "ferry_messages_delivered_total",
                 "Cross-chain messages delivered to the destination chain.",
+                &["origin", "destination"],
+            ),
+            messages_rate_limited_total: int_counter(
+                r,
+                "ferry_messages_rate_limited_total",
+                "Deliveries the recipient bridge's inbound rate limit refused for now; each waits for the bucket to refill.",
                 &["origin", "destination"],
             ),
             messages_parked_total: int_counter(
