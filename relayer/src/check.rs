@@ -126,6 +126,24 @@ impl Config {
                 report(key("poll_interval_ms"), "must be at least 1".into());
             }
         }
+        for (origin, routes) in &self.governor {
+            for (destination, route) in routes {
+                let key = format!("governor.{origin}.{destination}");
+                for chain in [origin, destination] {
+                    match self.chains.get(chain.as_str()) {
+                        None => report(key.clone(), format!("{chain} is not a configured chain")),
+                        Some(c) if c.bridge.is_none() => report(key.clone(), format!("chain {chain} has no bridge")),
+                        Some(_) => {}
+                    }
+                }
+                if origin == destination {
+                    report(key.clone(), "a route joins two different chains".into());
+                }
+                if route.delay_threshold.is_zero() {
+                    report(format!("{key}.delay_threshold"), "must be at least 1 (0 would hold every transfer)".into());
+                }
+            }
+        }
         problems
     }
 
@@ -238,6 +256,12 @@ mod tests {
             [chains.delta]
             chain_id = 8
             mailbox = "0x0000000000000000000000000000000000000009"
+            [governor.alpha.omega]
+            delay_threshold = "1000"
+            delay_secs = 60
+            [governor.gamma.delta]
+            delay_threshold = "0"
+            delay_secs = 60
         "#;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ferry.toml");
@@ -257,8 +281,13 @@ mod tests {
             "chains.gamma.rpc_quorum",
             "chains.gamma.max_priority_fee_gwei",
             "chains.delta.rpc_url",
+            "governor.alpha.omega",
+            "governor.gamma.delta",
+            "governor.gamma.delta.delay_threshold",
         ] {
             assert!(keys.iter().any(|k| k == expected), "{expected} missing from {keys:?}");
         }
+        // Amounts in base units, decimal or hex, as `ferry bridge` takes them.
+        assert_eq!(config.governor["alpha"]["omega"].delay_threshold, alloy::primitives::U256::from(1000));
     }
 }

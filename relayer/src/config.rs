@@ -35,6 +35,22 @@ pub struct Config {
     pub validators: ValidatorsConfig,
     /// The chains, by name.
     pub chains: BTreeMap<String, ChainConfig>,
+    /// The governor's delay for large transfers, per token route:
+    /// `[governor.<origin>.<destination>]` (chain names).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub governor: BTreeMap<String, BTreeMap<String, GovernorRoute>>,
+}
+
+/// The governor's rule for one token route: a transfer of `delay_threshold` or more is
+/// held `delay_secs` before this process's validators sign it (an operator may release
+/// or cancel it meanwhile).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernorRoute {
+    /// The smallest amount held, in the token's base units (as `ferry bridge` takes
+    /// amounts): a decimal or 0x-hex string.
+    pub delay_threshold: alloy::primitives::U256,
+    /// How long a held transfer waits, in seconds.
+    pub delay_secs: u64,
 }
 
 /// The HTTP server.
@@ -468,6 +484,7 @@ mod tests {
                     ..ChainConfig::new(31337, "http://127.0.0.1:8545", Address::repeat_byte(9))
                 },
             )]),
+            governor: BTreeMap::new(),
         }
     }
 

@@ -92,6 +92,11 @@ impl Context {
         }
     }
 
+    /// Whether the watcher of chain `name` has caught up with its head.
+    pub fn caught_up(&self, name: &str) -> bool {
+        self.caught_up.lock().is_ok_and(|map| map.get(name).copied().unwrap_or(false))
+    }
+
     /// Why the process is not ready, or nothing when it is: every watcher caught up and
     /// NATS connected.
     pub fn not_ready(&self) -> Vec<String> {

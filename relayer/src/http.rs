@@ -1,5 +1,7 @@
 //! The HTTP server: `/metrics`, `/healthz`, `/readyz`, `/messages` and
-//! `/messages/{id}` (with `POST /messages/{id}/retry` for parked messages).
+//! `/messages/{id}` (with `POST /messages/{id}/retry` for parked messages), the
+//! accountant's books (`/accountant`) and the transfers the validators hold
+//! (`/governor`, with `POST /governor/{id}/release` and `/cancel`).
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -15,7 +17,13 @@ use serde::Deserialize;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::{ServiceError, StoreError, context::Context, lifecycle::Stage, metrics::CONTENT_TYPE};
+use crate::{
+    ServiceError, StoreError,
+    context::Context,
+    guard::{Operator, OperatorError, route_label},
+    lifecycle::Stage,
+    metrics::CONTENT_TYPE,
+};
 
 /// Binds `listen` and serves until the task is aborted; returns the bound address.
 pub(crate) async fn serve(
@@ -42,6 +50,10 @@ fn router(context: Arc<Context>) -> Router {
         .route("/messages", get(list))
         .route("/messages/{id}", get(message))
         .route("/messages/{id}/retry", post(retry))
+        .route("/accountant", get(accountant))
+        .route("/governor", get(governor))
+        .route("/governor/{id}/release", post(|state, id| operate(state, id, Operator::Release)))
+        .route("/governor/{id}/cancel", post(|state, id| operate(state, id, Operator::Cancel)))
         .with_state(context)
 }
 
@@ -115,6 +127,53 @@ async fn retry(State(context): State<Arc<Context>>, Path(id): Path<String>) -> R
             Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
         },
         Err(e) => store_error(e),
+    }
+}
+
+/// The books of every route: `[{route, origin, destination, locked, released, unbacked}]`
+/// (amounts as decimal strings of base units).
+async fn accountant(State(context): State<Arc<Context>>) -> Response {
+    match context.store.books() {
+        Ok(ledger) => {
+            let routes: Vec<_> = ledger
+                .routes()
+                .iter()
+                .map(|(&(origin, destination), books)| {
+                    serde_json::json!({
+                        "route": route_label(&context, origin, destination),
+                        "origin": origin,
+                        "destination": destination,
+                        "locked": books.locked.to_string(),
+                        "released": books.released.to_string(),
+                        "unbacked": books.unbacked().to_string(),
+                    })
+                })
+                .collect();
+            Json(routes).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// Every held transfer, oldest first.
+async fn governor(State(context): State<Arc<Context>>) -> Response {
+    match context.store.held() {
+        Ok(held) => Json(held).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// Releases or cancels a held transfer for an operator.
+async fn operate(State(context): State<Arc<Context>>, Path(id): Path<String>, action: Operator) -> Response {
+    let id = match parse_id(&id) {
+        Ok(id) => id,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match crate::guard::operate(&context, id, action) {
+        Ok(held) => Json(held).into_response(),
+        Err(e @ OperatorError::NotHeld(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ OperatorError::Accountant { .. }) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(OperatorError::Store(e)) => store_error(e),
     }
 }
 

@@ -10,6 +10,8 @@
 //! - [`MessageRecord`] and its transitions ([`lifecycle`]): the only code that moves a
 //!   message from one [`Stage`] to the next.
 //! - [`Store`]: persists message records, scan cursors and nonces.
+//! - [`guard`]: value safety in the validators: the accountant's books per token route
+//!   and the governor's delay for large transfers.
 //! - Each chain's RPC endpoints (`endpoints`): fall-over reads, broadcast sends, probed
 //!   health, and a quorum of endpoints behind every header the light client takes.
 //! - [`Metrics`]: the Prometheus metrics, served on `/metrics`; [`cpu`]: the process's CPU
@@ -25,6 +27,7 @@ pub mod cpu;
 mod deliver;
 mod endpoints;
 mod error;
+pub mod guard;
 mod http;
 pub mod lifecycle;
 pub mod metrics;
@@ -36,7 +39,8 @@ mod watcher;
 pub use bus::{ATTESTATION_STREAM, Bus};
 pub use check::Problem;
 pub use config::{
-    ChainConfig, Config, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret, ValidatorsConfig,
+    ChainConfig, Config, GovernorRoute, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret,
+    ValidatorsConfig,
 };
 pub use context::Context;
 pub use error::{BusError, ConfigError, ServiceError, StoreError};

@@ -9,6 +9,8 @@
 //!   -execute-> Executed -submit-> Submitted -deliver-> Delivered
 //! park: Published | Executed | Submitted -> Parked;  retry: Parked -> Published
 //! reorg: Delivered -> Submitted (the block that delivered it was reorged away)
+//! hold: Proven -> Held (a validator's governor or accountant holds its signatures);
+//!   release: Held -> Proven (signed after all);  park: Held -> Parked (cancelled)
 //! ```
 
 use std::collections::BTreeMap;
@@ -42,11 +44,14 @@ pub enum Stage {
     /// Held back by the relayer's own limits (the destination's fees over its cap):
     /// tried again by itself when they allow it.
     Waiting,
+    /// Not signed by this process's validators yet: a large transfer in the governor's
+    /// delay, or one the accountant refuses (released would exceed locked on its route).
+    Held,
 }
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 9] = [
+    pub const ALL: [Stage; 10] = [
         Stage::Observed,
         Stage::Proven,
         Stage::Attested,
@@ -56,6 +61,7 @@ impl Stage {
         Stage::Delivered,
         Stage::Parked,
         Stage::Waiting,
+        Stage::Held,
     ];
 
     /// The label used in metrics, the API and the CLI.
@@ -70,6 +76,7 @@ impl Stage {
             Stage::Delivered => "delivered",
             Stage::Parked => "parked",
             Stage::Waiting => "waiting",
+            Stage::Held => "held",
         }
     }
 
@@ -119,11 +126,16 @@ pub enum Transition {
     Reorg,
     /// Held back until the relayer's limits allow sending it.
     Wait,
+    /// Held by the validators of this process before signing.
+    Hold,
+    /// A held message signed after all (its delay over, released by an operator, or its
+    /// route's books back in balance).
+    Release,
 }
 
 impl Transition {
     /// Every transition.
-    pub const ALL: [Transition; 10] = [
+    pub const ALL: [Transition; 12] = [
         Transition::Prove,
         Transition::Attest,
         Transition::Publish,
@@ -134,12 +146,14 @@ impl Transition {
         Transition::Retry,
         Transition::Reorg,
         Transition::Wait,
+        Transition::Hold,
+        Transition::Release,
     ];
 
     /// The stage it leads to.
     pub fn target(self) -> Stage {
         match self {
-            Transition::Prove => Stage::Proven,
+            Transition::Prove | Transition::Release => Stage::Proven,
             Transition::Attest => Stage::Attested,
             Transition::Publish | Transition::Retry => Stage::Published,
             Transition::Execute => Stage::Executed,
@@ -147,6 +161,7 @@ impl Transition {
             Transition::Deliver => Stage::Delivered,
             Transition::Park => Stage::Parked,
             Transition::Wait => Stage::Waiting,
+            Transition::Hold => Stage::Held,
         }
     }
 
@@ -158,15 +173,20 @@ impl Transition {
         use Stage::*;
         match self {
             Transition::Prove => &[Observed],
-            Transition::Attest => &[Observed, Proven],
+            // From Held too: another process's validators may have signed it.
+            Transition::Attest => &[Observed, Proven, Held],
             Transition::Publish => &[Attested],
             Transition::Execute => &[Published, Executed, Submitted, Waiting],
             Transition::Submit => &[Executed, Submitted],
-            Transition::Deliver | Transition::Park => &[Published, Executed, Submitted, Waiting],
+            Transition::Deliver => &[Published, Executed, Submitted, Waiting],
+            // From Held: an operator cancelled a held transfer.
+            Transition::Park => &[Published, Executed, Submitted, Waiting, Held],
             Transition::Retry => &[Parked],
             Transition::Reorg => &[Delivered],
             // Not from Waiting: a message held back again keeps its one history entry.
             Transition::Wait => &[Published, Executed],
+            Transition::Hold => &[Proven],
+            Transition::Release => &[Held],
         }
     }
 
@@ -183,6 +203,8 @@ impl Transition {
             Transition::Retry => "retry",
             Transition::Reorg => "reorg",
             Transition::Wait => "wait",
+            Transition::Hold => "hold",
+            Transition::Release => "release",
         }
     }
 }
@@ -321,6 +343,14 @@ impl MessageRecord {
         self.parked_reason.as_deref()
     }
 
+    /// Why this process's validators hold it, while they do.
+    pub fn held_reason(&self) -> Option<&str> {
+        if self.stage != Stage::Held {
+            return None;
+        }
+        self.history.last().and_then(|entry| entry.detail.as_deref())
+    }
+
     /// Why it waits, while it does.
     pub fn waiting_reason(&self) -> Option<&str> {
         if self.stage != Stage::Waiting {
@@ -404,6 +434,16 @@ impl MessageRecord {
         self.apply(Transition::Wait, Some(reason))
     }
 
+    /// Held by this process's validators before signing, for `reason`.
+    pub fn hold(&mut self, reason: String) -> Result<(), IllegalTransition> {
+        self.apply(Transition::Hold, Some(reason))
+    }
+
+    /// A held message signed after all, for `reason`.
+    pub fn release(&mut self, reason: String) -> Result<(), IllegalTransition> {
+        self.apply(Transition::Release, Some(reason))
+    }
+
     /// The block that delivered it was reorged away: back to submitted, to be sent again.
     pub fn reorg(&mut self, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Reorg, Some(detail))
@@ -468,6 +508,8 @@ mod tests {
             Transition::Retry => record.retry(),
             Transition::Reorg => record.reorg("reorged".into()),
             Transition::Wait => record.wait("fees over the cap".into()),
+            Transition::Hold => record.hold("governor: 5000 over 1000".into()),
+            Transition::Release => record.release("delay over".into()),
         }
     }
 
@@ -484,6 +526,7 @@ mod tests {
             Stage::Delivered => &[Prove, Attest, Publish, Execute, Submit, Deliver],
             Stage::Parked => &[Prove, Attest, Publish, Park],
             Stage::Waiting => &[Prove, Attest, Publish, Wait],
+            Stage::Held => &[Prove, Hold],
         };
         let mut record = observed();
         for t in path {
@@ -517,6 +560,10 @@ mod tests {
         (Stage::Waiting, Transition::Execute),
         (Stage::Waiting, Transition::Deliver),
         (Stage::Waiting, Transition::Park),
+        (Stage::Proven, Transition::Hold),
+        (Stage::Held, Transition::Release),
+        (Stage::Held, Transition::Attest),
+        (Stage::Held, Transition::Park),
     ];
 
     #[test]

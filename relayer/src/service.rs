@@ -70,6 +70,7 @@ impl Service {
 
         let names: Vec<&str> = config.chains.keys().map(String::as_str).collect();
         context.metrics.prime(&names);
+        context.metrics.prime_routes(&crate::guard::token_routes(&context));
         let (http, server) = crate::http::serve(context.clone(), config.http.listen).await?;
         let mut tasks = vec![server, tokio::spawn(gauges(context.clone(), role))];
         for (name, chain) in &config.chains {
@@ -83,6 +84,9 @@ impl Service {
                 context.set_caught_up(name, false);
                 let watcher = Watcher::new(context.clone(), name.clone(), chain.clone(), signers.clone());
                 tasks.push(tokio::spawn(cpu::metered(cpu::Stage::Watch, watcher.run())));
+            }
+            if !signers.is_empty() {
+                tasks.push(tokio::spawn(crate::guard::run(context.clone(), signers.clone())));
             }
         }
         if let Some(key) = relayer_key {

@@ -1,5 +1,6 @@
 //! The relayer's store: one redb file per process holding each message's record with
 //! its stage history, the scan cursor of each origin chain, the submitter's nonces, and
+//! the accountant's books and the transfers the validators hold (`crate::guard`), and
 //! (through the shared database) the light clients' checkpoints. Every change is made
 //! inside one write transaction. The store persists records; how they change is the
 //! lifecycle's ([`crate::lifecycle`]).
@@ -16,6 +17,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use crate::{
     StoreError, cpu,
+    guard::{Books, Flow, Held, Ledger},
     lifecycle::{MessageRecord, Stage},
 };
 
@@ -28,6 +30,11 @@ const BY_STAGE: TableDefinition<(u8, u32, [u8; 32]), u64> = TableDefinition::new
 const CURSORS: TableDefinition<u64, u64> = TableDefinition::new("scan_cursors");
 /// (chain id, account) -> the next nonce the submitter will use.
 const NONCES: TableDefinition<(u64, [u8; 20]), u64> = TableDefinition::new("nonces");
+/// (origin, destination) -> the route's [`Books`] (locked, released), booked in the same
+/// transaction as the scan cursor that passes their block.
+const BOOKS: TableDefinition<(u32, u32), [u8; 64]> = TableDefinition::new("accountant_books");
+/// Message id -> the [`Held`] transfer (JSON).
+const HELD: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("held_transfers");
 
 /// What waits in the pipeline: see [`Store::pending`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,6 +73,8 @@ impl Store {
         txn.open_table(BY_STAGE)?;
         txn.open_table(CURSORS)?;
         txn.open_table(NONCES)?;
+        txn.open_table(BOOKS)?;
+        txn.open_table(HELD)?;
         txn.commit()?;
         Ok(Self { db: Arc::new(db) })
     }
@@ -164,6 +173,30 @@ impl Store {
         Ok(txn.open_table(NONCES)?.get((chain_id, account.0.0))?.map(|v| v.value()))
     }
 
+    /// The accountant's books of every route.
+    pub fn books(&self) -> Result<Ledger, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(BOOKS)?;
+        let mut routes = BTreeMap::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            routes.insert(key.value(), Books::from_bytes(&value.value()));
+        }
+        Ok(Ledger::new(routes))
+    }
+
+    /// Every held transfer, oldest first.
+    pub fn held(&self) -> Result<Vec<Held>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HELD)?;
+        let mut held = Vec::new();
+        for entry in table.iter()? {
+            held.push(decode_as::<Held>(entry?.1.value())?);
+        }
+        held.sort_by_key(|h| h.held_at_ms);
+        Ok(held)
+    }
+
     /// Runs `f` inside one write transaction and commits it if `f` succeeds.
     pub fn write<R>(&self, f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>) -> Result<R, StoreError> {
         cpu::scope(cpu::Stage::Store, || self.write_uncharged(f))
@@ -180,6 +213,8 @@ impl Store {
                 by_stage: txn.open_table(BY_STAGE)?,
                 cursors: txn.open_table(CURSORS)?,
                 nonces: txn.open_table(NONCES)?,
+                books: txn.open_table(BOOKS)?,
+                held: txn.open_table(HELD)?,
             };
             f(&mut tx)?
         };
@@ -215,6 +250,8 @@ pub struct Transaction<'t> {
     by_stage: redb::Table<'t, (u8, u32, [u8; 32]), u64>,
     cursors: redb::Table<'t, u64, u64>,
     nonces: redb::Table<'t, (u64, [u8; 20]), u64>,
+    books: redb::Table<'t, (u32, u32), [u8; 64]>,
+    held: redb::Table<'t, [u8; 32], &'static [u8]>,
 }
 
 impl Transaction<'_> {
@@ -239,6 +276,35 @@ impl Transaction<'_> {
     pub fn set_cursor(&mut self, chain_id: u64, block: u64) -> Result<(), StoreError> {
         self.cursors.insert(chain_id, block)?;
         Ok(())
+    }
+
+    /// Books `flows` on their routes.
+    pub fn book(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+        for flow in flows {
+            let key = (flow.origin, flow.destination);
+            let books = self.books.get(key)?.map(|v| Books::from_bytes(&v.value())).unwrap_or_default();
+            let mut ledger = Ledger::new(BTreeMap::from([(key, books)]));
+            ledger.add(flow);
+            self.books.insert(key, ledger.route(key.0, key.1).to_bytes())?;
+        }
+        Ok(())
+    }
+
+    /// A held transfer.
+    pub fn held(&self, id: &B256) -> Result<Option<Held>, StoreError> {
+        self.held.get(id.0)?.map(|v| decode_as::<Held>(v.value())).transpose()
+    }
+
+    /// Holds a transfer (or updates why it is held).
+    pub fn hold(&mut self, held: &Held) -> Result<(), StoreError> {
+        let bytes = serde_json::to_vec(held).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.held.insert(held.id.0, bytes.as_slice())?;
+        Ok(())
+    }
+
+    /// Lets a held transfer go; returns it if it was held.
+    pub fn unhold(&mut self, id: &B256) -> Result<Option<Held>, StoreError> {
+        self.held.remove(id.0)?.map(|v| decode_as::<Held>(v.value())).transpose()
     }
 
     /// Stores the next nonce of `account` on `chain_id`.

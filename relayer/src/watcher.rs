@@ -16,7 +16,7 @@ use ferry_light_client::{
     SealedHeader, SourceError, ValidatorKey,
 };
 use ferry_messages::{
-    contracts::Mailbox,
+    contracts::{Mailbox, TokenBridge},
     wire::{OriginBlock, SignedAttestation, WIRE_VERSION},
 };
 use futures_util::StreamExt;
@@ -28,6 +28,7 @@ use crate::{
     backoff::Backoff,
     context::Context,
     endpoints::QuorumSource,
+    guard::{Flow, flows},
     lifecycle::{MessageRecord, applied},
     metrics::WatcherMetrics,
 };
@@ -194,9 +195,14 @@ impl Watcher {
                     held_from: client.fork_choice().final_headers().next().map(|h| h.number),
                 })?
                 .clone();
-            let proven = self.prove_block(&header).await?;
+            let (proven, flows) = self.prove_block(&header).await?;
             let block = OriginBlock { number: header.number, hash: header.hash(), timestamp: header.timestamp };
             let records = self.records(block, &proven);
+            // The accountant's books with this block's own locks booked: a transfer's lock
+            // is in the block that dispatched it.
+            let mut ledger = self.context.store.books()?;
+            flows.iter().for_each(|flow| ledger.add(flow));
+            let (sign, hold) = self.guard(&ledger, &proven, &records);
             // Records first, so that a signature coming back through the collector finds
             // the message's history; the cursor moves only once the signatures are out, so
             // a crash in between re-signs (JetStream drops the duplicates).
@@ -208,8 +214,25 @@ impl Watcher {
                 }
                 Ok(())
             })?;
-            self.attest(block, &proven).await?;
-            self.context.store.write(|tx| tx.set_cursor(chain_id, number))?;
+            self.attest(block, &sign).await?;
+            // Books, holds and cursor together: a crash before this rescans the block and
+            // books it once.
+            self.context.store.write(|tx| {
+                tx.book(&flows)?;
+                for held in &hold {
+                    tx.hold(held)?;
+                    if let Some(mut record) = tx.get(&held.id)?
+                        && applied(record.hold(format!("{}: {}", held.reason.label(), describe(&held.reason))))
+                    {
+                        tx.put(&record)?;
+                    }
+                }
+                tx.set_cursor(chain_id, number)
+            })?;
+            crate::guard::observe(&self.context, &ledger);
+            for held in &hold {
+                info!(id = %held.id, amount = %held.amount, reason = ?held.reason, "transfer held unsigned");
+            }
             for record in &records {
                 self.context.route(record.origin, record.destination).observed.inc();
             }
@@ -217,15 +240,22 @@ impl Watcher {
         Ok(())
     }
 
-    /// The proven messages of one final block (none without fetching receipts when the
-    /// header's bloom rules the Mailbox out).
-    async fn prove_block(&self, header: &SealedHeader) -> Result<Vec<ProvenMessage>, WatchError> {
+    /// The proven messages of one final block and its bridge's transfer events, from
+    /// receipts checked against the verified header (none fetched when the header's
+    /// bloom rules out both the Mailbox's dispatches and the bridge's releases).
+    async fn prove_block(&self, header: &SealedHeader) -> Result<(Vec<ProvenMessage>, Vec<Flow>), WatchError> {
         let mailbox = self.chain.mailbox;
         let bloom = header.logs_bloom;
-        if !bloom.contains_input(BloomInput::Raw(mailbox.as_slice()))
-            || !bloom.contains_input(BloomInput::Raw(Mailbox::Dispatch::SIGNATURE_HASH.as_slice()))
-        {
-            return Ok(vec![]);
+        let has = |address: &[u8], topic: &[u8]| {
+            bloom.contains_input(BloomInput::Raw(address)) && bloom.contains_input(BloomInput::Raw(topic))
+        };
+        let dispatched = has(mailbox.as_slice(), Mailbox::Dispatch::SIGNATURE_HASH.as_slice());
+        // A bridge's locks come with a dispatch; its releases come with none.
+        let released = self.chain.bridge.is_some_and(|bridge| {
+            has(bridge.as_slice(), TokenBridge::ReceivedTransferRemote::SIGNATURE_HASH.as_slice())
+        });
+        if !dispatched && !released {
+            return Ok((vec![], vec![]));
         }
         let number = header.number;
         let receipts = self
@@ -251,9 +281,6 @@ impl Watcher {
                 })
             })
             .collect();
-        if dispatches.is_empty() {
-            return Ok(vec![]);
-        }
         // Proofs are built (one trie for the block) and checked against the verified
         // header: a node that serves receipts not matching `receiptsRoot` is caught here.
         let mut targets: Vec<u64> = dispatches.iter().map(|(tx, _)| *tx).collect();
@@ -268,10 +295,41 @@ impl Watcher {
                 })
                 .collect::<Result<Vec<_>, _>>()
         });
-        proven.map_err(|e| {
+        let proven = proven.map_err(|e| {
             self.context.metrics.bad_input("rpc", "receipt_proof");
             WatchError::Proof { number, reason: e.to_string() }
-        })
+        })?;
+        // The trie above matched `receiptsRoot`: these receipts are the block's.
+        let flows = match self.chain.bridge {
+            Some(bridge) => flows(self.chain.chain_id as u32, bridge, &receipts),
+            None => vec![],
+        };
+        Ok((proven, flows))
+    }
+
+    /// Splits a block's proven messages into those to sign now and the transfers the
+    /// accountant or the governor holds (only where this process signs at all).
+    fn guard<'m>(
+        &self,
+        ledger: &crate::guard::Ledger,
+        proven: &'m [ProvenMessage],
+        records: &[MessageRecord],
+    ) -> (Vec<&'m ProvenMessage>, Vec<crate::guard::Held>) {
+        if self.signers.is_empty() {
+            return (proven.iter().collect(), vec![]);
+        }
+        let mut sign = Vec::with_capacity(proven.len());
+        let mut hold = Vec::new();
+        for message in proven {
+            let decision = crate::guard::decide(&self.context, ledger, &message.message);
+            let amount = crate::guard::transfer_amount(&self.context, &message.message);
+            let record = records.iter().find(|r| r.id == message.id());
+            match (decision, amount, record) {
+                (Some(reason), Some(amount), Some(record)) => hold.push(crate::guard::held(record, amount, reason)),
+                _ => sign.push(message),
+            }
+        }
+        (sign, hold)
     }
 
     /// Records (observed and proven) for the proven messages of one block.
@@ -289,39 +347,66 @@ impl Watcher {
 
     /// Signs each proven message with this process's validator keys and publishes the
     /// signatures; messages for chains this network does not serve are not signed.
-    async fn attest(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Result<(), WatchError> {
-        let mut signed = Vec::with_capacity(proven.len() * self.signers.len());
+    async fn attest(&self, block: OriginBlock, proven: &[&ProvenMessage]) -> Result<(), WatchError> {
+        let mut items = Vec::with_capacity(proven.len());
         for message in proven {
-            let id = message.id();
             let (origin, destination) = (message.message.origin, message.message.destination);
             if self.context.config.chain_by_id(u64::from(destination)).is_none() {
-                warn!(%id, origin, destination, "message for a chain this network does not serve; not signed");
+                warn!(id = %message.id(), origin, destination, "message for a chain this network does not serve; not signed");
                 self.context.metrics.bad_input("chain", "unknown_destination");
                 continue;
             }
             // The verified header's hash, not one recomputed from the proof's copy.
-            let attestation = ferry_messages::wire::attestation(&message.message, self.chain.mailbox, block.hash);
-            let encoded: alloy::primitives::Bytes = message.message.encode().into();
-            for key in self.signers.iter() {
-                let signature = crate::cpu::scope(crate::cpu::Stage::Sign, || key.sign(&attestation))?;
-                let envelope = SignedAttestation {
-                    version: WIRE_VERSION,
-                    message: encoded.clone(),
-                    origin_mailbox: self.chain.mailbox,
-                    block,
-                    validator: key.address(),
-                    signature: signature.as_bytes().to_vec().into(),
-                };
-                debug!(%id, origin, destination, validator = %key.address(), "signed");
-                signed.push((envelope, message.message.clone()));
-            }
+            items.push((message.message.clone(), self.chain.mailbox, block));
         }
-        // Out together: one round trip to JetStream for the block, not one per signature.
-        self.context.bus.publish_attestations(&signed).await?;
-        // Every key signed each message that was signed at all.
-        let messages = (signed.len() / self.signers.len().max(1)) as u64;
-        self.metrics.signed.iter().for_each(|counter| counter.inc_by(messages));
-        Ok(())
+        sign(&self.context, &self.signers, &items).await
+    }
+}
+
+/// Signs each message (with its origin Mailbox and final origin block) with every key in
+/// `signers` and publishes the signatures in one round trip to JetStream.
+pub(crate) async fn sign(
+    context: &Context,
+    signers: &[ValidatorKey],
+    items: &[(ferry_messages::Message, alloy::primitives::Address, OriginBlock)],
+) -> Result<(), WatchError> {
+    if signers.is_empty() || items.is_empty() {
+        return Ok(());
+    }
+    let mut signed = Vec::with_capacity(items.len() * signers.len());
+    for (message, mailbox, block) in items {
+        let id = message.id();
+        let attestation = ferry_messages::wire::attestation(message, *mailbox, block.hash);
+        let encoded: alloy::primitives::Bytes = message.encode().into();
+        for key in signers {
+            let signature = crate::cpu::scope(crate::cpu::Stage::Sign, || key.sign(&attestation))?;
+            let envelope = SignedAttestation {
+                version: WIRE_VERSION,
+                message: encoded.clone(),
+                origin_mailbox: *mailbox,
+                block: *block,
+                validator: key.address(),
+                signature: signature.as_bytes().to_vec().into(),
+            };
+            debug!(%id, origin = message.origin, destination = message.destination, validator = %key.address(), "signed");
+            signed.push((envelope, message.clone()));
+        }
+    }
+    context.bus.publish_attestations(&signed).await?;
+    for (message, _, _) in items {
+        let origin = context.chain_label(message.origin.into());
+        for key in signers {
+            context.metrics.attestations_signed_total.with_label_values(&[&key.address().to_string(), &origin]).inc();
+        }
+    }
+    Ok(())
+}
+
+/// A hold's reason as the record's history shows it.
+fn describe(reason: &crate::guard::HoldReason) -> String {
+    match reason {
+        crate::guard::HoldReason::Delay { until_ms } => format!("signed at {until_ms} ms unless released or cancelled"),
+        crate::guard::HoldReason::Accountant { shortfall } => shortfall.clone(),
     }
 }
 

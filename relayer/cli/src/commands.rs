@@ -129,7 +129,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct MessagesArgs {
     /// Only messages in this stage (observed, proven, attested, published, executed,
-    /// submitted, delivered, parked, waiting).
+    /// submitted, delivered, parked, waiting, held).
     #[arg(long)]
     status: Option<Stage>,
     /// At most this many.
@@ -152,7 +152,7 @@ pub async fn messages(args: MessagesArgs) -> anyhow::Result<()> {
         _ => open_store(&config)?.list(args.status, args.limit)?,
     };
     for r in &records {
-        let reason = r.parked_reason().or(r.waiting_reason()).unwrap_or("");
+        let reason = r.parked_reason().or(r.waiting_reason()).or(r.held_reason()).unwrap_or("");
         println!("{} {:>5} -> {:<5} {:<10} {reason}", r.id, r.origin, r.destination, r.stage().as_str());
     }
     Ok(())

@@ -14,7 +14,7 @@ use alloy::primitives::B256;
 use ferry_devnet::{Devnet, DevnetInfo};
 
 use ferry_relayer::{
-    ChainConfig, Config, ConfigError, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset,
+    ChainConfig, Config, ConfigError, GovernorRoute, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset,
     ValidatorsConfig,
 };
 
@@ -83,6 +83,7 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
             key_files: Vec::new(),
             key: None,
         },
+        governor: devnet_governor(info),
         chains,
     }
 }
@@ -104,3 +105,23 @@ pub fn write_secret(path: &Path, key: &B256) -> Result<(), ConfigError> {
     file.set_permissions(std::fs::Permissions::from_mode(0o600)).map_err(|e| write_error(path, e))?;
     writeln!(file, "{key}").map_err(|e| write_error(path, e))
 }
+
+/// The devnet's governor: each way, a transfer of a tenth of the bridge's inbound bucket
+/// or more waits ten minutes before the validators sign it (`ferry governor` acts on it).
+fn devnet_governor(info: &DevnetInfo) -> BTreeMap<String, BTreeMap<String, GovernorRoute>> {
+    let mut governor: BTreeMap<String, BTreeMap<String, GovernorRoute>> = BTreeMap::new();
+    for origin in &info.chains {
+        for destination in info.chains.iter().filter(|c| c.name != origin.name) {
+            let threshold = destination.rate_limit.capacity / alloy::primitives::U256::from(10);
+            if threshold.is_zero() {
+                continue;
+            }
+            let route = GovernorRoute { delay_threshold: threshold, delay_secs: DEVNET_GOVERNOR_DELAY_SECS };
+            governor.entry(origin.name.clone()).or_default().insert(destination.name.clone(), route);
+        }
+    }
+    governor
+}
+
+/// How long the devnet's governor holds a large transfer.
+pub const DEVNET_GOVERNOR_DELAY_SECS: u64 = 600;

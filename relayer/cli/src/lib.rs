@@ -1,5 +1,6 @@
 //! `ferry`, the command line around the relayer service (`ferry-relayer`): `run` starts
-//! the service; `bridge`, `status`, `messages` and `retry` talk to a running one; `devnet`
+//! the service; `bridge`, `status`, `messages`, `retry`, `accountant` and `governor` talk
+//! to a running one; `devnet`
 //! and `deploy` set up local chains with ferry's contracts; `bench` measures.
 //!
 //! The service library knows nothing of devnets or of this crate: what is only for
@@ -12,5 +13,6 @@ pub mod commands;
 pub mod deploy;
 pub mod devnet;
 mod devnet_config;
+pub mod value;
 
 pub use devnet_config::{devnet_config, network_config, write_secret};

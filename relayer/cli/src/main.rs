@@ -1,7 +1,7 @@
 //! `ferry`: the relayer service and its operator commands.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_cli::{bench, commands, deploy, devnet};
+use ferry_cli::{bench, commands, deploy, devnet, value};
 use tracing_subscriber::EnvFilter;
 
 /// ferry: a verifying cross-chain relayer for EVM chains.
@@ -42,6 +42,11 @@ enum Command {
     Messages(commands::MessagesArgs),
     /// Put a parked message back on the bus for another delivery attempt.
     Retry(commands::RetryArgs),
+    /// Print the accountant's books per token route (locked, released, unbacked).
+    Accountant(value::AccountantArgs),
+    /// List, release or cancel the transfers the validators hold (the governor's delay
+    /// for large transfers, the accountant's refusals).
+    Governor(value::GovernorArgs),
     /// Exit 0 if a running ferry answers its health check (for container health checks).
     Health(commands::HealthArgs),
     /// Configuration tools.
@@ -66,6 +71,8 @@ async fn main() -> anyhow::Result<()> {
         Command::Devnet(args) => devnet::run(args).await,
         Command::Deploy(args) => deploy::run(args).await,
         Command::Health(args) => commands::health(args).await,
+        Command::Accountant(args) => value::accountant(args).await,
+        Command::Governor(args) => value::governor(args).await,
         Command::Bridge(args) => commands::bridge(args).await,
         Command::Status(args) => commands::status(args).await,
         Command::Messages(args) => commands::messages(args).await,

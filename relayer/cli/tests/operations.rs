@@ -8,23 +8,17 @@
 
 mod common;
 
-use std::{
-    collections::BTreeSet,
-    path::{Path, PathBuf},
-    process::Stdio,
-    time::Duration,
-};
+use std::{collections::BTreeSet, path::Path, process::Stdio, time::Duration};
 
 use alloy::primitives::{B256, Bytes};
-use common::{Net, amounts, ferry_cli, ferry_run, wait_for, wait_ok};
+use common::{
+    Net, amounts, ferry_cli, ferry_run,
+    prometheus::{Prometheus, root},
+    wait_for, wait_ok,
+};
 use ferry_messages::contracts::{Mailbox, TestRecipient};
 use serde_json::Value;
-use tokio::process::{Child, Command};
-
-/// The repository's root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+use tokio::process::Command;
 
 /// Runs a tool to completion; fails the test with its output unless it exits 0.
 fn tool(program: &str, args: &[&str], dir: &Path) -> String {
@@ -118,73 +112,6 @@ fn env_values(compose: &str, name: &str) -> Vec<B256> {
         .filter_map(|line| line.trim().strip_prefix(&format!("{name}:")))
         .map(|value| value.trim().trim_matches('"').parse().unwrap())
         .collect()
-}
-
-/// A Prometheus server on loopback with its TSDB in a temp dir, killed by PID on drop.
-struct Prometheus {
-    child: Child,
-    url: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    /// Scrapes `target` every second and evaluates `alerts.yml` every second.
-    fn start(target: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let port = ferry_devnet::free_port().unwrap();
-        let rules = root().join("ops/prometheus/alerts.yml");
-        let config = format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\n\
-             scrape_configs:\n  - job_name: ferry\n    static_configs:\n      - targets: ['{target}']\n",
-            rules.display()
-        );
-        let config_path = dir.path().join("prometheus.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("tsdb").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("prometheus could not start: ops/install-tools.sh installs it");
-        Prometheus { child, url: format!("http://127.0.0.1:{port}"), _dir: dir }
-    }
-
-    /// An instant query's result vector, or the error Prometheus gave.
-    async fn query(&self, expr: &str) -> Result<Vec<Value>, String> {
-        let url = reqwest::Url::parse_with_params(&format!("{}/api/v1/query", self.url), &[("query", expr)])
-            .map_err(|e| e.to_string())?;
-        let response = reqwest::get(url).await.map_err(|e| e.to_string())?;
-        let body: Value = response.json().await.map_err(|e| e.to_string())?;
-        if body["status"] != "success" {
-            return Err(format!("{}: {}", body["errorType"], body["error"]));
-        }
-        Ok(body["data"]["result"].as_array().cloned().unwrap_or_default())
-    }
-
-    /// Every alerting rule Prometheus loaded, with its health and state.
-    async fn rules(&self) -> Vec<Value> {
-        let body: Value =
-            reqwest::get(format!("{}/api/v1/rules", self.url)).await.unwrap().json().await.unwrap_or_default();
-        body["data"]["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
-            .collect()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        if let Some(pid) = self.child.id() {
-            // SAFETY: kill(2) on a child we started and have not reaped.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-        }
-    }
 }
 
 /// Grafana's interval variables, as a dashboard at its default range would fill them in.

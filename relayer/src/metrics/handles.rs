@@ -84,8 +84,6 @@ pub(crate) struct WatcherMetrics {
     pub reorgs: IntCounter,
     /// `ferry_light_client_halted{chain}`.
     pub halted: IntGauge,
-    /// `ferry_attestations_signed_total{validator, origin}`, one per signer, in key order.
-    pub signed: Vec<IntCounter>,
     chain: String,
 }
 
@@ -146,9 +144,13 @@ impl Metrics {
         }
     }
 
-    /// The watcher metrics of the chain labelled `chain`, signing with `signers`.
+    /// The watcher metrics of the chain labelled `chain`, signing with `signers` (whose
+    /// `ferry_attestations_signed_total` series start at zero; `watcher::sign` counts).
     pub(crate) fn watcher(&self, chain: &str, signers: &[Address]) -> WatcherMetrics {
         let one = [chain];
+        for signer in signers {
+            self.attestations_signed_total.with_label_values(&[&signer.to_string(), chain]);
+        }
         WatcherMetrics {
             head: self.chain_head_block.with_label_values(&one),
             finalized: self.chain_final_block.with_label_values(&one),
@@ -156,10 +158,6 @@ impl Metrics {
             rejected: self.light_client_headers_rejected_total.clone(),
             reorgs: self.light_client_reorgs_total.with_label_values(&one),
             halted: self.light_client_halted.with_label_values(&one),
-            signed: signers
-                .iter()
-                .map(|signer| self.attestations_signed_total.with_label_values(&[&signer.to_string(), chain]))
-                .collect(),
             chain: chain.to_string(),
         }
     }

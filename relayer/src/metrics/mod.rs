@@ -120,6 +120,23 @@ pub struct Metrics {
     /// `ferry_bad_input_total{source, reason}`: malformed or invalid inputs dropped.
     pub bad_input_total: IntCounterVec,
 
+    /// `ferry_accountant_locked{route}`: what the origin's bridge locked or burned for the
+    /// route `origin->destination`, in token base units, from final events (a float: the
+    /// amounts exceed `i64`).
+    pub accountant_locked: GaugeVec,
+    /// `ferry_accountant_released{route}`: what the destination's bridge released or minted
+    /// from the route's messages, in token base units, from final events.
+    pub accountant_released: GaugeVec,
+    /// `ferry_accountant_unbacked{route}`: released beyond locked on the route (0 when the
+    /// books balance): tokens the route's destination holds that nothing locked.
+    pub accountant_unbacked: GaugeVec,
+    /// `ferry_accountant_refusals_total{route}`: transfers this process's validators refused
+    /// to sign because they would take released past locked.
+    pub accountant_refusals_total: IntCounterVec,
+    /// `ferry_governor_held{route, reason}`: transfers this process's validators hold
+    /// unsigned (`reason`: delay, the governor's delay for large transfers; accountant).
+    pub governor_held: IntGaugeVec,
+
     /// `ferry_rpc_requests_total{chain, method, outcome}`: RPC requests made (`outcome`: ok or error).
     pub rpc_requests_total: IntCounterVec,
     /// `ferry_rpc_request_seconds{chain, method}`: RPC request durations.
@@ -343,6 +360,36 @@ impl Metrics {
                 "Malformed or invalid inputs dropped, by source and reason.",
                 &["source", "reason"],
             ),
+            accountant_locked: gauge(
+                r,
+                "ferry_accountant_locked",
+                "Tokens (base units) the route's origin bridge locked or burned, from final events.",
+                &["route"],
+            ),
+            accountant_released: gauge(
+                r,
+                "ferry_accountant_released",
+                "Tokens (base units) the route's destination bridge released or minted, from final events.",
+                &["route"],
+            ),
+            accountant_unbacked: gauge(
+                r,
+                "ferry_accountant_unbacked",
+                "Tokens (base units) released beyond locked on the route; 0 while its books balance.",
+                &["route"],
+            ),
+            accountant_refusals_total: int_counter(
+                r,
+                "ferry_accountant_refusals_total",
+                "Transfers the validators refused to sign: released would exceed locked on the route.",
+                &["route"],
+            ),
+            governor_held: int_gauge(
+                r,
+                "ferry_governor_held",
+                "Transfers the validators hold unsigned, by reason (delay or accountant).",
+                &["route", "reason"],
+            ),
             rpc_requests_total: int_counter(
                 r,
                 "ferry_rpc_requests_total",
@@ -399,6 +446,20 @@ impl Metrics {
             Err(error) => tracing::warn!(%error, "defining the stage CPU metrics failed"),
         }
         metrics
+    }
+
+    /// Creates the value-safety series of each token route (`origin->destination`) at
+    /// zero, so that the accountant's alerts see a value before the first transfer.
+    pub fn prime_routes(&self, routes: &[String]) {
+        for route in routes {
+            self.accountant_locked.with_label_values(&[route]);
+            self.accountant_released.with_label_values(&[route]);
+            self.accountant_unbacked.with_label_values(&[route]);
+            self.accountant_refusals_total.with_label_values(&[route]);
+            for reason in ["delay", "accountant"] {
+                self.governor_held.with_label_values(&[route, reason]);
+            }
+        }
     }
 
     /// Creates the series of events that may never happen (mismatches, reorgs, halts,

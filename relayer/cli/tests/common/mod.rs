@@ -21,6 +21,7 @@ use ferry_devnet::{Devnet, DevnetOptions};
 use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge};
 use ferry_relayer::Config;
 
+pub mod prometheus;
 pub mod proxy;
 
 /// Two chains, NATS, contracts, and a ferry configuration in a temp dir.
