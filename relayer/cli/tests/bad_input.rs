@@ -268,13 +268,15 @@ async fn bad_input_is_refused_counted_and_logged_while_good_messages_flow() {
     let proven_anyway = net.send_many("alpha", "beta", 0, net.account(5), &[U256::from(77u64)]).await;
     wait_for(Duration::from_secs(60), "the tampered receipts served", || async { proxy.done().then_some(()) }).await;
     counted(&api, "rpc", "receipt_proof").await;
-    proxy.lie(Lie::Garbage, 4);
+    proxy.lie(Lie::Garbage, 2);
+    // A dispatch for the watcher to fetch receipts for.
+    let read_through = net.send_many("alpha", "beta", 0, net.account(5), &[U256::from(78u64)]).await;
     wait_for(Duration::from_secs(60), "the garbage served", || async { proxy.done().then_some(()) }).await;
     counted(&api, "rpc", "malformed_response").await;
 
     // The good messages (and the one whose receipts were tampered with at first) arrive,
     // each once.
-    let there: Vec<B256> = there.into_iter().chain(proven_anyway).collect();
+    let there: Vec<B256> = there.into_iter().chain(proven_anyway).chain(read_through).collect();
     let on_beta = net.wait_processed("beta", &there, Duration::from_secs(180)).await;
     let on_alpha = net.wait_processed("alpha", &back, Duration::from_secs(180)).await;
     assert_once(&on_beta, &there);

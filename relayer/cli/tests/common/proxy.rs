@@ -19,7 +19,8 @@ pub enum Lie {
     /// Answers to `eth_getBlockReceipts` with one byte of a log's data flipped, so that
     /// the receipts no longer prove against the header's `receiptsRoot`.
     Receipts,
-    /// Any answer replaced by bytes that are not JSON.
+    /// Answers to `eth_getBlockReceipts` (asked by the watcher alone, so the test knows
+    /// who reads them) replaced by bytes that are not JSON.
     Garbage,
     /// Answers to `eth_getBlockByNumber` with another block: its `extraData` changed and
     /// its hash recomputed, so that the header hashes right and is simply not the
@@ -134,7 +135,7 @@ async fn forward(
         let plan = up.plan.lock().unwrap();
         let applies = matches!(
             (plan.lie, method.as_deref()),
-            (Some(Lie::Garbage), _)
+            (Some(Lie::Garbage), Some("eth_getBlockReceipts"))
                 | (Some(Lie::Headers), Some("eth_getBlockByNumber" | "eth_getBlockByHash"))
                 | (Some(Lie::Fork), Some("eth_getBlockByNumber"))
                 | (Some(Lie::Receipts), Some("eth_getBlockReceipts"))
