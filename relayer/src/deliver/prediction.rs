@@ -241,13 +241,7 @@ impl Prediction {
     ) -> Result<(BlockContext, Arc<dyn StateSource>, Arc<ForkedState>, Basis), DeliverError> {
         let header = self.destination.latest_header().await?;
         let chain = &self.destination.chain;
-        let mut ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
-        // A chain that may mine the next block in the same second (anvil, several blocks
-        // a second) is predicted at the parent's timestamp: what depends on time (a
-        // bridge's bucket refilling) is then never predicted more generous than it is.
-        if chain.header_rules().timestamp != ferry_light_client::TimestampRule::Increasing {
-            ctx.block.timestamp = alloy::primitives::U256::from(header.timestamp);
-        }
+        let ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
         let number = header.number;
         // Read through the destination's provider: its timeouts, retries and RPC metrics;
         // following the last round's fork, whose codes stay and whose reads are re-read.
