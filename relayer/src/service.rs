@@ -120,6 +120,13 @@ impl Service {
         for task in self.tasks {
             let _ = task.await;
         }
+        // A connection the HTTP server was serving (a scraper's keep-alive) holds the
+        // context, and with it the store file, until its task sees the peer go: wait for
+        // that, a few seconds at most.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&self.context) > 1 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         info!("ferry stopped");
     }
 }
