@@ -171,8 +171,12 @@ pub struct RetryArgs {
 /// Asks the running service to try a parked message again.
 pub async fn retry(args: RetryArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
-    let url = format!("http://{}/messages/{}/retry", config.http.listen, args.id);
-    let response = reqwest::Client::new().post(&url).send().await.with_context(|| format!("POST {url}"))?;
+    post_and_print(&format!("http://{}/messages/{}/retry", config.http.listen, args.id)).await
+}
+
+/// POSTs to a running ferry's API and prints its answer; an error status fails with it.
+pub(crate) async fn post_and_print(url: &str) -> anyhow::Result<()> {
+    let response = reqwest::Client::new().post(url).send().await.with_context(|| format!("POST {url}"))?;
     let code = response.status();
     let body = response.text().await?;
     if !code.is_success() {
@@ -204,7 +208,8 @@ pub fn check(args: CheckArgs) -> anyhow::Result<()> {
     }
 }
 
-fn open_store(config: &Config) -> anyhow::Result<Store> {
+/// The process's store, for when its API is down.
+pub(crate) fn open_store(config: &Config) -> anyhow::Result<Store> {
     let path = config.data_dir.join("ferry.redb");
     Store::open(&path)
         .with_context(|| format!("the API is unreachable and the store {} cannot be opened", path.display()))

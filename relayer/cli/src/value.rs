@@ -6,8 +6,10 @@
 use std::path::PathBuf;
 
 use alloy::primitives::B256;
-use anyhow::{Context, bail};
-use ferry_relayer::{Config, Store, guard::Held};
+use anyhow::Context;
+use ferry_relayer::{Config, guard::Held};
+
+use crate::commands::{open_store, post_and_print};
 
 /// Arguments of `ferry accountant`.
 #[derive(Debug, clap::Args)]
@@ -99,15 +101,7 @@ pub async fn governor(args: GovernorArgs) -> anyhow::Result<()> {
         GovernorAction::Release { id } => (id, "release"),
         GovernorAction::Cancel { id } => (id, "cancel"),
     };
-    let url = format!("{base}/{id}/{verb}");
-    let response = reqwest::Client::new().post(&url).send().await.with_context(|| format!("POST {url}"))?;
-    let code = response.status();
-    let body = response.text().await?;
-    if !code.is_success() {
-        bail!("{url}: HTTP {code}: {body}");
-    }
-    println!("{body}");
-    Ok(())
+    post_and_print(&format!("{base}/{id}/{verb}")).await
 }
 
 fn describe(held: &Held) -> String {
@@ -116,10 +110,4 @@ fn describe(held: &Held) -> String {
         ferry_relayer::guard::HoldReason::Delay { until_ms } => format!("delay: until {until_ms} ms"),
         ferry_relayer::guard::HoldReason::Accountant { shortfall } => format!("accountant: {shortfall}"),
     }
-}
-
-fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let path = config.data_dir.join("ferry.redb");
-    Store::open(&path)
-        .with_context(|| format!("the API is unreachable and the store {} cannot be opened", path.display()))
 }
