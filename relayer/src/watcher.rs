@@ -322,10 +322,9 @@ impl Watcher {
         let mut hold = Vec::new();
         for message in proven {
             let decision = crate::guard::decide(&self.context, ledger, &message.message);
-            let amount = crate::guard::transfer_amount(&self.context, &message.message);
             let record = records.iter().find(|r| r.id == message.id());
-            match (decision, amount, record) {
-                (Some(reason), Some(amount), Some(record)) => hold.push(crate::guard::held(record, amount, reason)),
+            match (decision, record) {
+                (Some((amount, reason)), Some(record)) => hold.push(crate::guard::held(record, amount, reason)),
                 _ => sign.push(message),
             }
         }

@@ -109,17 +109,18 @@ fn accountant(
     Some(HoldReason::Accountant { shortfall: shortfall.to_string() })
 }
 
-/// Whether the validators sign `message` now (`None`) or hold it (why), given the ledger
-/// with the message's own block booked.
-pub(crate) fn decide(context: &Context, ledger: &Ledger, message: &Message) -> Option<HoldReason> {
+/// Whether the validators sign `message` now (`None`) or hold the transfer (its amount
+/// and why), given the ledger with the message's own block booked.
+pub(crate) fn decide(context: &Context, ledger: &Ledger, message: &Message) -> Option<(U256, HoldReason)> {
     let amount = transfer_amount(context, message)?;
     let route = (message.origin, message.destination, amount);
     if let Some(refused) = accountant(context, ledger, route, message.id(), false) {
-        return Some(refused);
+        return Some((amount, refused));
     }
     let rule = governor_rule(context, message.origin, message.destination)?;
-    (amount >= rule.delay_threshold)
-        .then(|| HoldReason::Delay { until_ms: now_ms().saturating_add(rule.delay_secs.saturating_mul(1000)) })
+    (amount >= rule.delay_threshold).then(|| {
+        (amount, HoldReason::Delay { until_ms: now_ms().saturating_add(rule.delay_secs.saturating_mul(1000)) })
+    })
 }
 
 fn governor_rule(context: &Context, origin: u32, destination: u32) -> Option<&crate::config::GovernorRoute> {
