@@ -24,6 +24,13 @@ sol!(
 sol!(
     #[sol(rpc)]
     #[derive(Debug)]
+    GasPaymaster,
+    "contracts/out/GasPaymaster.json"
+);
+
+sol!(
+    #[sol(rpc)]
+    #[derive(Debug)]
     BridgedToken,
     "contracts/out/BridgedToken.json"
 );

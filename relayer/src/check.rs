@@ -126,6 +126,28 @@ impl Config {
                 report(key("poll_interval_ms"), "must be at least 1".into());
             }
         }
+        let policy = &self.relayer.policy;
+        let lists = [
+            ("allow_origins", &policy.allow_origins),
+            ("deny_origins", &policy.deny_origins),
+            ("allow_destinations", &policy.allow_destinations),
+            ("deny_destinations", &policy.deny_destinations),
+        ];
+        for (list, names) in lists {
+            for (i, name) in names.iter().enumerate() {
+                if !self.chains.contains_key(name) {
+                    report(format!("relayer.policy.{list}[{i}]"), format!("{name} is not a configured chain"));
+                }
+            }
+        }
+        if policy.require_payment {
+            for (name, chain) in &self.chains {
+                if chain.paymaster.is_none() {
+                    let problem = "relayer.policy.require_payment is set, so messages from here would never be delivered";
+                    report(format!("chains.{name}.paymaster"), format!("missing: {problem}"));
+                }
+            }
+        }
         for (origin, routes) in &self.governor {
             for (destination, route) in routes {
                 let key = format!("governor.{origin}.{destination}");
@@ -256,6 +278,9 @@ mod tests {
             [chains.delta]
             chain_id = 8
             mailbox = "0x0000000000000000000000000000000000000009"
+            [relayer.policy]
+            require_payment = true
+            deny_origins = ["omega"]
             [governor.alpha.omega]
             delay_threshold = "1000"
             delay_secs = 60
@@ -282,6 +307,8 @@ mod tests {
             "chains.gamma.max_priority_fee_gwei",
             "chains.delta.rpc_url",
             "governor.alpha.omega",
+            "relayer.policy.deny_origins[0]",
+            "chains.alpha.paymaster",
             "governor.gamma.delta",
             "governor.gamma.delta.delay_threshold",
         ] {

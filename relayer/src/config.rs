@@ -153,6 +153,52 @@ pub struct RelayerConfig {
     /// One parallel batch in this many is re-run sequentially and compared (0: never).
     #[serde(default = "default_sequential_check")]
     pub sequential_check_every: u64,
+    /// What this relayer carries: payment for delivery, allowed and denied routes,
+    /// senders and recipients.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// The relayer's policy (`[relayer.policy]`): what it delivers and what it leaves. The
+/// validators sign every proven message regardless; policy is the relayer's own choice.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PolicyConfig {
+    /// Deliver only messages paid for at their origin's GasPaymaster (`chains.<origin>.paymaster`);
+    /// others wait in `awaiting_payment` until a top-up covers them.
+    #[serde(default)]
+    pub require_payment: bool,
+    /// The gas paid for must cover this many percent of the gas the delivery is
+    /// predicted to take (the paymaster's quote priced that gas when it was paid).
+    #[serde(default = "default_min_payment_percent")]
+    pub min_payment_percent: u64,
+    /// Origin chains (names) delivered from; empty: every configured one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    /// Origin chains never delivered from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_origins: Vec<String>,
+    /// Destination chains (names) delivered to; empty: every configured one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_destinations: Vec<String>,
+    /// Destination chains never delivered to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_destinations: Vec<String>,
+    /// Senders (origin contracts) delivered for; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_senders: Vec<Address>,
+    /// Senders never delivered for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_senders: Vec<Address>,
+    /// Recipients delivered to; empty: any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_recipients: Vec<Address>,
+    /// Recipients never delivered to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny_recipients: Vec<Address>,
+}
+
+fn default_min_payment_percent() -> u64 {
+    100
 }
 
 impl Default for RelayerConfig {
@@ -166,6 +212,7 @@ impl Default for RelayerConfig {
             gas_margin_percent: default_gas_margin(),
             stuck_after_secs: default_stuck_after(),
             sequential_check_every: default_sequential_check(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -241,6 +288,9 @@ pub struct ChainConfig {
     /// The bridged token (collateral or synthetic), for `ferry bridge`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<Address>,
+    /// The GasPaymaster messages from this chain pay their delivery at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paymaster: Option<Address>,
     /// Blocks on top of a header before it is final.
     #[serde(default = "default_confirmations")]
     pub confirmations: u64,
@@ -361,6 +411,7 @@ impl ChainConfig {
             mailbox,
             bridge: None,
             token: None,
+            paymaster: None,
             confirmations: default_confirmations(),
             max_fee_per_gas_gwei: None,
             max_priority_fee_gwei: None,

@@ -39,7 +39,7 @@ mod watcher;
 pub use bus::{ATTESTATION_STREAM, Bus};
 pub use check::Problem;
 pub use config::{
-    ChainConfig, Config, GovernorRoute, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret,
+    ChainConfig, Config, GovernorRoute, HttpConfig, NatsConfig, PolicyConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret,
     ValidatorsConfig,
 };
 pub use context::Context;

@@ -9,6 +9,7 @@
 //!   -execute-> Executed -submit-> Submitted -deliver-> Delivered
 //! park: Published | Executed | Submitted -> Parked;  retry: Parked -> Published
 //! reorg: Delivered -> Submitted (the block that delivered it was reorged away)
+//! await payment: Published | Executed | Waiting -> AwaitingPayment (not paid for enough)
 //! hold: Proven -> Held (a validator's governor or accountant holds its signatures);
 //!   release: Held -> Proven (signed after all);  park: Held -> Parked (cancelled)
 //! ```
@@ -47,11 +48,14 @@ pub enum Stage {
     /// Not signed by this process's validators yet: a large transfer in the governor's
     /// delay, or one the accountant refuses (released would exceed locked on its route).
     Held,
+    /// Not paid for at its origin's GasPaymaster (or not enough), while the relayer's
+    /// policy requires payment: nothing is sent for it until a top-up covers it.
+    AwaitingPayment,
 }
 
 impl Stage {
     /// Every stage, in lifecycle order.
-    pub const ALL: [Stage; 10] = [
+    pub const ALL: [Stage; 11] = [
         Stage::Observed,
         Stage::Proven,
         Stage::Attested,
@@ -62,6 +66,7 @@ impl Stage {
         Stage::Parked,
         Stage::Waiting,
         Stage::Held,
+        Stage::AwaitingPayment,
     ];
 
     /// The label used in metrics, the API and the CLI.
@@ -77,7 +82,14 @@ impl Stage {
             Stage::Parked => "parked",
             Stage::Waiting => "waiting",
             Stage::Held => "held",
+            Stage::AwaitingPayment => "awaiting_payment",
         }
+    }
+
+    /// Whether it waits on someone other than the relayer: a payment, the validators'
+    /// governor or accountant (not counted as late in the oldest-pending age).
+    pub fn waits_on_others(self) -> bool {
+        matches!(self, Stage::AwaitingPayment | Stage::Held)
     }
 
     /// Whether nothing more happens to a message in this stage without an operator.
@@ -131,11 +143,13 @@ pub enum Transition {
     /// A held message signed after all (its delay over, released by an operator, or its
     /// route's books back in balance).
     Release,
+    /// Left undelivered until its delivery is paid for.
+    AwaitPayment,
 }
 
 impl Transition {
     /// Every transition.
-    pub const ALL: [Transition; 12] = [
+    pub const ALL: [Transition; 13] = [
         Transition::Prove,
         Transition::Attest,
         Transition::Publish,
@@ -148,6 +162,7 @@ impl Transition {
         Transition::Wait,
         Transition::Hold,
         Transition::Release,
+        Transition::AwaitPayment,
     ];
 
     /// The stage it leads to.
@@ -162,6 +177,7 @@ impl Transition {
             Transition::Park => Stage::Parked,
             Transition::Wait => Stage::Waiting,
             Transition::Hold => Stage::Held,
+            Transition::AwaitPayment => Stage::AwaitingPayment,
         }
     }
 
@@ -176,17 +192,19 @@ impl Transition {
             // From Held too: another process's validators may have signed it.
             Transition::Attest => &[Observed, Proven, Held],
             Transition::Publish => &[Attested],
-            Transition::Execute => &[Published, Executed, Submitted, Waiting],
+            Transition::Execute => &[Published, Executed, Submitted, Waiting, AwaitingPayment],
             Transition::Submit => &[Executed, Submitted],
-            Transition::Deliver => &[Published, Executed, Submitted, Waiting],
+            Transition::Deliver => &[Published, Executed, Submitted, Waiting, AwaitingPayment],
             // From Held: an operator cancelled a held transfer.
-            Transition::Park => &[Published, Executed, Submitted, Waiting, Held],
+            Transition::Park => &[Published, Executed, Submitted, Waiting, Held, AwaitingPayment],
             Transition::Retry => &[Parked],
             Transition::Reorg => &[Delivered],
             // Not from Waiting: a message held back again keeps its one history entry.
-            Transition::Wait => &[Published, Executed],
+            Transition::Wait => &[Published, Executed, AwaitingPayment],
             Transition::Hold => &[Proven],
             Transition::Release => &[Held],
+            // Not from AwaitingPayment: a message checked again keeps its one entry.
+            Transition::AwaitPayment => &[Published, Executed, Waiting],
         }
     }
 
@@ -205,6 +223,7 @@ impl Transition {
             Transition::Wait => "wait",
             Transition::Hold => "hold",
             Transition::Release => "release",
+            Transition::AwaitPayment => "await_payment",
         }
     }
 }
@@ -351,9 +370,9 @@ impl MessageRecord {
         self.history.last().and_then(|entry| entry.detail.as_deref())
     }
 
-    /// Why it waits, while it does.
+    /// Why it waits (for the relayer's limits or for payment), while it does.
     pub fn waiting_reason(&self) -> Option<&str> {
-        if self.stage != Stage::Waiting {
+        if !matches!(self.stage, Stage::Waiting | Stage::AwaitingPayment) {
             return None;
         }
         self.history.last().and_then(|entry| entry.detail.as_deref())
@@ -444,6 +463,11 @@ impl MessageRecord {
         self.apply(Transition::Release, Some(reason))
     }
 
+    /// Left undelivered until paid for, for `reason` (what was paid, what is needed).
+    pub fn await_payment(&mut self, reason: String) -> Result<(), IllegalTransition> {
+        self.apply(Transition::AwaitPayment, Some(reason))
+    }
+
     /// The block that delivered it was reorged away: back to submitted, to be sent again.
     pub fn reorg(&mut self, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Reorg, Some(detail))
@@ -510,6 +534,7 @@ mod tests {
             Transition::Wait => record.wait("fees over the cap".into()),
             Transition::Hold => record.hold("governor: 5000 over 1000".into()),
             Transition::Release => record.release("delay over".into()),
+            Transition::AwaitPayment => record.await_payment("paid 0 gas of 62000".into()),
         }
     }
 
@@ -527,6 +552,7 @@ mod tests {
             Stage::Parked => &[Prove, Attest, Publish, Park],
             Stage::Waiting => &[Prove, Attest, Publish, Wait],
             Stage::Held => &[Prove, Hold],
+            Stage::AwaitingPayment => &[Prove, Attest, Publish, AwaitPayment],
         };
         let mut record = observed();
         for t in path {
@@ -564,6 +590,13 @@ mod tests {
         (Stage::Held, Transition::Release),
         (Stage::Held, Transition::Attest),
         (Stage::Held, Transition::Park),
+        (Stage::Published, Transition::AwaitPayment),
+        (Stage::Executed, Transition::AwaitPayment),
+        (Stage::Waiting, Transition::AwaitPayment),
+        (Stage::AwaitingPayment, Transition::Execute),
+        (Stage::AwaitingPayment, Transition::Deliver),
+        (Stage::AwaitingPayment, Transition::Park),
+        (Stage::AwaitingPayment, Transition::Wait),
     ];
 
     #[test]

@@ -152,6 +152,10 @@ impl Store {
                 let (key, _) = entry?;
                 let (_, destination, id) = key.value();
                 *pending.counts.entry((destination, stage)).or_insert(0) += 1;
+                // What waits on someone else (a payment, an operator) is not late.
+                if stage.waits_on_others() {
+                    continue;
+                }
                 if let Some(record) = messages.get(id)?.map(|v| decode(v.value())).transpose()? {
                     let oldest = pending.oldest.entry(destination).or_insert(u64::MAX);
                     *oldest = (*oldest).min(record.block.timestamp);

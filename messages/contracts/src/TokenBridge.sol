@@ -5,6 +5,7 @@ import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {BridgedToken} from "./BridgedToken.sol";
+import {GasPaymaster} from "./GasPaymaster.sol";
 import {IMessageRecipient} from "./IMessageRecipient.sol";
 import {Mailbox} from "./Mailbox.sol";
 import {Message} from "./Message.sol";
@@ -17,6 +18,8 @@ import {Message} from "./Message.sol";
 ///         a transfer out over the outbound bucket reverts at dispatch, a release or mint
 ///         over the inbound bucket reverts in `handle` (and is tried again once the
 ///         bucket has refilled), so a forged or runaway flow loses at most a bucket.
+///         With a paymaster set, a transfer pays for its own delivery: `transferRemote`
+///         is sent with at least `quoteTransferRemote(destination)` in native token.
 /// @dev Message body: abi.encode(address recipient, uint256 amount).
 contract TokenBridge is IMessageRecipient, Ownable {
     using SafeERC20 for IERC20;
@@ -48,9 +51,16 @@ contract TokenBridge is IMessageRecipient, Ownable {
 
     mapping(uint32 remote => mapping(bool inbound => Bucket)) private _buckets;
 
+    /// @notice Where transfers pay for their delivery (none: deliveries are not paid for).
+    GasPaymaster public paymaster;
+    /// @notice The gas a transfer's delivery takes on each destination, as paid for.
+    mapping(uint32 destination => uint256 gas) public deliveryGas;
+
     event RemoteBridgeEnrolled(uint32 indexed domain, bytes32 bridge);
     event SentTransferRemote(bytes32 indexed id, uint32 indexed destination, address indexed recipient, uint256 amount);
     event ReceivedTransferRemote(uint32 indexed origin, address indexed recipient, uint256 amount);
+    event PaymasterSet(address paymaster);
+    event DeliveryGasSet(uint32 indexed destination, uint256 gas);
     event RateLimitSet(uint32 indexed remote, bool indexed inbound, uint256 capacity, uint256 refillPerSecond);
 
     error NotMailbox(address caller);
@@ -59,6 +69,7 @@ contract TokenBridge is IMessageRecipient, Ownable {
     error ZeroAmount();
     error ZeroRecipient();
     error MalformedBody(uint256 length);
+    error UnexpectedPayment(uint256 value);
     error RateLimited(uint32 remote, bool inbound, uint256 amount, uint256 available, uint256 refillPerSecond);
 
     constructor(Mailbox mailbox_, address token_, Mode mode_, address owner_) Ownable(owner_) {
@@ -71,6 +82,25 @@ contract TokenBridge is IMessageRecipient, Ownable {
     function enrollRemoteBridge(uint32 domain, bytes32 bridge) external onlyOwner {
         remoteBridge[domain] = bridge;
         emit RemoteBridgeEnrolled(domain, bridge);
+    }
+
+    /// @notice Transfers pay for their delivery at `paymaster_` (the zero address: they
+    ///         do not pay).
+    function setPaymaster(GasPaymaster paymaster_) external onlyOwner {
+        paymaster = paymaster_;
+        emit PaymasterSet(address(paymaster_));
+    }
+
+    /// @notice A transfer to `destination` pays for `gas` gas of delivery there.
+    function setDeliveryGas(uint32 destination, uint256 gas) external onlyOwner {
+        deliveryGas[destination] = gas;
+        emit DeliveryGasSet(destination, gas);
+    }
+
+    /// @notice What `transferRemote` to `destination` must be sent with, in native token.
+    function quoteTransferRemote(uint32 destination) public view returns (uint256) {
+        if (address(paymaster) == address(0)) return 0;
+        return paymaster.quoteGasPayment(destination, deliveryGas[destination]);
     }
 
     /// @notice Bounds what moves to (`inbound` false) or from (`inbound` true) chain
@@ -93,9 +123,15 @@ contract TokenBridge is IMessageRecipient, Ownable {
     }
 
     /// @notice Sends `amount` to `recipient` on chain `destination`. In collateral mode
-    ///         the caller approves this bridge for `amount` first.
+    ///         the caller approves this bridge for `amount` first. With a paymaster, the
+    ///         value sent pays for the delivery (`quoteTransferRemote`; any excess comes
+    ///         back to the caller).
     /// @return id The ferry message id.
-    function transferRemote(uint32 destination, address recipient, uint256 amount) external returns (bytes32 id) {
+    function transferRemote(uint32 destination, address recipient, uint256 amount)
+        external
+        payable
+        returns (bytes32 id)
+    {
         bytes32 remote = remoteBridge[destination];
         if (remote == bytes32(0)) revert NoRemoteBridge(destination);
         if (amount == 0) revert ZeroAmount();
@@ -108,6 +144,11 @@ contract TokenBridge is IMessageRecipient, Ownable {
         }
         id = mailbox.dispatch(destination, remote, abi.encode(recipient, amount));
         emit SentTransferRemote(id, destination, recipient, amount);
+        if (address(paymaster) != address(0)) {
+            paymaster.payForGas{value: msg.value}(id, destination, deliveryGas[destination], msg.sender);
+        } else if (msg.value != 0) {
+            revert UnexpectedPayment(msg.value);
+        }
     }
 
     /// @inheritdoc IMessageRecipient

@@ -2,12 +2,12 @@
 
 use alloy::{
     network::EthereumWallet,
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, U256, aliases::U96},
     providers::{DynProvider, PendingTransactionBuilder, Provider, ProviderBuilder},
     rpc::types::TransactionReceipt,
     signers::local::PrivateKeySigner,
 };
-use ferry_messages::contracts::{BridgedToken, Mailbox, TestToken, TokenBridge, bridge_mode};
+use ferry_messages::contracts::{BridgedToken, GasPaymaster, Mailbox, TestToken, TokenBridge, bridge_mode};
 use serde::{Deserialize, Serialize};
 
 use crate::{ChainInfo, DevnetError};
@@ -27,6 +27,24 @@ pub struct DeployOptions {
     pub mint_amount: U256,
     /// The bucket each bridge gets, inbound and outbound, per remote chain.
     pub rate_limit: RateLimit,
+    /// A GasPaymaster on each chain, paid by every transfer (None: deliveries are free).
+    pub gas_payment: Option<GasPayment>,
+}
+
+/// What transfers pay for their delivery: each chain gets a GasPaymaster quoting the
+/// other at these figures, and its bridge pays for `delivery_gas` with every transfer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GasPayment {
+    /// Who may claim the payments (the relayer operator).
+    pub beneficiary: Address,
+    /// The destination gas price quoted, in wei.
+    pub gas_price: u128,
+    /// Origin wei per destination wei, times 1e10 (1e10: one to one).
+    pub exchange_rate: u128,
+    /// Gas charged per message over the gas paid for.
+    pub overhead: u64,
+    /// The gas each transfer pays for.
+    pub delivery_gas: u64,
 }
 
 /// A TokenBridge rate limit: at most `capacity` base units at once, refilled at
@@ -55,6 +73,12 @@ pub struct ChainDeployment {
     /// The bridge's bucket each way for the other chain.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// The GasPaymaster transfers pay at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paymaster: Option<Address>,
+    /// What they pay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_payment: Option<GasPayment>,
 }
 
 /// Deploys a Mailbox and a TokenBridge on both chains (collateral mode over a new
@@ -87,7 +111,7 @@ pub async fn is_deployed(chain: &ChainInfo) -> Result<bool, DevnetError> {
     if provider.get_chain_id().await.map_err(|e| DevnetError::rpc("eth_chainId", e))? != chain.chain_id {
         return Ok(false);
     }
-    for address in [chain.mailbox, chain.bridge, chain.token] {
+    for address in [chain.mailbox, chain.bridge, chain.token].into_iter().chain(chain.paymaster) {
         if provider.get_code_at(address).await.map_err(|e| DevnetError::rpc("eth_getCode", e))?.is_empty() {
             return Ok(false);
         }
@@ -140,7 +164,18 @@ async fn deploy_side(
         .await
         .map_err(|e| DevnetError::rpc("deploy TokenBridge", e))?;
     let bridge = contract_address("deploy TokenBridge", bridge).await?;
-    Ok(ChainDeployment { chain_id, mailbox, bridge, token, mode, rate_limit: options.rate_limit })
+    let paymaster = match options.gas_payment {
+        Some(payment) => {
+            let deployed = GasPaymaster::deploy_builder(provider, owner, payment.beneficiary)
+                .send()
+                .await
+                .map_err(|e| DevnetError::rpc("deploy GasPaymaster", e))?;
+            Some(contract_address("deploy GasPaymaster", deployed).await?)
+        }
+        None => None,
+    };
+    let (rate_limit, gas_payment) = (options.rate_limit, options.gas_payment);
+    Ok(ChainDeployment { chain_id, mailbox, bridge, token, mode, rate_limit, paymaster, gas_payment })
 }
 
 async fn wire_side(
@@ -159,6 +194,14 @@ async fn wire_side(
     let RateLimit { capacity, refill_per_second } = options.rate_limit;
     for inbound in [false, true] {
         pending.push(("setRateLimit", bridge.setRateLimit(domain, inbound, capacity, refill_per_second).send().await));
+    }
+    if let (Some(address), Some(payment)) = (local.paymaster, options.gas_payment) {
+        let paymaster = GasPaymaster::new(address, provider);
+        let (price, rate, overhead) = (payment.gas_price, payment.exchange_rate, U96::from(payment.overhead));
+        pending.push(("setOracle", paymaster.setOracle(domain, price, rate, overhead).send().await));
+        pending.push(("setPaymaster", bridge.setPaymaster(address).send().await));
+        let gas = U256::from(payment.delivery_gas);
+        pending.push(("setDeliveryGas", bridge.setDeliveryGas(domain, gas).send().await));
     }
     if local.mode == bridge_mode::COLLATERAL {
         let token = TestToken::new(local.token, provider);

@@ -8,7 +8,9 @@ use alloy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::{Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, NatsServer, RateLimit, deploy_pair};
+use crate::{
+    Anvil, AnvilOptions, ChainDeployment, DeployOptions, DevnetError, GasPayment, NatsServer, RateLimit, deploy_pair,
+};
 
 /// The collateral chain's name and id.
 const ALPHA: (&str, u64) = ("alpha", 31337);
@@ -79,6 +81,12 @@ pub struct ChainInfo {
     /// The bridge's rate limit, inbound and outbound, for the other chain.
     #[serde(default)]
     pub rate_limit: RateLimit,
+    /// The GasPaymaster transfers from this chain pay their delivery at, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paymaster: Option<Address>,
+    /// What they pay for (gas, its quoted price, the overhead, the beneficiary).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gas_payment: Option<GasPayment>,
 }
 
 /// The devnet bridges' buckets: 100,000 tokens at once (a tenth of the demo supply),
@@ -87,6 +95,18 @@ pub const DEVNET_RATE_LIMIT: RateLimit = RateLimit {
     capacity: U256::from_limbs([0x02c7_e14a_f680_0000, 0x152d, 0, 0]),
     refill_per_second: U256::from_limbs([0x6bc7_5e2d_6310_0000, 0x5, 0, 0]),
 };
+
+/// The devnet's delivery pricing: a transfer pays for 100,000 gas plus 20,000 of
+/// overhead at 2 gwei, one to one (0.00024 ETH), to `beneficiary`.
+pub fn devnet_gas_payment(beneficiary: Address) -> GasPayment {
+    GasPayment {
+        beneficiary,
+        gas_price: 2_000_000_000,
+        exchange_rate: 10_000_000_000,
+        overhead: 20_000,
+        delivery_gas: 100_000,
+    }
+}
 
 /// A funded account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -139,6 +159,8 @@ impl Devnet {
             deployer.private_key,
             options.validators,
             options.threshold,
+            // The relayer's account (the last: `ferry devnet` gives it the relayer key).
+            accounts.last().map_or(deployer.address, |a| a.address),
         )
         .await?;
         let [a, b] = &network.deployments;
@@ -210,6 +232,7 @@ pub async fn deploy_network(
     deployer: B256,
     validators: usize,
     threshold: u8,
+    fee_beneficiary: Address,
 ) -> Result<Network, DevnetError> {
     let validator_keys: Vec<B256> = (0..validators).map(validator_key).collect();
     let validators = validator_keys.iter().map(address_of).collect::<Result<Vec<_>, _>>()?;
@@ -220,6 +243,7 @@ pub async fn deploy_network(
         mint_to: address_of(&deployer)?,
         mint_amount: U256::from(1_000_000u64) * U256::from(10u64).pow(U256::from(18u64)),
         rate_limit: DEVNET_RATE_LIMIT,
+        gas_payment: Some(devnet_gas_payment(fee_beneficiary)),
     };
     let (a, b) = deploy_pair(collateral_rpc, synthetic_rpc, &deploy).await?;
     Ok(Network { deployments: [a, b], validators, validator_keys })
@@ -251,6 +275,8 @@ impl ChainInfo {
             bridge: deployment.bridge,
             token: deployment.token,
             rate_limit: deployment.rate_limit,
+            paymaster: deployment.paymaster,
+            gas_payment: deployment.gas_payment,
         }
     }
 }

@@ -200,6 +200,8 @@ async fn generate(load: Load) -> anyhow::Result<(Vec<B256>, f64)> {
     let bridge = TokenBridge::new(bridge, &alpha);
     let mut nonce = alpha.get_transaction_count(user.address).pending().await?;
     let fee = alpha.get_gas_price().await? * 3 + 1_000_000_000;
+    // Each transfer pays for its delivery at alpha's paymaster.
+    let paid = bridge.quoteTransferRemote(31338).call().await?;
     let mut pending = Vec::with_capacity(messages);
     for i in 0..messages {
         if let Some(rate) = rate {
@@ -207,6 +209,7 @@ async fn generate(load: Load) -> anyhow::Result<(Vec<B256>, f64)> {
         }
         let call = bridge
             .transferRemote(31338, Address::with_last_byte(1 + (i % 200) as u8), U256::from(1 + i))
+            .value(paid)
             .nonce(nonce)
             .gas(300_000)
             .max_fee_per_gas(fee)

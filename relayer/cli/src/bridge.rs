@@ -43,6 +43,8 @@ pub struct Sent {
     pub tx: B256,
     /// The origin block.
     pub block: u64,
+    /// What the transfer paid for its delivery, in the origin's native token (wei).
+    pub fee: U256,
 }
 
 /// A transfer of `amount` from chain `from` to `recipient` on chain `to`, paid by `key`.
@@ -84,7 +86,13 @@ pub async fn send(
                 .map_err(|e| chain_error("approve receipt")(e.to_string()))?;
         }
     }
-    let call = bridge.transferRemote(destination.chain_id as u32, recipient, amount);
+    // What the delivery costs, paid with the transfer to the origin's GasPaymaster.
+    let fee = bridge
+        .quoteTransferRemote(destination.chain_id as u32)
+        .call()
+        .await
+        .map_err(|e| chain_error("quoteTransferRemote")(e.to_string()))?;
+    let call = bridge.transferRemote(destination.chain_id as u32, recipient, amount).value(fee);
     let estimate = call.estimate_gas().await.map_err(|e| chain_error("transferRemote")(e.to_string()))?;
     // A quarter over the estimate: what the bridge's rate-limit bucket writes costs more
     // when the block's timestamp moved on from its last use than in the pending block
@@ -108,7 +116,7 @@ pub async fn send(
         .find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok())
         .map(|l| l.inner.data.id)
         .ok_or_else(|| chain_error("transferRemote")("no Dispatch log in the receipt".into()))?;
-    Ok(Sent { id, tx: receipt.transaction_hash, block: receipt.block_number.unwrap_or_default() })
+    Ok(Sent { id, tx: receipt.transaction_hash, block: receipt.block_number.unwrap_or_default(), fee })
 }
 
 /// The record of `id` from a running ferry's HTTP API at `base` (`http://host:port`),

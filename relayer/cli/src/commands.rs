@@ -72,7 +72,7 @@ pub async fn bridge(args: BridgeArgs) -> anyhow::Result<()> {
     let sender = alloy::signers::local::PrivateKeySigner::from_bytes(key.expose())?.address();
     let recipient = args.recipient.unwrap_or(sender);
     let sent = bridge::send(&config, &args.from, &args.to, args.amount, recipient, key.expose()).await?;
-    println!("message {} sent in {} (block {})", sent.id, sent.tx, sent.block);
+    println!("message {} sent in {} (block {}); delivery paid: {} wei", sent.id, sent.tx, sent.block, sent.fee);
     if !args.wait {
         return Ok(());
     }

@@ -45,6 +45,10 @@ pub struct DeployArgs {
     /// receives the demo supply of TestToken.
     #[arg(long, env = "FERRY_DEPLOYER_KEY", hide_env_values = true)]
     deployer_key: B256,
+    /// Who may claim what transfers pay for their delivery (`ferry fees claim`): the
+    /// relayer's address; the deployer's when not given.
+    #[arg(long)]
+    fee_beneficiary: Option<alloy::primitives::Address>,
     /// Deploy even if DIR/devnet.json describes contracts that are still on both chains.
     #[arg(long)]
     force: bool,
@@ -65,7 +69,12 @@ pub async fn run(args: DeployArgs) -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let network = deploy_network(&collateral.1, &synthetic.1, args.deployer_key, args.validators, args.threshold)
+    let deployer = alloy::signers::local::PrivateKeySigner::from_bytes(&args.deployer_key)
+        .context("--deployer-key is not a private key")?
+        .address();
+    let beneficiary = args.fee_beneficiary.unwrap_or(deployer);
+    let (a, b) = (&collateral.1, &synthetic.1);
+    let network = deploy_network(a, b, args.deployer_key, args.validators, args.threshold, beneficiary)
         .await
         .context("deploying the contracts")?;
     let [a, b] = &network.deployments;

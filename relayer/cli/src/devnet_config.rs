@@ -59,6 +59,7 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
                 ws_url: Some(c.ws_url.clone()),
                 bridge: Some(c.bridge),
                 token: Some(c.token),
+                paymaster: c.paymaster,
                 confirmations,
                 poll_interval_ms: 500,
                 rules_preset: RulesPreset::Anvil,
@@ -76,7 +77,11 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
         data_dir: data_dir.to_path_buf(),
         http: HttpConfig { listen: http_listen },
         nats: NatsConfig::new(info.nats_url.clone()),
-        relayer: RelayerConfig::default(),
+        relayer: RelayerConfig {
+            // Transfers pay for their delivery on the devnet: deliver only what was paid for.
+            policy: PolicyConfig { require_payment: info.chains.iter().all(|c| c.paymaster.is_some()), ..Default::default() },
+            ..RelayerConfig::default()
+        },
         validators: ValidatorsConfig {
             threshold: info.threshold,
             set: info.validators.clone(),

@@ -91,6 +91,7 @@ impl Traffic {
             let token = BridgedToken::new(token, &self.provider);
             token.approve(self.bridge, U256::MAX).send().await.unwrap().get_receipt().await.unwrap();
         }
+        let paid = bridge.quoteTransferRemote(self.destination).call().await.unwrap();
         let ticks = (TRAFFIC.as_millis() / TICK.as_millis()) as usize;
         let per_tick = self.total.div_ceil(ticks).max(1);
         let mut sent = 0;
@@ -101,6 +102,7 @@ impl Traffic {
                 for _ in 0..per_tick.min(self.total - sent) {
                     let call = bridge
                         .transferRemote(self.destination, self.recipient, U256::from(1 + sent))
+                        .value(paid)
                         .nonce(nonce)
                         .gas(300_000)
                         .max_fee_per_gas(fee)

@@ -46,6 +46,14 @@ pub(crate) enum DeliverError {
     /// The runtime that runs the executors' state reads could not be built.
     #[error("state-read runtime: {0}")]
     Runtime(#[source] std::io::Error),
+    /// An origin's GasPaymaster could not be read.
+    #[error("reading payments on {origin}: {reason}")]
+    Payment {
+        /// The origin chain.
+        origin: String,
+        /// What failed.
+        reason: String,
+    },
     /// The blocking task that ran the executor died.
     #[error("executor task: {0}")]
     Task(#[from] tokio::task::JoinError),

@@ -24,6 +24,7 @@ mod destination;
 mod error;
 mod fees;
 mod outcome;
+mod policy;
 mod prediction;
 mod revert;
 mod slots;
@@ -53,6 +54,8 @@ const FINALITY_RETRY: Duration = Duration::from_secs(2);
 const FEE_RETRY: Duration = Duration::from_secs(5);
 /// When a message whose delivery transaction was invalid (our funds or nonce) comes back.
 const INVALID_RETRY: Duration = Duration::from_secs(5);
+/// How soon a message not paid for is checked again (a top-up may have come).
+const PAYMENT_RETRY: Duration = Duration::from_secs(5);
 
 /// A deliverable taken from the bus and checked: what the stages pass along.
 struct Item {
@@ -70,6 +73,7 @@ pub(crate) struct Deliverer {
     prediction: prediction::Prediction,
     tracker: tracker::Tracker,
     outcomes: outcome::Outcomes,
+    policy: policy::Policy,
     fees: fees::FeePolicy,
 }
 
@@ -88,6 +92,7 @@ impl Deliverer {
             tracker: tracker::Tracker::new(context.clone(), destination.clone(), outcomes.clone()),
             fees: fees::FeePolicy::new(&destination.chain),
             outcomes,
+            policy: policy::Policy::new(context.clone()),
             destination,
             context,
         })
@@ -134,11 +139,39 @@ impl Deliverer {
         }
     }
 
+    /// The relayer's policy over admitted items: what the lists refuse is parked for
+    /// good, what was not paid for enough awaits payment; the rest goes on.
+    async fn apply_policy(&self, items: Vec<Item>) -> Result<Vec<Item>, DeliverError> {
+        let mut allowed = Vec::with_capacity(items.len());
+        for item in items {
+            match self.policy.refusal(&item.message) {
+                Some(reason) => self.outcomes.refuse(item, reason).await?,
+                None => allowed.push(item),
+            }
+        }
+        if !self.policy.requires_payment() || allowed.is_empty() {
+            return Ok(allowed);
+        }
+        let needed = self.policy.gas_needed(self.prediction.delivery_gas());
+        let payments = self.policy.payments(&allowed, needed).await?;
+        let (mut paid, mut unpaid) = (Vec::with_capacity(allowed.len()), Vec::new());
+        for (item, payment) in allowed.into_iter().zip(payments) {
+            if payment.gas >= needed {
+                paid.push(item);
+            } else {
+                unpaid.push((item, payment.gas));
+            }
+        }
+        self.outcomes.await_payment(unpaid, needed, PAYMENT_RETRY).await?;
+        Ok(paid)
+    }
+
     /// One round: admit, predict on top of what is in flight, settle what would fail,
     /// send the rest.
     async fn round(&mut self, taken: Vec<JsMessage>) -> Result<(), DeliverError> {
         let started = Instant::now();
         let items = cpu::metered(cpu::Stage::Execute, self.admission.admit(taken, &self.tracker.held())).await?;
+        let items = self.apply_policy(items).await?;
         if items.is_empty() {
             return Ok(());
         }

@@ -122,6 +122,44 @@ impl Outcomes {
         Ok(())
     }
 
+    /// Sets aside for good a message the relayer's policy does not carry: parked with
+    /// the reason (an operator may change the policy and retry it) and acked.
+    pub(super) async fn refuse(&self, item: Item, reason: String) -> Result<(), DeliverError> {
+        let id = item.record.id;
+        self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
+        self.context.route(item.message.origin, item.message.destination).parked("policy");
+        warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: the relayer's policy does not carry it");
+        bus::ack(&item.js, AckKind::Ack).await;
+        Ok(())
+    }
+
+    /// Leaves messages whose delivery was not paid for enough: recorded as awaiting
+    /// payment with what each paid (once: a message checked again keeps its entry), and
+    /// back on the bus in `after` to be checked again.
+    pub(super) async fn await_payment(
+        &self,
+        unpaid: Vec<(Item, U256)>,
+        needed: U256,
+        after: Duration,
+    ) -> Result<(), DeliverError> {
+        if unpaid.is_empty() {
+            return Ok(());
+        }
+        let gas: HashMap<B256, U256> = unpaid.iter().map(|(item, gas)| (item.record.id, *gas)).collect();
+        let ids: Vec<B256> = gas.keys().copied().collect();
+        let newly = self.context.store.update(&ids, |r| {
+            let reason = format!("awaiting_payment: paid for {} gas of {needed} needed", gas.get(&r.id).copied().unwrap_or_default());
+            r.can(Transition::AwaitPayment) && applied(r.await_payment(reason))
+        })?;
+        if !newly.is_empty() {
+            info!(chain = %self.destination.name, messages = newly.len(), %needed, "messages await payment");
+        }
+        for (item, _) in &unpaid {
+            self.later(item, after).await;
+        }
+        Ok(())
+    }
+
     /// Holds messages back for `reason` (the relayer's own limits): recorded as waiting
     /// (once: a message held back again keeps its entry) and back on the bus in `after`.
     pub(super) async fn wait(&self, items: Vec<Item>, reason: &str, after: Duration) -> Result<(), DeliverError> {

@@ -86,12 +86,15 @@ impl Net {
             let token = BridgedToken::new(chain.token.unwrap(), &provider);
             token.approve(*bridge.address(), total).send().await.unwrap().get_receipt().await.unwrap();
         }
+        // Each transfer pays for its delivery (the devnet's bridges have a paymaster).
+        let paid = bridge.quoteTransferRemote(destination).call().await.unwrap();
         let mut nonce = provider.get_transaction_count(user).pending().await.unwrap();
         let fee = provider.get_gas_price().await.unwrap() * 3 + 1_000_000_000;
         let mut pending = Vec::new();
         for amount in amounts {
             let call = bridge
                 .transferRemote(destination, recipient, *amount)
+                .value(paid)
                 .nonce(nonce)
                 .gas(300_000)
                 .max_fee_per_gas(fee)
