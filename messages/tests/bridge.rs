@@ -36,7 +36,7 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
     // Lock on alpha.
     mined(token_a.approve(alpha.bridge, sent).send().await).await;
     let receipt =
-        mined(TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).send().await).await;
+        mined(TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).value(PAY).send().await).await;
     let out = single(dispatches(&receipt));
     assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), sent, "locked");
     assert_eq!(token_a.balanceOf(alice.address).call().await.unwrap(), alice_start - sent);
@@ -52,7 +52,7 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
 
     // Burn on beta (no approval: the bridge is the minter).
     let receipt =
-        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).send().await).await;
+        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).value(PAY).send().await).await;
     let back = single(dispatches(&receipt));
     assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent - returned);
     assert_eq!(token_b.totalSupply().call().await.unwrap(), sent - returned, "burned");
@@ -112,6 +112,10 @@ async fn a_message_from_an_unenrolled_sender_mints_nothing() {
 }
 
 /// What a revert of the bridge names, or a panic saying what came instead.
+/// What each transfer sends for its delivery: more than the devnet's quote, the excess
+/// refunded by the paymaster.
+const PAY: U256 = U256::from_limbs([10_000_000_000_000_000, 0, 0, 0]);
+
 fn bridge_error(err: alloy::contract::Error) -> TokenBridge::TokenBridgeErrors {
     err.as_decoded_interface_error::<TokenBridge::TokenBridgeErrors>()
         .unwrap_or_else(|| panic!("expected a TokenBridge error, got {err}"))
@@ -154,10 +158,10 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     // 1,000 at once, 10 a second back.
     mined(bridge.setRateLimit(31338, false, U256::from(1_000), U256::from(10)).send().await).await;
     mined(TestToken::new(alpha.token, &a_alice).approve(alpha.bridge, U256::from(10_000)).send().await).await;
-    mined(bridge.transferRemote(31338, alice.address, U256::from(600)).send().await).await;
+    mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
     let left = bridge.rateLimit(31338, false).call().await.unwrap().available;
     assert!(left >= U256::from(400) && left < U256::from(1_000), "{left}");
-    match bridge_error(bridge.transferRemote(31338, alice.address, U256::from(900)).call().await.unwrap_err()) {
+    match bridge_error(bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).call().await.unwrap_err()) {
         TokenBridge::TokenBridgeErrors::RateLimited(e) => {
             assert_eq!(
                 (e.remote, e.inbound, e.amount, e.refillPerSecond),
@@ -172,13 +176,13 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     provider.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (60,)).await.unwrap();
     provider.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
     assert_eq!(bridge.rateLimit(31338, false).call().await.unwrap().available, U256::from(1_000));
-    mined(bridge.transferRemote(31338, alice.address, U256::from(900)).send().await).await;
+    mined(bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).send().await).await;
 
     // Inbound on beta: a release over the bucket reverts in `handle`, naming the bucket.
     let b_owner = wallet(&info.chains[1].rpc_url, alice.private_key);
     mined(TokenBridge::new(beta.bridge, &b_owner).setRateLimit(31337, true, U256::from(500), U256::ZERO).send().await)
         .await;
-    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(50)).send().await).await;
+    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(50)).value(PAY).send().await).await;
     let small = single(dispatches(&receipt));
     let b_relayer = wallet(&info.chains[1].rpc_url, info.accounts[9].private_key);
     let keys = &devnet.validator_keys()[..2];
@@ -190,7 +194,7 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     )
     .await;
     mined(bridge.setRateLimit(31338, false, U256::ZERO, U256::ZERO).send().await).await;
-    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(600)).send().await).await;
+    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
     let big = single(dispatches(&receipt));
     let meta = metadata(&attestation(&big, alpha.mailbox), keys);
     let beta_mailbox = Mailbox::new(beta.mailbox, &b_relayer);
@@ -229,7 +233,7 @@ async fn the_bridge_bucket_matches_the_shared_vectors() {
             let at = t0 + step.at_secs;
             provider.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (at,)).await.unwrap();
             let receipt = bridge
-                .transferRemote(31338, alice.address, step.amount)
+                .transferRemote(31338, alice.address, step.amount).value(PAY)
                 .gas(400_000)
                 .send()
                 .await
