@@ -12,6 +12,7 @@ pub mod bridge;
 pub mod commands;
 pub mod deploy;
 pub mod devnet;
+pub mod fees;
 mod devnet_config;
 pub mod value;
 

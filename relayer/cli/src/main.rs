@@ -1,7 +1,7 @@
 //! `ferry`: the relayer service and its operator commands.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_cli::{bench, commands, deploy, devnet, value};
+use ferry_cli::{bench, commands, deploy, devnet, fees, value};
 use tracing_subscriber::EnvFilter;
 
 /// ferry: a verifying cross-chain relayer for EVM chains.
@@ -42,6 +42,8 @@ enum Command {
     Messages(commands::MessagesArgs),
     /// Put a parked message back on the bus for another delivery attempt.
     Retry(commands::RetryArgs),
+    /// Delivery fees: `claim` moves what senders paid at each paymaster to the relayer.
+    Fees(fees::FeesArgs),
     /// Print the accountant's books per token route (locked, released, unbacked).
     Accountant(value::AccountantArgs),
     /// List, release or cancel the transfers the validators hold (the governor's delay
@@ -72,6 +74,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Deploy(args) => deploy::run(args).await,
         Command::Health(args) => commands::health(args).await,
         Command::Accountant(args) => value::accountant(args).await,
+        Command::Fees(args) => fees::fees(args).await,
         Command::Governor(args) => value::governor(args).await,
         Command::Bridge(args) => commands::bridge(args).await,
         Command::Status(args) => commands::status(args).await,
