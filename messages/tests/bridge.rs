@@ -35,8 +35,10 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
 
     // Lock on alpha.
     mined(token_a.approve(alpha.bridge, sent).send().await).await;
-    let receipt =
-        mined(TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).value(PAY).send().await).await;
+    let receipt = mined(
+        TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).value(PAY).send().await,
+    )
+    .await;
     let out = single(dispatches(&receipt));
     assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), sent, "locked");
     assert_eq!(token_a.balanceOf(alice.address).call().await.unwrap(), alice_start - sent);
@@ -52,7 +54,8 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
 
     // Burn on beta (no approval: the bridge is the minter).
     let receipt =
-        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).value(PAY).send().await).await;
+        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).value(PAY).send().await)
+            .await;
     let back = single(dispatches(&receipt));
     assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent - returned);
     assert_eq!(token_b.totalSupply().call().await.unwrap(), sent - returned, "burned");
@@ -161,7 +164,9 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
     let left = bridge.rateLimit(31338, false).call().await.unwrap().available;
     assert!(left >= U256::from(400) && left < U256::from(1_000), "{left}");
-    match bridge_error(bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).call().await.unwrap_err()) {
+    match bridge_error(
+        bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).call().await.unwrap_err(),
+    ) {
         TokenBridge::TokenBridgeErrors::RateLimited(e) => {
             assert_eq!(
                 (e.remote, e.inbound, e.amount, e.refillPerSecond),
@@ -233,7 +238,8 @@ async fn the_bridge_bucket_matches_the_shared_vectors() {
             let at = t0 + step.at_secs;
             provider.raw_request::<_, serde_json::Value>("evm_setNextBlockTimestamp".into(), (at,)).await.unwrap();
             let receipt = bridge
-                .transferRemote(31338, alice.address, step.amount).value(PAY)
+                .transferRemote(31338, alice.address, step.amount)
+                .value(PAY)
                 .gas(400_000)
                 .send()
                 .await

@@ -45,14 +45,15 @@ async fn a_transfer_pays_its_quote_top_ups_add_and_only_the_beneficiary_claims()
     let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
     assert_eq!(spent, quote + gas, "the excess was not refunded");
     let id = common::dispatches(&receipt)[0].id;
-    assert_eq!(paymaster.paid(id).call().await.unwrap(), quote);
-    assert_eq!(paymaster.gasPaid(id).call().await.unwrap(), U256::from(pricing.delivery_gas));
+    let paid = paymaster.payments(id).call().await.unwrap();
+    assert_eq!((paid.gas, paid.fee), (U256::from(pricing.delivery_gas + pricing.overhead), quote));
 
     // A top-up adds to the id.
     let more = paymaster.quoteGasPayment(31338, U256::from(50_000)).call().await.unwrap();
     mined(paymaster.payForGas(id, 31338, U256::from(50_000), alice.address).value(more).send().await).await;
-    assert_eq!(paymaster.gasPaid(id).call().await.unwrap(), U256::from(pricing.delivery_gas + 50_000));
-    assert_eq!(paymaster.paid(id).call().await.unwrap(), quote + more);
+    let paid = paymaster.payments(id).call().await.unwrap();
+    let gas = pricing.delivery_gas + 50_000 + 2 * pricing.overhead;
+    assert_eq!((paid.gas, paid.fee), (U256::from(gas), quote + more));
 
     // Only the beneficiary claims, and it takes everything.
     let held = provider.get_balance(paymaster_address).await.unwrap();

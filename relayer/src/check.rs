@@ -143,7 +143,8 @@ impl Config {
         if policy.require_payment {
             for (name, chain) in &self.chains {
                 if chain.paymaster.is_none() {
-                    let problem = "relayer.policy.require_payment is set, so messages from here would never be delivered";
+                    let problem =
+                        "relayer.policy.require_payment is set, so messages from here would never be delivered";
                     report(format!("chains.{name}.paymaster"), format!("missing: {problem}"));
                 }
             }

@@ -39,8 +39,8 @@ mod watcher;
 pub use bus::{ATTESTATION_STREAM, Bus};
 pub use check::Problem;
 pub use config::{
-    ChainConfig, Config, GovernorRoute, HttpConfig, NatsConfig, PolicyConfig, RelayerConfig, RuleSwitches, RulesPreset, Secret,
-    ValidatorsConfig,
+    ChainConfig, Config, GovernorRoute, HttpConfig, NatsConfig, PolicyConfig, RelayerConfig, RuleSwitches, RulesPreset,
+    Secret, ValidatorsConfig,
 };
 pub use context::Context;
 pub use error::{BusError, ConfigError, ServiceError, StoreError};

@@ -29,10 +29,17 @@ contract GasPaymaster is Ownable {
 
     /// @notice The quote's inputs per destination chain.
     mapping(uint32 destination => Oracle) public oracles;
-    /// @notice Native token paid for each message id so far.
-    mapping(bytes32 id => uint256) public paid;
-    /// @notice Destination gas paid for each message id so far.
-    mapping(bytes32 id => uint256) public gasPaid;
+    /// @notice What one message paid so far (each top-up adds to it).
+    /// @param gas Destination gas paid for: the gas limits asked for, each with the
+    ///        destination's overhead (what a relayer's delivery of it takes in all).
+    /// @param fee Native token of this chain paid, in wei.
+    struct Payment {
+        uint256 gas;
+        uint256 fee;
+    }
+
+    /// @notice What each message id paid for its delivery so far.
+    mapping(bytes32 id => Payment) public payments;
     /// @notice Who may claim the payments.
     address public beneficiary;
 
@@ -76,8 +83,9 @@ contract GasPaymaster is Ownable {
     function payForGas(bytes32 id, uint32 destination, uint256 gasLimit, address refund) external payable {
         uint256 fee = quoteGasPayment(destination, gasLimit);
         if (msg.value < fee) revert Underpaid(fee, msg.value);
-        paid[id] += fee;
-        gasPaid[id] += gasLimit;
+        Payment storage payment = payments[id];
+        payment.gas += gasLimit + oracles[destination].overhead;
+        payment.fee += fee;
         emit GasPayment(id, destination, gasLimit, fee);
         uint256 change = msg.value - fee;
         if (change > 0) _send(refund, change);

@@ -17,8 +17,8 @@ mod process;
 pub use anvil::{Anvil, AnvilOptions};
 pub use deploy::{ChainDeployment, DeployOptions, GasPayment, RateLimit, deploy_pair, is_deployed, wallet};
 pub use devnet::{
-    AccountInfo, ChainInfo, DEVNET_RATE_LIMIT, Devnet, DevnetInfo, DevnetOptions, Network, deploy_network, devnet_gas_payment,
-    validator_key,
+    AccountInfo, ChainInfo, DEVNET_RATE_LIMIT, Devnet, DevnetInfo, DevnetOptions, Network, deploy_network,
+    devnet_gas_payment, validator_key,
 };
 pub use error::DevnetError;
 pub use nats::{NatsCluster, NatsServer};

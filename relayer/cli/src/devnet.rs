@@ -124,7 +124,10 @@ async fn demo(config_path: &Path, key_file: &Path) -> anyhow::Result<()> {
     for (from, to) in [("alpha", "beta"), ("beta", "alpha")] {
         println!("demo: bridging 1000 tokens {from} -> {to} for {user}");
         let sent = bridge::send(&config, from, to, amount, user, key.expose()).await?;
-        println!("demo: message {} dispatched in {} (block {}), delivery paid: {} wei", sent.id, sent.tx, sent.block, sent.fee);
+        println!(
+            "demo: message {} dispatched in {} (block {}), delivery paid: {} wei",
+            sent.id, sent.tx, sent.block, sent.fee
+        );
         let base = format!("http://{}", config.http.listen);
         let record = bridge::follow(&base, sent.id, Duration::from_secs(120), |stage| {
             println!("demo: {} {stage}", sent.id);

@@ -14,8 +14,8 @@ use alloy::primitives::B256;
 use ferry_devnet::{Devnet, DevnetInfo};
 
 use ferry_relayer::{
-    ChainConfig, Config, ConfigError, GovernorRoute, HttpConfig, NatsConfig, RelayerConfig, RuleSwitches, RulesPreset,
-    ValidatorsConfig,
+    ChainConfig, Config, ConfigError, GovernorRoute, HttpConfig, NatsConfig, PolicyConfig, RelayerConfig, RuleSwitches,
+    RulesPreset, ValidatorsConfig,
 };
 
 /// Writes the relayer's, the user's (first dev account) and every validator's key under
@@ -79,7 +79,10 @@ pub fn network_config(info: &DevnetInfo, data_dir: &Path, http_listen: SocketAdd
         nats: NatsConfig::new(info.nats_url.clone()),
         relayer: RelayerConfig {
             // Transfers pay for their delivery on the devnet: deliver only what was paid for.
-            policy: PolicyConfig { require_payment: info.chains.iter().all(|c| c.paymaster.is_some()), ..Default::default() },
+            policy: PolicyConfig {
+                require_payment: info.chains.iter().all(|c| c.paymaster.is_some()),
+                ..Default::default()
+            },
             ..RelayerConfig::default()
         },
         validators: ValidatorsConfig {

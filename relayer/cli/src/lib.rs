@@ -12,8 +12,8 @@ pub mod bridge;
 pub mod commands;
 pub mod deploy;
 pub mod devnet;
-pub mod fees;
 mod devnet_config;
+pub mod fees;
 pub mod value;
 
 pub use devnet_config::{devnet_config, network_config, write_secret};

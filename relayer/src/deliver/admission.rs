@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, sync::Arc};
 
-use alloy::primitives::{B256, Bytes};
+use alloy::primitives::{B256, Bytes, U256};
 use async_nats::jetstream::{AckKind, Message as JsMessage};
 use ferry_messages::{Message, wire::Deliverable};
 use tracing::{debug, info, warn};
@@ -81,7 +81,7 @@ impl Admission {
             if record.stage() == Stage::Delivered && redelivered && !seen.contains(&id) {
                 // Recorded delivered but never acked: this process (or another) stopped
                 // before the block was final. Whether it still is, the chain says.
-                unconfirmed.push(Item { js, message, metadata: deliverable.metadata, record });
+                unconfirmed.push(Item { js, message, metadata: deliverable.metadata, record, fee: U256::ZERO });
                 seen.insert(id);
                 continue;
             }
@@ -97,7 +97,7 @@ impl Admission {
                 bus::ack(&js, AckKind::Ack).await;
                 continue;
             }
-            items.push(Item { js, message, metadata: deliverable.metadata, record });
+            items.push(Item { js, message, metadata: deliverable.metadata, record, fee: U256::ZERO });
         }
         // One write for the records of every message first seen here.
         self.context.store.write(|tx| received.iter().try_for_each(|record| tx.put(record)))?;

@@ -35,7 +35,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use alloy::primitives::Bytes;
+use alloy::primitives::{Bytes, U256};
 use async_nats::jetstream::Message as JsMessage;
 use ferry_messages::{Message, wire::message_subject};
 use tracing::{debug, error, warn};
@@ -63,6 +63,9 @@ struct Item {
     message: Message,
     metadata: Bytes,
     record: MessageRecord,
+    /// What it paid for its delivery, in this chain's native token (wei; zero when
+    /// payment is not required or was not read).
+    fee: U256,
 }
 
 /// One destination chain's deliverer.
@@ -92,7 +95,7 @@ impl Deliverer {
             tracker: tracker::Tracker::new(context.clone(), destination.clone(), outcomes.clone()),
             fees: fees::FeePolicy::new(&destination.chain),
             outcomes,
-            policy: policy::Policy::new(context.clone()),
+            policy: policy::Policy::new(context.clone(), destination.chain.chain_id as u32),
             destination,
             context,
         })
@@ -155,8 +158,9 @@ impl Deliverer {
         let needed = self.policy.gas_needed(self.prediction.delivery_gas());
         let payments = self.policy.payments(&allowed, needed).await?;
         let (mut paid, mut unpaid) = (Vec::with_capacity(allowed.len()), Vec::new());
-        for (item, payment) in allowed.into_iter().zip(payments) {
+        for (mut item, payment) in allowed.into_iter().zip(payments) {
             if payment.gas >= needed {
+                item.fee = payment.fee;
                 paid.push(item);
             } else {
                 unpaid.push((item, payment.gas));

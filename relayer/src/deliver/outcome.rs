@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     Context, bus,
-    lifecycle::{MessageRecord, Transition, applied},
+    lifecycle::{Transition, applied},
     store::now_ms,
 };
 
@@ -58,6 +58,9 @@ impl Outcomes {
             .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
             .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
             .collect();
+        if count {
+            self.count_spent(&items, receipt);
+        }
         let block = receipt.block_number.unwrap_or_default();
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
         let delivered = self.destination.delivered(&ids, block).await?;
@@ -71,7 +74,7 @@ impl Outcomes {
             let id = item.record.id;
             if delivered {
                 if count {
-                    self.count_delivered(&item.record);
+                    self.count_delivered(&item);
                 }
                 info!(%id, origin = item.message.origin, destination = item.message.destination, %tx, "delivered");
                 kept.push(item);
@@ -148,7 +151,10 @@ impl Outcomes {
         let gas: HashMap<B256, U256> = unpaid.iter().map(|(item, gas)| (item.record.id, *gas)).collect();
         let ids: Vec<B256> = gas.keys().copied().collect();
         let newly = self.context.store.update(&ids, |r| {
-            let reason = format!("awaiting_payment: paid for {} gas of {needed} needed", gas.get(&r.id).copied().unwrap_or_default());
+            let reason = format!(
+                "awaiting_payment: paid for {} gas of {needed} needed",
+                gas.get(&r.id).copied().unwrap_or_default()
+            );
             r.can(Transition::AwaitPayment) && applied(r.await_payment(reason))
         })?;
         if !newly.is_empty() {
@@ -195,18 +201,37 @@ impl Outcomes {
         bus::ack(&item.js, AckKind::Nak(Some(after))).await;
     }
 
-    fn count_delivered(&self, record: &MessageRecord) {
+    fn count_delivered(&self, item: &Item) {
+        let record = &item.record;
         let route = self.context.route(record.origin, record.destination);
         route.delivered.inc();
+        route.fees_paid_wei.inc_by(wei_f64(item.fee));
         let latency = (now_ms() as f64 / 1000.0 - record.block.timestamp as f64).max(0.0);
         route.delivery_seconds.observe(latency);
+    }
+
+    /// Books what a mined delivery transaction cost, shared equally among its messages'
+    /// routes (whatever became of each message: a failed item's gas was spent too).
+    fn count_spent(&self, items: &[Item], receipt: &TransactionReceipt) {
+        if items.is_empty() {
+            return;
+        }
+        let spent = receipt.gas_used as f64 * receipt.effective_gas_price as f64;
+        let share = spent / items.len() as f64;
+        for item in items {
+            self.context.route(item.message.origin, item.message.destination).gas_spent_wei.inc_by(share);
+        }
     }
 
     /// Reads the relayer's balance into its gauge (a failed read leaves the gauge).
     pub(super) async fn update_balance(&self) {
         if let Ok(balance) = self.destination.balance().await {
-            let wei: f64 = balance.to_string().parse().unwrap_or(f64::MAX);
-            self.destination.metrics.wallet_balance_wei.set(wei);
+            self.destination.metrics.wallet_balance_wei.set(wei_f64(balance));
         }
     }
+}
+
+/// Wei as a float, for metrics (exact up to 2^53 wei, close enough beyond).
+fn wei_f64(wei: U256) -> f64 {
+    f64::from(wei)
 }

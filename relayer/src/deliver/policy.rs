@@ -6,12 +6,16 @@
 
 use std::{
     collections::HashMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
 };
 
-use alloy::primitives::{Address, B256, U256};
+use alloy::{
+    primitives::{Address, B256, U256},
+    providers::Provider,
+};
 use ferry_messages::{Message, contracts::GasPaymaster};
-use futures_util::{StreamExt, stream};
+use futures_util::future::join_all;
 
 use super::{DeliverError, Item};
 use crate::{Context, PolicyConfig};
@@ -23,27 +27,38 @@ const CONCURRENT_READS: usize = 16;
 /// past this size).
 const REMEMBERED: usize = 100_000;
 
+/// How long a paymaster's exchange rate is taken as read.
+const RATE_TTL: Duration = Duration::from_secs(60);
+
+/// The paymaster's exchange-rate fixed point (`GasPaymaster.RATE_SCALE`).
+const RATE_SCALE: u64 = 10_000_000_000;
+
 /// What a message paid for its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Payment {
-    /// Destination gas paid for.
+    /// Destination gas paid for (with the paymaster's overhead).
     pub gas: U256,
-    /// Native token of the origin paid, in wei.
-    pub wei: U256,
+    /// What was paid, in the destination's native token (wei, at the paymaster's
+    /// exchange rate); zero until the payment is enough.
+    pub fee: U256,
 }
 
 /// The policy of one deliverer.
 pub(super) struct Policy {
     context: Arc<Context>,
     config: PolicyConfig,
+    /// This deliverer's destination, as paymasters know it.
+    destination: u32,
     /// Messages known to have paid enough, with what they paid.
     paid: Mutex<HashMap<B256, Payment>>,
+    /// Each origin paymaster's exchange rate for this destination, with when it was read.
+    rates: Mutex<HashMap<u32, (U256, Instant)>>,
 }
 
 impl Policy {
-    pub(super) fn new(context: Arc<Context>) -> Self {
+    pub(super) fn new(context: Arc<Context>, destination: u32) -> Self {
         let config = context.config.relayer.policy.clone();
-        Self { context, config, paid: Mutex::new(HashMap::new()) }
+        Self { context, config, destination, paid: Mutex::new(HashMap::new()), rates: Mutex::new(HashMap::new()) }
     }
 
     /// Why the lists refuse `message`, if they do.
@@ -78,9 +93,14 @@ impl Policy {
     /// What each item paid, read from its origin's paymaster (remembered once enough);
     /// an item from a chain without a paymaster paid nothing.
     pub(super) async fn payments(&self, items: &[Item], needed: U256) -> Result<Vec<Payment>, DeliverError> {
-        let reads = items.iter().map(|item| self.payment(&item.message, needed));
-        let answers: Vec<_> = stream::iter(reads).buffered(CONCURRENT_READS).collect().await;
-        answers.into_iter().collect()
+        let mut payments = Vec::with_capacity(items.len());
+        for group in items.chunks(CONCURRENT_READS) {
+            let reads: Vec<_> = group.iter().map(|item| self.payment(&item.message, needed)).collect();
+            for answer in join_all(reads).await {
+                payments.push(answer?);
+            }
+        }
+        Ok(payments)
     }
 
     async fn payment(&self, message: &Message, needed: U256) -> Result<Payment, DeliverError> {
@@ -94,26 +114,42 @@ impl Policy {
         let Some(paymaster) = chain.paymaster else { return Ok(Payment::default()) };
         let provider = self.context.endpoints(name, chain).provider(None);
         let paymaster = GasPaymaster::new(paymaster, provider);
-        let (gas, wei) = tokio::try_join!(paymaster.gasPaid(id).call(), paymaster.paid(id).call())
-            .map_err(|e| DeliverError::Payment { origin: name.to_string(), reason: e.to_string() })?;
-        let payment = Payment { gas, wei };
-        if gas >= needed {
-            let mut paid = self.paid.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if paid.len() >= REMEMBERED {
-                paid.clear();
-            }
-            paid.insert(id, payment);
+        let failed =
+            |e: alloy::contract::Error| DeliverError::Payment { origin: name.to_string(), reason: e.to_string() };
+        let paid = paymaster.payments(id).call().await.map_err(failed)?;
+        if paid.gas < needed {
+            return Ok(Payment { gas: paid.gas, fee: U256::ZERO });
         }
+        let rate = self.rate(message.origin, &paymaster).await.map_err(failed)?;
+        // An origin without a rate for us sold no gas here: its fee counts as nothing.
+        let fee = if rate.is_zero() { U256::ZERO } else { paid.fee * U256::from(RATE_SCALE) / rate };
+        let payment = Payment { gas: paid.gas, fee };
+        let mut known = self.paid.lock().unwrap_or_else(PoisonError::into_inner);
+        if known.len() >= REMEMBERED {
+            known.clear();
+        }
+        known.insert(id, payment);
         Ok(payment)
     }
 
-    fn known(&self, id: &B256) -> Option<Payment> {
-        self.paid.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id).copied()
+    /// The exchange rate `origin`'s paymaster sells this destination's gas at (read again
+    /// after [`RATE_TTL`]: its owner may change it).
+    async fn rate<P: Provider>(
+        &self,
+        origin: u32,
+        paymaster: &GasPaymaster::GasPaymasterInstance<P>,
+    ) -> Result<U256, alloy::contract::Error> {
+        let cached = self.rates.lock().unwrap_or_else(PoisonError::into_inner).get(&origin).copied();
+        if let Some((rate, _)) = cached.filter(|(_, read)| read.elapsed() < RATE_TTL) {
+            return Ok(rate);
+        }
+        let rate = U256::from(paymaster.oracles(self.destination).call().await?.exchangeRate);
+        self.rates.lock().unwrap_or_else(PoisonError::into_inner).insert(origin, (rate, Instant::now()));
+        Ok(rate)
     }
 
-    /// What `id` paid, if it was read as enough.
-    pub(super) fn paid(&self, id: &B256) -> Option<Payment> {
-        self.known(id)
+    fn known(&self, id: &B256) -> Option<Payment> {
+        self.paid.lock().unwrap_or_else(PoisonError::into_inner).get(id).copied()
     }
 }
 

@@ -5,7 +5,7 @@
 
 use alloy::primitives::Address;
 use ferry_executors::ExecutionMode;
-use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge};
+use prometheus::{Counter, Gauge, Histogram, IntCounter, IntCounterVec, IntGauge};
 
 use super::Metrics;
 
@@ -104,6 +104,10 @@ pub(crate) struct RouteMetrics {
     pub delivery_seconds: Histogram,
     /// `ferry_messages_rate_limited_total{origin, destination}`.
     pub rate_limited: IntCounter,
+    /// `ferry_relayer_fees_paid_wei_total{origin, destination}`.
+    pub fees_paid_wei: Counter,
+    /// `ferry_relayer_gas_spent_wei_total{origin, destination}`.
+    pub gas_spent_wei: Counter,
     parked: IntCounterVec,
     labels: [String; 2],
 }
@@ -170,6 +174,8 @@ impl Metrics {
             delivered: self.messages_delivered_total.with_label_values(&two),
             delivery_seconds: self.message_delivery_seconds.with_label_values(&two),
             rate_limited: self.messages_rate_limited_total.with_label_values(&two),
+            fees_paid_wei: self.relayer_fees_paid_wei_total.with_label_values(&two),
+            gas_spent_wei: self.relayer_gas_spent_wei_total.with_label_values(&two),
             parked: self.messages_parked_total.clone(),
             labels: [origin.to_string(), destination.to_string()],
         }

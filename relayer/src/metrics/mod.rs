@@ -6,7 +6,7 @@ mod handles;
 
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    CounterVec, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 pub(crate) use handles::{DeliveryMetrics, RouteMetrics, WatcherMetrics};
@@ -57,6 +57,14 @@ pub struct Metrics {
     /// `ferry_messages_rate_limited_total{origin, destination}`: deliveries the recipient
     /// bridge's inbound rate limit refused for now (each waits for the bucket to refill).
     pub messages_rate_limited_total: IntCounterVec,
+    /// `ferry_relayer_fees_paid_wei_total{origin, destination}`: what the messages this
+    /// relayer delivered paid at their origin's GasPaymaster, in the destination's native
+    /// token (wei, converted at the paymaster's exchange rate).
+    pub relayer_fees_paid_wei_total: CounterVec,
+    /// `ferry_relayer_gas_spent_wei_total{origin, destination}`: what this relayer's
+    /// delivery transactions cost on the destination (gas used times its price, shared
+    /// among a transaction's messages).
+    pub relayer_gas_spent_wei_total: CounterVec,
     /// `ferry_messages_pending{destination, stage}`: messages currently waiting at a pipeline stage.
     pub messages_pending: IntGaugeVec,
     /// `ferry_messages_oldest_pending_seconds{destination}`: age of the oldest message neither
@@ -215,6 +223,18 @@ impl Metrics {
                 r,
                 "ferry_messages_rate_limited_total",
                 "Deliveries the recipient bridge's inbound rate limit refused for now; each waits for the bucket to refill.",
+                &["origin", "destination"],
+            ),
+            relayer_fees_paid_wei_total: counter(
+                r,
+                "ferry_relayer_fees_paid_wei_total",
+                "Delivery fees paid at the origin's GasPaymaster for messages this relayer delivered, in the destination's native token (wei).",
+                &["origin", "destination"],
+            ),
+            relayer_gas_spent_wei_total: counter(
+                r,
+                "ferry_relayer_gas_spent_wei_total",
+                "Gas this relayer's delivery transactions cost on the destination (wei), shared among their messages.",
                 &["origin", "destination"],
             ),
             messages_parked_total: int_counter(
@@ -522,6 +542,12 @@ fn register<T: Clone + Collector + 'static>(registry: &Registry, metric: T) -> T
 /// Creates and registers an integer counter vector (constant name, help and labels).
 fn int_counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     register(registry, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
+}
+
+/// Creates and registers a float counter vector (constant name, help and labels): wei
+/// overflow an integer counter within tens of ether.
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    register(registry, CounterVec::new(Opts::new(name, help), labels).expect("valid metric definition"))
 }
 
 /// Creates and registers an integer gauge vector (constant name, help and labels).
