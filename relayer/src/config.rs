@@ -161,7 +161,7 @@ pub struct RelayerConfig {
 
 /// The relayer's policy (`[relayer.policy]`): what it delivers and what it leaves. The
 /// validators sign every proven message regardless; policy is the relayer's own choice.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyConfig {
     /// Deliver only messages paid for at their origin's GasPaymaster (`chains.<origin>.paymaster`);
     /// others wait in `awaiting_payment` until a top-up covers them.
@@ -199,6 +199,25 @@ pub struct PolicyConfig {
 
 fn default_min_payment_percent() -> u64 {
     100
+}
+
+impl Default for PolicyConfig {
+    /// What an empty `[relayer.policy]` gives (serde's defaults, not the types' zeros: a
+    /// derived default would ask for 0% of the delivery's gas).
+    fn default() -> Self {
+        Self {
+            require_payment: false,
+            min_payment_percent: default_min_payment_percent(),
+            allow_origins: Vec::new(),
+            deny_origins: Vec::new(),
+            allow_destinations: Vec::new(),
+            deny_destinations: Vec::new(),
+            allow_senders: Vec::new(),
+            deny_senders: Vec::new(),
+            allow_recipients: Vec::new(),
+            deny_recipients: Vec::new(),
+        }
+    }
 }
 
 impl Default for RelayerConfig {
@@ -573,5 +592,12 @@ mod tests {
         let env = BTreeMap::from([("FERRY__VALIDATORS__THRESHOLD".to_string(), "many".to_string())]);
         let err = Config::load_with_env(&path, Some(env)).unwrap_err().to_string();
         assert!(err.contains("threshold"), "{err}");
+    }
+
+    #[test]
+    fn policy_defaults_are_the_files_defaults() {
+        let empty: PolicyConfig = toml::from_str("").unwrap();
+        assert_eq!(PolicyConfig::default(), empty);
+        assert_eq!(PolicyConfig::default().min_payment_percent, 100);
     }
 }

@@ -28,6 +28,9 @@ use crate::{
 /// The longest a rate-limited message waits before its bucket is looked at again.
 const RATE_LIMIT_RECHECK: Duration = Duration::from_secs(60);
 
+/// The longest a message awaiting payment waits before it is checked again.
+const PAYMENT_RECHECK: Duration = Duration::from_secs(30);
+
 /// Settles messages of one destination.
 #[derive(Clone)]
 pub(super) struct Outcomes {
@@ -138,7 +141,8 @@ impl Outcomes {
 
     /// Leaves messages whose delivery was not paid for enough: recorded as awaiting
     /// payment with what each paid (once: a message checked again keeps its entry), and
-    /// back on the bus in `after` to be checked again.
+    /// back on the bus to be checked again, `after` times the checks so far (at most
+    /// [`PAYMENT_RECHECK`]): a thousand unpaid messages cost a few reads a second.
     pub(super) async fn await_payment(
         &self,
         unpaid: Vec<(Item, U256)>,
@@ -161,7 +165,8 @@ impl Outcomes {
             info!(chain = %self.destination.name, messages = newly.len(), %needed, "messages await payment");
         }
         for (item, _) in &unpaid {
-            self.later(item, after).await;
+            let checks = item.js.info().map_or(1, |info| info.delivered.clamp(1, 64) as u32);
+            self.later(item, (after * checks).min(PAYMENT_RECHECK)).await;
         }
         Ok(())
     }
