@@ -154,4 +154,23 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     let fees_metric = metric_sum(&net, "ferry_relayer_fees_paid_wei_total").await;
     assert!(close(fees_metric, fees), "fees paid {fees_metric} vs {fees} on chain");
     service.stop().await;
+
+    // `ferry fees claim` moves what the senders paid at alpha's paymaster to the relayer.
+    let alpha = net.wallet("alpha", 3);
+    let paymaster = net.config.chains["alpha"].paymaster.unwrap();
+    let held = alpha.get_balance(paymaster).await.unwrap();
+    assert!(held >= fees, "alpha's paymaster holds {held}, the senders paid {fees}");
+    let config = net.dir.path().join("ferry.toml");
+    net.config.write(&config).unwrap();
+    let relayer_before = alpha.get_balance(relayer).await.unwrap();
+    let said = common::ferry_cli(&["fees", "claim", "--config", config.to_str().unwrap()], &[]).await;
+    assert!(said.contains(&format!("alpha: claimed {held} wei")), "{said}");
+    assert_eq!(alpha.get_balance(paymaster).await.unwrap(), U256::ZERO);
+    let line = said.lines().find(|l| l.starts_with("alpha: claimed")).unwrap();
+    let claim_tx = line.split_whitespace().last().unwrap().parse::<B256>().unwrap();
+    let receipt = alpha.get_transaction_receipt(claim_tx).await.unwrap().unwrap();
+    let claim_gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
+    assert_eq!(alpha.get_balance(relayer).await.unwrap(), relayer_before + held - claim_gas);
+    let again = common::ferry_cli(&["fees", "claim", "--config", config.to_str().unwrap()], &[]).await;
+    assert!(again.contains("alpha: paymaster") && again.contains("holds nothing"), "{again}");
 }
