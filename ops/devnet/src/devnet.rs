@@ -96,14 +96,16 @@ pub const DEVNET_RATE_LIMIT: RateLimit = RateLimit {
     refill_per_second: U256::from_limbs([0x6bc7_5e2d_6310_0000, 0x5, 0, 0]),
 };
 
-/// The devnet's delivery pricing: a transfer pays for 100,000 gas plus 20,000 of
-/// overhead at 2 gwei, one to one (0.00024 ETH), to `beneficiary`.
+/// The devnet's delivery pricing: a transfer pays for 100,000 gas of its bridge's
+/// `handle` plus 80,000 of overhead (the Mailbox's part of a delivery: the certificate's
+/// signatures, the delivered mark, calldata, and the transaction's own 21,000 when it
+/// carries one message) at 2 gwei, one to one (0.00036 ETH), to `beneficiary`.
 pub fn devnet_gas_payment(beneficiary: Address) -> GasPayment {
     GasPayment {
         beneficiary,
         gas_price: 2_000_000_000,
         exchange_rate: 10_000_000_000,
-        overhead: 20_000,
+        overhead: 80_000,
         delivery_gas: 100_000,
     }
 }

@@ -10,10 +10,10 @@ use std::{collections::HashSet, time::Duration};
 
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
-    providers::{DynProvider, Provider},
+    providers::Provider,
 };
 use common::{Net, wait_for};
-use ferry_messages::contracts::{GasPaymaster, Mailbox, TestRecipient, TokenBridge};
+use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
 use ferry_relayer::{Role, Service, Stage};
 
 const BLOCK: Option<Duration> = Some(Duration::from_millis(500));
@@ -47,17 +47,6 @@ async fn dispatch_unpaid(net: &Net, sender: usize, recipient: Address, count: us
         ids.push(dispatch.inner.data.id);
     }
     ids
-}
-
-/// Pays the quote for `gas` more gas of message `id`'s delivery to beta.
-async fn top_up(net: &Net, payer: &DynProvider, id: B256, gas: u64) -> U256 {
-    let paymaster = GasPaymaster::new(net.config.chains["alpha"].paymaster.unwrap(), payer);
-    let quote = paymaster.quoteGasPayment(31338, U256::from(gas)).call().await.unwrap();
-    let refund = payer.get_accounts().await.unwrap()[0];
-    let call = paymaster.payForGas(id, 31338, U256::from(gas), refund).value(quote).gas(200_000);
-    let receipt = call.send().await.unwrap().get_receipt().await.unwrap();
-    assert!(receipt.status(), "payForGas reverted: {receipt:?}");
-    quote
 }
 
 /// The service's `/metrics` value summed over the series of `name` (any labels).
@@ -106,15 +95,14 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     assert_eq!(listed.as_array().map(Vec::len), Some(SPAM), "the API lists them");
 
     // A top-up of one unpaid message gets it delivered; the others stay.
-    let payer = net.wallet("alpha", 5);
     let topped = spam[7];
-    let top_up_fee = top_up(&net, &payer, topped, 100_000).await;
+    let top_up_fee = net.pay_for("alpha", 5, topped, 31338, 100_000).await;
     let processed = net.wait_processed("beta", &[topped], Duration::from_secs(120)).await;
     common::assert_once(&processed, &[topped]);
 
     // A paid message to a denied recipient is parked for the policy, never sent.
     let refused = dispatch_unpaid(&net, 4, denied, 1).await[0];
-    top_up(&net, &payer, refused, 100_000).await;
+    net.pay_for("alpha", 5, refused, 31338, 100_000).await;
     let reason = wait_for(Duration::from_secs(120), "the denied message parked", || async {
         let record = store.get(&refused).unwrap()?;
         record.parked_reason().map(str::to_owned)
@@ -142,7 +130,7 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
 
     // The books: gas spent is what the chain charged, fees paid what the senders paid
     // (alpha's paymaster sells beta's gas one to one on the devnet).
-    let quote = TokenBridge::new(net.config.chains["alpha"].bridge.unwrap(), &payer)
+    let quote = TokenBridge::new(net.config.chains["alpha"].bridge.unwrap(), net.wallet("alpha", 5))
         .quoteTransferRemote(31338)
         .call()
         .await

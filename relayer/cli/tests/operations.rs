@@ -255,7 +255,9 @@ async fn dispatch_to_rejecting_recipient(net: &Net) -> B256 {
     let mailbox = Mailbox::new(net.config.chains["alpha"].mailbox, &alpha);
     let call = mailbox.dispatch(31338, recipient.address().into_word(), Bytes::from_static(b"park me"));
     let receipt = call.send().await.unwrap().get_receipt().await.unwrap();
-    receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap().inner.data.id
+    let id = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap().inner.data.id;
+    net.pay_for("alpha", 4, id, 31338, 100_000).await;
+    id
 }
 
 /// `promtool check metrics` on an exposition: no lint problem.

@@ -125,6 +125,7 @@ async fn a_delivery_that_would_revert_is_parked_unsent_and_can_be_retried() {
         .unwrap();
     let parked_id =
         receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap().inner.data.id;
+    net.pay_for("alpha", 5, parked_id, 31338, 100_000).await;
     let ids = net.send_many("alpha", "beta", 0, net.account(1), &amounts(5, 3)).await;
     net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
 

@@ -48,15 +48,6 @@ impl Chunker {
         self.item_gas.store(updated, Ordering::Relaxed);
     }
 
-    /// The gas a delivery was last seen to add to a `processBatch` (before any was seen,
-    /// a token transfer's with room to spare).
-    pub(super) fn item_gas(&self) -> u64 {
-        match self.item_gas.load(Ordering::Relaxed) {
-            0 => UNSEEN_ITEM_GAS,
-            learned => learned,
-        }
-    }
-
     /// Splits `items` into `processBatch` transactions of the configured batch size,
     /// each within `gas_cap` by the gas a delivery was last seen to need.
     pub(super) fn split(&self, items: Vec<Item>, gas_cap: u64) -> Vec<Vec<Item>> {

@@ -155,18 +155,17 @@ impl Deliverer {
         if !self.policy.requires_payment() || allowed.is_empty() {
             return Ok(allowed);
         }
-        let needed = self.policy.gas_needed(self.prediction.delivery_gas());
-        let payments = self.policy.payments(&allowed, needed).await?;
+        let payments = self.policy.payments(&allowed).await?;
         let (mut paid, mut unpaid) = (Vec::with_capacity(allowed.len()), Vec::new());
-        for (mut item, payment) in allowed.into_iter().zip(payments) {
+        for (mut item, (payment, needed)) in allowed.into_iter().zip(payments) {
             if payment.gas >= needed {
                 item.fee = payment.fee;
                 paid.push(item);
             } else {
-                unpaid.push((item, payment.gas));
+                unpaid.push((item, payment.gas, needed));
             }
         }
-        self.outcomes.await_payment(unpaid, needed, PAYMENT_RETRY).await?;
+        self.outcomes.await_payment(unpaid, PAYMENT_RETRY).await?;
         Ok(paid)
     }
 
@@ -193,6 +192,9 @@ impl Deliverer {
         let round =
             cpu::metered(cpu::Stage::Execute, self.prediction.predict(items, &self.tracker.predictions())).await?;
         let predicted = started.elapsed();
+        for chunk in &round.chunks {
+            self.policy.learn(&chunk.items, chunk.predicted.gas_used);
+        }
         for (item, reason) in round.invalid {
             // Our own transaction is invalid (funds, nonce): not the message's fault.
             let record = &item.record;

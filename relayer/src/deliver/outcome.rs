@@ -145,26 +145,24 @@ impl Outcomes {
     /// [`PAYMENT_RECHECK`]): a thousand unpaid messages cost a few reads a second.
     pub(super) async fn await_payment(
         &self,
-        unpaid: Vec<(Item, U256)>,
-        needed: U256,
+        unpaid: Vec<(Item, U256, U256)>,
         after: Duration,
     ) -> Result<(), DeliverError> {
         if unpaid.is_empty() {
             return Ok(());
         }
-        let gas: HashMap<B256, U256> = unpaid.iter().map(|(item, gas)| (item.record.id, *gas)).collect();
+        let gas: HashMap<B256, (U256, U256)> =
+            unpaid.iter().map(|(item, paid, needed)| (item.record.id, (*paid, *needed))).collect();
         let ids: Vec<B256> = gas.keys().copied().collect();
         let newly = self.context.store.update(&ids, |r| {
-            let reason = format!(
-                "awaiting_payment: paid for {} gas of {needed} needed",
-                gas.get(&r.id).copied().unwrap_or_default()
-            );
+            let (paid, needed) = gas.get(&r.id).copied().unwrap_or_default();
+            let reason = format!("awaiting_payment: paid for {paid} gas of {needed} needed");
             r.can(Transition::AwaitPayment) && applied(r.await_payment(reason))
         })?;
         if !newly.is_empty() {
-            info!(chain = %self.destination.name, messages = newly.len(), %needed, "messages await payment");
+            info!(chain = %self.destination.name, messages = newly.len(), "messages await payment");
         }
-        for (item, _) in &unpaid {
+        for (item, _, _) in &unpaid {
             let checks = item.js.info().map_or(1, |info| info.delivered.clamp(1, 64) as u32);
             self.later(item, (after * checks).min(PAYMENT_RECHECK)).await;
         }

@@ -33,6 +33,17 @@ const RATE_TTL: Duration = Duration::from_secs(60);
 /// The paymaster's exchange-rate fixed point (`GasPaymaster.RATE_SCALE`).
 const RATE_SCALE: u64 = 10_000_000_000;
 
+/// A transaction's intrinsic gas: a `processBatch` pays it once for all its deliveries,
+/// so it is not any one delivery's cost.
+const TX_BASE_GAS: u64 = 21_000;
+
+/// The gas a delivery to a recipient no delivery was predicted to yet is taken to need:
+/// its first paid message goes, and its cost is learned from it.
+const UNSEEN_DELIVERY_GAS: u64 = 100_000;
+
+/// Recipients whose delivery cost is remembered (the book is cleared past this size).
+const RECIPIENTS: usize = 10_000;
+
 /// What a message paid for its delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(super) struct Payment {
@@ -53,12 +64,21 @@ pub(super) struct Policy {
     paid: Mutex<HashMap<B256, Payment>>,
     /// Each origin paymaster's exchange rate for this destination, with when it was read.
     rates: Mutex<HashMap<u32, (U256, Instant)>>,
+    /// What a delivery to each recipient costs.
+    costs: DeliveryCosts,
 }
 
 impl Policy {
     pub(super) fn new(context: Arc<Context>, destination: u32) -> Self {
         let config = context.config.relayer.policy.clone();
-        Self { context, config, destination, paid: Mutex::new(HashMap::new()), rates: Mutex::new(HashMap::new()) }
+        Self {
+            context,
+            config,
+            destination,
+            paid: Mutex::new(HashMap::new()),
+            rates: Mutex::new(HashMap::new()),
+            costs: DeliveryCosts::default(),
+        }
     }
 
     /// Why the lists refuse `message`, if they do.
@@ -85,17 +105,33 @@ impl Policy {
         self.config.require_payment
     }
 
-    /// The gas a delivery must have paid for, given the gas one is predicted to take.
-    pub(super) fn gas_needed(&self, predicted: u64) -> U256 {
+    /// Takes in a predicted `processBatch` of `items` that uses `gas_used`.
+    pub(super) fn learn(&self, items: &[Item], gas_used: u64) {
+        let recipients: Vec<Address> =
+            items.iter().map(|item| item.message.recipient_address().unwrap_or(Address::ZERO)).collect();
+        self.costs.learn(&recipients, gas_used);
+    }
+
+    /// The gas `message`'s delivery must have been paid for: what a delivery to its
+    /// recipient was last predicted to take, times `min_payment_percent`.
+    pub(super) fn gas_needed(&self, message: &Message) -> U256 {
+        let predicted = self.costs.predicted(message.recipient_address().unwrap_or(Address::ZERO));
         U256::from(predicted) * U256::from(self.config.min_payment_percent) / U256::from(100)
     }
 
-    /// What each item paid, read from its origin's paymaster (remembered once enough);
-    /// an item from a chain without a paymaster paid nothing.
-    pub(super) async fn payments(&self, items: &[Item], needed: U256) -> Result<Vec<Payment>, DeliverError> {
+    /// What each item paid, read from its origin's paymaster (remembered once enough),
+    /// with the gas it had to pay for; an item from a chain without a paymaster paid
+    /// nothing.
+    pub(super) async fn payments(&self, items: &[Item]) -> Result<Vec<(Payment, U256)>, DeliverError> {
         let mut payments = Vec::with_capacity(items.len());
         for group in items.chunks(CONCURRENT_READS) {
-            let reads: Vec<_> = group.iter().map(|item| self.payment(&item.message, needed)).collect();
+            let reads: Vec<_> = group
+                .iter()
+                .map(|item| async {
+                    let needed = self.gas_needed(&item.message);
+                    self.payment(&item.message, needed).await.map(|paid| (paid, needed))
+                })
+                .collect();
             for answer in join_all(reads).await {
                 payments.push(answer?);
             }
@@ -153,6 +189,42 @@ impl Policy {
     }
 }
 
+/// The gas one delivery to each recipient was last predicted to add to a batch, beyond
+/// the transaction's own base.
+#[derive(Debug, Default)]
+struct DeliveryCosts {
+    gas: Mutex<HashMap<Address, u64>>,
+}
+
+impl DeliveryCosts {
+    /// Takes in a predicted batch delivering to `recipients` (one per message) that uses
+    /// `gas_used`. A batch of one recipient's messages teaches that recipient's cost; a
+    /// mixed one gives a first figure to recipients not seen yet.
+    fn learn(&self, recipients: &[Address], gas_used: u64) {
+        let Some(&only) = recipients.first() else { return };
+        let per_item = gas_used.saturating_sub(TX_BASE_GAS) / recipients.len() as u64;
+        let mut gas = self.gas.lock().unwrap_or_else(PoisonError::into_inner);
+        if gas.len() >= RECIPIENTS {
+            gas.clear();
+        }
+        if recipients.iter().all(|r| *r == only) {
+            // A quick average: deliveries that grow dearer show within a few batches.
+            let known = gas.get(&only).copied();
+            gas.insert(only, known.map_or(per_item, |known| (known * 3 + per_item) / 4));
+        } else {
+            for recipient in recipients {
+                gas.entry(*recipient).or_insert(per_item);
+            }
+        }
+    }
+
+    /// What a delivery to `recipient` is predicted to take (before any was seen,
+    /// [`UNSEEN_DELIVERY_GAS`]).
+    fn predicted(&self, recipient: Address) -> u64 {
+        self.gas.lock().unwrap_or_else(PoisonError::into_inner).get(&recipient).copied().unwrap_or(UNSEEN_DELIVERY_GAS)
+    }
+}
+
 /// Why `value` is refused by an allow list (non-empty, without it) or a deny list.
 fn listed<T: PartialEq + std::fmt::Display>(what: &str, value: &T, allow: &[T], deny: &[T]) -> Option<String> {
     if deny.contains(value) {
@@ -173,5 +245,27 @@ mod tests {
         assert!(listed("sender", &b, &[a], &[]).unwrap().contains("is not allowed"));
         assert!(listed("sender", &a, &[a], &[a]).unwrap().contains("is denied"));
         assert!(listed("origin", &"alpha".to_string(), &[], &["alpha".to_string()]).unwrap().contains("origin alpha"));
+    }
+
+    #[test]
+    fn delivery_costs_leave_out_the_transaction_base_and_learn_per_recipient() {
+        let (bridge, other) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let costs = DeliveryCosts::default();
+        assert_eq!(costs.predicted(bridge), UNSEEN_DELIVERY_GAS);
+        // One delivery alone and four in a batch cost the same per delivery.
+        costs.learn(&[bridge], TX_BASE_GAS + 130_000);
+        assert_eq!(costs.predicted(bridge), 130_000);
+        costs.learn(&[bridge; 4], TX_BASE_GAS + 4 * 130_000);
+        assert_eq!(costs.predicted(bridge), 130_000);
+        // Dearer deliveries raise the figure within a few batches, cheaper ones lower it.
+        costs.learn(&[bridge], TX_BASE_GAS + 230_000);
+        assert_eq!(costs.predicted(bridge), 155_000);
+        costs.learn(&[bridge; 2], TX_BASE_GAS + 2 * 55_000);
+        assert_eq!(costs.predicted(bridge), 130_000);
+        // A mixed batch gives only a first figure, and changes no known one.
+        costs.learn(&[bridge, other], TX_BASE_GAS + 2 * 60_000);
+        assert_eq!((costs.predicted(bridge), costs.predicted(other)), (130_000, 60_000));
+        costs.learn(&[], 1_000_000);
+        assert_eq!(costs.predicted(bridge), 130_000);
     }
 }

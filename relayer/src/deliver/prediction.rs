@@ -124,11 +124,6 @@ impl Prediction {
         })
     }
 
-    /// The gas one delivery is predicted to take: learned from the last rounds.
-    pub(super) fn delivery_gas(&self) -> u64 {
-        self.chunker.item_gas()
-    }
-
     /// Predicts a round of `items` on top of `in_flight` (nonce and predicted changes of
     /// each transaction sent and not yet settled, in nonce order).
     ///

@@ -18,7 +18,7 @@ use alloy::{
     sol_types::SolEvent,
 };
 use ferry_devnet::{Devnet, DevnetOptions};
-use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge};
+use ferry_messages::contracts::{BridgedToken, GasPaymaster, Mailbox, TokenBridge};
 use ferry_relayer::Config;
 
 pub mod prometheus;
@@ -59,6 +59,18 @@ impl Net {
     /// Dev account `index`.
     pub fn account(&self, index: usize) -> Address {
         self.devnet.info().accounts[index].address
+    }
+
+    /// Pays `origin`'s paymaster, from dev account `payer`, the quote for `gas` more gas of
+    /// message `id`'s delivery to `destination` (a chain id); returns what it paid.
+    pub async fn pay_for(&self, origin: &str, payer: usize, id: B256, destination: u32, gas: u64) -> U256 {
+        let provider = self.wallet(origin, payer);
+        let paymaster = GasPaymaster::new(self.config.chains[origin].paymaster.unwrap(), &provider);
+        let quote = paymaster.quoteGasPayment(destination, U256::from(gas)).call().await.unwrap();
+        let call = paymaster.payForGas(id, destination, U256::from(gas), self.account(payer)).value(quote).gas(200_000);
+        let receipt = call.send().await.unwrap().get_receipt().await.unwrap();
+        assert!(receipt.status(), "payForGas reverted: {receipt:?}");
+        quote
     }
 
     /// The HTTP API's base URL.
