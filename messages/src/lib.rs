@@ -8,7 +8,7 @@
 //!   `metadata`.
 //! - [`wire`]: the NATS subjects and the envelopes validators and relayers exchange.
 //! - [`contracts`]: `sol!` bindings generated from the committed contract artifacts
-//!   under `contracts/out`.
+//!   under `contracts/out`; [`describe_revert`] names what they revert with.
 //!
 //! Test vectors shared with the Solidity contracts live in
 //! `testdata/message_vectors.json`.
@@ -17,8 +17,10 @@ mod attestation;
 pub mod contracts;
 mod error;
 mod message;
+mod revert;
 pub mod wire;
 
 pub use attestation::{Attestation, QuorumCertificate, SIGNATURE_LEN};
 pub use error::{MessageError, MetadataError};
 pub use message::{HEADER_LEN, MAX_BODY_LEN, Message, MessageId, VERSION};
+pub use revert::{describe_revert, explain};

@@ -211,7 +211,7 @@ async fn wire_side(
         pending.push(("BridgedToken.setBridge", token.setBridge(local.bridge).send().await));
     }
     for (what, tx) in pending {
-        let tx = tx.map_err(|e| DevnetError::rpc(what, e))?;
+        let tx = tx.map_err(|e| DevnetError::rpc(what, ferry_messages::explain(&e)))?;
         succeeded(what, tx).await?;
     }
     Ok(())

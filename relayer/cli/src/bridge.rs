@@ -6,11 +6,14 @@ use std::time::Duration;
 
 use alloy::{
     network::EthereumWallet,
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, U256, utils::format_units},
     providers::{DynProvider, Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
-use ferry_messages::contracts::{BridgedToken, Mailbox, TokenBridge, bridge_mode};
+use ferry_messages::{
+    contracts::{BridgedToken, Mailbox, TokenBridge, bridge_mode},
+    explain,
+};
 
 use ferry_relayer::{Config, MessageRecord, Stage};
 
@@ -20,6 +23,9 @@ pub enum BridgeError {
     /// The configuration lacks what a transfer needs.
     #[error("{0}")]
     Config(String),
+    /// The sender cannot make this transfer now (checked before anything is sent).
+    #[error("cannot send: {0}")]
+    Insufficient(String),
     /// The chain refused or failed.
     #[error("{what}: {reason}")]
     Chain {
@@ -67,47 +73,45 @@ pub async fn send(
     let provider: DynProvider = ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url).erased();
 
     let bridge = TokenBridge::new(bridge, &provider);
-    let mode = bridge.mode().call().await.map_err(|e| chain_error("reading the bridge's mode")(e.to_string()))?;
-    if mode == bridge_mode::COLLATERAL {
+    let destination_id = destination.chain_id as u32;
+    let plan = preflight(&provider, &bridge, token, user, destination_id, amount).await?;
+    if plan.approve {
         let token = BridgedToken::new(token, &provider);
-        let allowance = token
-            .allowance(user, *bridge.address())
-            .call()
+        token
+            .approve(*bridge.address(), amount)
+            .send()
             .await
-            .map_err(|e| chain_error("allowance")(e.to_string()))?;
-        if allowance < amount {
-            token
-                .approve(*bridge.address(), amount)
-                .send()
-                .await
-                .map_err(|e| chain_error("approve")(e.to_string()))?
-                .get_receipt()
-                .await
-                .map_err(|e| chain_error("approve receipt")(e.to_string()))?;
-        }
+            .map_err(|e| chain_error("approve")(explain(&e)))?
+            .get_receipt()
+            .await
+            .map_err(|e| chain_error("approve receipt")(e.to_string()))?;
     }
-    // What the delivery costs, paid with the transfer to the origin's GasPaymaster.
-    let fee = bridge
-        .quoteTransferRemote(destination.chain_id as u32)
-        .call()
-        .await
-        .map_err(|e| chain_error("quoteTransferRemote")(e.to_string()))?;
-    let call = bridge.transferRemote(destination.chain_id as u32, recipient, amount).value(fee);
-    let estimate = call.estimate_gas().await.map_err(|e| chain_error("transferRemote")(e.to_string()))?;
+    let fee = plan.fee;
+    let call = bridge.transferRemote(destination_id, recipient, amount).value(fee).from(user);
+    let estimate = call.estimate_gas().await.map_err(|e| chain_error("transferRemote")(explain(&e)))?;
     // A quarter over the estimate: what the bridge's rate-limit bucket writes costs more
     // when the block's timestamp moved on from its last use than in the pending block
     // the estimate ran in (an unchanged slot is a cheap write), and an exact estimate
     // would then run out of gas.
     let receipt = call
+        .clone()
         .gas(estimate + estimate / 4)
         .send()
         .await
-        .map_err(|e| chain_error("transferRemote")(e.to_string()))?
+        .map_err(|e| chain_error("transferRemote")(explain(&e)))?
         .get_receipt()
         .await
         .map_err(|e| chain_error("transferRemote receipt")(e.to_string()))?;
     if !receipt.status() {
-        return Err(chain_error("transferRemote")(format!("reverted in {}", receipt.transaction_hash)));
+        // A receipt carries no revert data: the call run again on the block before says why.
+        let parent = receipt.block_number.unwrap_or_default().saturating_sub(1);
+        let why = match call.call().block(parent.into()).await {
+            Err(e) => explain(&e),
+            Ok(_) => {
+                format!("out of gas or changed by a transaction before it in its block (gas used {})", receipt.gas_used)
+            }
+        };
+        return Err(chain_error("transferRemote")(format!("{} reverted: {why}", receipt.transaction_hash)));
     }
     let id = receipt
         .inner
@@ -117,6 +121,75 @@ pub async fn send(
         .map(|l| l.inner.data.id)
         .ok_or_else(|| chain_error("transferRemote")("no Dispatch log in the receipt".into()))?;
     Ok(Sent { id, tx: receipt.transaction_hash, block: receipt.block_number.unwrap_or_default(), fee })
+}
+
+/// What a transfer needs besides the call itself.
+struct Plan {
+    /// The delivery fee to send with it (origin wei).
+    fee: U256,
+    /// Whether the bridge must be approved for the amount first (collateral side).
+    approve: bool,
+}
+
+/// Checks, before anything is sent, that `user` can make the transfer: holds the amount
+/// and the fee, and the bridge's outbound bucket lets the amount through now; every
+/// shortfall is named in the token's units.
+async fn preflight(
+    provider: &DynProvider,
+    bridge: &TokenBridge::TokenBridgeInstance<&DynProvider>,
+    token: Address,
+    user: Address,
+    destination: u32,
+    amount: U256,
+) -> Result<Plan, BridgeError> {
+    let read = |what: &'static str| move |e: alloy::contract::Error| chain_error(what)(explain(&e));
+    let token = BridgedToken::new(token, provider);
+    let symbol = token.symbol().call().await.map_err(read("the token's symbol"))?;
+    let decimals = token.decimals().call().await.map_err(read("the token's decimals"))?;
+    let units = |value: U256| format!("{} {symbol}", token_units(value, decimals));
+    let held = token.balanceOf(user).call().await.map_err(read("balanceOf"))?;
+    if held < amount {
+        return Err(BridgeError::Insufficient(format!(
+            "{user} holds {} and the transfer is {}: short by {}",
+            units(held),
+            units(amount),
+            units(amount - held)
+        )));
+    }
+    let bucket = bridge.rateLimit(destination, false).call().await.map_err(read("the outbound rate limit"))?;
+    if !bucket.capacity.is_zero() && bucket.available < amount {
+        let wait = (amount - bucket.available).div_ceil(bucket.refillPerSecond.max(U256::from(1)));
+        return Err(BridgeError::Insufficient(format!(
+            "the bridge's outbound limit to {destination} lets {} through now (of {}, refilling {} a second) and the transfer is {}: try again in about {wait} s or send less",
+            units(bucket.available),
+            units(bucket.capacity),
+            units(bucket.refillPerSecond),
+            units(amount)
+        )));
+    }
+    let fee = bridge.quoteTransferRemote(destination).call().await.map_err(read("the delivery fee"))?;
+    let native = provider.get_balance(user).await.map_err(|e| chain_error("the account's balance")(e.to_string()))?;
+    if native < fee {
+        return Err(BridgeError::Insufficient(format!(
+            "the delivery fee is {} ETH and {user} holds {} ETH: short by {} ETH",
+            token_units(fee, 18),
+            token_units(native, 18),
+            token_units(fee - native, 18)
+        )));
+    }
+    let mode = bridge.mode().call().await.map_err(read("the bridge's mode"))?;
+    let approve = mode == bridge_mode::COLLATERAL
+        && token.allowance(user, *bridge.address()).call().await.map_err(read("allowance"))? < amount;
+    Ok(Plan { fee, approve })
+}
+
+/// `value` of a token with `decimals` as a person writes it: `10`, `0.00036`.
+pub fn token_units(value: U256, decimals: u8) -> String {
+    match format_units(value, decimals) {
+        Ok(text) if text.contains('.') => text.trim_end_matches('0').trim_end_matches('.').to_string(),
+        Ok(text) => text,
+        Err(_) => value.to_string(),
+    }
 }
 
 /// The record of `id` from a running ferry's HTTP API at `base` (`http://host:port`),

@@ -10,8 +10,8 @@ use alloy::{
     providers::{Provider, ProviderBuilder},
     signers::local::PrivateKeySigner,
 };
-use anyhow::{Context, bail};
-use ferry_messages::contracts::GasPaymaster;
+use anyhow::{Context, anyhow, bail};
+use ferry_messages::{contracts::GasPaymaster, explain};
 use ferry_relayer::Config;
 
 /// Arguments of `ferry fees`.
@@ -58,7 +58,7 @@ pub async fn fees(args: FeesArgs) -> anyhow::Result<()> {
             .claim(to)
             .send()
             .await
-            .with_context(|| format!("{name}: claim"))?
+            .map_err(|e| anyhow!("{name}: claim from {address}: {}", explain(&e)))?
             .get_receipt()
             .await
             .with_context(|| format!("{name}: claim receipt"))?;

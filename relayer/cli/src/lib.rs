@@ -14,6 +14,7 @@ pub mod deploy;
 pub mod devnet;
 mod devnet_config;
 pub mod fees;
+pub mod report;
 pub mod value;
 
 pub use devnet_config::{devnet_config, network_config, write_secret};

@@ -1,7 +1,9 @@
 //! `ferry`: the relayer service and its operator commands.
 
 use clap::{Parser, Subcommand, ValueEnum};
-use ferry_cli::{bench, commands, deploy, devnet, fees, value};
+use std::process::ExitCode;
+
+use ferry_cli::{bench, commands, deploy, devnet, fees, report, value};
 use tracing_subscriber::EnvFilter;
 
 /// ferry: a verifying cross-chain relayer for EVM chains.
@@ -65,10 +67,20 @@ enum ConfigCommand {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    match cli.command {
+    match command(cli.command).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("Error: {}", report::error_report(&error));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn command(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Run(args) => commands::run(args).await,
         Command::Devnet(args) => devnet::run(args).await,
         Command::Deploy(args) => deploy::run(args).await,

@@ -162,3 +162,87 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     let again = common::ferry_cli(&["fees", "claim", "--config", config.to_str().unwrap()], &[]).await;
     assert!(again.contains("alpha: paymaster") && again.contains("holds nothing"), "{again}");
 }
+
+/// Runs `ferry ARGS`; returns whether it succeeded, its stdout and its stderr.
+async fn ferry(args: &[&str]) -> (bool, String, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferry")).args(args).output().await.unwrap();
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    (output.status.success(), text(&output.stdout), text(&output.stderr))
+}
+
+/// Asserts `ferry` failed saying `expected`, once, with no raw revert data.
+fn assert_said_once(outcome: &(bool, String, String), expected: &str) {
+    let (ok, stdout, stderr) = outcome;
+    assert!(!ok, "ferry succeeded: {stdout}");
+    assert!(stderr.contains(expected), "expected {expected:?} in: {stderr}");
+    assert_eq!(stderr.matches("Error:").count(), 1, "{stderr}");
+    assert_eq!(stderr.matches(expected).count(), 1, "said twice: {stderr}");
+    assert!(!stderr.contains("custom error"), "undecoded revert: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ferry_bridge_names_a_shortfall_before_sending_and_reverts_by_their_error() {
+    let net = Net::start(None, 1).await;
+    let config = net.dir.path().join("ferry.toml");
+    net.config.write(&config).unwrap();
+    let config = config.to_str().unwrap();
+    let key_file = |name: &str, key: B256| {
+        let path = net.dir.path().join(name);
+        ferry_cli::write_secret(&path, &key).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let accounts = &net.devnet.info().accounts;
+    let alpha = net.wallet("alpha", 0);
+    let bridge = |key: &str, amount: &str| {
+        let args =
+            ["bridge", "--config", config, "--from", "alpha", "--to", "beta", "--amount", amount, "--key-file", key];
+        args.map(str::to_string)
+    };
+    let run = |args: [String; 11]| async move { ferry(&args.iter().map(String::as_str).collect::<Vec<_>>()).await };
+    let ten = "10000000000000000000";
+
+    // No tokens: the balance is named in token units, and nothing is sent.
+    let empty = key_file("empty.key", accounts[6].private_key);
+    let nonce = alpha.get_transaction_count(accounts[6].address).await.unwrap();
+    let said = run(bridge(&empty, ten)).await;
+    assert_said_once(
+        &said,
+        &format!("{} holds 0 FTT and the transfer is 10 FTT: short by 10 FTT", accounts[6].address),
+    );
+    assert_eq!(alpha.get_transaction_count(accounts[6].address).await.unwrap(), nonce, "a transaction was sent");
+
+    // Tokens but no ETH for the delivery fee.
+    let poor = alloy::signers::local::PrivateKeySigner::random();
+    let token = ferry_messages::contracts::TestToken::new(net.config.chains["alpha"].token.unwrap(), &alpha);
+    let call = token.transfer(poor.address(), U256::from(10).pow(U256::from(19)));
+    assert!(call.send().await.unwrap().get_receipt().await.unwrap().status());
+    let poor_key = key_file("poor.key", B256::from_slice(&poor.to_bytes()[..]));
+    let said = run(bridge(&poor_key, ten)).await;
+    assert_said_once(
+        &said,
+        &format!("the delivery fee is 0.00036 ETH and {} holds 0 ETH: short by 0.00036 ETH", poor.address()),
+    );
+
+    // More than the bridge's outbound bucket holds (100,000 FTT on the devnet).
+    let deployer = key_file("deployer.key", accounts[0].private_key);
+    let said = run(bridge(&deployer, "200000000000000000000000")).await;
+    assert_said_once(
+        &said,
+        "lets 100000 FTT through now (of 100000 FTT, refilling 100 FTT a second) and the transfer is 200000 FTT",
+    );
+
+    // A transfer that can go goes, and says what it paid.
+    let (ok, stdout, stderr) = run(bridge(&deployer, ten)).await;
+    assert!(ok, "{stdout}{stderr}");
+    assert!(stdout.contains("delivery paid: 360000000000000 wei"), "{stdout}");
+
+    // A revert from a contract is named with its arguments: claiming with a key that is
+    // not the paymaster's beneficiary.
+    let mut stranger = net.config.clone();
+    stranger.relayer.key_file = Some(empty.clone().into());
+    stranger.relayer.key = None;
+    let stranger_config = net.dir.path().join("stranger.toml");
+    stranger.write(&stranger_config).unwrap();
+    let said = ferry(&["fees", "claim", "--config", stranger_config.to_str().unwrap()]).await;
+    assert_said_once(&said, &format!("reverted with NotBeneficiary(caller: {})", accounts[6].address));
+}

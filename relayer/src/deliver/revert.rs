@@ -3,7 +3,10 @@
 
 use alloy::{primitives::Bytes, sol_types::SolInterface};
 use ferry_executors::{TxOutcome, TxStatus};
-use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
+use ferry_messages::{
+    contracts::{Mailbox, TokenBridge},
+    describe_revert,
+};
 
 /// The label of a delivery the recipient bridge's inbound rate limit refuses for now:
 /// it waits for the bucket to refill rather than being parked.
@@ -21,10 +24,21 @@ pub(super) fn revert_reason(outcome: &TxOutcome) -> (&'static str, String) {
     }
 }
 
-/// Names a revert by the Mailbox's or the bridge's error it carries.
+/// Names a revert by the error it carries: a metric label from the Mailbox's or the
+/// bridge's errors, and the error's name and arguments as the reason.
 pub(super) fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static str, String) {
-    if let Ok(e) = Mailbox::MailboxErrors::abi_decode(data) {
-        let label = match &e {
+    let Some(reason) = describe_revert(data) else {
+        return (
+            fallback,
+            if data.is_empty() {
+                "reverted without data".into()
+            } else {
+                format!("revert data {}", Bytes::copy_from_slice(data))
+            },
+        );
+    };
+    let label = if let Ok(e) = Mailbox::MailboxErrors::abi_decode(data) {
+        match e {
             Mailbox::MailboxErrors::AlreadyDelivered(_) => "AlreadyDelivered",
             Mailbox::MailboxErrors::InvalidRecipient(_) => "InvalidRecipient",
             Mailbox::MailboxErrors::UnknownOrigin(_) => "UnknownOrigin",
@@ -33,28 +47,15 @@ pub(super) fn decode_revert(data: &[u8], fallback: &'static str) -> (&'static st
             | Mailbox::MailboxErrors::SignersNotAscending(_)
             | Mailbox::MailboxErrors::NotValidator(_) => "bad_signatures",
             _ => "mailbox",
-        };
-        return (label, format!("{e:?}"));
-    }
-    if let Ok(e) = TokenBridge::TokenBridgeErrors::abi_decode(data) {
-        let label = match &e {
+        }
+    } else if let Ok(e) = TokenBridge::TokenBridgeErrors::abi_decode(data) {
+        match e {
             TokenBridge::TokenBridgeErrors::RateLimited(_) => RATE_LIMITED,
             _ => "bridge",
-        };
-        return (label, format!("{e:?}"));
-    }
-    if let Ok(e) = TestRecipient::TestRecipientErrors::abi_decode(data) {
-        return ("recipient", format!("{e:?}"));
-    }
-    if let Ok(text) = <alloy::sol_types::Revert as alloy::sol_types::SolError>::abi_decode(data) {
-        return ("recipient", text.reason);
-    }
-    (
-        fallback,
-        if data.is_empty() {
-            "reverted without data".into()
-        } else {
-            format!("revert data {}", Bytes::copy_from_slice(data))
-        },
-    )
+        }
+    } else {
+        // The recipient's own error, a require message or a panic.
+        "recipient"
+    };
+    (label, reason)
 }
