@@ -129,7 +129,7 @@ pub async fn status(args: StatusArgs) -> anyhow::Result<()> {
 #[derive(Debug, clap::Args)]
 pub struct MessagesArgs {
     /// Only messages in this stage (observed, proven, attested, published, executed,
-    /// submitted, delivered, parked, waiting, held).
+    /// submitted, delivered, parked, waiting, held, awaiting_payment).
     #[arg(long)]
     status: Option<Stage>,
     /// At most this many.
