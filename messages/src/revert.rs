@@ -9,8 +9,9 @@ use alloy::{
 
 use crate::contracts::{BridgedToken, GasPaymaster, Mailbox, TestRecipient, TestToken, TokenBridge};
 
-/// `data` (a revert's return data) as `Name(arg: value, ...)`, if it is an error of one
-/// of ferry's contracts, a `require` message or a panic.
+/// `data` (a revert's return data) as `Name(arg: value, ...)` if it is an error of one
+/// of ferry's contracts, as its text if it is a `require` message, or the panic's
+/// meaning.
 pub fn describe_revert(data: &[u8]) -> Option<String> {
     // Errors several contracts share (OpenZeppelin's) decode the same under any of them.
     let custom = Mailbox::MailboxErrors::abi_decode(data)
@@ -24,7 +25,8 @@ pub fn describe_revert(data: &[u8]) -> Option<String> {
         return Some(checksummed(&arguments_form(&debug)));
     }
     if let Ok(revert) = Revert::abi_decode(data) {
-        return Some(format!("Error({:?})", revert.reason));
+        // A `require` message says itself: it is what Solidity users know it by.
+        return Some(revert.reason);
     }
     Panic::abi_decode(data).ok().map(|panic| panic.to_string())
 }
@@ -119,7 +121,7 @@ mod tests {
     #[test]
     fn require_messages_and_panics_are_named_and_unknown_data_is_not_guessed() {
         let text = Revert::from("no way").abi_encode();
-        assert_eq!(describe_revert(&text).unwrap(), "Error(\"no way\")");
+        assert_eq!(describe_revert(&text).unwrap(), "no way");
         let panic = Panic::from(0x11).abi_encode();
         assert!(describe_revert(&panic).unwrap().contains("overflow"), "{:?}", describe_revert(&panic));
         assert_eq!(describe_revert(&[0xde, 0xad, 0xbe, 0xef, 0, 0]), None);

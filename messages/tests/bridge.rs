@@ -114,11 +114,15 @@ async fn a_message_from_an_unenrolled_sender_mints_nothing() {
     assert_eq!(BridgedToken::new(beta.token, &b).totalSupply().call().await.unwrap(), U256::ZERO);
 }
 
-/// What a revert of the bridge names, or a panic saying what came instead.
+/// setRateLimit's own gas limit: estimated in the second its bucket was last written, the
+/// timestamp write costs nothing, and mined a second later it would run out of gas.
+const SET_LIMIT_GAS: u64 = 200_000;
+
 /// What each transfer sends for its delivery: more than the devnet's quote, the excess
 /// refunded by the paymaster.
 const PAY: U256 = U256::from_limbs([10_000_000_000_000_000, 0, 0, 0]);
 
+/// What a revert of the bridge names, or a panic saying what came instead.
 fn bridge_error(err: alloy::contract::Error) -> TokenBridge::TokenBridgeErrors {
     err.as_decoded_interface_error::<TokenBridge::TokenBridgeErrors>()
         .unwrap_or_else(|| panic!("expected a TokenBridge error, got {err}"))
@@ -159,7 +163,7 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     }
 
     // 1,000 at once, 10 a second back.
-    mined(bridge.setRateLimit(31338, false, U256::from(1_000), U256::from(10)).send().await).await;
+    mined(bridge.setRateLimit(31338, false, U256::from(1_000), U256::from(10)).gas(SET_LIMIT_GAS).send().await).await;
     mined(TestToken::new(alpha.token, &a_alice).approve(alpha.bridge, U256::from(10_000)).send().await).await;
     mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
     let left = bridge.rateLimit(31338, false).call().await.unwrap().available;
@@ -185,8 +189,14 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
 
     // Inbound on beta: a release over the bucket reverts in `handle`, naming the bucket.
     let b_owner = wallet(&info.chains[1].rpc_url, alice.private_key);
-    mined(TokenBridge::new(beta.bridge, &b_owner).setRateLimit(31337, true, U256::from(500), U256::ZERO).send().await)
-        .await;
+    mined(
+        TokenBridge::new(beta.bridge, &b_owner)
+            .setRateLimit(31337, true, U256::from(500), U256::ZERO)
+            .gas(SET_LIMIT_GAS)
+            .send()
+            .await,
+    )
+    .await;
     let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(50)).value(PAY).send().await).await;
     let small = single(dispatches(&receipt));
     let b_relayer = wallet(&info.chains[1].rpc_url, info.accounts[9].private_key);
@@ -198,7 +208,7 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
             .await,
     )
     .await;
-    mined(bridge.setRateLimit(31338, false, U256::ZERO, U256::ZERO).send().await).await;
+    mined(bridge.setRateLimit(31338, false, U256::ZERO, U256::ZERO).gas(SET_LIMIT_GAS).send().await).await;
     let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
     let big = single(dispatches(&receipt));
     let meta = metadata(&attestation(&big, alpha.mailbox), keys);
@@ -210,7 +220,14 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
         other => panic!("expected RateLimited, got {other:?}"),
     }
     // Capacity 0: no limit (and the maximum available).
-    mined(TokenBridge::new(beta.bridge, &b_owner).setRateLimit(31337, true, U256::ZERO, U256::ZERO).send().await).await;
+    mined(
+        TokenBridge::new(beta.bridge, &b_owner)
+            .setRateLimit(31337, true, U256::ZERO, U256::ZERO)
+            .gas(SET_LIMIT_GAS)
+            .send()
+            .await,
+    )
+    .await;
     assert_eq!(
         TokenBridge::new(beta.bridge, &b_owner).rateLimit(31337, true).call().await.unwrap().available,
         U256::MAX
@@ -231,7 +248,10 @@ async fn the_bridge_bucket_matches_the_shared_vectors() {
     let bridge = TokenBridge::new(alpha.bridge, &provider);
     mined(TestToken::new(alpha.token, &provider).approve(alpha.bridge, U256::MAX).send().await).await;
     for case in common::vectors().rate_limits {
-        let set = mined(bridge.setRateLimit(31338, false, case.capacity, case.refill_per_second).send().await).await;
+        let set = mined(
+            bridge.setRateLimit(31338, false, case.capacity, case.refill_per_second).gas(SET_LIMIT_GAS).send().await,
+        )
+        .await;
         let block = provider.get_block_by_number(set.block_number.unwrap().into()).await.unwrap().unwrap();
         let t0 = block.header.timestamp;
         for step in &case.steps {
