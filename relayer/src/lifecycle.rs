@@ -422,11 +422,21 @@ impl MessageRecord {
         Ok(())
     }
 
-    /// Delivered on its destination; `mismatch` is what cross-layer validation found.
+    /// Delivered on its destination; `mismatch` is what cross-layer validation found (a
+    /// mismatch flagged before is kept when this delivery found none).
     pub fn deliver(&mut self, mismatch: Option<String>, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Deliver, Some(detail))?;
-        self.mismatch = mismatch;
+        self.mismatch = mismatch.or(self.mismatch.take());
         Ok(())
+    }
+
+    /// Flags what cross-layer validation found on a transaction that carried it, whatever
+    /// became of it there (delivered, failed, or delivered by someone else first); the
+    /// stage does not change. Returns whether the flag is new.
+    pub fn flag_mismatch(&mut self, mismatch: &str) -> bool {
+        let new = self.mismatch.as_deref() != Some(mismatch);
+        self.mismatch = Some(mismatch.to_string());
+        new
     }
 
     /// Set aside undelivered, for `reason`.
@@ -655,6 +665,16 @@ mod tests {
         let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
         use Stage::*;
         assert_eq!(stages, [Observed, Proven, Attested, Published, Executed, Submitted, Parked, Published, Delivered]);
+    }
+
+    #[test]
+    fn a_flagged_mismatch_survives_a_delivery_that_found_none() {
+        let mut record = in_stage(Stage::Submitted);
+        assert!(record.flag_mismatch("gas differs"));
+        assert!(!record.flag_mismatch("gas differs"), "flagged once");
+        assert_eq!(record.stage(), Stage::Submitted);
+        record.deliver(None, "already delivered".into()).unwrap();
+        assert_eq!(record.mismatch(), Some("gas differs"));
     }
 
     #[test]

@@ -59,7 +59,20 @@ impl Logs {
     }
 
     fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)).into_owned()
+    }
+}
+
+/// Prints the service's last log lines if the test fails: what a flake leaves to read.
+struct ShowOnFailure(Logs);
+
+impl Drop for ShowOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let text = self.0.text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- the service's last log lines ---\n{}", lines[lines.len().saturating_sub(400)..].join("\n"));
+        }
     }
 }
 
@@ -128,6 +141,7 @@ fn deliverable(message: &Message, mailbox: Address, block: OriginBlock, metadata
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_refused_counted_and_logged_while_good_messages_flow() {
     let logs = Logs::capture();
+    let _show = ShowOnFailure(logs.clone());
     let net = Net::start(BLOCK, 2).await;
     // alpha is reached through a proxy that lies when told to (polling, no WebSocket).
     let proxy = RpcProxy::start(net.rpc("alpha")).await;

@@ -66,6 +66,10 @@ impl Outcomes {
         }
         let block = receipt.block_number.unwrap_or_default();
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
+        if let Some(mismatch) = &mismatch {
+            // On every message the transaction carried, whatever it did with each.
+            self.context.store.update(&ids, |r| r.flag_mismatch(mismatch))?;
+        }
         let delivered = self.destination.delivered(&ids, block).await?;
         let tx = receipt.transaction_hash;
         let detail = format!("tx {tx}");

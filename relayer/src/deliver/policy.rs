@@ -11,17 +11,20 @@ use std::{
 };
 
 use alloy::{
-    primitives::{Address, B256, U256},
+    eips::BlockId,
+    network::TransactionBuilder,
+    primitives::{Address, B256, Bytes, U256},
     providers::Provider,
+    rpc::{client::BatchRequest, types::TransactionRequest},
+    sol_types::SolCall,
 };
 use ferry_messages::{Message, contracts::GasPaymaster};
-use futures_util::future::join_all;
 
 use super::{DeliverError, Item};
 use crate::{Context, PolicyConfig};
 
-/// Payment reads in flight at once, per round.
-const CONCURRENT_READS: usize = 16;
+/// Payment reads per batched JSON-RPC request.
+const READS_PER_REQUEST: usize = 200;
 
 /// Payments remembered as enough (a message is delivered once; the map is cleared
 /// past this size).
@@ -121,65 +124,87 @@ impl Policy {
 
     /// What each item paid, read from its origin's paymaster (remembered once enough),
     /// with the gas it had to pay for; an item from a chain without a paymaster paid
-    /// nothing.
+    /// nothing. What is not remembered is read in one batched request per origin.
     pub(super) async fn payments(&self, items: &[Item]) -> Result<Vec<(Payment, U256)>, DeliverError> {
-        let mut payments = Vec::with_capacity(items.len());
-        for group in items.chunks(CONCURRENT_READS) {
-            let reads: Vec<_> = group
-                .iter()
-                .map(|item| async {
-                    let needed = self.gas_needed(&item.message);
-                    self.payment(&item.message, needed).await.map(|paid| (paid, needed))
-                })
-                .collect();
-            for answer in join_all(reads).await {
-                payments.push(answer?);
+        let needed: Vec<U256> = items.iter().map(|item| self.gas_needed(&item.message)).collect();
+        let mut paid: Vec<Option<Payment>> = items.iter().map(|item| self.known(&item.record.id)).collect();
+        let mut unknown: HashMap<u32, Vec<usize>> = HashMap::new();
+        for (at, _) in paid.iter().enumerate().filter(|(_, p)| p.is_none()) {
+            unknown.entry(items[at].message.origin).or_default().push(at);
+        }
+        for (origin, at) in unknown {
+            let ids: Vec<B256> = at.iter().map(|&i| items[i].record.id).collect();
+            let read = self.read_payments(origin, &ids).await?;
+            let enough = at.iter().zip(&read).any(|(&i, (gas, _))| *gas >= needed[i]);
+            // An origin without a rate for us sold no gas here: its fees count as nothing.
+            let rate = if enough { self.rate(origin).await? } else { U256::ZERO };
+            let mut known = self.paid.lock().unwrap_or_else(PoisonError::into_inner);
+            if known.len() >= REMEMBERED {
+                known.clear();
+            }
+            for (&i, (gas, fee)) in at.iter().zip(read) {
+                if gas < needed[i] {
+                    paid[i] = Some(Payment { gas, fee: U256::ZERO });
+                    continue;
+                }
+                let fee = if rate.is_zero() { U256::ZERO } else { fee * U256::from(RATE_SCALE) / rate };
+                let payment = Payment { gas, fee };
+                known.insert(items[i].record.id, payment);
+                paid[i] = Some(payment);
             }
         }
-        Ok(payments)
+        Ok(paid.into_iter().map(Option::unwrap_or_default).zip(needed).collect())
     }
 
-    async fn payment(&self, message: &Message, needed: U256) -> Result<Payment, DeliverError> {
-        let id = message.id();
-        if let Some(known) = self.known(&id) {
-            return Ok(known);
-        }
-        let Some((name, chain)) = self.context.config.chain_by_id(message.origin.into()) else {
-            return Ok(Payment::default());
+    /// `payments(id)` (gas paid for, fee in the origin's wei) of each of `ids` at
+    /// `origin`'s paymaster, in JSON-RPC batches; nothing for an origin without one.
+    async fn read_payments(&self, origin: u32, ids: &[B256]) -> Result<Vec<(U256, U256)>, DeliverError> {
+        let Some((name, chain)) = self.context.config.chain_by_id(origin.into()) else {
+            return Ok(vec![(U256::ZERO, U256::ZERO); ids.len()]);
         };
-        let Some(paymaster) = chain.paymaster else { return Ok(Payment::default()) };
+        let Some(paymaster) = chain.paymaster else { return Ok(vec![(U256::ZERO, U256::ZERO); ids.len()]) };
+        let failed = |reason: String| DeliverError::Payment { origin: name.to_string(), reason };
         let provider = self.context.endpoints(name, chain).provider(None);
-        let paymaster = GasPaymaster::new(paymaster, provider);
-        let failed =
-            |e: alloy::contract::Error| DeliverError::Payment { origin: name.to_string(), reason: e.to_string() };
-        let paid = paymaster.payments(id).call().await.map_err(failed)?;
-        if paid.gas < needed {
-            return Ok(Payment { gas: paid.gas, fee: U256::ZERO });
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(READS_PER_REQUEST) {
+            let mut batch = BatchRequest::new(provider.client());
+            let mut waiters = Vec::with_capacity(chunk.len());
+            for id in chunk {
+                let call = TransactionRequest::default()
+                    .with_to(paymaster)
+                    .with_input(GasPaymaster::paymentsCall { id: *id }.abi_encode());
+                let waiter = batch
+                    .add_call::<_, Bytes>("eth_call", &(call, BlockId::latest()))
+                    .map_err(|e| failed(e.to_string()))?;
+                waiters.push(waiter);
+            }
+            batch.send().await.map_err(|e| failed(e.to_string()))?;
+            for waiter in waiters {
+                let bytes = waiter.await.map_err(|e| failed(e.to_string()))?;
+                let paid = GasPaymaster::paymentsCall::abi_decode_returns(&bytes)
+                    .map_err(|e| failed(format!("payments(): {e}")))?;
+                out.push((paid.gas, paid.fee));
+            }
         }
-        let rate = self.rate(message.origin, &paymaster).await.map_err(failed)?;
-        // An origin without a rate for us sold no gas here: its fee counts as nothing.
-        let fee = if rate.is_zero() { U256::ZERO } else { paid.fee * U256::from(RATE_SCALE) / rate };
-        let payment = Payment { gas: paid.gas, fee };
-        let mut known = self.paid.lock().unwrap_or_else(PoisonError::into_inner);
-        if known.len() >= REMEMBERED {
-            known.clear();
-        }
-        known.insert(id, payment);
-        Ok(payment)
+        Ok(out)
     }
 
     /// The exchange rate `origin`'s paymaster sells this destination's gas at (read again
     /// after [`RATE_TTL`]: its owner may change it).
-    async fn rate<P: Provider>(
-        &self,
-        origin: u32,
-        paymaster: &GasPaymaster::GasPaymasterInstance<P>,
-    ) -> Result<U256, alloy::contract::Error> {
+    async fn rate(&self, origin: u32) -> Result<U256, DeliverError> {
         let cached = self.rates.lock().unwrap_or_else(PoisonError::into_inner).get(&origin).copied();
         if let Some((rate, _)) = cached.filter(|(_, read)| read.elapsed() < RATE_TTL) {
             return Ok(rate);
         }
-        let rate = U256::from(paymaster.oracles(self.destination).call().await?.exchangeRate);
+        let Some((name, chain)) = self.context.config.chain_by_id(origin.into()) else { return Ok(U256::ZERO) };
+        let Some(paymaster) = chain.paymaster else { return Ok(U256::ZERO) };
+        let provider = self.context.endpoints(name, chain).provider(None);
+        let oracle = GasPaymaster::new(paymaster, provider)
+            .oracles(self.destination)
+            .call()
+            .await
+            .map_err(|e| DeliverError::Payment { origin: name.to_string(), reason: ferry_messages::explain(&e) })?;
+        let rate = U256::from(oracle.exchangeRate);
         self.rates.lock().unwrap_or_else(PoisonError::into_inner).insert(origin, (rate, Instant::now()));
         Ok(rate)
     }
