@@ -3,11 +3,11 @@
 //! light client, turns the `Dispatch` logs of final blocks into proven messages and,
 //! where this process runs validators, signs them and publishes the signatures.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy::{
     consensus::ReceiptEnvelope,
-    primitives::BloomInput,
+    primitives::{B256, BloomInput},
     providers::{DynProvider, Provider, ProviderBuilder, WsConnect},
     sol_types::SolEvent,
 };
@@ -320,9 +320,11 @@ impl Watcher {
         }
         let mut sign = Vec::with_capacity(proven.len());
         let mut hold = Vec::new();
+        // By id: a block carries hundreds of messages, and each id is a hash to compute.
+        let by_id: HashMap<B256, &MessageRecord> = records.iter().map(|r| (r.id, r)).collect();
         for message in proven {
             let decision = crate::guard::decide(&self.context, ledger, &message.message);
-            let record = records.iter().find(|r| r.id == message.id());
+            let record = decision.is_some().then(|| by_id.get(&message.id()).copied()).flatten();
             match (decision, record) {
                 (Some((amount, reason)), Some(record)) => hold.push(crate::guard::held(record, amount, reason)),
                 _ => sign.push(message),
@@ -392,10 +394,16 @@ pub(crate) async fn sign(
         }
     }
     context.bus.publish_attestations(&signed).await?;
+    let mut per_origin: HashMap<u32, u64> = HashMap::new();
     for (message, _, _) in items {
-        let origin = context.chain_label(message.origin.into());
+        *per_origin.entry(message.origin).or_default() += 1;
+    }
+    for (origin, count) in per_origin {
+        let origin = context.chain_label(origin.into());
         for key in signers {
-            context.metrics.attestations_signed_total.with_label_values(&[&key.address().to_string(), &origin]).inc();
+            let counter =
+                context.metrics.attestations_signed_total.with_label_values(&[&key.address().to_string(), &origin]);
+            counter.inc_by(count);
         }
     }
     Ok(())
