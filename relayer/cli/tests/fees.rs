@@ -39,14 +39,7 @@ async fn dispatch_unpaid(net: &Net, sender: usize, recipient: Address, count: us
         pending.push(call.send().await.unwrap());
         nonce += 1;
     }
-    let mut ids = Vec::with_capacity(count);
-    for p in pending {
-        let receipt = p.with_timeout(Some(Duration::from_secs(120))).get_receipt().await.unwrap();
-        assert!(receipt.status(), "dispatch reverted: {receipt:?}");
-        let dispatch = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap();
-        ids.push(dispatch.inner.data.id);
-    }
-    ids
+    common::dispatched_ids(pending, "dispatch").await
 }
 
 /// The service's `/metrics` value summed over the series of `name` (any labels).

@@ -20,7 +20,7 @@ use ferry_messages::contracts::{Mailbox, TokenBridge};
 use super::DeliverError;
 use crate::{ChainConfig, Context, Secret, metrics::DeliveryMetrics};
 
-/// `delivered(id)` reads per JSON-RPC batch request.
+/// `eth_call`s per JSON-RPC batch request.
 const READS_PER_REQUEST: usize = 200;
 
 /// A transaction signed by the relayer: its hash and its raw bytes.
@@ -186,28 +186,39 @@ impl Destination {
 
     /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.
     pub(super) async fn delivered(&self, ids: &[B256], block: u64) -> Result<Vec<bool>, DeliverError> {
-        let method = "eth_call";
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(READS_PER_REQUEST) {
-            let mut batch = alloy::rpc::client::BatchRequest::new(self.provider.client());
-            let mut waiters = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                let call = TransactionRequest::default()
-                    .with_to(self.chain.mailbox)
-                    .with_input(Mailbox::deliveredCall { id: *id }.abi_encode());
-                let waiter = batch
-                    .add_call::<_, Bytes>(method, &(call, BlockId::number(block)))
-                    .map_err(|source| DeliverError::Rpc { method, source })?;
-                waiters.push(waiter);
-            }
-            self.rpc(method, batch.send()).await?;
-            for waiter in waiters {
-                let bytes = waiter.await.map_err(|source| DeliverError::Rpc { method, source })?;
-                let delivered = Mailbox::deliveredCall::abi_decode_returns(&bytes)
-                    .map_err(|e| DeliverError::Malformed { method, reason: format!("delivered(): {e}") })?;
-                out.push(delivered);
-            }
-        }
-        Ok(out)
+        let calls = ids.iter().map(|id| Mailbox::deliveredCall { id: *id });
+        batch_calls(&self.provider, self.chain.mailbox, calls, BlockId::number(block)).await
     }
+}
+
+/// Each of `calls` to the contract at `to`, at `block`, sent in JSON-RPC batches of
+/// [`READS_PER_REQUEST`]; their decoded returns, in order.
+pub(super) async fn batch_calls<C: SolCall>(
+    provider: &DynProvider,
+    to: Address,
+    calls: impl IntoIterator<Item = C>,
+    block: BlockId,
+) -> Result<Vec<C::Return>, DeliverError> {
+    let method = "eth_call";
+    let calls: Vec<C> = calls.into_iter().collect();
+    let mut out = Vec::with_capacity(calls.len());
+    for chunk in calls.chunks(READS_PER_REQUEST) {
+        let mut batch = alloy::rpc::client::BatchRequest::new(provider.client());
+        let mut waiters = Vec::with_capacity(chunk.len());
+        for call in chunk {
+            let request = TransactionRequest::default().with_to(to).with_input(call.abi_encode());
+            let waiter = batch
+                .add_call::<_, Bytes>(method, &(request, block))
+                .map_err(|source| DeliverError::Rpc { method, source })?;
+            waiters.push(waiter);
+        }
+        batch.send().await.map_err(|source| DeliverError::Rpc { method, source })?;
+        for waiter in waiters {
+            let bytes = waiter.await.map_err(|source| DeliverError::Rpc { method, source })?;
+            let decoded = C::abi_decode_returns(&bytes)
+                .map_err(|e| DeliverError::Malformed { method, reason: format!("{}: {e}", C::SIGNATURE) })?;
+            out.push(decoded);
+        }
+    }
+    Ok(out)
 }

@@ -66,14 +66,15 @@ impl Outcomes {
         }
         let block = receipt.block_number.unwrap_or_default();
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        if let Some(mismatch) = &mismatch {
-            // On every message the transaction carried, whatever it did with each.
-            self.context.store.update(&ids, |r| r.flag_mismatch(mismatch))?;
-        }
         let delivered = self.destination.delivered(&ids, block).await?;
         let tx = receipt.transaction_hash;
         let detail = format!("tx {tx}");
         let done: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
+        if let Some(mismatch) = &mismatch {
+            // On every message the transaction carried: those it delivered get it below.
+            let others: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| !**d).map(|(id, _)| *id).collect();
+            self.context.store.update(&others, |r| r.flag_mismatch(mismatch))?;
+        }
         // One write for the whole transaction's messages: they were delivered together.
         self.context.store.update(&done, |r| applied(r.deliver(mismatch.clone(), detail.clone())))?;
         let mut kept = Vec::with_capacity(done.len());

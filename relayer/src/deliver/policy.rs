@@ -12,19 +12,13 @@ use std::{
 
 use alloy::{
     eips::BlockId,
-    network::TransactionBuilder,
-    primitives::{Address, B256, Bytes, U256},
-    providers::Provider,
-    rpc::{client::BatchRequest, types::TransactionRequest},
-    sol_types::SolCall,
+    primitives::{Address, B256, U256},
+    providers::DynProvider,
 };
 use ferry_messages::{Message, contracts::GasPaymaster};
 
-use super::{DeliverError, Item};
+use super::{DeliverError, Item, destination::batch_calls};
 use crate::{Context, PolicyConfig};
-
-/// Payment reads per batched JSON-RPC request.
-const READS_PER_REQUEST: usize = 200;
 
 /// Payments remembered as enough (a message is delivered once; the map is cleared
 /// past this size).
@@ -69,11 +63,31 @@ pub(super) struct Policy {
     rates: Mutex<HashMap<u32, (U256, Instant)>>,
     /// What a delivery to each recipient costs.
     costs: DeliveryCosts,
+    /// The paymaster of each configured origin that has one, by chain id.
+    paymasters: HashMap<u32, Paymaster>,
+}
+
+/// An origin chain's paymaster and how to read it.
+struct Paymaster {
+    /// The origin's configured name.
+    origin: String,
+    address: Address,
+    provider: DynProvider,
 }
 
 impl Policy {
     pub(super) fn new(context: Arc<Context>, destination: u32) -> Self {
         let config = context.config.relayer.policy.clone();
+        let paymasters = context
+            .config
+            .chains
+            .iter()
+            .filter_map(|(name, chain)| {
+                let provider = context.endpoints(name, chain).provider(None);
+                let paymaster = Paymaster { origin: name.clone(), address: chain.paymaster?, provider };
+                Some((chain.chain_id as u32, paymaster))
+            })
+            .collect();
         Self {
             context,
             config,
@@ -81,6 +95,7 @@ impl Policy {
             paid: Mutex::new(HashMap::new()),
             rates: Mutex::new(HashMap::new()),
             costs: DeliveryCosts::default(),
+            paymasters,
         }
     }
 
@@ -159,34 +174,14 @@ impl Policy {
     /// `payments(id)` (gas paid for, fee in the origin's wei) of each of `ids` at
     /// `origin`'s paymaster, in JSON-RPC batches; nothing for an origin without one.
     async fn read_payments(&self, origin: u32, ids: &[B256]) -> Result<Vec<(U256, U256)>, DeliverError> {
-        let Some((name, chain)) = self.context.config.chain_by_id(origin.into()) else {
+        let Some(paymaster) = self.paymasters.get(&origin) else {
             return Ok(vec![(U256::ZERO, U256::ZERO); ids.len()]);
         };
-        let Some(paymaster) = chain.paymaster else { return Ok(vec![(U256::ZERO, U256::ZERO); ids.len()]) };
-        let failed = |reason: String| DeliverError::Payment { origin: name.to_string(), reason };
-        let provider = self.context.endpoints(name, chain).provider(None);
-        let mut out = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(READS_PER_REQUEST) {
-            let mut batch = BatchRequest::new(provider.client());
-            let mut waiters = Vec::with_capacity(chunk.len());
-            for id in chunk {
-                let call = TransactionRequest::default()
-                    .with_to(paymaster)
-                    .with_input(GasPaymaster::paymentsCall { id: *id }.abi_encode());
-                let waiter = batch
-                    .add_call::<_, Bytes>("eth_call", &(call, BlockId::latest()))
-                    .map_err(|e| failed(e.to_string()))?;
-                waiters.push(waiter);
-            }
-            batch.send().await.map_err(|e| failed(e.to_string()))?;
-            for waiter in waiters {
-                let bytes = waiter.await.map_err(|e| failed(e.to_string()))?;
-                let paid = GasPaymaster::paymentsCall::abi_decode_returns(&bytes)
-                    .map_err(|e| failed(format!("payments(): {e}")))?;
-                out.push((paid.gas, paid.fee));
-            }
-        }
-        Ok(out)
+        let calls = ids.iter().map(|id| GasPaymaster::paymentsCall { id: *id });
+        let paid = batch_calls(&paymaster.provider, paymaster.address, calls, BlockId::latest())
+            .await
+            .map_err(|e| DeliverError::Payment { origin: paymaster.origin.clone(), reason: e.to_string() })?;
+        Ok(paid.into_iter().map(|paid| (paid.gas, paid.fee)).collect())
     }
 
     /// The exchange rate `origin`'s paymaster sells this destination's gas at (read again
@@ -196,14 +191,11 @@ impl Policy {
         if let Some((rate, _)) = cached.filter(|(_, read)| read.elapsed() < RATE_TTL) {
             return Ok(rate);
         }
-        let Some((name, chain)) = self.context.config.chain_by_id(origin.into()) else { return Ok(U256::ZERO) };
-        let Some(paymaster) = chain.paymaster else { return Ok(U256::ZERO) };
-        let provider = self.context.endpoints(name, chain).provider(None);
-        let oracle = GasPaymaster::new(paymaster, provider)
-            .oracles(self.destination)
-            .call()
-            .await
-            .map_err(|e| DeliverError::Payment { origin: name.to_string(), reason: ferry_messages::explain(&e) })?;
+        let Some(paymaster) = self.paymasters.get(&origin) else { return Ok(U256::ZERO) };
+        let oracle =
+            GasPaymaster::new(paymaster.address, &paymaster.provider).oracles(self.destination).call().await.map_err(
+                |e| DeliverError::Payment { origin: paymaster.origin.clone(), reason: ferry_messages::explain(&e) },
+            )?;
         let rate = U256::from(oracle.exchangeRate);
         self.rates.lock().unwrap_or_else(PoisonError::into_inner).insert(origin, (rate, Instant::now()));
         Ok(rate)

@@ -114,14 +114,7 @@ impl Net {
             pending.push(call.send().await.unwrap());
             nonce += 1;
         }
-        let mut ids = Vec::new();
-        for p in pending {
-            let receipt = p.with_timeout(Some(Duration::from_secs(120))).get_receipt().await.unwrap();
-            assert!(receipt.status(), "transferRemote reverted: {receipt:?}");
-            let id = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap();
-            ids.push(id.inner.data.id);
-        }
-        ids
+        dispatched_ids(pending, "transferRemote").await
     }
 
     /// Every `Process` event on chain `name`'s Mailbox: id -> (count, transaction hashes).
@@ -252,4 +245,20 @@ pub async fn wait_ok(url: &str, deadline: Duration) {
         assert!(Instant::now() < end, "timed out after {deadline:?} waiting for {url}; last answer: {last}");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+/// The message ids `pending` transactions dispatched, in order, once each is mined;
+/// fails the test if one (a `what`) reverted.
+pub async fn dispatched_ids(
+    pending: Vec<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>>,
+    what: &str,
+) -> Vec<B256> {
+    let mut ids = Vec::with_capacity(pending.len());
+    for p in pending {
+        let receipt = p.with_timeout(Some(Duration::from_secs(120))).get_receipt().await.unwrap();
+        assert!(receipt.status(), "{what} reverted: {receipt:?}");
+        let id = receipt.inner.logs().iter().find_map(|l| l.log_decode::<Mailbox::Dispatch>().ok()).unwrap();
+        ids.push(id.inner.data.id);
+    }
+    ids
 }
