@@ -7,7 +7,7 @@ use alloy::{
     primitives::{Address, U256},
     providers::Provider,
 };
-use common::{Dispatched, attestation, dispatches, metadata, mined, wallet};
+use common::{Dispatched, TX_GAS, attestation, dispatches, metadata, mined, wallet};
 use ferry_messages::contracts::{BridgedToken, Mailbox, TestToken, TokenBridge};
 
 #[tokio::test]
@@ -36,7 +36,12 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
     // Lock on alpha.
     mined(token_a.approve(alpha.bridge, sent).send().await).await;
     let receipt = mined(
-        TokenBridge::new(alpha.bridge, &a_alice).transferRemote(31338, bob.address, sent).value(PAY).send().await,
+        TokenBridge::new(alpha.bridge, &a_alice)
+            .transferRemote(31338, bob.address, sent)
+            .value(PAY)
+            .gas(TX_GAS)
+            .send()
+            .await,
     )
     .await;
     let out = single(dispatches(&receipt));
@@ -48,21 +53,27 @@ async fn lock_mint_burn_release_round_trip_is_exact() {
 
     // Mint on beta.
     let meta = metadata(&attestation(&out, alpha.mailbox), keys);
-    mined(Mailbox::new(beta.mailbox, &b_relayer).process(meta, out.message.clone()).send().await).await;
+    mined(Mailbox::new(beta.mailbox, &b_relayer).process(meta, out.message.clone()).gas(TX_GAS).send().await).await;
     assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent, "minted");
     assert_eq!(token_b.totalSupply().call().await.unwrap(), sent);
 
     // Burn on beta (no approval: the bridge is the minter).
-    let receipt =
-        mined(TokenBridge::new(beta.bridge, &b_bob).transferRemote(31337, carol, returned).value(PAY).send().await)
-            .await;
+    let receipt = mined(
+        TokenBridge::new(beta.bridge, &b_bob)
+            .transferRemote(31337, carol, returned)
+            .value(PAY)
+            .gas(TX_GAS)
+            .send()
+            .await,
+    )
+    .await;
     let back = single(dispatches(&receipt));
     assert_eq!(token_b.balanceOf(bob.address).call().await.unwrap(), sent - returned);
     assert_eq!(token_b.totalSupply().call().await.unwrap(), sent - returned, "burned");
 
     // Release on alpha.
     let meta = metadata(&attestation(&back, beta.mailbox), keys);
-    mined(Mailbox::new(alpha.mailbox, &a_relayer).process(meta, back.message.clone()).send().await).await;
+    mined(Mailbox::new(alpha.mailbox, &a_relayer).process(meta, back.message.clone()).gas(TX_GAS).send().await).await;
     assert_eq!(token_a.balanceOf(carol).call().await.unwrap(), returned, "released");
     assert_eq!(token_a.balanceOf(alpha.bridge).call().await.unwrap(), sent - returned);
 
@@ -114,10 +125,6 @@ async fn a_message_from_an_unenrolled_sender_mints_nothing() {
     assert_eq!(BridgedToken::new(beta.token, &b).totalSupply().call().await.unwrap(), U256::ZERO);
 }
 
-/// setRateLimit's own gas limit: estimated in the second its bucket was last written, the
-/// timestamp write costs nothing, and mined a second later it would run out of gas.
-const SET_LIMIT_GAS: u64 = 200_000;
-
 /// What each transfer sends for its delivery: more than the devnet's quote, the excess
 /// refunded by the paymaster.
 const PAY: U256 = U256::from_limbs([10_000_000_000_000_000, 0, 0, 0]);
@@ -163,9 +170,9 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     }
 
     // 1,000 at once, 10 a second back.
-    mined(bridge.setRateLimit(31338, false, U256::from(1_000), U256::from(10)).gas(SET_LIMIT_GAS).send().await).await;
+    mined(bridge.setRateLimit(31338, false, U256::from(1_000), U256::from(10)).gas(TX_GAS).send().await).await;
     mined(TestToken::new(alpha.token, &a_alice).approve(alpha.bridge, U256::from(10_000)).send().await).await;
-    mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
+    mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).gas(TX_GAS).send().await).await;
     let left = bridge.rateLimit(31338, false).call().await.unwrap().available;
     assert!(left >= U256::from(400) && left < U256::from(1_000), "{left}");
     match bridge_error(
@@ -185,31 +192,34 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     provider.raw_request::<_, serde_json::Value>("evm_increaseTime".into(), (60,)).await.unwrap();
     provider.raw_request::<_, serde_json::Value>("evm_mine".into(), ()).await.unwrap();
     assert_eq!(bridge.rateLimit(31338, false).call().await.unwrap().available, U256::from(1_000));
-    mined(bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).send().await).await;
+    mined(bridge.transferRemote(31338, alice.address, U256::from(900)).value(PAY).gas(TX_GAS).send().await).await;
 
     // Inbound on beta: a release over the bucket reverts in `handle`, naming the bucket.
     let b_owner = wallet(&info.chains[1].rpc_url, alice.private_key);
     mined(
         TokenBridge::new(beta.bridge, &b_owner)
             .setRateLimit(31337, true, U256::from(500), U256::ZERO)
-            .gas(SET_LIMIT_GAS)
+            .gas(TX_GAS)
             .send()
             .await,
     )
     .await;
-    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(50)).value(PAY).send().await).await;
+    let receipt =
+        mined(bridge.transferRemote(31338, alice.address, U256::from(50)).value(PAY).gas(TX_GAS).send().await).await;
     let small = single(dispatches(&receipt));
     let b_relayer = wallet(&info.chains[1].rpc_url, info.accounts[9].private_key);
     let keys = &devnet.validator_keys()[..2];
     mined(
         Mailbox::new(beta.mailbox, &b_relayer)
             .process(metadata(&attestation(&small, alpha.mailbox), keys), small.message.clone())
+            .gas(TX_GAS)
             .send()
             .await,
     )
     .await;
-    mined(bridge.setRateLimit(31338, false, U256::ZERO, U256::ZERO).gas(SET_LIMIT_GAS).send().await).await;
-    let receipt = mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).send().await).await;
+    mined(bridge.setRateLimit(31338, false, U256::ZERO, U256::ZERO).gas(TX_GAS).send().await).await;
+    let receipt =
+        mined(bridge.transferRemote(31338, alice.address, U256::from(600)).value(PAY).gas(TX_GAS).send().await).await;
     let big = single(dispatches(&receipt));
     let meta = metadata(&attestation(&big, alpha.mailbox), keys);
     let beta_mailbox = Mailbox::new(beta.mailbox, &b_relayer);
@@ -223,7 +233,7 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
     mined(
         TokenBridge::new(beta.bridge, &b_owner)
             .setRateLimit(31337, true, U256::ZERO, U256::ZERO)
-            .gas(SET_LIMIT_GAS)
+            .gas(TX_GAS)
             .send()
             .await,
     )
@@ -232,7 +242,7 @@ async fn rate_limits_bound_each_direction_refill_with_time_and_only_the_owner_se
         TokenBridge::new(beta.bridge, &b_owner).rateLimit(31337, true).call().await.unwrap().available,
         U256::MAX
     );
-    mined(Mailbox::new(beta.mailbox, &b_relayer).process(meta, big.message.clone()).send().await).await;
+    mined(Mailbox::new(beta.mailbox, &b_relayer).process(meta, big.message.clone()).gas(TX_GAS).send().await).await;
     assert_eq!(BridgedToken::new(beta.token, &b_owner).balanceOf(alice.address).call().await.unwrap(), U256::from(650));
 }
 
@@ -248,10 +258,9 @@ async fn the_bridge_bucket_matches_the_shared_vectors() {
     let bridge = TokenBridge::new(alpha.bridge, &provider);
     mined(TestToken::new(alpha.token, &provider).approve(alpha.bridge, U256::MAX).send().await).await;
     for case in common::vectors().rate_limits {
-        let set = mined(
-            bridge.setRateLimit(31338, false, case.capacity, case.refill_per_second).gas(SET_LIMIT_GAS).send().await,
-        )
-        .await;
+        let set =
+            mined(bridge.setRateLimit(31338, false, case.capacity, case.refill_per_second).gas(TX_GAS).send().await)
+                .await;
         let block = provider.get_block_by_number(set.block_number.unwrap().into()).await.unwrap().unwrap();
         let t0 = block.header.timestamp;
         for step in &case.steps {
@@ -260,7 +269,7 @@ async fn the_bridge_bucket_matches_the_shared_vectors() {
             let receipt = bridge
                 .transferRemote(31338, alice.address, step.amount)
                 .value(PAY)
-                .gas(400_000)
+                .gas(TX_GAS)
                 .send()
                 .await
                 .unwrap()

@@ -38,9 +38,15 @@ async fn a_transfer_pays_its_quote_top_ups_add_and_only_the_beneficiary_claims()
     let short = bridge.transferRemote(31338, alice.address, U256::from(10)).value(quote - U256::from(1));
     assert!(short.call().await.is_err(), "an underpaid transfer went through");
     let before = provider.get_balance(alice.address).await.unwrap();
-    let receipt =
-        mined(bridge.transferRemote(31338, alice.address, U256::from(10)).value(quote * U256::from(3)).send().await)
-            .await;
+    let receipt = mined(
+        bridge
+            .transferRemote(31338, alice.address, U256::from(10))
+            .value(quote * U256::from(3))
+            .gas(common::TX_GAS)
+            .send()
+            .await,
+    )
+    .await;
     let spent = before - provider.get_balance(alice.address).await.unwrap();
     let gas = U256::from(receipt.gas_used) * U256::from(receipt.effective_gas_price);
     assert_eq!(spent, quote + gas, "the excess was not refunded");

@@ -142,6 +142,12 @@ pub fn metadata_as_is(block_hash: B256, signatures: Vec<Signature>) -> Bytes {
     QuorumCertificate { block_hash, signatures }.metadata().into()
 }
 
+/// The gas limit of transactions that touch a TokenBridge bucket. Their cost depends on
+/// the block's second (the bucket writes its timestamp, free when it is unchanged), and
+/// an estimate is exact: estimated in the second the bucket was last written, such a
+/// transaction runs out of gas when it is mined a second later.
+pub const TX_GAS: u64 = 500_000;
+
 /// Sends a call and returns its receipt, asserting it succeeded.
 pub async fn mined(
     tx: Result<alloy::providers::PendingTransactionBuilder<alloy::network::Ethereum>, alloy::contract::Error>,
