@@ -5,7 +5,7 @@
 
 use std::{sync::Arc, time::Instant};
 
-use alloy::primitives::TxKind;
+use alloy::primitives::{TxKind, U256};
 use ferry_executors::{
     BatchOutcome, BlockContext, ExecutionMode, Executor, ExecutorConfig, ForkedState, LayeredState, SpecId, StateDiff,
     StateSource, TxEnv, TxOutcome,
@@ -33,6 +33,19 @@ pub(super) struct Basis {
     pub block: u64,
     /// Nonces of the transactions in flight whose predictions were laid over it.
     pub layered: Vec<u64>,
+    /// The number and timestamp of the block the round was predicted to be mined in.
+    pub next: (u64, u64),
+}
+
+/// A transaction in flight as a round is predicted on top of it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Layer<'a> {
+    /// Its nonce.
+    pub nonce: u64,
+    /// The number and timestamp of the block it was predicted to be mined in.
+    pub next: (u64, u64),
+    /// Its predicted changes.
+    pub state: &'a StateDiff,
 }
 
 /// One `processBatch` transaction to send.
@@ -124,19 +137,15 @@ impl Prediction {
         })
     }
 
-    /// Predicts a round of `items` on top of `in_flight` (nonce and predicted changes of
-    /// each transaction sent and not yet settled, in nonce order).
+    /// Predicts a round of `items` on top of `in_flight` (each transaction sent and not
+    /// yet settled, in nonce order).
     ///
     /// Each delivery is executed once, inside the `processBatch` that will carry it: the
     /// Mailbox runs every item in its own call frame and logs `ProcessFailed(id, reason)`
     /// for one that fails, so the batch's own logs tell each item's fate. Items that fail
     /// are set apart and the chunks predicted again without them (they changed nothing,
     /// so once is enough); a chunk whose gas ran out is split.
-    pub(super) async fn predict(
-        &self,
-        items: Vec<Item>,
-        in_flight: &[(u64, &StateDiff)],
-    ) -> Result<Round, DeliverError> {
+    pub(super) async fn predict(&self, items: Vec<Item>, in_flight: &[Layer<'_>]) -> Result<Round, DeliverError> {
         let started = Instant::now();
         let (ctx, state, fork, basis) = self.fork(in_flight).await?;
         // What the round will read, fetched in one batched request with what the last
@@ -233,15 +242,16 @@ impl Prediction {
         m.state_reads_rpc.inc_by(reads.rpc);
     }
 
-    /// The context of the next block, and the state at the latest one with the
-    /// predicted changes of the transactions in flight that it does not include yet.
+    /// The context of the next block (no older than the ones the transactions in flight
+    /// were predicted in), and the state at the latest one with the predicted changes of
+    /// the transactions in flight that it does not include yet.
     async fn fork(
         &self,
-        in_flight: &[(u64, &StateDiff)],
+        in_flight: &[Layer<'_>],
     ) -> Result<(BlockContext, Arc<dyn StateSource>, Arc<ForkedState>, Basis), DeliverError> {
         let header = self.destination.latest_header().await?;
         let chain = &self.destination.chain;
-        let ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
+        let mut ctx = BlockContext::after(&header, chain.chain_id, SpecId::OSAKA);
         let number = header.number;
         // Read through the destination's provider: its timeouts, retries and RPC metrics;
         // following the last round's fork, whose codes stay and whose reads are re-read.
@@ -256,13 +266,9 @@ impl Prediction {
         };
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.destination.nonce_at(number).await?;
-        let mut pending = StateDiff::default();
-        let mut layered = Vec::new();
-        for (nonce, predicted) in in_flight.iter().filter(|(nonce, _)| *nonce >= mined) {
-            pending.merge(predicted);
-            layered.push(*nonce);
-        }
-        let basis = Basis { block: number, layered };
+        let (pending, layered) = lay_over(&mut ctx, in_flight, mined);
+        let next = (ctx.block.number.saturating_to(), ctx.block.timestamp.saturating_to());
+        let basis = Basis { block: number, layered, next };
         let state: Arc<dyn StateSource> = Arc::new(LayeredState::new(fork.clone(), pending));
         Ok((ctx, state, fork, basis))
     }
@@ -336,5 +342,66 @@ impl Prediction {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// The predicted changes of the transactions in flight from nonce `mined` on (the ones
+/// the latest block does not include), merged in nonce order, with their nonces; moves
+/// `ctx` to no earlier a block than any of them was predicted in.
+///
+/// A later nonce is mined no earlier than an earlier one, so its block is not older than
+/// the one that was predicted in. The latest header can be (an endpoint behind the one
+/// asked before, a reorg to a shorter chain, a node that lies): a clock running
+/// backwards over state written at a later time makes a contract's
+/// `block.timestamp - updatedAt` underflow, and the delivery would look doomed.
+fn lay_over(ctx: &mut BlockContext, in_flight: &[Layer<'_>], mined: u64) -> (StateDiff, Vec<u64>) {
+    let mut pending = StateDiff::default();
+    let mut layered = Vec::new();
+    for layer in in_flight.iter().filter(|layer| layer.nonce >= mined) {
+        pending.merge(layer.state);
+        layered.push(layer.nonce);
+        let (number, timestamp) = layer.next;
+        ctx.block.number = ctx.block.number.max(U256::from(number));
+        ctx.block.timestamp = ctx.block.timestamp.max(U256::from(timestamp));
+    }
+    (pending, layered)
+}
+
+#[cfg(test)]
+mod tests {
+    use alloy::consensus::Header;
+
+    use super::*;
+
+    fn at(number: u64, timestamp: u64) -> BlockContext {
+        BlockContext::after(&Header { number, timestamp, ..Default::default() }, 31337, SpecId::OSAKA)
+    }
+
+    fn next(ctx: &BlockContext) -> (u64, u64) {
+        (ctx.block.number.saturating_to(), ctx.block.timestamp.saturating_to())
+    }
+
+    #[test]
+    fn a_round_is_never_predicted_in_an_older_block_than_what_it_is_laid_over() {
+        let diff = StateDiff::default();
+        let layers = [
+            Layer { nonce: 6, next: (120, 1_120), state: &diff },
+            Layer { nonce: 7, next: (100, 1_100), state: &diff },
+            Layer { nonce: 8, next: (101, 1_101), state: &diff },
+        ];
+        // A header behind the ones the transactions in flight were predicted on: the
+        // round goes in the latest block any of them was predicted in.
+        let mut ctx = at(90, 1_090);
+        let (_, layered) = lay_over(&mut ctx, &layers, 7);
+        assert_eq!(layered, [7, 8], "nonce 6 is mined: not laid over");
+        assert_eq!(next(&ctx), (101, 1_101), "the mined transaction's block does not count");
+        // A header ahead of them: the next block after it, as without anything in flight.
+        let mut ctx = at(110, 1_110);
+        lay_over(&mut ctx, &layers, 7);
+        assert_eq!(next(&ctx), (111, 1_111));
+        let mut ctx = at(110, 1_110);
+        let (_, layered) = lay_over(&mut ctx, &layers, 9);
+        assert!(layered.is_empty());
+        assert_eq!(next(&ctx), (111, 1_111));
     }
 }

@@ -15,7 +15,7 @@ use alloy::{
     rpc::types::{TransactionReceipt, TransactionRequest},
 };
 use async_nats::jetstream::AckKind;
-use ferry_executors::{StateDiff, TxOutcome, TxStatus, validation::compare_with_receipt};
+use ferry_executors::{TxOutcome, TxStatus, validation::compare_with_receipt};
 use tracing::{error, info, warn};
 
 use super::{
@@ -23,7 +23,7 @@ use super::{
     destination::{Destination, Sent},
     fees::{FeePolicy, Fees},
     outcome::Outcomes,
-    prediction::{Basis, Chunk, TX_GAS_CAP},
+    prediction::{Basis, Chunk, Layer, TX_GAS_CAP},
 };
 use crate::{Context, bus, lifecycle::applied};
 
@@ -96,10 +96,10 @@ impl Tracker {
         self.in_flight.len()
     }
 
-    /// Nonce and predicted changes of each transaction in flight, in nonce order: what
-    /// the next round is predicted on top of.
-    pub(super) fn predictions(&self) -> Vec<(u64, &StateDiff)> {
-        self.in_flight.iter().map(|f| (f.nonce, &f.predicted.state)).collect()
+    /// Each transaction in flight with its prediction, in nonce order: what the next
+    /// round is predicted on top of.
+    pub(super) fn predictions(&self) -> Vec<Layer<'_>> {
+        self.in_flight.iter().map(|f| Layer { nonce: f.nonce, next: f.basis.next, state: &f.predicted.state }).collect()
     }
 
     /// Forgets the next nonce after a failed round: the next send asks the chain again.
