@@ -478,6 +478,17 @@ impl MessageRecord {
         self.apply(Transition::AwaitPayment, Some(reason))
     }
 
+    /// Says why a message awaiting payment still waits when that changed (a top-up
+    /// short of the cost, a cost learned anew), in its one history entry; whether it did.
+    pub fn still_awaits_payment(&mut self, reason: String) -> bool {
+        let Some(entry) = self.history.last_mut().filter(|_| self.stage == Stage::AwaitingPayment) else {
+            return false;
+        };
+        let changed = entry.detail.as_deref() != Some(reason.as_str());
+        entry.detail = Some(reason);
+        changed
+    }
+
     /// The block that delivered it was reorged away: back to submitted, to be sent again.
     pub fn reorg(&mut self, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Reorg, Some(detail))
@@ -642,8 +653,17 @@ mod tests {
     fn a_waiting_message_says_why_until_it_moves_on() {
         let mut record = in_stage(Stage::Waiting);
         assert_eq!(record.waiting_reason(), Some("fees over the cap"));
+        assert!(!record.still_awaits_payment("paid 1 gas of 2".into()), "it waits for fees, not payment");
+        assert_eq!(record.waiting_reason(), Some("fees over the cap"));
         record.execute("predicted gas 1".into()).unwrap();
         assert_eq!(record.waiting_reason(), None);
+
+        let mut record = in_stage(Stage::AwaitingPayment);
+        let entries = record.history().len();
+        assert!(!record.still_awaits_payment("paid 0 gas of 62000".into()), "nothing changed");
+        assert!(record.still_awaits_payment("paid 81000 gas of 100000".into()));
+        assert_eq!(record.waiting_reason(), Some("paid 81000 gas of 100000"));
+        assert_eq!(record.history().len(), entries, "one entry, reworded");
     }
 
     #[test]

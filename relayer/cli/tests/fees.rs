@@ -87,9 +87,19 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     let listed: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     assert_eq!(listed.as_array().map(Vec::len), Some(SPAM), "the API lists them");
 
-    // A top-up of one unpaid message gets it delivered; the others stay.
+    // A payment short of the delivery's cost leaves a message waiting, saying what it
+    // paid for (the paymaster adds its overhead to the gas bought); a top-up that makes
+    // up the difference gets it delivered; the others stay.
     let topped = spam[7];
-    let top_up_fee = net.pay_for("alpha", 5, topped, 31338, 100_000).await;
+    let short_fee = net.pay_for("alpha", 5, topped, 31338, 1_000).await;
+    let overhead = net.devnet.info().chains[0].gas_payment.unwrap().overhead;
+    let said = format!("awaiting_payment: paid for {} gas of ", 1_000 + overhead);
+    wait_for(Duration::from_secs(120), "the short payment read and found short", || async {
+        let record = store.get(&topped).unwrap()?;
+        (record.stage() == Stage::AwaitingPayment && record.waiting_reason()?.starts_with(&said)).then_some(())
+    })
+    .await;
+    let top_up_fee = short_fee + net.pay_for("alpha", 5, topped, 31338, 100_000).await;
     let processed = net.wait_processed("beta", &[topped], Duration::from_secs(120)).await;
     common::assert_once(&processed, &[topped]);
 

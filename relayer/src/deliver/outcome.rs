@@ -159,13 +159,15 @@ impl Outcomes {
         let gas: HashMap<B256, (U256, U256)> =
             unpaid.iter().map(|(item, paid, needed)| (item.record.id, (*paid, *needed))).collect();
         let ids: Vec<B256> = gas.keys().copied().collect();
-        let newly = self.context.store.update(&ids, |r| {
+        // A message checked again keeps its one entry, saying what it paid by now.
+        let changed = self.context.store.update(&ids, |r| {
             let (paid, needed) = gas.get(&r.id).copied().unwrap_or_default();
             let reason = format!("awaiting_payment: paid for {paid} gas of {needed} needed");
-            r.can(Transition::AwaitPayment) && applied(r.await_payment(reason))
+            r.still_awaits_payment(reason.clone())
+                || (r.can(Transition::AwaitPayment) && applied(r.await_payment(reason)))
         })?;
-        if !newly.is_empty() {
-            info!(chain = %self.destination.name, messages = newly.len(), "messages await payment");
+        if !changed.is_empty() {
+            info!(chain = %self.destination.name, messages = changed.len(), "messages await payment");
         }
         for (item, _, _) in &unpaid {
             let checks = item.js.info().map_or(1, |info| info.delivered.clamp(1, 64) as u32);
