@@ -1,8 +1,9 @@
 //! Delivery fees and route policy end to end on a real anvil pair and a real
 //! nats-server: a thousand unpaid dispatches wait in `awaiting_payment` and cost the
-//! relayer nothing while ten paid transfers are delivered; a top-up gets one unpaid
-//! message delivered; a denied recipient's message is parked for the policy; the books'
-//! metrics match what the chain says was paid and spent.
+//! relayer nothing while ten paid transfers are delivered; a payment short of the cost
+//! leaves a message waiting and saying so, and a top-up gets it delivered; a denied
+//! recipient's message and one from a sender the allow list leaves out are parked for
+//! the policy; the books' metrics match what the chain says was paid and spent.
 
 mod common;
 
@@ -59,6 +60,8 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     let open = *TestRecipient::deploy(&deployer).await.unwrap().address();
     let denied = *TestRecipient::deploy(&deployer).await.unwrap().address();
     net.config.relayer.policy.deny_recipients = vec![denied];
+    // Senders: the bridge and the account that dispatches straight to the Mailbox.
+    net.config.relayer.policy.allow_senders = vec![net.config.chains["alpha"].bridge.unwrap(), net.account(4)];
 
     let beta = net.wallet("beta", 3);
     let relayer = net.devnet.info().accounts.last().unwrap().address;
@@ -112,8 +115,17 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
     })
     .await;
     assert!(reason.contains(&format!("recipient {denied} is denied")), "{reason}");
+    // So is a paid message from a sender the allow list leaves out.
+    let outsider = dispatch_unpaid(&net, 6, open, 1).await[0];
+    net.pay_for("alpha", 5, outsider, 31338, 100_000).await;
+    let reason = wait_for(Duration::from_secs(120), "the outsider's message parked", || async {
+        let record = store.get(&outsider).unwrap()?;
+        record.parked_reason().map(str::to_owned)
+    })
+    .await;
+    assert!(reason.contains(&format!("sender {} is not allowed", net.account(6))), "{reason}");
     let parked = service.context().metrics.messages_parked_total.with_label_values(&["alpha", "beta", "policy"]).get();
-    assert_eq!(parked, 1);
+    assert_eq!(parked, 2);
 
     // The relayer sent only the paid deliveries, and spent exactly their gas.
     let processed = net.processed("beta").await;
