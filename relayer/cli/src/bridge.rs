@@ -93,9 +93,14 @@ pub async fn send(
     // when the block's timestamp moved on from its last use than in the pending block
     // the estimate ran in (an unchanged slot is a cheap write), and an exact estimate
     // would then run out of gas.
+    let gas = estimate + estimate / 4;
+    let prices = provider.estimate_eip1559_fees().await.map_err(|e| chain_error("gas price")(e.to_string()))?;
+    afford(&provider, user, fee, gas, prices.max_fee_per_gas).await?;
     let receipt = call
         .clone()
-        .gas(estimate + estimate / 4)
+        .gas(gas)
+        .max_fee_per_gas(prices.max_fee_per_gas)
+        .max_priority_fee_per_gas(prices.max_priority_fee_per_gas)
         .send()
         .await
         .map_err(|e| chain_error("transferRemote")(explain(&e)))?
@@ -181,6 +186,29 @@ async fn preflight(
     let approve = mode == bridge_mode::COLLATERAL
         && token.allowance(user, *bridge.address()).call().await.map_err(read("allowance"))? < amount;
     Ok(Plan { fee, approve })
+}
+
+/// Checks that `user` holds the delivery `fee` and the transaction's gas at most
+/// (`gas` at `max_fee_per_gas`), naming the shortfall in ETH.
+async fn afford(
+    provider: &DynProvider,
+    user: Address,
+    fee: U256,
+    gas: u64,
+    max_fee_per_gas: u128,
+) -> Result<(), BridgeError> {
+    let cost = U256::from(gas) * U256::from(max_fee_per_gas);
+    let native = provider.get_balance(user).await.map_err(|e| chain_error("the account's balance")(e.to_string()))?;
+    if native >= fee + cost {
+        return Ok(());
+    }
+    Err(BridgeError::Insufficient(format!(
+        "the delivery fee is {} ETH and the transaction's gas up to {} ETH; {user} holds {} ETH: short by {} ETH",
+        token_units(fee, 18),
+        token_units(cost, 18),
+        token_units(native, 18),
+        token_units(fee + cost - native, 18)
+    )))
 }
 
 /// `value` of a token with `decimals` as a person writes it: `10`, `0.00036`.

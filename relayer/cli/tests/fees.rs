@@ -11,7 +11,7 @@ use std::{collections::HashSet, time::Duration};
 
 use alloy::{
     primitives::{Address, B256, Bytes, U256},
-    providers::Provider,
+    providers::{Provider, ext::AnvilApi},
 };
 use common::{Net, wait_for};
 use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
@@ -237,6 +237,25 @@ async fn ferry_bridge_names_a_shortfall_before_sending_and_reverts_by_their_erro
         &said,
         &format!("the delivery fee is 0.00036 ETH and {} holds 0 ETH: short by 0.00036 ETH", poor.address()),
     );
+
+    // The fee but not the transaction's gas: named before anything is sent. (It approves
+    // the bridge while it has ETH, so that the transfer is all that is left to pay.)
+    let poor_alpha =
+        ferry_devnet::wallet(&net.config.chains["alpha"].rpc_url, B256::from_slice(&poor.to_bytes()[..])).unwrap();
+    let gas_money = U256::from(10).pow(U256::from(16));
+    let fund = alloy::rpc::types::TransactionRequest::default().to(poor.address()).value(gas_money);
+    assert!(alpha.send_transaction(fund).await.unwrap().get_receipt().await.unwrap().status());
+    let poor_token = ferry_messages::contracts::TestToken::new(*token.address(), &poor_alpha);
+    let approve = poor_token.approve(net.config.chains["alpha"].bridge.unwrap(), U256::MAX);
+    assert!(approve.send().await.unwrap().get_receipt().await.unwrap().status());
+    let fee = U256::from(360_000_000_000_000u64);
+    alpha.anvil_set_balance(poor.address(), fee + U256::from(1)).await.unwrap();
+    let nonce = alpha.get_transaction_count(poor.address()).await.unwrap();
+    let said = run(bridge(&poor_key, ten)).await;
+    assert_said_once(&said, "the delivery fee is 0.00036 ETH and the transaction's gas up to ");
+    let holds = format!("{} holds 0.000360000000000001 ETH: short by", poor.address());
+    assert!(said.2.contains(&holds), "{}", said.2);
+    assert_eq!(alpha.get_transaction_count(poor.address()).await.unwrap(), nonce, "a transaction was sent");
 
     // More than the bridge's outbound bucket holds (100,000 FTT on the devnet).
     let deployer = key_file("deployer.key", accounts[0].private_key);
