@@ -95,7 +95,7 @@ pub async fn send(
     // would then run out of gas.
     let gas = estimate + estimate / 4;
     let prices = provider.estimate_eip1559_fees().await.map_err(|e| chain_error("gas price")(e.to_string()))?;
-    afford(&provider, user, fee, gas, prices.max_fee_per_gas).await?;
+    afford(&provider, user, fee, Some(U256::from(gas) * U256::from(prices.max_fee_per_gas))).await?;
     let receipt = call
         .clone()
         .gas(gas)
@@ -173,41 +173,33 @@ async fn preflight(
         )));
     }
     let fee = bridge.quoteTransferRemote(destination).call().await.map_err(read("the delivery fee"))?;
-    let native = provider.get_balance(user).await.map_err(|e| chain_error("the account's balance")(e.to_string()))?;
-    if native < fee {
-        return Err(BridgeError::Insufficient(format!(
-            "the delivery fee is {} ETH and {user} holds {} ETH: short by {} ETH",
-            token_units(fee, 18),
-            token_units(native, 18),
-            token_units(fee - native, 18)
-        )));
-    }
+    afford(provider, user, fee, None).await?;
     let mode = bridge.mode().call().await.map_err(read("the bridge's mode"))?;
     let approve = mode == bridge_mode::COLLATERAL
         && token.allowance(user, *bridge.address()).call().await.map_err(read("allowance"))? < amount;
     Ok(Plan { fee, approve })
 }
 
-/// Checks that `user` holds the delivery `fee` and the transaction's gas at most
-/// (`gas` at `max_fee_per_gas`), naming the shortfall in ETH.
-async fn afford(
-    provider: &DynProvider,
-    user: Address,
-    fee: U256,
-    gas: u64,
-    max_fee_per_gas: u128,
-) -> Result<(), BridgeError> {
-    let cost = U256::from(gas) * U256::from(max_fee_per_gas);
+/// Checks that `user` holds the delivery `fee` and, once the transaction is estimated,
+/// its `gas` cost at most, naming the shortfall in ETH.
+async fn afford(provider: &DynProvider, user: Address, fee: U256, gas: Option<U256>) -> Result<(), BridgeError> {
+    let needed = fee + gas.unwrap_or_default();
     let native = provider.get_balance(user).await.map_err(|e| chain_error("the account's balance")(e.to_string()))?;
-    if native >= fee + cost {
+    if native >= needed {
         return Ok(());
     }
+    let what = match gas {
+        Some(gas) => format!(
+            "the delivery fee is {} ETH and the transaction's gas up to {} ETH;",
+            token_units(fee, 18),
+            token_units(gas, 18)
+        ),
+        None => format!("the delivery fee is {} ETH and", token_units(fee, 18)),
+    };
     Err(BridgeError::Insufficient(format!(
-        "the delivery fee is {} ETH and the transaction's gas up to {} ETH; {user} holds {} ETH: short by {} ETH",
-        token_units(fee, 18),
-        token_units(cost, 18),
+        "{what} {user} holds {} ETH: short by {} ETH",
         token_units(native, 18),
-        token_units(fee + cost - native, 18)
+        token_units(needed - native, 18)
     )))
 }
 

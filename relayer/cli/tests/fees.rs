@@ -15,7 +15,7 @@ use alloy::{
 };
 use common::{Net, wait_for};
 use ferry_messages::contracts::{Mailbox, TestRecipient, TokenBridge};
-use ferry_relayer::{Role, Service, Stage};
+use ferry_relayer::{Role, Service, Stage, Store};
 
 const BLOCK: Option<Duration> = Some(Duration::from_millis(500));
 const SPAM: usize = 1_000;
@@ -41,6 +41,15 @@ async fn dispatch_unpaid(net: &Net, sender: usize, recipient: Address, count: us
         nonce += 1;
     }
     common::dispatched_ids(pending, "dispatch").await
+}
+
+/// Pays for message `id`'s delivery and waits until the relayer parks it; its reason.
+async fn paid_then_parked(net: &Net, store: &Store, id: B256) -> String {
+    net.pay_for("alpha", 5, id, 31338, 100_000).await;
+    wait_for(Duration::from_secs(120), &format!("message {id} parked"), || async {
+        store.get(&id).unwrap()?.parked_reason().map(str::to_owned)
+    })
+    .await
 }
 
 /// The service's `/metrics` value summed over the series of `name` (any labels).
@@ -108,21 +117,11 @@ async fn unpaid_spam_costs_the_relayer_nothing_and_a_top_up_gets_a_message_deliv
 
     // A paid message to a denied recipient is parked for the policy, never sent.
     let refused = dispatch_unpaid(&net, 4, denied, 1).await[0];
-    net.pay_for("alpha", 5, refused, 31338, 100_000).await;
-    let reason = wait_for(Duration::from_secs(120), "the denied message parked", || async {
-        let record = store.get(&refused).unwrap()?;
-        record.parked_reason().map(str::to_owned)
-    })
-    .await;
+    let reason = paid_then_parked(&net, store, refused).await;
     assert!(reason.contains(&format!("recipient {denied} is denied")), "{reason}");
     // So is a paid message from a sender the allow list leaves out.
     let outsider = dispatch_unpaid(&net, 6, open, 1).await[0];
-    net.pay_for("alpha", 5, outsider, 31338, 100_000).await;
-    let reason = wait_for(Duration::from_secs(120), "the outsider's message parked", || async {
-        let record = store.get(&outsider).unwrap()?;
-        record.parked_reason().map(str::to_owned)
-    })
-    .await;
+    let reason = paid_then_parked(&net, store, outsider).await;
     assert!(reason.contains(&format!("sender {} is not allowed", net.account(6))), "{reason}");
     let parked = service.context().metrics.messages_parked_total.with_label_values(&["alpha", "beta", "policy"]).get();
     assert_eq!(parked, 2);

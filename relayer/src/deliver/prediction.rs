@@ -267,8 +267,7 @@ impl Prediction {
         // Which of ours that block includes is told by our nonce in it, exactly.
         let mined = self.destination.nonce_at(number).await?;
         let (pending, layered) = lay_over(&mut ctx, in_flight, mined);
-        let next = (ctx.block.number.saturating_to(), ctx.block.timestamp.saturating_to());
-        let basis = Basis { block: number, layered, next };
+        let basis = Basis { block: number, layered, next: block_of(&ctx) };
         let state: Arc<dyn StateSource> = Arc::new(LayeredState::new(fork.clone(), pending));
         Ok((ctx, state, fork, basis))
     }
@@ -345,6 +344,11 @@ impl Prediction {
     }
 }
 
+/// The number and timestamp of the block `ctx` executes in.
+fn block_of(ctx: &BlockContext) -> (u64, u64) {
+    (ctx.block.number.saturating_to(), ctx.block.timestamp.saturating_to())
+}
+
 /// The predicted changes of the transactions in flight from nonce `mined` on (the ones
 /// the latest block does not include), merged in nonce order, with their nonces; moves
 /// `ctx` to no earlier a block than any of them was predicted in.
@@ -377,10 +381,6 @@ mod tests {
         BlockContext::after(&Header { number, timestamp, ..Default::default() }, 31337, SpecId::OSAKA)
     }
 
-    fn next(ctx: &BlockContext) -> (u64, u64) {
-        (ctx.block.number.saturating_to(), ctx.block.timestamp.saturating_to())
-    }
-
     #[test]
     fn a_round_is_never_predicted_in_an_older_block_than_what_it_is_laid_over() {
         let diff = StateDiff::default();
@@ -394,14 +394,14 @@ mod tests {
         let mut ctx = at(90, 1_090);
         let (_, layered) = lay_over(&mut ctx, &layers, 7);
         assert_eq!(layered, [7, 8], "nonce 6 is mined: not laid over");
-        assert_eq!(next(&ctx), (101, 1_101), "the mined transaction's block does not count");
+        assert_eq!(block_of(&ctx), (101, 1_101), "the mined transaction's block does not count");
         // A header ahead of them: the next block after it, as without anything in flight.
         let mut ctx = at(110, 1_110);
         lay_over(&mut ctx, &layers, 7);
-        assert_eq!(next(&ctx), (111, 1_111));
+        assert_eq!(block_of(&ctx), (111, 1_111));
         let mut ctx = at(110, 1_110);
         let (_, layered) = lay_over(&mut ctx, &layers, 9);
         assert!(layered.is_empty());
-        assert_eq!(next(&ctx), (111, 1_111));
+        assert_eq!(block_of(&ctx), (111, 1_111));
     }
 }
