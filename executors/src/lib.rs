@@ -20,6 +20,7 @@ pub mod bench;
 pub mod blocks;
 pub mod clock;
 mod commit;
+mod crew;
 mod error;
 mod evm;
 mod fork;

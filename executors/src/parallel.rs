@@ -74,6 +74,8 @@ pub(crate) struct Batch {
     pub resettle_from: AtomicUsize,
     /// When the batch was made (for the trace of how long workers took to start).
     pub created: std::time::Instant,
+    /// The pool's workers in the batch.
+    pub crew: crate::crew::Crew,
 }
 
 impl Batch {
@@ -128,6 +130,7 @@ impl Batch {
             settled: AtomicUsize::new(0),
             resettle_from: AtomicUsize::new(usize::MAX),
             created: std::time::Instant::now(),
+            crew: Default::default(),
             txs,
         })
     }

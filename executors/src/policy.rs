@@ -53,6 +53,14 @@ const LEARNING_RATE: f64 = 0.3;
 const CONFLICT_DECAY: f64 = 0.97;
 /// Kinds remembered at most (a chain has many; the pool meets some often).
 const MAX_KINDS: usize = 1 << 16;
+/// A transaction is started first when, taken in order, it would end this much past
+/// the batch's even share of work per worker...
+const HEAD_OVERRUN: f64 = 0.1;
+/// ...costs at least this share of a worker's even share...
+const MIN_HEAD_SHARE: f64 = 0.25;
+/// ...and its kind re-executed at most this often in parallel runs (a head that has to
+/// run again costs twice).
+const MAX_HEAD_CONFLICTS: f64 = 0.1;
 
 /// What the pool has learned of one kind.
 #[derive(Debug, Clone, Copy)]
@@ -110,6 +118,24 @@ impl Policy {
         if pays { ExecutionMode::Parallel } else { ExecutionMode::Sequential }
     }
 
+    /// The transactions of a parallel batch (of `kinds`) to start first on `workers`
+    /// workers: long ones that, started in order, would still run alone when the rest
+    /// is done (a block's one big call near its end), of kinds known not to conflict.
+    /// At most `workers - 1`, the longest overrun first, so that one worker always
+    /// sweeps in order.
+    pub(crate) fn heads(&self, kinds: &[Kind], workers: usize) -> Vec<usize> {
+        let Ok(known) = self.kinds.lock() else { return Vec::new() };
+        let costs: Vec<(f64, bool)> = kinds
+            .iter()
+            .map(|kind| match known.get(kind) {
+                Some(stats) => (stats.cost, stats.conflicts.is_some_and(|c| c <= MAX_HEAD_CONFLICTS)),
+                None => (UNSEEN_COST_S, false),
+            })
+            .collect();
+        drop(known);
+        late_and_long(&costs, workers)
+    }
+
     /// Takes in a batch's measurements: each transaction's kind, execution seconds and,
     /// for a parallel run, how many times it was executed again. Each kind's averages
     /// move once per batch, by the batch's mean for that kind.
@@ -139,6 +165,31 @@ impl Policy {
             };
         }
     }
+}
+
+/// Of transactions with predicted `(cost, calm)`, those that started in order on
+/// `workers` workers (each taking the next when free) would end past the even share of
+/// work by more than [`HEAD_OVERRUN`] and cost at least [`MIN_HEAD_SHARE`] of it, calm
+/// ones only; the longest overrun first, at most `workers - 1`.
+fn late_and_long(costs: &[(f64, bool)], workers: usize) -> Vec<usize> {
+    if workers < 2 {
+        return Vec::new();
+    }
+    let share = costs.iter().map(|(cost, _)| cost).sum::<f64>() / workers as f64;
+    let mut free = vec![0.0f64; workers];
+    let mut late = Vec::new();
+    for (idx, (cost, calm)) in costs.iter().enumerate() {
+        let Some((worker, start)) = free.iter().copied().enumerate().min_by(|a, b| a.1.total_cmp(&b.1)) else {
+            break;
+        };
+        free[worker] = start + cost;
+        let overrun = start + cost - share * (1.0 + HEAD_OVERRUN);
+        if *calm && overrun > 0.0 && *cost >= share * MIN_HEAD_SHARE {
+            late.push((idx, overrun));
+        }
+    }
+    late.sort_by(|a, b| b.1.total_cmp(&a.1));
+    late.into_iter().take(workers - 1).map(|(idx, _)| idx).collect()
 }
 
 /// Per transaction: for a plain transfer, 1 if it pays or is paid by an account an
@@ -228,6 +279,38 @@ mod tests {
         policy.learn(&batch.1, &vec![20e-6; 100], Some(&vec![1; 100]));
         assert_eq!(policy.predict(&batch.0, &batch.1).conflicts, 1.0);
         assert_eq!(choose(&policy, &batch, 2), ExecutionMode::Sequential);
+    }
+
+    #[test]
+    fn a_long_calm_transaction_near_the_end_is_started_first() {
+        let cheap = (0.1, true);
+        // Ten cheap ones, a long one (a third of the work) near the end, two more.
+        let mut costs = vec![cheap; 10];
+        costs.push((0.6, true));
+        costs.extend([cheap; 2]);
+        assert_eq!(late_and_long(&costs, 2), vec![10]);
+        assert!(late_and_long(&costs, 1).is_empty(), "one worker has no one to hand it to");
+        // At the start it runs beside the rest anyway.
+        let mut first = vec![(0.6, true)];
+        first.extend([cheap; 12]);
+        assert!(late_and_long(&first, 2).is_empty());
+        // Of a kind that conflicts it would likely run twice: left in order.
+        costs[10].1 = false;
+        assert!(late_and_long(&costs, 2).is_empty());
+        // Even work has no straggler.
+        assert!(late_and_long(&[cheap; 40], 2).is_empty());
+    }
+
+    #[test]
+    fn heads_come_from_learned_costs_and_conflicts() {
+        let policy = Policy::default();
+        let (cheap, long) = ((Address::repeat_byte(1), [1; 4]), (Address::repeat_byte(2), [2; 4]));
+        let mut kinds = vec![cheap; 20];
+        kinds.push(long);
+        assert!(policy.heads(&kinds, 2).is_empty(), "unseen kinds are not started first");
+        policy.learn(&[cheap], &[10e-6], Some(&[0]));
+        policy.learn(&[long], &[300e-6], Some(&[0]));
+        assert_eq!(policy.heads(&kinds, 2), vec![20]);
     }
 
     #[test]

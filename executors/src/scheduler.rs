@@ -87,6 +87,10 @@ pub(crate) struct Scheduler {
     done: Padded<AtomicBool>,
     status: Vec<Padded<AtomicU64>>,
     dependents: Vec<Mutex<Vec<TxIdx>>>,
+    /// Transactions to execute before the in-order sweep reaches them (long ones that
+    /// would otherwise start last and run alone), and how many were handed out.
+    heads: Vec<TxIdx>,
+    heads_taken: Padded<AtomicUsize>,
 }
 
 impl Scheduler {
@@ -100,7 +104,16 @@ impl Scheduler {
             done: Padded(AtomicBool::new(size == 0)),
             status: (0..size).map(|_| Padded(AtomicU64::new(Word::new(0, Status::ReadyToExecute).0))).collect(),
             dependents: (0..size).map(|_| Mutex::new(Vec::new())).collect(),
+            heads: Vec::new(),
+            heads_taken: Padded::default(),
         }
+    }
+
+    /// Has `heads` executed first, in that order, ahead of the in-order sweep. Any
+    /// order of execution gives the same results (validation sees to that); this one
+    /// only changes when each transaction starts.
+    pub(crate) fn set_heads(&mut self, heads: Vec<TxIdx>) {
+        self.heads = heads.into_iter().filter(|idx| *idx < self.size).collect();
     }
 
     pub(crate) fn done(&self) -> bool {
@@ -186,10 +199,23 @@ impl Scheduler {
         None
     }
 
-    /// The next task, validations first when they lag behind executions.
+    /// A head not yet handed out, if the sweep has not taken it meanwhile.
+    fn next_head(&self) -> Option<Version> {
+        if self.heads_taken.load(Ordering::Relaxed) >= self.heads.len() {
+            return None;
+        }
+        let idx = *self.heads.get(self.heads_taken.fetch_add(1, Ordering::SeqCst))?;
+        self.active_tasks.fetch_add(1, Ordering::SeqCst);
+        self.try_incarnate(idx)
+    }
+
+    /// The next task: a head first, then validations when they lag behind executions.
     pub(crate) fn next_task(&self) -> Option<Task> {
         if CHAOS.load(Ordering::Relaxed) {
             chaos_yield();
+        }
+        if let Some(version) = self.next_head() {
+            return Some(Task::Execute(version));
         }
         if self.validation_idx.load(Ordering::SeqCst) < self.execution_idx.load(Ordering::SeqCst) {
             self.next_version_to_validate().map(Task::Validate)
