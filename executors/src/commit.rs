@@ -306,18 +306,27 @@ fn invalid_outcome(reason: String) -> TxOutcome {
     }
 }
 
+/// What a sequential run keeps besides outcomes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Run {
+    /// What each transaction touched.
+    pub record: bool,
+    /// How long each transaction took (to learn from).
+    pub timed: bool,
+}
+
 /// Runs `txs` one by one on `evm` over `overlay`, committing each.
 pub(crate) fn run_sequential(
     evm: &mut WorkerEvm,
     overlay: Overlay,
     ctx: &BlockContext,
     txs: Vec<TxEnv>,
-    record: bool,
+    Run { record, timed }: Run,
 ) -> Result<Committed, ExecutorError> {
     evm::prepare(evm, ctx);
     evm.ctx.journaled_state.database = StateView::Sequential(Box::new(overlay));
     let mut outcomes = Vec::with_capacity(txs.len());
-    let mut seconds = Vec::with_capacity(txs.len());
+    let mut seconds = Vec::with_capacity(if timed { txs.len() } else { 0 });
     let mut access = Vec::new();
     let beneficiary = ctx.block.beneficiary;
     let result = (|| {
@@ -339,9 +348,11 @@ pub(crate) fn run_sequential(
                 overlay.credit(beneficiary, fee, &mut outcome.state)?;
             }
             outcomes.push(outcome);
-            let now = std::time::Instant::now();
-            seconds.push((now - last).as_secs_f64());
-            last = now;
+            if timed {
+                let now = std::time::Instant::now();
+                seconds.push((now - last).as_secs_f64());
+                last = now;
+            }
         }
         Ok(())
     })();

@@ -37,13 +37,6 @@ impl Overlay {
         }
     }
 
-    pub(crate) fn basic_lite(&self, address: Address) -> Result<Option<AccountLite>, StateError> {
-        if let Some(account) = self.accounts.get(&address) {
-            return Ok(*account);
-        }
-        self.base.account(address)
-    }
-
     pub(crate) fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         match self.accounts.get(&address) {
             Some(Some(a)) => Ok(Some(info(a, self.codes.get(&a.code_hash).cloned()))),
@@ -97,9 +90,13 @@ impl Overlay {
     /// Credits the beneficiary's fee for one transaction, as the mainnet handler would
     /// have right after it (which also touches, and so creates, the account).
     pub(crate) fn credit(&mut self, beneficiary: Address, fee: U256, diff: &mut StateDiff) -> Result<(), StateError> {
-        let before = self.basic_lite(beneficiary)?;
-        if let Some(after) = credit_fee(beneficiary, before, fee, diff) {
-            self.accounts.insert(beneficiary, Some(after));
+        // One lookup: the beneficiary is credited after every transaction.
+        let account = match self.accounts.entry(beneficiary) {
+            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
+            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.base.account(beneficiary)?),
+        };
+        if let Some(after) = credit_fee(beneficiary, *account, fee, diff) {
+            *account = Some(after);
         }
         Ok(())
     }

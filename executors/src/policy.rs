@@ -49,10 +49,12 @@ const UNSEEN_COST_S: f64 = 10e-6;
 /// Weight of a new measurement in a kind's running averages.
 const LEARNING_RATE: f64 = 0.3;
 /// A kind kept out of parallel runs for its conflicts has them forgotten this much per
-/// sequential batch, so that it is tried in parallel again now and then.
+/// sequential batch learned from, so that it is tried in parallel again now and then.
 const CONFLICT_DECAY: f64 = 0.97;
 /// Kinds remembered at most (a chain has many; the pool meets some often).
 const MAX_KINDS: usize = 1 << 16;
+/// Sequential batches of kinds all measured before are learned from one in this many.
+const LEARN_EVERY: usize = 4;
 /// A transaction is started first when, taken in order, it would end this much past
 /// the batch's even share of work per worker...
 const HEAD_OVERRUN: f64 = 0.1;
@@ -79,12 +81,25 @@ pub(crate) struct Prediction {
     pub work_s: f64,
     /// Predicted re-executions per transaction in parallel.
     pub conflicts: f64,
+    /// Some kind of the batch has not been measured yet.
+    pub unseen: bool,
+}
+
+/// What the pool does with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Choice {
+    /// How it runs.
+    pub mode: ExecutionMode,
+    /// Whether its run is timed to learn from (see [`Policy::sample`]).
+    pub learn: bool,
 }
 
 /// The learned costs and conflicts, and the choice made from them.
 #[derive(Debug, Default)]
 pub(crate) struct Policy {
     kinds: Mutex<FxHashMap<Kind, KindStats>>,
+    /// Sequential batches of known kinds so far (one in [`LEARN_EVERY`] is learned from).
+    batches: std::sync::atomic::AtomicUsize,
 }
 
 impl Policy {
@@ -92,30 +107,46 @@ impl Policy {
     /// plain transfers, whose conflicts depend on who pays whom in this batch rather than
     /// on their kind, read off the batch itself.
     pub(crate) fn predict(&self, txs: &[TxEnv], kinds: &[Kind]) -> Prediction {
-        let Ok(known) = self.kinds.lock() else { return Prediction { work_s: 0.0, conflicts: f64::INFINITY } };
+        let Ok(known) = self.kinds.lock() else {
+            return Prediction { work_s: 0.0, conflicts: f64::INFINITY, unseen: true };
+        };
         let transfers = transfer_conflicts(txs, kinds);
-        let (mut work_s, mut conflicts) = (0.0, 0.0);
+        let (mut work_s, mut conflicts, mut unseen) = (0.0, 0.0, false);
         for (kind, transfer_conflicts) in kinds.iter().zip(transfers) {
-            let stats = known.get(kind).copied().unwrap_or(KindStats { cost: UNSEEN_COST_S, conflicts: None });
+            let stats = known.get(kind).copied().unwrap_or_else(|| {
+                unseen = true;
+                KindStats { cost: UNSEEN_COST_S, conflicts: None }
+            });
             work_s += stats.cost;
             // Not yet seen in parallel: assumed not to conflict, so that it is tried.
             conflicts += transfer_conflicts.or(stats.conflicts).unwrap_or(0.0);
         }
-        Prediction { work_s, conflicts: conflicts / kinds.len().max(1) as f64 }
+        Prediction { work_s, conflicts: conflicts / kinds.len().max(1) as f64, unseen }
     }
 
     /// The mode `txs` (of `kinds`) should run in, on `workers` workers, batches under
-    /// `min_batch` transactions running sequentially.
-    pub(crate) fn choose(&self, txs: &[TxEnv], kinds: &[Kind], workers: usize, min_batch: usize) -> ExecutionMode {
+    /// `min_batch` transactions running sequentially; and whether to learn from it.
+    pub(crate) fn choose(&self, txs: &[TxEnv], kinds: &[Kind], workers: usize, min_batch: usize) -> Choice {
         if workers < 2 || kinds.len() < min_batch.max(2) {
-            return ExecutionMode::Sequential;
+            return Choice { mode: ExecutionMode::Sequential, learn: true };
         }
         let p = self.predict(txs, kinds);
         let pays = p.work_s >= MIN_PARALLEL_WORK_S
             && p.work_s / kinds.len() as f64 >= MIN_TX_COST_S
             && p.conflicts <= MAX_CONFLICTS;
         tracing::trace!(txs = kinds.len(), work_s = p.work_s, conflicts = p.conflicts, pays, "mode chosen");
-        if pays { ExecutionMode::Parallel } else { ExecutionMode::Sequential }
+        match pays {
+            // A parallel run always teaches its conflicts.
+            true => Choice { mode: ExecutionMode::Parallel, learn: true },
+            false => Choice { mode: ExecutionMode::Sequential, learn: p.unseen || self.sample() },
+        }
+    }
+
+    /// Whether this sequential batch of known kinds is one to time and learn from: one
+    /// in [`LEARN_EVERY`]. Timing each transaction and taking the times in costs a few
+    /// percent of a batch of cheap transactions, and costs of known kinds move slowly.
+    pub(crate) fn sample(&self) -> bool {
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % LEARN_EVERY == 0
     }
 
     /// The transactions of a parallel batch (of `kinds`) to start first on `workers`
@@ -237,7 +268,20 @@ mod tests {
     }
 
     fn choose(policy: &Policy, (txs, kinds): &(Vec<TxEnv>, Vec<Kind>), workers: usize) -> ExecutionMode {
-        policy.choose(txs, kinds, workers, 4)
+        policy.choose(txs, kinds, workers, 4).mode
+    }
+
+    #[test]
+    fn sequential_batches_of_known_kinds_are_learned_from_one_in_four() {
+        let policy = Policy::default();
+        let transfer = (Address::ZERO, [0; 4]);
+        let batch = batch(1000, transfer);
+        let learned = |policy: &Policy| (0..8).filter(|_| policy.choose(&batch.0, &batch.1, 2, 4).learn).count();
+        assert_eq!(learned(&policy), 8, "unseen kinds: every batch");
+        policy.learn(&batch.1, &vec![1e-6; 1000], None);
+        assert_eq!(learned(&policy), 2, "known kinds: one in four");
+        let small = self::batch(3, transfer);
+        assert!(policy.choose(&small.0, &small.1, 2, 4).learn && policy.choose(&small.0, &small.1, 2, 4).learn);
     }
 
     #[test]

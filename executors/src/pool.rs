@@ -137,12 +137,13 @@ impl Executor {
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
-        match self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch) {
+        let choice = self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch);
+        match choice.mode {
             ExecutionMode::Parallel => {
                 let heads = self.policy.heads(&kinds, self.config.workers);
                 self.run_parallel(state, ctx, txs, &kinds, heads)
             }
-            ExecutionMode::Sequential => self.run_sequential(state, ctx, txs, &kinds),
+            ExecutionMode::Sequential => self.run_sequential(state, ctx, txs, choice.learn.then_some(&kinds[..])),
         }
     }
 
@@ -154,24 +155,26 @@ impl Executor {
         ctx: BlockContext,
         txs: Vec<TxEnv>,
     ) -> Result<BatchOutcome, ExecutorError> {
-        let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
-        self.run_sequential(state, ctx, txs, &kinds)
+        let kinds: Option<Vec<Kind>> = self.policy.sample().then(|| txs.iter().map(kind_of).collect());
+        self.run_sequential(state, ctx, txs, kinds.as_deref())
     }
 
-    /// `execute_sequential` of `txs`, whose kinds are `kinds`.
+    /// `execute_sequential` of `txs`, timed and learned from when their `kinds` are given.
     fn run_sequential(
         &self,
         state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
-        kinds: &[Kind],
+        kinds: Option<&[Kind]>,
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let record = self.config.record_access;
+        let run = commit::Run { record: self.config.record_access, timed: kinds.is_some() };
         let committed = on_caller(ctx.spec, |evm, _| {
-            commit::run_sequential(evm, commit::overlay(state, txs.len()), &ctx, txs, record)
+            commit::run_sequential(evm, commit::overlay(state, txs.len()), &ctx, txs, run)
         })?;
-        self.policy.learn(kinds, &committed.seconds, None);
+        if let Some(kinds) = kinds {
+            self.policy.learn(kinds, &committed.seconds, None);
+        }
         Ok(BatchOutcome {
             outcomes: committed.outcomes,
             access: committed.access,
@@ -238,9 +241,9 @@ impl Executor {
                     overlay.apply(&outcome.state);
                 }
                 let txs = batch.txs[from..].to_vec();
-                let record = self.config.record_access;
+                let run = commit::Run { record: self.config.record_access, timed: false };
                 let rest =
-                    on_caller(batch.ctx.spec, |evm, _| commit::run_sequential(evm, overlay, &batch.ctx, txs, record))?;
+                    on_caller(batch.ctx.spec, |evm, _| commit::run_sequential(evm, overlay, &batch.ctx, txs, run))?;
                 committed.outcomes.extend(rest.outcomes);
                 committed.access.extend(rest.access);
             }
