@@ -35,8 +35,15 @@ pub(crate) fn kind_of(tx: &TxEnv) -> Kind {
 /// engine's fixed cost per batch (tens of microseconds here) would eat the gain.
 const MIN_PARALLEL_WORK_S: f64 = 300e-6;
 /// Below this mean execution time per transaction the engine's own cost per
-/// transaction is as large as what a second worker saves.
-const MIN_TX_COST_S: f64 = 1.5e-6;
+/// transaction is as large as what a second worker saves (real blocks of transfers and
+/// token moves at 1-3 us a transaction lose in parallel or break even, 2 workers here).
+const MIN_TX_COST_S: f64 = 3e-6;
+/// How much longer a transaction's execution takes inside a parallel run than alone
+/// (reads through the multi-version memory, a second core sharing the caches): 1.3-1.5x
+/// on real blocks here, cheap and heavy alike. Costs learned in parallel are divided by
+/// it, so that they predict sequential work like those learned sequentially; else a
+/// kind once run in parallel would look dear enough to stay there.
+const PARALLEL_TIME_INFLATION: f64 = 1.4;
 /// Above this many predicted re-executions per transaction a parallel run loses (real
 /// blocks that lose in parallel re-execute 0.9-1.7 times per transaction, those that
 /// win 0.8 or fewer).
@@ -184,8 +191,9 @@ impl Policy {
         if known.len() > MAX_KINDS {
             known.clear();
         }
+        let inflation = if reexecutions.is_some() { PARALLEL_TIME_INFLATION } else { 1.0 };
         for (kind, (count, cost, again)) in batch {
-            let (cost, again) = (cost / count, reexecutions.map(|_| again / count));
+            let (cost, again) = (cost / count / inflation, reexecutions.map(|_| again / count));
             // A kind's first measurement is taken whole: one batch is the best guess there is.
             let stats = known.entry(kind).or_insert(KindStats { cost, conflicts: None });
             stats.cost += LEARNING_RATE * (cost - stats.cost);
@@ -355,6 +363,22 @@ mod tests {
         policy.learn(&[cheap], &[10e-6], Some(&[0]));
         policy.learn(&[long], &[300e-6], Some(&[0]));
         assert_eq!(policy.heads(&kinds, 2), vec![20]);
+    }
+
+    #[test]
+    fn times_taken_in_parallel_are_put_in_sequential_terms() {
+        let call = (Address::repeat_byte(1), [1; 4]);
+        let batch = batch(100, call);
+        let policy = Policy::default();
+        policy.learn(&batch.1, &vec![14e-6; 100], Some(&vec![0; 100]));
+        let work = policy.predict(&batch.0, &batch.1).work_s;
+        assert!((work - 100.0 * 14e-6 / PARALLEL_TIME_INFLATION).abs() < 1e-12, "{work}");
+        // 4 us a transaction inside a parallel run is under 3 us alone: not worth it.
+        let cheap = Policy::default();
+        cheap.learn(&batch.1, &vec![4e-6; 100], Some(&vec![0; 100]));
+        assert_eq!(choose(&cheap, &batch, 2), ExecutionMode::Sequential);
+        cheap.learn(&batch.1, &vec![5e-6; 100], None);
+        assert_eq!(choose(&cheap, &batch, 2), ExecutionMode::Parallel, "5 us alone is");
     }
 
     #[test]
