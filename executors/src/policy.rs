@@ -81,17 +81,6 @@ struct KindStats {
     conflicts: Option<f64>,
 }
 
-/// A batch's predicted sequential work and conflicts.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) struct Prediction {
-    /// Seconds of sequential execution.
-    pub work_s: f64,
-    /// Predicted re-executions per transaction in parallel.
-    pub conflicts: f64,
-    /// Some kind of the batch has not been measured yet.
-    pub unseen: bool,
-}
-
 /// What the pool does with a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Choice {
@@ -110,25 +99,25 @@ pub(crate) struct Policy {
 }
 
 impl Policy {
-    /// The predicted work and conflicts of `txs` (of `kinds`): learned per kind, and for
-    /// plain transfers, whose conflicts depend on who pays whom in this batch rather than
-    /// on their kind, read off the batch itself.
-    pub(crate) fn predict(&self, txs: &[TxEnv], kinds: &[Kind]) -> Prediction {
-        let Ok(known) = self.kinds.lock() else {
-            return Prediction { work_s: 0.0, conflicts: f64::INFINITY, unseen: true };
-        };
-        let transfers = transfer_conflicts(txs, kinds);
-        let (mut work_s, mut conflicts, mut unseen) = (0.0, 0.0, false);
-        for (kind, transfer_conflicts) in kinds.iter().zip(transfers) {
-            let stats = known.get(kind).copied().unwrap_or_else(|| {
-                unseen = true;
-                KindStats { cost: UNSEEN_COST_S, conflicts: None }
-            });
-            work_s += stats.cost;
-            // Not yet seen in parallel: assumed not to conflict, so that it is tried.
-            conflicts += transfer_conflicts.or(stats.conflicts).unwrap_or(0.0);
+    /// What is known of each of `kinds` (an unseen one: a typical call, no conflicts
+    /// known), and whether some kind is unseen. A run of one kind is looked up once.
+    fn stats(&self, kinds: &[Kind]) -> (Vec<KindStats>, bool) {
+        let unknown = KindStats { cost: UNSEEN_COST_S, conflicts: None };
+        let Ok(known) = self.kinds.lock() else { return (vec![unknown; kinds.len()], true) };
+        let (mut stats, mut unseen) = (Vec::with_capacity(kinds.len()), false);
+        let mut last: Option<(&Kind, KindStats)> = None;
+        for kind in kinds {
+            let found = match last {
+                Some((previous, found)) if previous == kind => found,
+                _ => known.get(kind).copied().unwrap_or_else(|| {
+                    unseen = true;
+                    unknown
+                }),
+            };
+            last = Some((kind, found));
+            stats.push(found);
         }
-        Prediction { work_s, conflicts: conflicts / kinds.len().max(1) as f64, unseen }
+        (stats, unseen)
     }
 
     /// The mode `txs` (of `kinds`) should run in, on `workers` workers, batches under
@@ -137,15 +126,18 @@ impl Policy {
         if workers < 2 || kinds.len() < min_batch.max(2) {
             return Choice { mode: ExecutionMode::Sequential, learn: true };
         }
-        let p = self.predict(txs, kinds);
-        let pays = p.work_s >= MIN_PARALLEL_WORK_S
-            && p.work_s / kinds.len() as f64 >= MIN_TX_COST_S
-            && p.conflicts <= MAX_CONFLICTS;
-        tracing::trace!(txs = kinds.len(), work_s = p.work_s, conflicts = p.conflicts, pays, "mode chosen");
+        let (stats, unseen) = self.stats(kinds);
+        let work_s = work_of(&stats);
+        // Conflicts only once the work would pay: reading them off a batch of cheap
+        // transfers costs as much as a few percent of running it.
+        let pays = work_s >= MIN_PARALLEL_WORK_S
+            && work_s / kinds.len() as f64 >= MIN_TX_COST_S
+            && conflicts_of(txs, kinds, &stats) <= MAX_CONFLICTS;
+        tracing::trace!(txs = kinds.len(), work_s, pays, "mode chosen");
         match pays {
             // A parallel run always teaches its conflicts.
             true => Choice { mode: ExecutionMode::Parallel, learn: true },
-            false => Choice { mode: ExecutionMode::Sequential, learn: p.unseen || self.sample() },
+            false => Choice { mode: ExecutionMode::Sequential, learn: unseen || self.sample() },
         }
     }
 
@@ -204,6 +196,20 @@ impl Policy {
             };
         }
     }
+}
+
+/// Seconds of sequential work the kinds' `stats` predict.
+fn work_of(stats: &[KindStats]) -> f64 {
+    stats.iter().map(|s| s.cost).sum()
+}
+
+/// Predicted re-executions per transaction of `txs` (of `kinds`, known as `stats`): for
+/// plain transfers read off the batch, for calls as learned (not yet seen in parallel:
+/// assumed not to conflict, so that the kind is tried).
+fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
+    let transfers = transfer_conflicts(txs, kinds);
+    let sum: f64 = transfers.iter().zip(stats).map(|(t, s)| t.or(s.conflicts).unwrap_or(0.0)).sum();
+    sum / kinds.len().max(1) as f64
 }
 
 /// Of transactions with predicted `(cost, calm)`, those that started in order on
@@ -329,7 +335,7 @@ mod tests {
         assert_eq!(choose(&policy, &batch, 2), ExecutionMode::Parallel);
         // The first parallel run is taken whole: each ran once more.
         policy.learn(&batch.1, &vec![20e-6; 100], Some(&vec![1; 100]));
-        assert_eq!(policy.predict(&batch.0, &batch.1).conflicts, 1.0);
+        assert_eq!(conflicts_of(&batch.0, &batch.1, &policy.stats(&batch.1).0), 1.0);
         assert_eq!(choose(&policy, &batch, 2), ExecutionMode::Sequential);
     }
 
@@ -371,7 +377,7 @@ mod tests {
         let batch = batch(100, call);
         let policy = Policy::default();
         policy.learn(&batch.1, &vec![14e-6; 100], Some(&vec![0; 100]));
-        let work = policy.predict(&batch.0, &batch.1).work_s;
+        let work = work_of(&policy.stats(&batch.1).0);
         assert!((work - 100.0 * 14e-6 / PARALLEL_TIME_INFLATION).abs() < 1e-12, "{work}");
         // 4 us a transaction inside a parallel run is under 3 us alone: not worth it.
         let cheap = Policy::default();
