@@ -145,7 +145,7 @@ impl Policy {
     /// in [`LEARN_EVERY`]. Timing each transaction and taking the times in costs a few
     /// percent of a batch of cheap transactions, and costs of known kinds move slowly.
     pub(crate) fn sample(&self) -> bool {
-        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % LEARN_EVERY == 0
+        self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(LEARN_EVERY)
     }
 
     /// The transactions of a parallel batch (of `kinds`) to start first on `workers`
