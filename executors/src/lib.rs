@@ -4,8 +4,9 @@
 //! - [`Executor`]: a pool of worker threads (the caller among them), each owning one
 //!   reused EVM. Big batches go to the Block-STM engine (multi-version memory,
 //!   optimistic execution, validation of read sets, re-execution on conflict, waiting on
-//!   known writers, an ordered settle that rolls along with the batch); small ones,
-//!   cheap ones and kinds measured to conflict run sequentially (`policy`).
+//!   known writers, an ordered settle that rolls along with the batch, long
+//!   transactions that would otherwise run last started first); small ones, cheap ones
+//!   and kinds measured to conflict run sequentially (`policy`).
 //! - The beneficiary's fee and the balance and nonce of a sender with several
 //!   transactions are applied lazily at commit, so they are not hot spots; a
 //!   transaction that reads them explicitly still sees the exact value.

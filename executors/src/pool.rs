@@ -314,9 +314,9 @@ impl Drop for Executor {
 fn worker_loop(inbox: &mpsc::Receiver<Job>, cpu_ns: &AtomicU64) {
     let mut evm = evm::build(revm::primitives::hardfork::SpecId::default());
     let mut codes = crate::view::CodeCache::default();
-    // After a batch the worker stays awake for the caller's next job (the finished
-    // batch to free, or the next chunk of a round): waking a parked thread costs the
-    // caller a futex call, about ten microseconds on this kind of virtual machine.
+    // After a batch the worker stays awake for the caller's next job, the finished
+    // batch to free: waking a parked thread costs the caller a futex call, about ten
+    // microseconds on this kind of virtual machine.
     let mut awake_until: Option<std::time::Instant> = None;
     loop {
         let job = match awake_until {
