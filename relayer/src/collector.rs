@@ -97,8 +97,10 @@ impl Certified {
 }
 
 /// Checks each signature, refusing bad input (termed, so it is not redelivered), and
-/// stores the good ones in one transaction; returns the records that reached quorum.
-/// Signatures of messages already certified are not checked: they add nothing.
+/// stores the good ones of messages still short of a quorum in one transaction;
+/// returns the records that reached quorum (written once published, by
+/// `publish_records`). Signatures of messages already certified are not checked: they
+/// add nothing.
 async fn absorb(
     context: &Context,
     taken: &[JsMessage],
@@ -158,7 +160,9 @@ async fn absorb(
             }
             if record.signatures.len() >= threshold && certify(context, &mut record, &first.attestation) {
                 certified.insert(*id);
-                tx.put(&record)?;
+                // Written once, when published (`publish_records`): a crash before then
+                // leaves this round's signatures unacked, so they come back and certify
+                // it again (JetStream drops a second publish).
                 quorate.push(record);
             } else {
                 tx.put(&record)?;
@@ -273,9 +277,28 @@ async fn publish_records(context: &Context, certified: Vec<MessageRecord>) -> Re
     for (record, fresh) in records.iter().zip(fresh) {
         info!(id = %record.id, origin = record.origin, destination = record.destination, duplicate = !fresh, "published");
     }
-    let published: Vec<B256> = records.iter().map(|r| r.id).collect();
-    // Records a deliverer took from JetStream meanwhile are past this already.
-    context.store.update(&published, |r| r.can(Transition::Publish) && applied(r.publish(None)))?;
+    context.store.write(|tx| {
+        for in_hand in records {
+            // The stored record when it is attested already (a crash left it so) or past
+            // this (a deliverer took the message from JetStream meanwhile: it keeps its
+            // progress and gains the signatures); otherwise the one certified in hand,
+            // not written yet.
+            let (mut record, mut changed) = match tx.get(&in_hand.id)? {
+                Some(mut stored) if !stored.can(Transition::Attest) => {
+                    let before = stored.signatures.len();
+                    stored.signatures.extend(in_hand.signatures);
+                    let gained = stored.signatures.len() > before;
+                    (stored, gained)
+                }
+                _ => (in_hand, true),
+            };
+            changed |= record.can(Transition::Publish) && applied(record.publish(None));
+            if changed {
+                tx.put(&record)?;
+            }
+        }
+        Ok(())
+    })?;
     Ok(())
 }
 
