@@ -82,12 +82,21 @@ struct KindStats {
 }
 
 /// What the pool does with a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Choice {
     /// How it runs.
     pub mode: ExecutionMode,
     /// Whether its run is timed to learn from (see [`Policy::sample`]).
     pub learn: bool,
+    /// In a parallel run, the transactions to start first (see [`late_and_long`]).
+    pub heads: Vec<usize>,
+}
+
+impl Choice {
+    /// A sequential run, timed to learn from or not.
+    fn sequential(learn: bool) -> Self {
+        Self { mode: ExecutionMode::Sequential, learn, heads: Vec::new() }
+    }
 }
 
 /// The learned costs and conflicts, and the choice made from them.
@@ -124,7 +133,7 @@ impl Policy {
     /// `min_batch` transactions running sequentially; and whether to learn from it.
     pub(crate) fn choose(&self, txs: &[TxEnv], kinds: &[Kind], workers: usize, min_batch: usize) -> Choice {
         if workers < 2 || kinds.len() < min_batch.max(2) {
-            return Choice { mode: ExecutionMode::Sequential, learn: true };
+            return Choice::sequential(true);
         }
         let (stats, unseen) = self.stats(kinds);
         let work_s = work_of(&stats);
@@ -136,8 +145,8 @@ impl Policy {
         tracing::trace!(txs = kinds.len(), work_s, pays, "mode chosen");
         match pays {
             // A parallel run always teaches its conflicts.
-            true => Choice { mode: ExecutionMode::Parallel, learn: true },
-            false => Choice { mode: ExecutionMode::Sequential, learn: unseen || self.sample() },
+            true => Choice { mode: ExecutionMode::Parallel, learn: true, heads: heads_of(&stats, workers) },
+            false => Choice::sequential(unseen || self.sample()),
         }
     }
 
@@ -146,24 +155,6 @@ impl Policy {
     /// percent of a batch of cheap transactions, and costs of known kinds move slowly.
     pub(crate) fn sample(&self) -> bool {
         self.batches.fetch_add(1, std::sync::atomic::Ordering::Relaxed).is_multiple_of(LEARN_EVERY)
-    }
-
-    /// The transactions of a parallel batch (of `kinds`) to start first on `workers`
-    /// workers: long ones that, started in order, would still run alone when the rest
-    /// is done (a block's one big call near its end), of kinds known not to conflict.
-    /// At most `workers - 1`, the longest overrun first, so that one worker always
-    /// sweeps in order.
-    pub(crate) fn heads(&self, kinds: &[Kind], workers: usize) -> Vec<usize> {
-        let Ok(known) = self.kinds.lock() else { return Vec::new() };
-        let costs: Vec<(f64, bool)> = kinds
-            .iter()
-            .map(|kind| match known.get(kind) {
-                Some(stats) => (stats.cost, stats.conflicts.is_some_and(|c| c <= MAX_HEAD_CONFLICTS)),
-                None => (UNSEEN_COST_S, false),
-            })
-            .collect();
-        drop(known);
-        late_and_long(&costs, workers)
     }
 
     /// Takes in a batch's measurements: each transaction's kind, execution seconds and,
@@ -210,6 +201,16 @@ fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
     let transfers = transfer_conflicts(txs, kinds);
     let sum: f64 = transfers.iter().zip(stats).map(|(t, s)| t.or(s.conflicts).unwrap_or(0.0)).sum();
     sum / kinds.len().max(1) as f64
+}
+
+/// The transactions of a parallel batch (of kinds known as `stats`) to start first on
+/// `workers` workers: long ones that, started in order, would still run alone when the
+/// rest is done (a block's one big call near its end), of kinds known not to conflict
+/// (an unseen kind is not).
+fn heads_of(stats: &[KindStats], workers: usize) -> Vec<usize> {
+    let costs: Vec<(f64, bool)> =
+        stats.iter().map(|s| (s.cost, s.conflicts.is_some_and(|c| c <= MAX_HEAD_CONFLICTS))).collect();
+    late_and_long(&costs, workers)
 }
 
 /// Of transactions with predicted `(cost, calm)`, those that started in order on
@@ -362,13 +363,17 @@ mod tests {
     #[test]
     fn heads_come_from_learned_costs_and_conflicts() {
         let policy = Policy::default();
-        let (cheap, long) = ((Address::repeat_byte(1), [1; 4]), (Address::repeat_byte(2), [2; 4]));
-        let mut kinds = vec![cheap; 20];
-        kinds.push(long);
-        assert!(policy.heads(&kinds, 2).is_empty(), "unseen kinds are not started first");
-        policy.learn(&[cheap], &[10e-6], Some(&[0]));
-        policy.learn(&[long], &[300e-6], Some(&[0]));
-        assert_eq!(policy.heads(&kinds, 2), vec![20]);
+        let (cheap, long) = (batch(40, (Address::repeat_byte(1), [1; 4])), batch(1, (Address::repeat_byte(2), [2; 4])));
+        let all = ([cheap.0.clone(), long.0.clone()].concat(), [cheap.1.clone(), long.1.clone()].concat());
+        let unseen = policy.choose(&all.0, &all.1, 2, 4);
+        assert_eq!(unseen.mode, ExecutionMode::Parallel, "unseen kinds are tried in parallel");
+        assert!(unseen.heads.is_empty(), "unseen kinds are not started first");
+        policy.learn(&cheap.1[..1], &[10e-6], Some(&[0]));
+        policy.learn(&long.1, &[300e-6], Some(&[0]));
+        assert_eq!(policy.choose(&all.0, &all.1, 2, 4).heads, vec![40]);
+        // A long kind that conflicts would likely run twice: left in order.
+        policy.learn(&long.1, &[300e-6], Some(&[3]));
+        assert!(policy.choose(&all.0, &all.1, 2, 4).heads.is_empty());
     }
 
     #[test]

@@ -139,10 +139,7 @@ impl Executor {
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         let choice = self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch);
         match choice.mode {
-            ExecutionMode::Parallel => {
-                let heads = self.policy.heads(&kinds, self.config.workers);
-                self.run_parallel(state, ctx, txs, &kinds, heads)
-            }
+            ExecutionMode::Parallel => self.run_parallel(state, ctx, txs, &kinds, choice.heads),
             ExecutionMode::Sequential => self.run_sequential(state, ctx, txs, choice.learn.then_some(&kinds[..])),
         }
     }
