@@ -95,6 +95,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     None => println!("executor speedup: no batch ran in parallel"),
                 }
                 println!("peak RSS {:.1} MiB", r.peak_rss_bytes as f64 / (1024.0 * 1024.0));
+                println!(
+                    "CPU per message {:.0} us = {:.2}x the floor of {:.0} us (three signatures {:.0} us, \
+                     one delivery on plain revm {:.0} us, measured after the relay)",
+                    r.cpu_seconds_per_message * 1e6,
+                    r.cpu_over_floor,
+                    r.floor.seconds_per_message * 1e6,
+                    r.floor.sign_seconds * 1e6,
+                    r.floor.delivery_seconds * 1e6
+                );
+                let stages: Vec<String> =
+                    r.cpu_stages_per_message.iter().map(|(stage, s)| format!("{stage} {:.0} us", s * 1e6)).collect();
+                println!("by stage: {}", stages.join(", "));
             }
             Ok(())
         }

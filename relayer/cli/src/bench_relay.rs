@@ -54,6 +54,68 @@ pub struct RelayReport {
     /// `cpu_seconds_per_message` by pipeline stage (`ferry_stage_cpu_seconds_total`);
     /// `other` is what no stage claims (the runtime, the NATS and HTTP clients' own tasks).
     pub cpu_stages_per_message: std::collections::BTreeMap<String, f64>,
+    /// What no relayer can skip for a message, measured in this process after the relay
+    /// (the bound `cpu_seconds_per_message` is held against).
+    pub floor: Floor,
+    /// `cpu_seconds_per_message` over `floor.seconds_per_message`.
+    pub cpu_over_floor: f64,
+}
+
+/// The CPU floor of one message: three validators' signatures over its attestation and
+/// one execution of its delivery on plain revm, which recovers the quorum's two
+/// signatures itself (as the collector does, once). Measured on the same machine in the
+/// same run as the relay, so the two compare whatever the host's speed that minute.
+#[derive(Debug, Serialize)]
+pub struct Floor {
+    /// Three signatures.
+    pub sign_seconds: f64,
+    /// One Mailbox delivery (`process` with a two-signature quorum) on plain revm.
+    pub delivery_seconds: f64,
+    /// Their sum.
+    pub seconds_per_message: f64,
+}
+
+impl Floor {
+    /// Signatures and deliveries timed per pass; the median pass of [`Self::PASSES`] counts.
+    const SAMPLE: usize = 200;
+    const PASSES: usize = 7;
+
+    /// Measures the floor on the calling thread.
+    pub fn measure() -> anyhow::Result<Self> {
+        let key = ferry_light_client::ValidatorKey::from_bytes(&B256::repeat_byte(0x42))?;
+        let attestations: Vec<ferry_messages::Attestation> = (0..Self::SAMPLE as u64)
+            .map(|i| ferry_messages::Attestation {
+                origin: 31337,
+                origin_mailbox: B256::repeat_byte(0xaa),
+                destination: 31338,
+                block_hash: B256::repeat_byte(0xbb),
+                id: B256::left_padding_from(&i.to_be_bytes()),
+            })
+            .collect();
+        let mut sign = Vec::with_capacity(Self::PASSES);
+        for _ in 0..Self::PASSES {
+            let start = Instant::now();
+            for attestation in &attestations {
+                std::hint::black_box(key.sign(attestation)?);
+            }
+            sign.push(start.elapsed().as_secs_f64() / Self::SAMPLE as f64);
+        }
+        let fixture = ferry_executors::bench::Fixture::new(8)?;
+        let deliveries = ferry_executors::bench::workloads(&fixture, Self::SAMPLE)
+            .into_iter()
+            .find(|w| w.name == "mailbox-delivery")
+            .context("the executors' bench has no mailbox-delivery workload")?;
+        let delivery: Vec<f64> = (0..Self::PASSES)
+            .map(|_| {
+                let (seconds, _) =
+                    ferry_executors::bench::plain_revm(fixture.state.clone(), &fixture.ctx, &deliveries.txs);
+                seconds / Self::SAMPLE as f64
+            })
+            .collect();
+        let (sign_seconds, delivery_seconds) =
+            (3.0 * ferry_executors::bench::median(sign), ferry_executors::bench::median(delivery));
+        Ok(Self { sign_seconds, delivery_seconds, seconds_per_message: sign_seconds + delivery_seconds })
+    }
 }
 
 /// How to run the benchmark.
@@ -158,6 +220,11 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     // The sampled batches' sequential re-runs against the same batches' parallel runs.
     let sequential = m.executor_sequential_check_seconds.with_label_values(&["beta"]).get_sample_sum();
     let parallel = m.executor_checked_parallel_seconds.with_label_values(&["beta"]).get_sample_sum();
+    let cpu_seconds_per_message = per_message(relay_ns);
+    service.stop().await;
+    drop(devnet);
+    // With the relay and the chains stopped: the bound, on a machine as quiet as it gets.
+    let floor = tokio::task::spawn_blocking(Floor::measure).await??;
     let report = RelayReport {
         messages,
         seconds,
@@ -170,12 +237,12 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         tx_per_message: txs.len() as f64 / messages as f64,
         executor_speedup: (parallel > 0.0 && sequential > 0.0).then(|| sequential / parallel),
         peak_rss_bytes,
-        cpu_seconds_per_message: per_message(relay_ns),
+        cpu_seconds_per_message,
         generator_cpu_seconds_per_message: per_message(generator_ns),
         cpu_stages_per_message,
+        cpu_over_floor: cpu_seconds_per_message / floor.seconds_per_message.max(f64::EPSILON),
+        floor,
     };
-    service.stop().await;
-    drop(devnet);
     Ok(report)
 }
 
