@@ -64,7 +64,8 @@ pub struct RelayReport {
 /// The CPU floor of one message: three validators' signatures over its attestation and
 /// one execution of its delivery on plain revm, which recovers the quorum's two
 /// signatures itself (as the collector does, once). Measured on the same machine in the
-/// same run as the relay, so the two compare whatever the host's speed that minute.
+/// same run as the relay, just before and just after it, so the two compare whatever the
+/// host's speed that minute.
 #[derive(Debug, Serialize)]
 pub struct Floor {
     /// Three signatures.
@@ -76,12 +77,14 @@ pub struct Floor {
 }
 
 impl Floor {
-    /// Signatures and deliveries timed per pass; the median pass of [`Self::PASSES`] counts.
+    /// Signatures and deliveries timed per pass.
     const SAMPLE: usize = 200;
-    const PASSES: usize = 7;
+    /// Passes before the relay and again after it: the median of all counts, so that a
+    /// host that slows down or speeds up during the run moves the floor with the relay.
+    const PASSES: usize = 9;
 
-    /// Measures the floor on the calling thread.
-    pub fn measure() -> anyhow::Result<Self> {
+    /// Times [`Self::PASSES`] passes of each part of the floor on the calling thread.
+    pub fn measure() -> anyhow::Result<FloorSamples> {
         let key = ferry_light_client::ValidatorKey::from_bytes(&B256::repeat_byte(0x42))?;
         let attestations: Vec<ferry_messages::Attestation> = (0..Self::SAMPLE as u64)
             .map(|i| ferry_messages::Attestation {
@@ -92,30 +95,38 @@ impl Floor {
                 id: B256::left_padding_from(&i.to_be_bytes()),
             })
             .collect();
-        let mut sign = Vec::with_capacity(Self::PASSES);
-        for _ in 0..Self::PASSES {
-            let start = Instant::now();
-            for attestation in &attestations {
-                std::hint::black_box(key.sign(attestation)?);
-            }
-            sign.push(start.elapsed().as_secs_f64() / Self::SAMPLE as f64);
-        }
         let fixture = ferry_executors::bench::Fixture::new(8)?;
         let deliveries = ferry_executors::bench::workloads(&fixture, Self::SAMPLE)
             .into_iter()
             .find(|w| w.name == "mailbox-delivery")
             .context("the executors' bench has no mailbox-delivery workload")?;
-        let delivery: Vec<f64> = (0..Self::PASSES)
-            .map(|_| {
-                let (seconds, _) =
-                    ferry_executors::bench::plain_revm(fixture.state.clone(), &fixture.ctx, &deliveries.txs);
-                seconds / Self::SAMPLE as f64
-            })
-            .collect();
-        let (sign_seconds, delivery_seconds) =
-            (3.0 * ferry_executors::bench::median(sign), ferry_executors::bench::median(delivery));
-        Ok(Self { sign_seconds, delivery_seconds, seconds_per_message: sign_seconds + delivery_seconds })
+        let mut samples = FloorSamples::default();
+        for _ in 0..Self::PASSES {
+            let start = Instant::now();
+            for attestation in &attestations {
+                std::hint::black_box(key.sign(attestation)?);
+            }
+            samples.sign.push(start.elapsed().as_secs_f64() / Self::SAMPLE as f64);
+            let (seconds, _) = ferry_executors::bench::plain_revm(fixture.state.clone(), &fixture.ctx, &deliveries.txs);
+            samples.delivery.push(seconds / Self::SAMPLE as f64);
+        }
+        Ok(samples)
     }
+
+    /// The floor from the passes before and after the relay.
+    fn of(before: FloorSamples, after: FloorSamples) -> Self {
+        let median = |a: Vec<f64>, b: Vec<f64>| ferry_executors::bench::median([a, b].concat());
+        let (sign_seconds, delivery_seconds) =
+            (3.0 * median(before.sign, after.sign), median(before.delivery, after.delivery));
+        Self { sign_seconds, delivery_seconds, seconds_per_message: sign_seconds + delivery_seconds }
+    }
+}
+
+/// Per pass: one signature's seconds and one delivery's.
+#[derive(Debug, Default)]
+pub struct FloorSamples {
+    sign: Vec<f64>,
+    delivery: Vec<f64>,
 }
 
 /// How to run the benchmark.
@@ -159,6 +170,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    let floor_before = tokio::task::spawn_blocking(Floor::measure).await??;
     let info = devnet.info();
     let user = info.accounts[0].clone();
     let (rpc_url, bridge, token) = (info.chains[0].rpc_url.clone(), info.chains[0].bridge, info.chains[0].token);
@@ -224,7 +236,7 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     service.stop().await;
     drop(devnet);
     // With the relay and the chains stopped: the bound, on a machine as quiet as it gets.
-    let floor = tokio::task::spawn_blocking(Floor::measure).await??;
+    let floor = Floor::of(floor_before, tokio::task::spawn_blocking(Floor::measure).await??);
     let report = RelayReport {
         messages,
         seconds,
