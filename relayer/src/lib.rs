@@ -31,6 +31,7 @@ pub mod guard;
 mod http;
 pub mod lifecycle;
 pub mod metrics;
+mod receipts;
 mod rpc;
 mod service;
 pub mod store;

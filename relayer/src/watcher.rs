@@ -7,6 +7,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use alloy::{
     consensus::ReceiptEnvelope,
+    eips::BlockNumberOrTag,
     primitives::{B256, BloomInput},
     providers::{DynProvider, Provider, ProviderBuilder, WsConnect},
     sol_types::SolEvent,
@@ -31,6 +32,7 @@ use crate::{
     guard::{Flow, flows},
     lifecycle::{MessageRecord, applied},
     metrics::WatcherMetrics,
+    receipts::BlockReceipts,
 };
 
 /// Most headers synced before the new final blocks are scanned, so that the scan always
@@ -258,9 +260,9 @@ impl Watcher {
             return Ok((vec![], vec![]));
         }
         let number = header.number;
-        let receipts = self
+        let served: BlockReceipts = self
             .provider
-            .get_block_receipts(number.into())
+            .raw_request("eth_getBlockReceipts".into(), (BlockNumberOrTag::Number(number),))
             .await
             .map_err(|source| {
                 if source.is_deser_error() {
@@ -268,9 +270,11 @@ impl Watcher {
                 } else {
                     WatchError::Receipts { number, source }
                 }
-            })?
+            })?;
+        let receipts: Vec<ReceiptEnvelope> = served
+            .into_consensus()
+            .map_err(|e| WatchError::Malformed(format!("eth_getBlockReceipts({number}): {e}")))?
             .ok_or(WatchError::NoReceipts(number))?;
-        let receipts: Vec<ReceiptEnvelope> = receipts.into_iter().map(|r| r.inner.into_primitives_receipt()).collect();
         let dispatches: Vec<(u64, u64)> = receipts
             .iter()
             .enumerate()
