@@ -16,7 +16,7 @@ use std::{
     },
 };
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::{Address, B256, Signature};
 use revm::precompile::{Crypto, DefaultCrypto, PrecompileHalt, install_crypto};
 
 /// Entries per generation: the signatures of a few rounds of deliveries. When the newer
@@ -81,6 +81,25 @@ pub fn remember(hash: B256, rs: [u8; 64], recovery_id: u8, signer: Address) {
     MEMO.remember((hash.0, rs, recovery_id), signer);
 }
 
+/// [`remember`] of an alloy signature over `hash`, recovered to `signer`.
+pub fn remember_signature(hash: B256, signature: &Signature, signer: Address) {
+    remember(hash, rs_of(signature), u8::from(signature.v()), signer);
+}
+
+/// The signer of `signature` over `hash`, if the memo holds it (someone in this process
+/// recovered it). Not counted in [`stats`], which count the EVM's `ecrecover` calls.
+pub fn recall(hash: &B256, signature: &Signature) -> Option<Address> {
+    MEMO.lookup(&(hash.0, rs_of(signature), u8::from(signature.v())))
+}
+
+/// `r || s` of a signature, as the precompile takes them.
+fn rs_of(signature: &Signature) -> [u8; 64] {
+    let mut rs = [0u8; 64];
+    rs[..32].copy_from_slice(&signature.r().to_be_bytes::<32>());
+    rs[32..].copy_from_slice(&signature.s().to_be_bytes::<32>());
+    rs
+}
+
 /// How many `ecrecover` calls the memo answered, and how many it passed on.
 pub fn stats() -> (u64, u64) {
     (MEMO.hits.load(Ordering::Relaxed), MEMO.misses.load(Ordering::Relaxed))
@@ -132,6 +151,19 @@ mod tests {
         assert!(generations.iter().map(HashMap::len).sum::<usize>() <= 2 * GENERATION);
         assert!(memo_has(&generations, &key(2 * GENERATION + 9)));
         assert!(!memo_has(&generations, &key(0)));
+    }
+
+    #[test]
+    fn a_remembered_signature_is_recalled_and_no_other() {
+        let signer = PrivateKeySigner::random();
+        let hash = B256::repeat_byte(0x5e);
+        let signature = signer.sign_hash_sync(&hash).unwrap();
+        assert_eq!(recall(&hash, &signature), None);
+        remember_signature(hash, &signature, signer.address());
+        assert_eq!(recall(&hash, &signature), Some(signer.address()));
+        assert_eq!(recall(&B256::repeat_byte(0x5f), &signature), None, "another hash");
+        let flipped = Signature::new(signature.r(), signature.s(), !signature.v());
+        assert_eq!(recall(&hash, &flipped), None, "another recovery id");
     }
 
     fn memo_has(generations: &[HashMap<Key, Address>; 2], key: &Key) -> bool {

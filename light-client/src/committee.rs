@@ -98,6 +98,18 @@ impl ValidatorSet {
         attestation: &Attestation,
         certificate: &QuorumCertificate,
     ) -> Result<Vec<Address>, CommitteeError> {
+        self.verify_recalled(attestation, certificate, |_, _| None)
+    }
+
+    /// [`verify`](Self::verify), taking a signature's signer from `recall` (given the
+    /// signing hash and the signature) where it knows it: signatures this process
+    /// recovered itself before. Every check but the curve arithmetic is made as usual.
+    pub fn verify_recalled(
+        &self,
+        attestation: &Attestation,
+        certificate: &QuorumCertificate,
+        recall: impl Fn(&B256, &Signature) -> Option<Address>,
+    ) -> Result<Vec<Address>, CommitteeError> {
         if certificate.block_hash != attestation.block_hash {
             return Err(CommitteeError::BlockMismatch {
                 certificate: certificate.block_hash,
@@ -110,8 +122,12 @@ impl ValidatorSet {
         }
         let mut previous = Address::ZERO;
         let mut signers = Vec::with_capacity(count);
+        let signing_hash = attestation.signing_hash();
         for (index, signature) in certificate.signatures.iter().enumerate() {
-            let signer = self.recover(attestation, index, signature)?;
+            let signer = match recall(&signing_hash, signature) {
+                Some(signer) if signature.normalize_s().is_none() => signer,
+                _ => self.recover_from_hash(&signing_hash, index, signature)?,
+            };
             if signer <= previous {
                 return Err(CommitteeError::SignersNotAscending { previous, signer });
             }
@@ -217,5 +233,38 @@ mod tests {
             assert_eq!(attestation.recover_signer(&signed).unwrap(), key.address());
             assert!(signed.normalize_s().is_none(), "high s");
         }
+    }
+
+    #[test]
+    fn recalled_signers_spare_the_recovery_and_nothing_else() {
+        let keys: Vec<ValidatorKey> =
+            (1..=3u8).map(|k| ValidatorKey::from_bytes(&B256::repeat_byte(k)).unwrap()).collect();
+        let set = ValidatorSet::new(keys.iter().map(ValidatorKey::address).collect(), 2).unwrap();
+        let attestation = Attestation {
+            origin: 31337,
+            origin_mailbox: B256::repeat_byte(1),
+            destination: 31338,
+            block_hash: B256::repeat_byte(2),
+            id: B256::repeat_byte(3),
+        };
+        let qc = set.certify(&attestation, keys.iter().map(|k| k.sign(&attestation).unwrap())).unwrap();
+        let signers = set.verify(&attestation, &qc).unwrap();
+        let hash = attestation.signing_hash();
+        // A recall that knows every signer gives what recovery gives.
+        let knows = |h: &B256, s: &Signature| (*h == hash).then(|| s.recover_address_from_prehash(h).ok()).flatten();
+        assert_eq!(set.verify_recalled(&attestation, &qc, knows).unwrap(), signers);
+        // What it says is believed (it holds only what this process recovered), so one that
+        // names an outsider is refused as the outsider...
+        let outsider = Address::repeat_byte(0x77);
+        let refused = set.verify_recalled(&attestation, &qc, |_, _| Some(outsider));
+        assert_eq!(refused, Err(CommitteeError::NotValidator { signer: outsider }));
+        // ...and the Mailbox's other rules still hold: a high-s signature is refused even
+        // when recalled.
+        let mut high = qc.clone();
+        let s = high.signatures[0].s();
+        let n = alloy::primitives::uint!(0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141_U256);
+        high.signatures[0] = Signature::new(high.signatures[0].r(), n - s, !high.signatures[0].v());
+        let refused = set.verify_recalled(&attestation, &high, knows);
+        assert_eq!(refused, Err(CommitteeError::HighS { index: 0 }));
     }
 }

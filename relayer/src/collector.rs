@@ -232,12 +232,10 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
             ),
         ));
     }
-    // The Mailbox recovers this signature again when the delivery is predicted: let the
-    // EVM's ecrecover find the answer instead of repeating the curve arithmetic.
-    let mut rs = [0u8; 64];
-    rs[..32].copy_from_slice(&signature.r().to_be_bytes::<32>());
-    rs[32..].copy_from_slice(&signature.s().to_be_bytes::<32>());
-    ferry_executors::recoveries::remember(signing_hash, rs, u8::from(signature.v()), signer);
+    // The deliverer checks this signature again when it admits the certificate, and the
+    // Mailbox recovers it when the delivery is predicted: let both find the answer instead
+    // of repeating the curve arithmetic.
+    ferry_executors::recoveries::remember_signature(signing_hash, &signature, signer);
     Ok(Some(Valid { message, attestation, signed }))
 }
 

@@ -167,7 +167,10 @@ impl Admission {
                 && r.origin_mailbox == deliverable.origin_mailbox
         });
         // The Mailbox would refuse a bad one too, but only after we paid for the attempt.
-        if !known && let Err(e) = self.context.validators.verify(&attestation, &qc) {
+        // Signatures this process's collector recovered are recalled, not recovered: a
+        // deliverable can arrive before the collector has recorded its publication.
+        let recall = ferry_executors::recoveries::recall;
+        if !known && let Err(e) = self.context.validators.verify_recalled(&attestation, &qc, recall) {
             return Ok(Err(("bad_certificate", format!("message {id}: {e}"))));
         }
         Ok(Ok(Checked { deliverable, message, stored }))
