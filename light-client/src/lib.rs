@@ -34,7 +34,7 @@ pub use client::{LightClient, LightClientConfig};
 pub use committee::{ValidatorKey, ValidatorSet};
 pub use error::{CommitteeError, HeaderError, LightClientError, ProofError, SafetyFault, SourceError, StoreError};
 pub use fork_choice::{Event, ForkChoice, Reorg};
-pub use proofs::{ProvenMessage, ReceiptProof, ReceiptTrie};
+pub use proofs::{DispatchedMessage, ProvenMessage, ReceiptProof, ReceiptTrie, dispatched};
 pub use rules::{BlobSchedule, EthereumHardfork, Finality, ForkSchedule, HeaderRules, TimestampRule};
 pub use source::{HeaderSource, RpcHeaderSource, sync};
 pub use store::CheckpointStore;

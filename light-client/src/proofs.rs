@@ -69,20 +69,25 @@ impl ReceiptTrie {
             return Err(ProofError::NoSuchReceipt { index, count: receipts.len() });
         }
         let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
-        let mut keys: Vec<(Nibbles, usize)> =
-            (0..receipts.len()).map(|i| (Nibbles::unpack(rlp_index(i as u64)), i)).collect();
-        // The builder takes leaves in key order, and rlp(index) does not sort like index.
-        keys.sort_unstable_by_key(|(key, _)| *key);
         let retain = targets.iter().map(|&i| Nibbles::unpack(rlp_index(i))).collect();
         let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(retain));
-        for (key, i) in &keys {
-            builder.add_leaf(*key, &encoded[*i]);
-        }
-        let root = builder.root();
+        let root = trie_root(&mut builder, &encoded);
         if root != receipts_root {
             return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
         }
         Ok(Self { encoded, nodes: builder.take_proof_nodes(), targets: targets.to_vec(), root })
+    }
+
+    /// Checks that `receipts` are exactly the receipts under `receipts_root` (their trie
+    /// hashes to it), retaining no proof: every receipt of the block is proven at once,
+    /// for a reader that takes them from the list itself (see [`dispatched`]).
+    pub fn check_root(receipts: &[ReceiptEnvelope], receipts_root: B256) -> Result<(), ProofError> {
+        let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
+        let root = trie_root(&mut HashBuilder::default(), &encoded);
+        if root != receipts_root {
+            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
+        }
+        Ok(())
     }
 
     /// The proof of receipt `index`, which must be one of the targets it was built for.
@@ -96,6 +101,18 @@ impl ReceiptTrie {
         let nodes = self.nodes.matching_nodes_sorted(&key).into_iter().map(|(_, n)| n).collect();
         Ok(ReceiptProof { index, receipt: receipt.clone().into(), nodes })
     }
+}
+
+/// The root of the trie of `encoded` receipts (keyed by `rlp(index)`), built by `builder`.
+fn trie_root(builder: &mut HashBuilder, encoded: &[Vec<u8>]) -> B256 {
+    let mut keys: Vec<(Nibbles, usize)> =
+        (0..encoded.len()).map(|i| (Nibbles::unpack(rlp_index(i as u64)), i)).collect();
+    // The builder takes leaves in key order, and rlp(index) does not sort like index.
+    keys.sort_unstable_by_key(|(key, _)| *key);
+    for (key, i) in &keys {
+        builder.add_leaf(*key, &encoded[*i]);
+    }
+    builder.root()
 }
 
 fn rlp_index(index: u64) -> Vec<u8> {
@@ -203,34 +220,77 @@ impl ProvenMessage {
             return Err(ProofError::UntrustedHeader { trusted, actual });
         }
         let receipt = self.receipt_proof.verify(self.header.receipts_root)?;
-        if !receipt.status() {
-            return Err(ProofError::LogMismatch { reason: "the dispatching transaction reverted".into() });
+        let dispatch = dispatch_log(&receipt, self.log_index, origin_mailbox)?;
+        if dispatch.message.as_ref() != self.message.encode().as_slice() {
+            return Err(ProofError::LogMismatch { reason: "the log carries other message bytes".into() });
         }
-        let log = receipt_log(&receipt, self.log_index)?;
-        let mismatch = |reason: String| Err(ProofError::LogMismatch { reason });
-        if log.address != origin_mailbox {
-            return mismatch(format!("log emitted by {}, not the Mailbox {origin_mailbox}", log.address));
-        }
-        let dispatch = Mailbox::Dispatch::decode_log_data(&log.data)
-            .map_err(|e| ProofError::LogMismatch { reason: format!("not a Dispatch log: {e}") })?;
-        let encoded = self.message.encode();
-        if dispatch.message.as_ref() != encoded.as_slice() {
-            return mismatch("the log carries other message bytes".into());
-        }
-        let id = keccak256(&encoded);
-        if dispatch.id != id {
-            return mismatch(format!("the log's id {} is not the message's {id}", dispatch.id));
-        }
-        if self.message.origin != origin_chain {
-            return mismatch(format!("message origin {} is not chain {origin_chain}", self.message.origin));
-        }
-        Ok(id)
+        check_dispatch(&dispatch, &self.message, origin_chain)
     }
 
     /// The attestation a validator signs for this message.
     pub fn attestation(&self, origin_mailbox: Address) -> Attestation {
         ferry_messages::wire::attestation(&self.message, origin_mailbox, self.block_hash())
     }
+}
+
+/// A message a `Dispatch` log carries, with its id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DispatchedMessage {
+    /// The message.
+    pub message: Message,
+    /// Its id, checked against the bytes the log carries.
+    pub id: MessageId,
+}
+
+/// The message of `receipt`'s log `log_index`, with every check of
+/// [`ProvenMessage::verify`] but the proof: the receipt succeeded, the log is a `Dispatch`
+/// by `origin_mailbox` whose id is its message's, and the message claims `origin_chain`.
+/// For a receipt of a list [`ReceiptTrie::check_root`] checked against the block.
+pub fn dispatched(
+    receipt: &ReceiptEnvelope,
+    log_index: u64,
+    origin_chain: u32,
+    origin_mailbox: Address,
+) -> Result<DispatchedMessage, ProofError> {
+    let dispatch = dispatch_log(receipt, log_index, origin_mailbox)?;
+    let message = Message::decode(&dispatch.message)
+        .map_err(|e| ProofError::Malformed { what: "message", reason: e.to_string() })?;
+    let id = check_dispatch(&dispatch, &message, origin_chain)?;
+    Ok(DispatchedMessage { message, id })
+}
+
+/// The `Dispatch` event of a successful `receipt`'s log `log_index`, emitted by `origin_mailbox`.
+fn dispatch_log(
+    receipt: &ReceiptEnvelope,
+    log_index: u64,
+    origin_mailbox: Address,
+) -> Result<Mailbox::Dispatch, ProofError> {
+    if !receipt.status() {
+        return Err(ProofError::LogMismatch { reason: "the dispatching transaction reverted".into() });
+    }
+    let log = receipt_log(receipt, log_index)?;
+    if log.address != origin_mailbox {
+        let reason = format!("log emitted by {}, not the Mailbox {origin_mailbox}", log.address);
+        return Err(ProofError::LogMismatch { reason });
+    }
+    Mailbox::Dispatch::decode_log_data(&log.data)
+        .map_err(|e| ProofError::LogMismatch { reason: format!("not a Dispatch log: {e}") })
+}
+
+/// Checks that `dispatch` (carrying `message`'s bytes) names the message's id and that
+/// the message claims `origin_chain`; returns the id.
+fn check_dispatch(dispatch: &Mailbox::Dispatch, message: &Message, origin_chain: u32) -> Result<MessageId, ProofError> {
+    let id = keccak256(&dispatch.message);
+    if dispatch.id != id {
+        return Err(ProofError::LogMismatch {
+            reason: format!("the log's id {} is not the message's {id}", dispatch.id),
+        });
+    }
+    if message.origin != origin_chain {
+        let reason = format!("message origin {} is not chain {origin_chain}", message.origin);
+        return Err(ProofError::LogMismatch { reason });
+    }
+    Ok(id)
 }
 
 fn receipt_log(receipt: &ReceiptEnvelope, index: u64) -> Result<&alloy::primitives::Log, ProofError> {

@@ -14,7 +14,7 @@ use alloy::{
     sol_types::SolValue,
 };
 use common::{Fork, plain, typed};
-use ferry_light_client::{ProvenMessage, ReceiptProof, SealedHeader, proofs, verify};
+use ferry_light_client::{ProvenMessage, ReceiptProof, ReceiptTrie, SealedHeader, dispatched, proofs, verify};
 use ferry_messages::contracts::{Mailbox, TestToken};
 
 struct BigBlock {
@@ -134,6 +134,9 @@ async fn every_log_of_a_200_tx_block_is_proven_and_tampering_is_caught() {
                 let message = ProvenMessage::build(&b.header, &b.receipts, index as u64, log_index as u64).unwrap();
                 let id = message.verify(b.header.hash(), 31337, b.mailbox).unwrap();
                 assert_eq!(id, log.topics()[1], "the id the Mailbox emitted");
+                // Read off the receipts checked whole, it is the same message with the same id.
+                let read = dispatched(receipt, log_index as u64, 31337, b.mailbox).unwrap();
+                assert_eq!((read.message, read.id), (message.message, id));
                 messages += 1;
             }
         }
@@ -166,9 +169,28 @@ async fn every_log_of_a_200_tx_block_is_proven_and_tampering_is_caught() {
     let parent = plain(&b.chain).get_block_by_hash(b.header.parent_hash).await.unwrap().unwrap();
     assert!(proof.verify(parent.header.inner.receipts_root).is_err());
 
+    // The receipts checked whole: the block's list passes, a changed or missing receipt does not.
+    ReceiptTrie::check_root(&b.receipts, b.header.receipts_root).unwrap();
+    let mut changed = b.receipts.clone();
+    if let Some(inner) = changed[137].as_receipt_with_bloom_mut() {
+        inner.receipt.cumulative_gas_used += 1;
+    }
+    assert!(ReceiptTrie::check_root(&changed, b.header.receipts_root).is_err(), "a changed receipt");
+    assert!(ReceiptTrie::check_root(&b.receipts[1..], b.header.receipts_root).is_err(), "a missing receipt");
+    assert!(ReceiptTrie::check_root(&b.receipts, parent_root(&b).await).is_err(), "another block's root");
+
     // Proven messages: wrong log index, wrong mailbox, wrong origin, untrusted header.
     let dispatch_tx = b.receipts.iter().position(|r| r.logs().iter().any(|l| l.address == b.mailbox)).unwrap() as u64;
     let message = ProvenMessage::build(&b.header, &b.receipts, dispatch_tx, 0).unwrap();
+    let receipt = &b.receipts[dispatch_tx as usize];
+    assert!(dispatched(receipt, 0, 31337, b.token).is_err(), "another emitter");
+    assert!(dispatched(receipt, 0, 31338, b.mailbox).is_err(), "another origin");
+    assert!(dispatched(receipt, receipt.logs().len() as u64, 31337, b.mailbox).is_err(), "no such log");
+    let mut reverted = receipt.clone();
+    if let Some(inner) = reverted.as_receipt_with_bloom_mut() {
+        inner.receipt.status = false.into();
+    }
+    assert!(dispatched(&reverted, 0, 31337, b.mailbox).is_err(), "a reverted dispatch");
     let mut wrong_log = message.clone();
     wrong_log.log_index = 1;
     assert!(wrong_log.verify(b.header.hash(), 31337, b.mailbox).is_err());
@@ -186,6 +208,12 @@ async fn every_log_of_a_200_tx_block_is_proven_and_tampering_is_caught() {
     let back: ProvenMessage = serde_json::from_str(&json).unwrap();
     assert_eq!(back.verify(b.header.hash(), 31337, b.mailbox).unwrap(), message.id());
     let _ = b.block;
+}
+
+/// The receipts root of the parent of `b`'s block.
+async fn parent_root(b: &BigBlock) -> B256 {
+    let parent = plain(&b.chain).get_block_by_hash(b.header.parent_hash).await.unwrap().unwrap();
+    parent.header.inner.receipts_root
 }
 
 #[tokio::test]

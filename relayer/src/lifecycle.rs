@@ -28,7 +28,7 @@ use crate::store::now_ms;
 pub enum Stage {
     /// Its `Dispatch` log was seen in a final block.
     Observed,
-    /// A receipt proof against the verified header checked out.
+    /// Its receipt, with the rest of its block's, checked out against the verified header.
     Proven,
     /// A quorum of validator signatures is collected.
     Attested,

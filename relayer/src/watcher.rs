@@ -13,8 +13,8 @@ use alloy::{
     sol_types::SolEvent,
 };
 use ferry_light_client::{
-    CheckpointStore, Event, HeaderSource, LightClient, LightClientConfig, LightClientError, ProvenMessage, ReceiptTrie,
-    SealedHeader, SourceError, ValidatorKey,
+    CheckpointStore, DispatchedMessage, Event, HeaderSource, LightClient, LightClientConfig, LightClientError,
+    ProofError, ReceiptTrie, SealedHeader, SourceError, ValidatorKey,
 };
 use ferry_messages::{
     contracts::{Mailbox, TokenBridge},
@@ -245,7 +245,7 @@ impl Watcher {
     /// The proven messages of one final block and its bridge's transfer events, from
     /// receipts checked against the verified header (none fetched when the header's
     /// bloom rules out both the Mailbox's dispatches and the bridge's releases).
-    async fn prove_block(&self, header: &SealedHeader) -> Result<(Vec<ProvenMessage>, Vec<Flow>), WatchError> {
+    async fn prove_block(&self, header: &SealedHeader) -> Result<(Vec<DispatchedMessage>, Vec<Flow>), WatchError> {
         let mailbox = self.chain.mailbox;
         let bloom = header.logs_bloom;
         let has = |address: &[u8], topic: &[u8]| {
@@ -285,17 +285,18 @@ impl Watcher {
                 })
             })
             .collect();
-        // Proofs are built (one trie for the block) and checked against the verified
-        // header: a node that serves receipts not matching `receiptsRoot` is caught here.
-        let mut targets: Vec<u64> = dispatches.iter().map(|(tx, _)| *tx).collect();
-        targets.dedup();
-        let proven = ReceiptTrie::build(&receipts, &targets, header.receipts_root).and_then(|trie| {
+        // The block's receipts are checked whole against the verified header (one trie,
+        // no proof kept): a node that serves receipts not matching `receiptsRoot` is caught
+        // here, and every message is then read off a receipt proven to be the block's.
+        let chain_id = self.chain.chain_id as u32;
+        let proven = ReceiptTrie::check_root(&receipts, header.receipts_root).and_then(|()| {
             dispatches
                 .iter()
                 .map(|&(tx_index, log_index)| {
-                    let message = ProvenMessage::from_trie(header, &trie, tx_index, log_index)?;
-                    message.verify(header.hash(), self.chain.chain_id as u32, mailbox)?;
-                    Ok(message)
+                    let receipt = usize::try_from(tx_index).ok().and_then(|i| receipts.get(i));
+                    let count = receipts.len();
+                    let receipt = receipt.ok_or(ProofError::NoSuchReceipt { index: tx_index, count })?;
+                    ferry_light_client::dispatched(receipt, log_index, chain_id, mailbox)
                 })
                 .collect::<Result<Vec<_>, _>>()
         });
@@ -316,9 +317,9 @@ impl Watcher {
     fn guard<'m>(
         &self,
         ledger: &crate::guard::Ledger,
-        proven: &'m [ProvenMessage],
+        proven: &'m [DispatchedMessage],
         records: &[MessageRecord],
-    ) -> (Vec<&'m ProvenMessage>, Vec<crate::guard::Held>) {
+    ) -> (Vec<&'m DispatchedMessage>, Vec<crate::guard::Held>) {
         if self.signers.is_empty() {
             return (proven.iter().collect(), vec![]);
         }
@@ -328,7 +329,7 @@ impl Watcher {
         let by_id: HashMap<B256, &MessageRecord> = records.iter().map(|r| (r.id, r)).collect();
         for message in proven {
             let decision = crate::guard::decide(&self.context, ledger, &message.message);
-            let record = decision.is_some().then(|| by_id.get(&message.id()).copied()).flatten();
+            let record = decision.is_some().then(|| by_id.get(&message.id).copied()).flatten();
             match (decision, record) {
                 (Some((amount, reason)), Some(record)) => hold.push(crate::guard::held(record, amount, reason)),
                 _ => sign.push(message),
@@ -338,12 +339,12 @@ impl Watcher {
     }
 
     /// Records (observed and proven) for the proven messages of one block.
-    fn records(&self, block: OriginBlock, proven: &[ProvenMessage]) -> Vec<MessageRecord> {
+    fn records(&self, block: OriginBlock, proven: &[DispatchedMessage]) -> Vec<MessageRecord> {
         proven
             .iter()
             .filter_map(|message| {
                 let mut record = MessageRecord::observe(&message.message, self.chain.mailbox, block);
-                let detail = format!("receipt proof against block {} ({})", block.number, block.hash);
+                let detail = format!("receipts checked against the receipts root of block {} ({})", block.number, block.hash);
                 applied(record.prove(detail)).then_some(record)
             })
             .inspect(|record| info!(id = %record.id, origin = record.origin, destination = record.destination, block = block.number, "message proven"))
@@ -352,12 +353,12 @@ impl Watcher {
 
     /// Signs each proven message with this process's validator keys and publishes the
     /// signatures; messages for chains this network does not serve are not signed.
-    async fn attest(&self, block: OriginBlock, proven: &[&ProvenMessage]) -> Result<(), WatchError> {
+    async fn attest(&self, block: OriginBlock, proven: &[&DispatchedMessage]) -> Result<(), WatchError> {
         let mut items = Vec::with_capacity(proven.len());
         for message in proven {
             let (origin, destination) = (message.message.origin, message.message.destination);
             if self.context.config.chain_by_id(u64::from(destination)).is_none() {
-                warn!(id = %message.id(), origin, destination, "message for a chain this network does not serve; not signed");
+                warn!(id = %message.id, origin, destination, "message for a chain this network does not serve; not signed");
                 self.context.metrics.bad_input("chain", "unknown_destination");
                 continue;
             }
