@@ -136,6 +136,21 @@ async fn halted(api: &str, chain: &str) -> bool {
     })
 }
 
+/// Reorgs `chain` `depth` blocks deep once the wall clock has passed its head's
+/// timestamp. anvil re-mines the replaced blocks at its wall clock, and under load the
+/// blocks it mined before can carry timestamps ahead of it: a replacement 2 s older than
+/// its parent was seen, which the light client rightly refuses as an invalid header (so
+/// the chain stops, neither delivering nor halting on the safety fault).
+async fn reorg(chain: &impl Provider, depth: u64) {
+    let head = chain.get_block_by_number(Default::default()).await.unwrap().unwrap().header.timestamp;
+    wait_for(Duration::from_secs(60), "the wall clock past the head's timestamp", || async {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs();
+        (now > head).then_some(())
+    })
+    .await;
+    chain.anvil_reorg(ReorgOptions { depth, tx_block_pairs: vec![] }).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
     let size: usize = std::env::var("FERRY_FAULT_MESSAGES").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
@@ -183,7 +198,7 @@ async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
     // is gone, and must never be delivered.
     more_processed(&net, "beta", seen).await;
     let alpha = ProviderBuilder::new().connect_http(net.rpc("alpha").parse().unwrap());
-    alpha.anvil_reorg(ReorgOptions { depth: 2, tx_block_pairs: vec![] }).await.unwrap();
+    reorg(&alpha, 2).await;
 
     for sender in senders {
         sender.await.unwrap();
@@ -206,7 +221,7 @@ async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
         (alpha.get_block_number().await.ok()? > last + CONFIRMATIONS + 4).then_some(())
     })
     .await;
-    alpha.anvil_reorg(ReorgOptions { depth: CONFIRMATIONS + 3, tx_block_pairs: vec![] }).await.unwrap();
+    reorg(&alpha, CONFIRMATIONS + 3).await;
     wait_for(Duration::from_secs(60), "alpha halted in the validators' light client", || async {
         halted(&validator_api, "alpha").await.then_some(())
     })
