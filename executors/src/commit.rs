@@ -246,12 +246,42 @@ struct Settled {
     upfront: U256,
 }
 
+/// The accounts served to one run, as first served: looked up in a line for the few a
+/// transaction usually reads, through a map for the thousands a few touch (2016's
+/// state-clearing blocks: a search in a line per account made their diffs quadratic).
+pub(crate) struct Served<'a> {
+    list: &'a [(Address, Option<AccountLite>)],
+    map: Option<FxHashMap<Address, Option<AccountLite>>>,
+}
+
+impl<'a> Served<'a> {
+    /// Above this many accounts the map is built.
+    const LINE: usize = 32;
+
+    /// An index of `list`, in the order it was served.
+    pub(crate) fn new(list: &'a [(Address, Option<AccountLite>)]) -> Self {
+        let map = (list.len() > Self::LINE).then(|| {
+            let mut map = FxHashMap::with_capacity_and_hasher(list.len(), Default::default());
+            for (address, value) in list {
+                map.entry(*address).or_insert(*value);
+            }
+            map
+        });
+        Self { list, map }
+    }
+
+    /// What `address` was first served as, if it was served.
+    pub(crate) fn get(&self, address: &Address) -> Option<Option<AccountLite>> {
+        match &self.map {
+            Some(map) => map.get(address).copied(),
+            None => self.list.iter().find(|(a, _)| a == address).map(|(_, v)| *v),
+        }
+    }
+}
+
 /// The outcome of one run, with its changes read off against what it read (exact once
 /// validated), and the fee it owes the beneficiary (zero for an invalid transaction).
-pub(crate) fn speculative_outcome(
-    run: evm::Run,
-    served: &[(Address, Option<AccountLite>)],
-) -> Result<(TxOutcome, U256), ExecutorError> {
+pub(crate) fn speculative_outcome(run: evm::Run, served: &Served<'_>) -> Result<(TxOutcome, U256), ExecutorError> {
     let result = match run.result {
         Ok(result) => result,
         Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO)),
@@ -269,7 +299,7 @@ pub(crate) fn speculative_outcome(
             accounts.push((*address, AccountDiff::destroyed()));
             continue;
         }
-        let before = served.iter().find(|(a, _)| a == address).and_then(|(_, v)| *v);
+        let before = served.get(address).flatten();
         let after = lite(&account.info);
         let mut storage: Vec<(U256, U256)> =
             account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
@@ -341,7 +371,7 @@ pub(crate) fn run_sequential(
             if record {
                 access.push(access_of(&run.state));
             }
-            let (mut outcome, fee) = speculative_outcome(run, &overlay.served)?;
+            let (mut outcome, fee) = speculative_outcome(run, &Served::new(&overlay.served))?;
             overlay.served.clear();
             if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);

@@ -326,10 +326,11 @@ fn execute(
             _ => {}
         }
         let read_mocked_balance = spec.read_mocked_balance;
-        writes_of(batch, &run, &spec.served, mocked, &mut buffers.writes);
+        let served = crate::commit::Served::new(&spec.served);
+        writes_of(batch, &run, &served, mocked, &mut buffers.writes);
         std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
-        let executed = match crate::commit::speculative_outcome(run, &spec.served) {
+        let executed = match crate::commit::speculative_outcome(run, &served) {
             Ok((outcome, fee)) => Executed {
                 outcome,
                 fee,
@@ -384,7 +385,7 @@ fn validate(batch: &Arc<Batch>, version: Version) -> Option<Task> {
 fn writes_of(
     batch: &Batch,
     run: &Run,
-    served: &[(Address, Option<AccountLite>)],
+    served: &crate::commit::Served<'_>,
     mocked: Option<Address>,
     writes: &mut Vec<(Location, Value)>,
 ) {
@@ -395,7 +396,7 @@ fn writes_of(
             if !account.is_touched() {
                 continue;
             }
-            let before = served.iter().find(|(a, _)| a == address).map(|(_, v)| *v);
+            let before = served.get(address);
             // New code (a creation, an EIP-7702 delegation) is served to later
             // transactions from the batch's table.
             if let Some(code) = crate::commit::new_code(account, before.flatten())

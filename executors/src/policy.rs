@@ -44,15 +44,21 @@ const MIN_TX_COST_S: f64 = 3e-6;
 /// it, so that they predict sequential work like those learned sequentially; else a
 /// kind once run in parallel would look dear enough to stay there.
 const PARALLEL_TIME_INFLATION: f64 = 1.4;
-/// Above this many predicted re-executions per transaction a parallel run loses (real
-/// blocks that lose in parallel re-execute 0.9-1.7 times per transaction, those that
-/// win 0.8 or fewer).
+/// Above this many predicted re-executions per transaction, weighted by cost, a
+/// parallel run loses (real blocks that lose in parallel re-execute 0.9-1.7 times per
+/// transaction, those that win 0.8 or fewer).
 const MAX_CONFLICTS: f64 = 0.8;
 /// Re-executions of one transaction counted at most (one pathological transaction must
 /// not make its kind look hopeless).
 const MAX_COUNTED_REEXECUTIONS: usize = 3;
 /// What an unseen kind is assumed to cost until measured: a typical contract call.
 const UNSEEN_COST_S: f64 = 10e-6;
+/// A batch with more than this share of its transactions of unseen kinds runs
+/// sequentially, which times each transaction as it is: a parallel run's times of
+/// cheap kinds come out 2x and more too high (not the [`PARALLEL_TIME_INFLATION`] of
+/// typical ones), and a block of cheap unseen kinds then stayed parallel, losing, for
+/// the four or five batches its costs took to come down.
+const MAX_UNSEEN_SHARE: f64 = 0.5;
 /// Weight of a new measurement in a kind's running averages.
 const LEARNING_RATE: f64 = 0.3;
 /// A kind kept out of parallel runs for its conflicts has them forgotten this much per
@@ -109,21 +115,19 @@ pub(crate) struct Policy {
 
 impl Policy {
     /// What is known of each of `kinds` (an unseen one: a typical call, no conflicts
-    /// known), and whether some kind is unseen. A run of one kind is looked up once.
-    fn stats(&self, kinds: &[Kind]) -> (Vec<KindStats>, bool) {
+    /// known), and how many are of unseen kinds. A run of one kind is looked up once.
+    fn stats(&self, kinds: &[Kind]) -> (Vec<KindStats>, usize) {
         let unknown = KindStats { cost: UNSEEN_COST_S, conflicts: None };
-        let Ok(known) = self.kinds.lock() else { return (vec![unknown; kinds.len()], true) };
-        let (mut stats, mut unseen) = (Vec::with_capacity(kinds.len()), false);
-        let mut last: Option<(&Kind, KindStats)> = None;
+        let Ok(known) = self.kinds.lock() else { return (vec![unknown; kinds.len()], kinds.len()) };
+        let (mut stats, mut unseen) = (Vec::with_capacity(kinds.len()), 0);
+        let mut last: Option<(&Kind, KindStats, bool)> = None;
         for kind in kinds {
-            let found = match last {
-                Some((previous, found)) if previous == kind => found,
-                _ => known.get(kind).copied().unwrap_or_else(|| {
-                    unseen = true;
-                    unknown
-                }),
+            let (found, new) = match last {
+                Some((previous, found, new)) if previous == kind => (found, new),
+                _ => known.get(kind).map_or((unknown, true), |found| (*found, false)),
             };
-            last = Some((kind, found));
+            unseen += usize::from(new);
+            last = Some((kind, found, new));
             stats.push(found);
         }
         (stats, unseen)
@@ -137,16 +141,18 @@ impl Policy {
         }
         let (stats, unseen) = self.stats(kinds);
         let work_s = work_of(&stats);
+        let mostly_unseen = unseen as f64 > MAX_UNSEEN_SHARE * kinds.len() as f64;
         // Conflicts only once the work would pay: reading them off a batch of cheap
         // transfers costs as much as a few percent of running it.
-        let pays = work_s >= MIN_PARALLEL_WORK_S
+        let pays = !mostly_unseen
+            && work_s >= MIN_PARALLEL_WORK_S
             && work_s / kinds.len() as f64 >= MIN_TX_COST_S
             && conflicts_of(txs, kinds, &stats) <= MAX_CONFLICTS;
         tracing::trace!(txs = kinds.len(), work_s, pays, "mode chosen");
         match pays {
             // A parallel run always teaches its conflicts.
             true => Choice { mode: ExecutionMode::Parallel, learn: true, heads: heads_of(&stats, workers) },
-            false => Choice::sequential(unseen || self.sample()),
+            false => Choice::sequential(unseen > 0 || self.sample()),
         }
     }
 
@@ -194,13 +200,19 @@ fn work_of(stats: &[KindStats]) -> f64 {
     stats.iter().map(|s| s.cost).sum()
 }
 
-/// Predicted re-executions per transaction of `txs` (of `kinds`, known as `stats`): for
-/// plain transfers read off the batch, for calls as learned (not yet seen in parallel:
-/// assumed not to conflict, so that the kind is tried).
+/// Predicted re-executions per transaction of `txs` (of `kinds`, known as `stats`),
+/// weighted by predicted cost: for plain transfers read off the batch, for calls as
+/// learned (not yet seen in parallel: assumed not to conflict, so that the kind is
+/// tried). Weighted, because what a re-execution wastes is its transaction's cost: a
+/// block of nine whose one long call runs twice loses by half in parallel, while its
+/// count of re-executions per transaction looks calm.
 fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
     let transfers = transfer_conflicts(txs, kinds);
-    let sum: f64 = transfers.iter().zip(stats).map(|(t, s)| t.or(s.conflicts).unwrap_or(0.0)).sum();
-    sum / kinds.len().max(1) as f64
+    let (again, work) = transfers
+        .iter()
+        .zip(stats)
+        .fold((0.0, 0.0), |(again, work), (t, s)| (again + s.cost * t.or(s.conflicts).unwrap_or(0.0), work + s.cost));
+    if work > 0.0 { again / work } else { 0.0 }
 }
 
 /// The transactions of a parallel batch (of kinds known as `stats`) to start first on
@@ -303,7 +315,10 @@ mod tests {
     fn small_cheap_or_conflicting_batches_run_sequentially() {
         let policy = Policy::default();
         let call = (Address::repeat_byte(1), [1, 2, 3, 4]);
-        // Unseen kinds are tried in parallel when the batch is big enough.
+        // Unseen kinds are timed sequentially first, then tried in parallel when the
+        // batch is big enough.
+        assert_eq!(choose(&policy, &batch(100, call), 2), ExecutionMode::Sequential, "unseen");
+        policy.learn(&kinds(100, call), &vec![10e-6; 100], None);
         assert_eq!(choose(&policy, &batch(100, call), 2), ExecutionMode::Parallel);
         assert_eq!(choose(&policy, &batch(3, call), 2), ExecutionMode::Sequential, "too small");
         assert_eq!(choose(&policy, &batch(100, call), 1), ExecutionMode::Sequential, "one worker");
@@ -324,6 +339,40 @@ mod tests {
             assert!(tries < 50, "a conflicting kind is never tried in parallel again");
         }
         assert!(tries > 5, "a conflicting kind is not tried again at once");
+    }
+
+    #[test]
+    fn a_batch_mostly_of_unseen_kinds_is_timed_sequentially_first() {
+        let policy = Policy::default();
+        let (known, new) = ((Address::repeat_byte(1), [1; 4]), (Address::repeat_byte(2), [2; 4]));
+        policy.learn(&kinds(1, known), &[4e-6], None);
+        let mixed = |known_txs: usize| {
+            let (a, b) = (batch(known_txs, known), batch(100 - known_txs, new));
+            ([a.0, b.0].concat(), [a.1, b.1].concat())
+        };
+        let first = policy.choose(&mixed(40).0, &mixed(40).1, 2, 4);
+        assert_eq!((first.mode, first.learn), (ExecutionMode::Sequential, true), "60 of 100 unseen");
+        assert_eq!(choose(&policy, &mixed(60), 2), ExecutionMode::Parallel, "40 of 100 unseen");
+        // Timed alone, the new kind turns out cheap: the batch stays sequential.
+        policy.learn(&kinds(60, new), &vec![1e-6; 60], None);
+        assert_eq!(choose(&policy, &mixed(40), 2), ExecutionMode::Sequential, "learned cheap");
+    }
+
+    #[test]
+    fn conflicts_weigh_by_what_their_transactions_cost() {
+        let (long, short) = ((Address::repeat_byte(1), [1; 4]), (Address::repeat_byte(2), [2; 4]));
+        let (a, b) = (batch(1, long), batch(8, short));
+        let block = ([a.0, b.0].concat(), [a.1, b.1].concat());
+        // One long call that runs again, eight short calm ones: 1 in 9 by count.
+        let policy = Policy::default();
+        policy.learn(&kinds(1, long), &[1.4e-3], Some(&[1]));
+        policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[0; 8]));
+        assert_eq!(choose(&policy, &block, 2), ExecutionMode::Sequential);
+        // The short ones conflicting and the long one calm: most of the work is calm.
+        let policy = Policy::default();
+        policy.learn(&kinds(1, long), &[1.4e-3], Some(&[0]));
+        policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[1; 8]));
+        assert_eq!(choose(&policy, &block, 2), ExecutionMode::Parallel);
     }
 
     #[test]
@@ -365,10 +414,10 @@ mod tests {
         let policy = Policy::default();
         let (cheap, long) = (batch(40, (Address::repeat_byte(1), [1; 4])), batch(1, (Address::repeat_byte(2), [2; 4])));
         let all = ([cheap.0.clone(), long.0.clone()].concat(), [cheap.1.clone(), long.1.clone()].concat());
+        policy.learn(&cheap.1[..1], &[14e-6], Some(&[0]));
         let unseen = policy.choose(&all.0, &all.1, 2, 4);
-        assert_eq!(unseen.mode, ExecutionMode::Parallel, "unseen kinds are tried in parallel");
+        assert_eq!(unseen.mode, ExecutionMode::Parallel, "a few unseen kinds are tried in parallel");
         assert!(unseen.heads.is_empty(), "unseen kinds are not started first");
-        policy.learn(&cheap.1[..1], &[10e-6], Some(&[0]));
         policy.learn(&long.1, &[300e-6], Some(&[0]));
         assert_eq!(policy.choose(&all.0, &all.1, 2, 4).heads, vec![40]);
         // A long kind that conflicts would likely run twice: left in order.

@@ -48,6 +48,8 @@ enum Job {
     /// Drops a finished batch off the caller's path, keeping its multi-version memory,
     /// cleared, for the next one.
     Discard(Arc<Batch>, Arc<Mutex<Option<MvMemory>>>),
+    /// Answer once every job sent before is done (see [`Executor::wait_idle`]).
+    Ping(mpsc::SyncSender<()>),
 }
 
 struct Worker {
@@ -121,6 +123,22 @@ impl Executor {
     /// thread's share is the caller's to measure).
     pub fn worker_cpu_seconds(&self) -> f64 {
         self.worker_cpu_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+
+    /// Waits until the pool's threads have finished every job handed to them so far,
+    /// the freeing of the last batch included. Benchmarks call it so that a finished
+    /// batch's clean-up does not run inside the next measurement.
+    pub fn wait_idle(&self) {
+        let replies: Vec<mpsc::Receiver<()>> = (0..self.workers.len())
+            .filter_map(|i| {
+                let (tx, rx) = mpsc::sync_channel(1);
+                self.send(i, Job::Ping(tx)).ok().map(|()| rx)
+            })
+            .collect();
+        for reply in replies {
+            // A worker that is gone has nothing left to finish.
+            let _ = reply.recv();
+        }
     }
 
     /// The pool's configuration.
@@ -349,6 +367,9 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>, cpu_ns: &AtomicU64) {
                 recycle(batch, &spare);
                 cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);
                 awake_until = None;
+            }
+            Job::Ping(reply) => {
+                let _ = reply.send(());
             }
         }
     }

@@ -123,7 +123,8 @@ pub struct BlocksReport {
 
 /// Runs every block of `data` `rounds` times on plain revm, on the pool as users run it
 /// (default configuration with `workers` workers, one pool for the whole run, so it
-/// learns as it goes) and forced parallel, alternating.
+/// learns as it goes), forced parallel and in sequential mode, alternating in an order
+/// that turns each round, each run on a quiet pool.
 pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<BlocksReport, BlockBenchError> {
     let pool = Executor::new(ExecutorConfig { workers, ..ExecutorConfig::default() });
     let forced = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
@@ -142,20 +143,38 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut reexecutions, mut mode) = (0, ExecutionMode::Sequential);
         let copies: Vec<PlainRun<'_>> = vec![(&block.state, &block.ctx, &block.txs[..]); workers.max(1)];
-        for _ in 0..rounds.max(1) {
-            together.push(plain_revm_at_once(&copies));
-            plain.push(plain_revm(block.state.clone(), &block.ctx, &block.txs).0);
-            let (seconds, out) =
-                timed(&block.txs, |txs| forced.execute_sequential(block.state.clone(), block.ctx.clone(), txs));
-            out.map_err(fail)?;
-            sequential.push(seconds);
-            let (seconds, out) = timed(&block.txs, |txs| pool.execute(block.state.clone(), block.ctx.clone(), txs));
-            mode = out.map_err(fail)?.mode;
-            pooled.push(seconds);
-            let (seconds, out) =
-                timed(&block.txs, |txs| forced.execute_parallel(block.state.clone(), block.ctx.clone(), txs));
-            reexecutions += out.map_err(fail)?.reexecutions;
-            parallel.push(seconds);
+        for round in 0..rounds.max(1) {
+            // Each run starts on a quiet machine (no batch of either pool still being
+            // freed), and the order turns each round: whichever comes first finds the
+            // caches holding another run's tables, and none always does.
+            for run in (0..5).map(|i| (i + round) % 5) {
+                pool.wait_idle();
+                forced.wait_idle();
+                match run {
+                    0 => together.push(plain_revm_at_once(&copies)),
+                    1 => plain.push(plain_revm(block.state.clone(), &block.ctx, &block.txs).0),
+                    2 => {
+                        let (seconds, out) = timed(&block.txs, |txs| {
+                            forced.execute_sequential(block.state.clone(), block.ctx.clone(), txs)
+                        });
+                        out.map_err(fail)?;
+                        sequential.push(seconds);
+                    }
+                    3 => {
+                        let (seconds, out) =
+                            timed(&block.txs, |txs| pool.execute(block.state.clone(), block.ctx.clone(), txs));
+                        mode = out.map_err(fail)?.mode;
+                        pooled.push(seconds);
+                    }
+                    _ => {
+                        let (seconds, out) = timed(&block.txs, |txs| {
+                            forced.execute_parallel(block.state.clone(), block.ctx.clone(), txs)
+                        });
+                        reexecutions += out.map_err(fail)?.reexecutions;
+                        parallel.push(seconds);
+                    }
+                }
+            }
         }
         let (plain_s, pool_s, parallel_s, sequential_s) =
             (median(plain), median(pooled), median(parallel), median(sequential));
