@@ -41,6 +41,7 @@ fn main() {
     }
     for (name, state, ctx, txs) in batches {
         let (mut plain, mut par, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        let worker_cpu = executor.worker_cpu_seconds();
         for _ in 0..rounds {
             if mode == "plain" || mode == "compare" {
                 plain.push(bench::plain_revm(state.clone(), &ctx, &txs).0);
@@ -55,7 +56,13 @@ fn main() {
                 seq.push(bench::timed(&txs, |txs| executor.execute_sequential(state.clone(), ctx.clone(), txs)).0);
             }
         }
+        let runs = par.len().max(1) as f64;
         let (p, q, s) = (bench::median(plain), bench::median(par), bench::median(seq));
+        // The forced engine's other workers: CPU per parallel run, beside the run's time.
+        eprintln!(
+            "{name:<17} workers' CPU {:6.2} ms a parallel run",
+            (executor.worker_cpu_seconds() - worker_cpu) / runs * 1e3
+        );
         eprintln!(
             "{name:<17} plain {:6.2} ms  parallel {:6.2} ms ({:.2}x)  sequential {:6.2} ms ({:.2}x)",
             p * 1e3,

@@ -379,31 +379,47 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
                 workloads(c, size).into_iter().find(|w| w.name == workload.name).map(|w| w.txs).unwrap_or_default()
             })
             .collect();
-        for _ in 0..rounds.max(1) {
-            let runs: Vec<PlainRun<'_>> = std::iter::once((&fixture.state, &fixture.ctx, &workload.txs[..]))
-                .chain(copies.iter().zip(&copy_txs).map(|(c, txs)| (&c.state, &c.ctx, &txs[..])))
-                .collect();
-            together.push(plain_revm_at_once(&runs));
-            let (s, g) = plain_revm(Arc::clone(&fixture.state), &fixture.ctx, &workload.txs);
-            seq.push(s);
-            gas = g;
-            // Each run gets its own copy of the batch, made and dropped outside the clock.
-            // The pool's run comes last: a parallel batch hands its cleanup to a worker,
-            // which finishes it while the sequential mode runs.
-            let (seconds, out) =
-                timed(&workload.txs, |txs| executor.execute_parallel(fixture.state.clone(), fixture.ctx.clone(), txs));
-            par.push(seconds);
-            reexecutions += out?.reexecutions;
-            let (seconds, out) = timed(&workload.txs, |txs| {
-                executor.execute_sequential(fixture.state.clone(), fixture.ctx.clone(), txs)
-            });
-            mode.push(seconds);
-            out?;
-            // The pool as the relayer uses it: it picks the mode per kind of batch.
-            let (seconds, out) =
-                timed(&workload.txs, |txs| executor.execute(fixture.state.clone(), fixture.ctx.clone(), txs));
-            pool.push(seconds);
-            out?;
+        let runs: Vec<PlainRun<'_>> = std::iter::once((&fixture.state, &fixture.ctx, &workload.txs[..]))
+            .chain(copies.iter().zip(&copy_txs).map(|(c, txs)| (&c.state, &c.ctx, &txs[..])))
+            .collect();
+        for round in 0..rounds.max(1) {
+            // Each run on a quiet pool (a parallel batch hands its freeing to a worker,
+            // which would run inside the next measurement), in an order that turns each
+            // round, so that no run always follows the same other. Each gets its own copy
+            // of the batch, made and dropped outside the clock.
+            for run in (0..5).map(|i| (i + round) % 5) {
+                executor.wait_idle();
+                match run {
+                    0 => together.push(plain_revm_at_once(&runs)),
+                    1 => {
+                        let (s, g) = plain_revm(Arc::clone(&fixture.state), &fixture.ctx, &workload.txs);
+                        seq.push(s);
+                        gas = g;
+                    }
+                    2 => {
+                        let (seconds, out) = timed(&workload.txs, |txs| {
+                            executor.execute_parallel(fixture.state.clone(), fixture.ctx.clone(), txs)
+                        });
+                        par.push(seconds);
+                        reexecutions += out?.reexecutions;
+                    }
+                    3 => {
+                        let (seconds, out) = timed(&workload.txs, |txs| {
+                            executor.execute_sequential(fixture.state.clone(), fixture.ctx.clone(), txs)
+                        });
+                        mode.push(seconds);
+                        out?;
+                    }
+                    _ => {
+                        // The pool as the relayer uses it: it picks the mode per kind of batch.
+                        let (seconds, out) = timed(&workload.txs, |txs| {
+                            executor.execute(fixture.state.clone(), fixture.ctx.clone(), txs)
+                        });
+                        pool.push(seconds);
+                        out?;
+                    }
+                }
+            }
         }
         let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
         let pool_s = median(pool);
