@@ -240,6 +240,8 @@ pub struct DispatchedMessage {
     pub message: Message,
     /// Its id, checked against the bytes the log carries.
     pub id: MessageId,
+    /// The message as the log carries it (`id` is their hash).
+    pub bytes: Bytes,
 }
 
 /// The message of `receipt`'s log `log_index`, with every check of
@@ -256,7 +258,7 @@ pub fn dispatched(
     let message = Message::decode(&dispatch.message)
         .map_err(|e| ProofError::Malformed { what: "message", reason: e.to_string() })?;
     let id = check_dispatch(&dispatch, &message, origin_chain)?;
-    Ok(DispatchedMessage { message, id })
+    Ok(DispatchedMessage { message, id, bytes: dispatch.message })
 }
 
 /// The `Dispatch` event of a successful `receipt`'s log `log_index`, emitted by `origin_mailbox`.

@@ -9,7 +9,7 @@
 use alloy::primitives::{Address, B256, Bytes, Signature};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
-use crate::{Attestation, Message, QuorumCertificate, SIGNATURE_LEN};
+use crate::{Attestation, Message, MessageId, QuorumCertificate, SIGNATURE_LEN};
 
 /// Envelope format version written: 2, packed binary.
 pub const WIRE_VERSION: u8 = 2;
@@ -303,12 +303,18 @@ impl Deliverable {
 
 /// The attestation of `message` dispatched by `origin_mailbox` in block `block_hash`.
 pub fn attestation(message: &Message, origin_mailbox: Address, block_hash: B256) -> Attestation {
+    attestation_of(message.id(), message, origin_mailbox, block_hash)
+}
+
+/// [`attestation`] of a message whose id `id` is known (the hash of its bytes as
+/// dispatched), not computed again.
+pub fn attestation_of(id: MessageId, message: &Message, origin_mailbox: Address, block_hash: B256) -> Attestation {
     Attestation {
         origin: message.origin,
         origin_mailbox: origin_mailbox.into_word(),
         destination: message.destination,
         block_hash,
-        id: message.id(),
+        id,
     }
 }
 

@@ -16,8 +16,9 @@
 
 use std::collections::BTreeMap;
 
-use alloy::primitives::{Address, B256, Bytes};
-use ferry_messages::{Message, wire::OriginBlock};
+use alloy::primitives::{Address, B256, Bytes, keccak256};
+use ferry_light_client::DispatchedMessage;
+use ferry_messages::{Message, MessageId, wire::OriginBlock};
 use serde::{Deserialize, Serialize};
 
 use crate::store::now_ms;
@@ -301,24 +302,41 @@ pub struct MessageRecord {
 impl MessageRecord {
     /// A message whose `Dispatch` log was seen in a final block of its origin.
     pub fn observe(message: &Message, origin_mailbox: Address, block: OriginBlock) -> Self {
-        Self::first_seen(message, origin_mailbox, block, Stage::Observed)
+        let bytes = Bytes::from(message.encode());
+        Self::first_seen(message, keccak256(&bytes), bytes, origin_mailbox, block, Stage::Observed)
+    }
+
+    /// [`observe`](Self::observe) of a message read off its `Dispatch` log, whose id and
+    /// bytes the light client has already checked: nothing is encoded or hashed again.
+    pub fn dispatched(message: &DispatchedMessage, origin_mailbox: Address, block: OriginBlock) -> Self {
+        let DispatchedMessage { message, id, bytes } = message;
+        Self::first_seen(message, *id, bytes.clone(), origin_mailbox, block, Stage::Observed)
     }
 
     /// A message first seen with its quorum certificate (taken from JetStream by a
     /// process that had no record of it): attested.
     pub fn certified(message: &Message, origin_mailbox: Address, block: OriginBlock, metadata: Bytes) -> Self {
-        let mut record = Self::first_seen(message, origin_mailbox, block, Stage::Attested);
+        let bytes = Bytes::from(message.encode());
+        let mut record = Self::first_seen(message, keccak256(&bytes), bytes, origin_mailbox, block, Stage::Attested);
         record.metadata = Some(metadata);
         record
     }
 
-    fn first_seen(message: &Message, origin_mailbox: Address, block: OriginBlock, stage: Stage) -> Self {
+    /// A record of `message`, whose id is `id` and encoding `bytes`.
+    fn first_seen(
+        message: &Message,
+        id: MessageId,
+        bytes: Bytes,
+        origin_mailbox: Address,
+        block: OriginBlock,
+        stage: Stage,
+    ) -> Self {
         Self {
-            id: message.id(),
+            id,
             origin: message.origin,
             destination: message.destination,
             nonce: message.nonce,
-            message: message.encode().into(),
+            message: bytes,
             origin_mailbox,
             block,
             signatures: BTreeMap::new(),
@@ -539,6 +557,18 @@ mod tests {
     fn observed() -> MessageRecord {
         let block = OriginBlock { number: 3, hash: B256::repeat_byte(3), timestamp: 10 };
         MessageRecord::observe(&message(), Address::repeat_byte(9), block)
+    }
+
+    #[test]
+    fn a_record_of_a_dispatch_log_takes_its_id_and_bytes_as_checked() {
+        let block = OriginBlock { number: 3, hash: B256::repeat_byte(3), timestamp: 10 };
+        let bytes = Bytes::from(message().encode());
+        let log = DispatchedMessage { message: message(), id: keccak256(&bytes), bytes };
+        let record = MessageRecord::dispatched(&log, Address::repeat_byte(9), block);
+        let observed = observed();
+        assert_eq!((record.id, &record.message, record.stage()), (observed.id, &observed.message, Stage::Observed));
+        assert_eq!(record.id, message().id());
+        assert_eq!(Message::decode(&record.message).ok(), Some(message()));
     }
 
     fn make(record: &mut MessageRecord, transition: Transition) -> Result<(), IllegalTransition> {

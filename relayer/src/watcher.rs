@@ -343,7 +343,7 @@ impl Watcher {
         proven
             .iter()
             .filter_map(|message| {
-                let mut record = MessageRecord::observe(&message.message, self.chain.mailbox, block);
+                let mut record = MessageRecord::dispatched(message, self.chain.mailbox, block);
                 let detail = format!("receipts checked against the receipts root of block {} ({})", block.number, block.hash);
                 applied(record.prove(detail)).then_some(record)
             })
@@ -363,19 +363,36 @@ impl Watcher {
                 continue;
             }
             // The verified header's hash, not one recomputed from the proof's copy.
-            items.push((message.message.clone(), self.chain.mailbox, block));
+            items.push(ToSign {
+                message: message.message.clone(),
+                id: message.id,
+                bytes: message.bytes.clone(),
+                origin_mailbox: self.chain.mailbox,
+                block,
+            });
         }
         sign(&self.context, &self.signers, &items).await
     }
 }
 
+/// A message to sign, with its id and bytes as dispatched (computed once, where it was
+/// read) and where it was dispatched.
+pub(crate) struct ToSign {
+    /// The message.
+    pub message: ferry_messages::Message,
+    /// Its id: the hash of `bytes`.
+    pub id: ferry_messages::MessageId,
+    /// The message as dispatched.
+    pub bytes: alloy::primitives::Bytes,
+    /// The Mailbox that dispatched it.
+    pub origin_mailbox: alloy::primitives::Address,
+    /// The final block it was dispatched in.
+    pub block: OriginBlock,
+}
+
 /// Signs each message (with its origin Mailbox and final origin block) with every key in
 /// `signers` and publishes the signatures in one round trip to JetStream.
-pub(crate) async fn sign(
-    context: &Context,
-    signers: &[ValidatorKey],
-    items: &[(ferry_messages::Message, alloy::primitives::Address, OriginBlock)],
-) -> Result<(), WatchError> {
+pub(crate) async fn sign(context: &Context, signers: &[ValidatorKey], items: &[ToSign]) -> Result<(), WatchError> {
     if signers.is_empty() || items.is_empty() {
         return Ok(());
     }
@@ -384,21 +401,20 @@ pub(crate) async fn sign(
     let signatures = crate::cpu::scope(crate::cpu::Stage::Sign, || {
         items
             .iter()
-            .map(|(message, mailbox, block)| {
-                let attestation = ferry_messages::wire::attestation(message, *mailbox, block.hash);
+            .map(|item| {
+                let attestation =
+                    ferry_messages::wire::attestation_of(item.id, &item.message, item.origin_mailbox, item.block.hash);
                 signers.iter().map(|key| key.sign(&attestation)).collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
     let mut signed = Vec::with_capacity(items.len() * signers.len());
-    for ((message, mailbox, block), signatures) in items.iter().zip(signatures) {
-        let id = message.id();
-        let encoded: alloy::primitives::Bytes = message.encode().into();
+    for (ToSign { message, id, bytes, origin_mailbox, block }, signatures) in items.iter().zip(signatures) {
         for (key, signature) in signers.iter().zip(signatures) {
             let envelope = SignedAttestation {
                 version: WIRE_VERSION,
-                message: encoded.clone(),
-                origin_mailbox: *mailbox,
+                message: bytes.clone(),
+                origin_mailbox: *origin_mailbox,
                 block: *block,
                 validator: key.address(),
                 signature: signature.as_bytes().to_vec().into(),
@@ -409,8 +425,8 @@ pub(crate) async fn sign(
     }
     context.bus.publish_attestations(&signed).await?;
     let mut per_origin: HashMap<u32, u64> = HashMap::new();
-    for (message, _, _) in items {
-        *per_origin.entry(message.origin).or_default() += 1;
+    for item in items {
+        *per_origin.entry(item.message.origin).or_default() += 1;
     }
     for (origin, count) in per_origin {
         let origin = context.chain_label(origin.into());

@@ -229,7 +229,14 @@ async fn sign_held(context: &Context, signers: &[ValidatorKey], entry: &Held) ->
         context.store.write(|tx| tx.unhold(&entry.id).map(drop))?;
         return Ok(());
     };
-    crate::watcher::sign(context, signers, &[(message, entry.origin_mailbox, entry.block)]).await?;
+    let item = crate::watcher::ToSign {
+        message,
+        id: entry.id,
+        bytes: entry.message.clone(),
+        origin_mailbox: entry.origin_mailbox,
+        block: entry.block,
+    };
+    crate::watcher::sign(context, signers, &[item]).await?;
     let why = match entry.reason {
         HoldReason::Delay { until_ms: RELEASED } => "released by an operator",
         HoldReason::Delay { .. } => "the governor's delay is over",
