@@ -44,8 +44,8 @@ const MIN_TX_COST_S: f64 = 3e-6;
 /// it, so that they predict sequential work like those learned sequentially; else a
 /// kind once run in parallel would look dear enough to stay there.
 const PARALLEL_TIME_INFLATION: f64 = 1.4;
-/// Above this many predicted re-executions per transaction, weighted by cost, a
-/// parallel run loses (real blocks that lose in parallel re-execute 0.9-1.7 times per
+/// Above this many predicted re-executions per transaction, counted or weighted by
+/// cost, a parallel run loses (real blocks that lose in parallel re-execute 0.9-1.7 times per
 /// transaction, those that win 0.8 or fewer).
 const MAX_CONFLICTS: f64 = 0.8;
 /// Re-executions of one transaction counted at most (one pathological transaction must
@@ -200,19 +200,25 @@ fn work_of(stats: &[KindStats]) -> f64 {
     stats.iter().map(|s| s.cost).sum()
 }
 
-/// Predicted re-executions per transaction of `txs` (of `kinds`, known as `stats`),
-/// weighted by predicted cost: for plain transfers read off the batch, for calls as
-/// learned (not yet seen in parallel: assumed not to conflict, so that the kind is
-/// tried). Weighted, because what a re-execution wastes is its transaction's cost: a
-/// block of nine whose one long call runs twice loses by half in parallel, while its
-/// count of re-executions per transaction looks calm.
+/// Predicted re-executions per transaction of `txs` (of `kinds`, known as `stats`): for
+/// plain transfers read off the batch, for calls as learned (not yet seen in parallel:
+/// assumed not to conflict, so that the kind is tried). The greater of the count per
+/// transaction and the count weighted by predicted cost: what a re-execution wastes is
+/// its transaction's cost (a block of nine whose one long call runs twice loses by half
+/// in parallel, while its count per transaction looks calm), and many cheap ones running
+/// again wait on each other as well (a block of 1,100 whose cheap token moves conflict
+/// lost in parallel once weighing alone called it calm).
 fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
     let transfers = transfer_conflicts(txs, kinds);
-    let (again, work) = transfers
-        .iter()
-        .zip(stats)
-        .fold((0.0, 0.0), |(again, work), (t, s)| (again + s.cost * t.or(s.conflicts).unwrap_or(0.0), work + s.cost));
-    if work > 0.0 { again / work } else { 0.0 }
+    let (mut again, mut weighted, mut work) = (0.0, 0.0, 0.0);
+    for (transfer, stats) in transfers.iter().zip(stats) {
+        let conflicts = transfer.or(stats.conflicts).unwrap_or(0.0);
+        again += conflicts;
+        weighted += stats.cost * conflicts;
+        work += stats.cost;
+    }
+    let per_tx = again / kinds.len().max(1) as f64;
+    if work > 0.0 { per_tx.max(weighted / work) } else { per_tx }
 }
 
 /// The transactions of a parallel batch (of kinds known as `stats`) to start first on
@@ -359,7 +365,7 @@ mod tests {
     }
 
     #[test]
-    fn conflicts_weigh_by_what_their_transactions_cost() {
+    fn conflicts_count_per_transaction_and_by_what_they_cost() {
         let (long, short) = ((Address::repeat_byte(1), [1; 4]), (Address::repeat_byte(2), [2; 4]));
         let (a, b) = (batch(1, long), batch(8, short));
         let block = ([a.0, b.0].concat(), [a.1, b.1].concat());
@@ -368,10 +374,16 @@ mod tests {
         policy.learn(&kinds(1, long), &[1.4e-3], Some(&[1]));
         policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[0; 8]));
         assert_eq!(choose(&policy, &block, 2), ExecutionMode::Sequential);
-        // The short ones conflicting and the long one calm: most of the work is calm.
+        // The short ones conflicting and the long one calm: most of the work is calm,
+        // but eight of nine run again, and counted per transaction that is too many.
         let policy = Policy::default();
         policy.learn(&kinds(1, long), &[1.4e-3], Some(&[0]));
         policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[1; 8]));
+        assert_eq!(choose(&policy, &block, 2), ExecutionMode::Sequential);
+        // Calm both ways: parallel.
+        policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[0; 8]));
+        policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[0; 8]));
+        policy.learn(&kinds(8, short), &[28e-6; 8], Some(&[0; 8]));
         assert_eq!(choose(&policy, &block, 2), ExecutionMode::Parallel);
     }
 

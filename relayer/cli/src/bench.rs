@@ -94,6 +94,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     Some(s) => println!("executor speedup (sequential re-run / parallel): {s:.2}x"),
                     None => println!("executor speedup: no batch ran in parallel"),
                 }
+                println!(
+                    "executor: {} batches of {:.1} transactions, {} of them in parallel",
+                    r.executor_batches, r.executor_txs_per_batch, r.executor_parallel_batches
+                );
                 println!("peak RSS {:.1} MiB", r.peak_rss_bytes as f64 / (1024.0 * 1024.0));
                 println!(
                     "CPU per message {:.0} us = {:.2}x the floor of {:.0} us (three signatures {:.0} us, \

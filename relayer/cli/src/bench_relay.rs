@@ -43,6 +43,14 @@ pub struct RelayReport {
     /// parallel (the production sampling rate, 1 in 20: absent when no parallel batch was
     /// sampled).
     pub executor_speedup: Option<f64>,
+    /// Batches the destination's pool executed (each a round's `processBatch`
+    /// transactions, predicted), and of them those it ran in parallel: the bound on
+    /// `executor_speedup`, which has nothing to sample when none did.
+    pub executor_batches: u64,
+    /// Of `executor_batches`, those run in parallel.
+    pub executor_parallel_batches: u64,
+    /// Transactions per executed batch.
+    pub executor_txs_per_batch: f64,
     /// Peak resident memory of this process (the relayer and validators).
     pub peak_rss_bytes: u64,
     /// CPU of this process (every role, three validators) from the first send to the
@@ -232,6 +240,11 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
     // The sampled batches' sequential re-runs against the same batches' parallel runs.
     let sequential = m.executor_sequential_check_seconds.with_label_values(&["beta"]).get_sample_sum();
     let parallel = m.executor_checked_parallel_seconds.with_label_values(&["beta"]).get_sample_sum();
+    let batches_in = |mode: &str| m.executor_batches_total.with_label_values(&["beta", mode]).get();
+    let (executor_parallel_batches, executor_batches) =
+        (batches_in("parallel"), batches_in("parallel") + batches_in("sequential"));
+    let executor_txs =
+        m.executor_transactions_total.with_label_values(&["beta"]).get() as f64 / executor_batches.max(1) as f64;
     let cpu_seconds_per_message = per_message(relay_ns);
     service.stop().await;
     drop(devnet);
@@ -248,6 +261,9 @@ pub async fn run(bench: RelayBench) -> anyhow::Result<RelayReport> {
         latency_p99_s: pick(0.99),
         tx_per_message: txs.len() as f64 / messages as f64,
         executor_speedup: (parallel > 0.0 && sequential > 0.0).then(|| sequential / parallel),
+        executor_batches,
+        executor_parallel_batches,
+        executor_txs_per_batch: executor_txs,
         peak_rss_bytes,
         cpu_seconds_per_message,
         generator_cpu_seconds_per_message: per_message(generator_ns),
