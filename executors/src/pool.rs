@@ -446,4 +446,21 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn waiting_idle_returns_once_the_last_batch_is_freed() {
+        let f = bench::Fixture::new(202).unwrap_or_else(|e| panic!("fixture: {e}"));
+        let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 1, record_access: false });
+        let erc20 = bench::workloads(&f, 100).into_iter().find(|w| w.name == "erc20").unwrap();
+        for _ in 0..20 {
+            let out = executor.execute_parallel(f.state.clone(), f.ctx.clone(), erc20.txs.clone());
+            assert_eq!(out.unwrap_or_else(|e| panic!("{e}")).mode, ExecutionMode::Parallel);
+            executor.wait_idle();
+            // The worker frees the batch and hands its memory back as its last step.
+            let spare = executor.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            assert!(spare.is_some(), "wait_idle returned before the batch was freed");
+        }
+        // With no worker, nothing to wait for.
+        Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: 1, record_access: false }).wait_idle();
+    }
 }
