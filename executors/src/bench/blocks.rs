@@ -41,20 +41,23 @@ pub struct BlockFigures {
     pub plain_s: f64,
     /// The pool as users run it (seconds).
     pub pool_s: f64,
-    /// `plain_s / pool_s`.
+    /// Plain revm's time over this one's, per round (both measured in the same round),
+    /// the median over the rounds.
     pub pool_speedup: f64,
     /// How the pool ran it, the last time.
     pub pool_mode: &'static str,
     /// The parallel engine, forced (seconds).
     pub parallel_s: f64,
-    /// `plain_s / parallel_s`.
+    /// Plain revm's time over this one's, per round (both measured in the same round),
+    /// the median over the rounds.
     pub parallel_speedup: f64,
     /// Forced parallel: executions beyond one per transaction, per transaction.
     pub reexecutions_per_tx: f64,
     /// The pool's sequential mode, forced (seconds): where a pool that runs the block
     /// sequentially lands, its cost over plain revm included.
     pub sequential_s: f64,
-    /// `plain_s / sequential_s`.
+    /// Plain revm's time over this one's, per round (both measured in the same round),
+    /// the median over the rounds.
     pub sequential_speedup: f64,
     /// The better of forced parallel and sequential mode: what a pool that always chose
     /// right would give.
@@ -176,9 +179,15 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
                 }
             }
         }
+        // Speedups are the median of each round's own ratio: plain revm and the run it
+        // is held against, measured in the same round, share the host's speed of that
+        // moment, which drifts between rounds by more than the differences measured.
+        let paired = |runs: &[f64]| median(plain.iter().zip(runs).map(|(p, r)| p / r).collect());
+        let (pool_speedup, parallel_speedup, sequential_speedup) =
+            (paired(&pooled), paired(&parallel), paired(&sequential));
+        let machine = workers as f64 * paired(&together);
         let (plain_s, pool_s, parallel_s, sequential_s) =
             (median(plain), median(pooled), median(parallel), median(sequential));
-        let machine = workers as f64 * plain_s / median(together);
         let ceiling = machine.min(available_parallelism(&block.state, &block.ctx, &block.txs));
         blocks.push(BlockFigures {
             number,
@@ -187,14 +196,14 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             gas: block.gas_used(),
             plain_s,
             pool_s,
-            pool_speedup: plain_s / pool_s,
+            pool_speedup,
             pool_mode: mode.as_str(),
             parallel_s,
-            parallel_speedup: plain_s / parallel_s,
+            parallel_speedup,
             reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * block.txs.len().max(1)) as f64,
             sequential_s,
-            sequential_speedup: plain_s / sequential_s,
-            best_speedup: (plain_s / parallel_s).max(plain_s / sequential_s),
+            sequential_speedup,
+            best_speedup: parallel_speedup.max(sequential_speedup),
             ceiling,
         });
     }
