@@ -438,6 +438,23 @@ mod tests {
     use super::*;
     use crate::{bench, mv_memory::MvMemory, view::CodeCache};
 
+    #[test]
+    fn served_accounts_are_found_as_first_served_in_a_line_and_through_a_map() {
+        let account = |balance: u64| Some(AccountLite { balance: U256::from(balance), ..AccountLite::empty() });
+        for n in [3usize, Served::LINE + 5] {
+            // Every address served twice, the second time with another value; one not served.
+            let mut list: Vec<(Address, Option<AccountLite>)> =
+                (0..n).map(|i| (Address::with_last_byte(i as u8), account(i as u64))).collect();
+            list.extend((0..n).map(|i| (Address::with_last_byte(i as u8), None)));
+            let served = Served::new(&list);
+            assert_eq!(served.map.is_some(), n > Served::LINE);
+            for i in 0..n {
+                assert_eq!(served.get(&Address::with_last_byte(i as u8)), Some(account(i as u64)), "{n}: {i}");
+            }
+            assert_eq!(served.get(&Address::repeat_byte(0xee)), None);
+        }
+    }
+
     /// A batch with lazy senders and fees, executed on one worker: every result is in
     /// its slot, none settled.
     fn executed_batch() -> Arc<Batch> {

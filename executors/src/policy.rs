@@ -45,8 +45,8 @@ const MIN_TX_COST_S: f64 = 3e-6;
 /// kind once run in parallel would look dear enough to stay there.
 const PARALLEL_TIME_INFLATION: f64 = 1.4;
 /// Above this many predicted re-executions per transaction, counted or weighted by
-/// cost, a parallel run loses (real blocks that lose in parallel re-execute 0.9-1.7 times per
-/// transaction, those that win 0.8 or fewer).
+/// cost, a parallel run loses (real blocks that lose in parallel re-execute 0.9-1.7
+/// times per transaction, those that win 0.8 or fewer).
 const MAX_CONFLICTS: f64 = 0.8;
 /// Re-executions of one transaction counted at most (one pathological transaction must
 /// not make its kind look hopeless).
