@@ -68,26 +68,17 @@ impl ReceiptTrie {
         if let Some(&index) = targets.iter().find(|&&i| usize::try_from(i).map_or(true, |i| i >= receipts.len())) {
             return Err(ProofError::NoSuchReceipt { index, count: receipts.len() });
         }
-        let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
         let retain = targets.iter().map(|&i| Nibbles::unpack(rlp_index(i))).collect();
         let mut builder = HashBuilder::default().with_proof_retainer(ProofRetainer::new(retain));
-        let root = trie_root(&mut builder, &encoded);
-        if root != receipts_root {
-            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
-        }
-        Ok(Self { encoded, nodes: builder.take_proof_nodes(), targets: targets.to_vec(), root })
+        let encoded = checked_trie(&mut builder, receipts, receipts_root)?;
+        Ok(Self { encoded, nodes: builder.take_proof_nodes(), targets: targets.to_vec(), root: receipts_root })
     }
 
     /// Checks that `receipts` are exactly the receipts under `receipts_root` (their trie
     /// hashes to it), retaining no proof: every receipt of the block is proven at once,
     /// for a reader that takes them from the list itself (see [`dispatched`]).
     pub fn check_root(receipts: &[ReceiptEnvelope], receipts_root: B256) -> Result<(), ProofError> {
-        let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
-        let root = trie_root(&mut HashBuilder::default(), &encoded);
-        if root != receipts_root {
-            return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
-        }
-        Ok(())
+        checked_trie(&mut HashBuilder::default(), receipts, receipts_root).map(drop)
     }
 
     /// The proof of receipt `index`, which must be one of the targets it was built for.
@@ -101,6 +92,21 @@ impl ReceiptTrie {
         let nodes = self.nodes.matching_nodes_sorted(&key).into_iter().map(|(_, n)| n).collect();
         Ok(ReceiptProof { index, receipt: receipt.clone().into(), nodes })
     }
+}
+
+/// Builds the trie of `receipts` with `builder` and checks that its root is
+/// `receipts_root`; returns the receipts encoded.
+fn checked_trie(
+    builder: &mut HashBuilder,
+    receipts: &[ReceiptEnvelope],
+    receipts_root: B256,
+) -> Result<Vec<Vec<u8>>, ProofError> {
+    let encoded: Vec<Vec<u8>> = receipts.iter().map(|r| r.encoded_2718()).collect();
+    let root = trie_root(builder, &encoded);
+    if root != receipts_root {
+        return Err(ProofError::ReceiptsRootMismatch { expected: receipts_root, actual: root });
+    }
+    Ok(encoded)
 }
 
 /// The root of the trie of `encoded` receipts (keyed by `rlp(index)`), built by `builder`.
