@@ -127,8 +127,7 @@ impl Store {
     pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
         cpu::scope(cpu::Stage::Store, || {
             let txn = self.db.begin_read()?;
-            let Some(sequence) = txn.open_table(SEQUENCES)?.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
-            txn.open_table(RECORDS)?.get(sequence)?.map(|v| decode(v.value())).transpose()
+            record_of(&txn.open_table(SEQUENCES)?, &txn.open_table(RECORDS)?, id)
         })
     }
 
@@ -305,8 +304,7 @@ pub struct Transaction<'t> {
 impl Transaction<'_> {
     /// A record as this transaction sees it.
     pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(sequence) = self.sequences.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
-        self.records.get(sequence)?.map(|v| decode(v.value())).transpose()
+        record_of(&self.sequences, &self.records, id)
     }
 
     /// Writes a record (a new one after every record stored so far) and keeps the stage
@@ -381,6 +379,17 @@ impl Transaction<'_> {
         self.nonces.insert((chain_id, account.0.0), nonce)?;
         Ok(())
     }
+}
+
+/// The record of `id`, found through its sequence number (read and write
+/// transactions alike).
+fn record_of(
+    sequences: &impl ReadableTable<[u8; 32], u64>,
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    id: &B256,
+) -> Result<Option<MessageRecord>, StoreError> {
+    let Some(sequence) = sequences.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
+    records.get(sequence)?.map(|v| decode(v.value())).transpose()
 }
 
 fn stage_range(stage: Stage) -> std::ops::RangeInclusive<(u8, u32, u64)> {
