@@ -363,13 +363,7 @@ impl Watcher {
                 continue;
             }
             // The verified header's hash, not one recomputed from the proof's copy.
-            items.push(ToSign {
-                message: message.message.clone(),
-                id: message.id,
-                bytes: message.bytes.clone(),
-                origin_mailbox: self.chain.mailbox,
-                block,
-            });
+            items.push(ToSign { message: (*message).clone(), origin_mailbox: self.chain.mailbox, block });
         }
         sign(&self.context, &self.signers, &items).await
     }
@@ -378,12 +372,8 @@ impl Watcher {
 /// A message to sign, with its id and bytes as dispatched (computed once, where it was
 /// read) and where it was dispatched.
 pub(crate) struct ToSign {
-    /// The message.
-    pub message: ferry_messages::Message,
-    /// Its id: the hash of `bytes`.
-    pub id: ferry_messages::MessageId,
-    /// The message as dispatched.
-    pub bytes: alloy::primitives::Bytes,
+    /// The message, its id and its bytes.
+    pub message: DispatchedMessage,
     /// The Mailbox that dispatched it.
     pub origin_mailbox: alloy::primitives::Address,
     /// The final block it was dispatched in.
@@ -401,15 +391,17 @@ pub(crate) async fn sign(context: &Context, signers: &[ValidatorKey], items: &[T
     let signatures = crate::cpu::scope(crate::cpu::Stage::Sign, || {
         items
             .iter()
-            .map(|item| {
+            .map(|ToSign { message, origin_mailbox, block }| {
                 let attestation =
-                    ferry_messages::wire::attestation_of(item.id, &item.message, item.origin_mailbox, item.block.hash);
+                    ferry_messages::wire::attestation_of(message.id, &message.message, *origin_mailbox, block.hash);
                 signers.iter().map(|key| key.sign(&attestation)).collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()
     })?;
     let mut signed = Vec::with_capacity(items.len() * signers.len());
-    for (ToSign { message, id, bytes, origin_mailbox, block }, signatures) in items.iter().zip(signatures) {
+    for (ToSign { message: DispatchedMessage { message, id, bytes }, origin_mailbox, block }, signatures) in
+        items.iter().zip(signatures)
+    {
         for (key, signature) in signers.iter().zip(signatures) {
             let envelope = SignedAttestation {
                 version: WIRE_VERSION,
@@ -426,7 +418,7 @@ pub(crate) async fn sign(context: &Context, signers: &[ValidatorKey], items: &[T
     context.bus.publish_attestations(&signed).await?;
     let mut per_origin: HashMap<u32, u64> = HashMap::new();
     for item in items {
-        *per_origin.entry(item.message.origin).or_default() += 1;
+        *per_origin.entry(item.message.message.origin).or_default() += 1;
     }
     for (origin, count) in per_origin {
         let origin = context.chain_label(origin.into());

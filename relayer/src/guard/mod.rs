@@ -21,7 +21,7 @@ use alloy::{
     primitives::{B256, U256},
     sol_types::SolValue,
 };
-use ferry_light_client::ValidatorKey;
+use ferry_light_client::{DispatchedMessage, ValidatorKey};
 use ferry_messages::Message;
 use tracing::{info, warn};
 
@@ -229,13 +229,8 @@ async fn sign_held(context: &Context, signers: &[ValidatorKey], entry: &Held) ->
         context.store.write(|tx| tx.unhold(&entry.id).map(drop))?;
         return Ok(());
     };
-    let item = crate::watcher::ToSign {
-        message,
-        id: entry.id,
-        bytes: entry.message.clone(),
-        origin_mailbox: entry.origin_mailbox,
-        block: entry.block,
-    };
+    let message = DispatchedMessage { message, id: entry.id, bytes: entry.message.clone() };
+    let item = crate::watcher::ToSign { message, origin_mailbox: entry.origin_mailbox, block: entry.block };
     crate::watcher::sign(context, signers, &[item]).await?;
     let why = match entry.reason {
         HoldReason::Delay { until_ms: RELEASED } => "released by an operator",
