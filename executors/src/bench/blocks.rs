@@ -6,7 +6,7 @@
 
 use crate::{
     ExecutionMode, Executor, ExecutorConfig, ExecutorError,
-    bench::{PlainRun, available_parallelism, median, plain_revm, plain_revm_at_once, timed},
+    bench::{PlainRun, available_parallelism, median, paired_speedup, plain_revm, plain_revm_at_once, timed, turned},
     blocks::{BlockData, BlockDataError},
 };
 
@@ -147,10 +147,8 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
         let (mut reexecutions, mut mode) = (0, ExecutionMode::Sequential);
         let copies: Vec<PlainRun<'_>> = vec![(&block.state, &block.ctx, &block.txs[..]); workers.max(1)];
         for round in 0..rounds.max(1) {
-            // Each run starts on a quiet machine (no batch of either pool still being
-            // freed), and the order turns each round: whichever comes first finds the
-            // caches holding another run's tables, and none always does.
-            for run in (0..5).map(|i| (i + round) % 5) {
+            // Each run starts on a quiet machine: no batch of either pool still being freed.
+            for run in turned(round, 5) {
                 pool.wait_idle();
                 forced.wait_idle();
                 match run {
@@ -179,10 +177,7 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
                 }
             }
         }
-        // Speedups are the median of each round's own ratio: plain revm and the run it
-        // is held against, measured in the same round, share the host's speed of that
-        // moment, which drifts between rounds by more than the differences measured.
-        let paired = |runs: &[f64]| median(plain.iter().zip(runs).map(|(p, r)| p / r).collect());
+        let paired = |runs: &[f64]| paired_speedup(&plain, runs);
         let (pool_speedup, parallel_speedup, sequential_speedup) =
             (paired(&pooled), paired(&parallel), paired(&sequential));
         let machine = workers as f64 * paired(&together);

@@ -322,12 +322,13 @@ pub struct WorkloadReport {
     pub sequential_s: f64,
     /// The parallel engine, forced (median seconds).
     pub parallel_s: f64,
-    /// `sequential_s / parallel_s`.
+    /// Plain revm's time over the parallel engine's, per round (both measured in the
+    /// same round), the median over the rounds.
     pub speedup: f64,
     /// The pool as the relayer runs it (median seconds): the parallel engine, or
     /// sequential mode for kinds of batch it measured to be faster that way.
     pub pool_s: f64,
-    /// `sequential_s / pool_s`.
+    /// Plain revm's time over the pool's, per round, the median over the rounds.
     pub pool_speedup: f64,
     /// The pool in sequential mode (median seconds), to compare with plain revm.
     pub sequential_mode_s: f64,
@@ -384,10 +385,9 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             .collect();
         for round in 0..rounds.max(1) {
             // Each run on a quiet pool (a parallel batch hands its freeing to a worker,
-            // which would run inside the next measurement), in an order that turns each
-            // round, so that no run always follows the same other. Each gets its own copy
-            // of the batch, made and dropped outside the clock.
-            for run in (0..5).map(|i| (i + round) % 5) {
+            // which would run inside the next measurement); each gets its own copy of the
+            // batch, made and dropped outside the clock.
+            for run in turned(round, 5) {
                 executor.wait_idle();
                 match run {
                     0 => together.push(plain_revm_at_once(&runs)),
@@ -421,25 +421,26 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
                 }
             }
         }
+        let (speedup, pool_speedup) = (paired_speedup(&seq, &par), paired_speedup(&seq, &pool));
+        let ceiling = workers as f64 * paired_speedup(&seq, &together);
         let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
         let pool_s = median(pool);
-        let ceiling = workers as f64 * sequential_s / median(together);
         reports.push(WorkloadReport {
             name: workload.name,
             txs: workload.txs.len(),
             gas,
             sequential_s,
             parallel_s,
-            speedup: sequential_s / parallel_s,
+            speedup,
             pool_s,
-            pool_speedup: sequential_s / pool_s,
+            pool_speedup,
             sequential_mode_s,
             reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * workload.txs.len().max(1)) as f64,
             available_parallelism: available_parallelism(&fixture.state, &fixture.ctx, &workload.txs),
             mgas_per_s: gas as f64 / parallel_s / 1e6,
             ceiling,
-            speedup_of_ceiling: sequential_s / parallel_s / ceiling,
-            pool_of_ceiling: sequential_s / pool_s / ceiling,
+            speedup_of_ceiling: speedup / ceiling,
+            pool_of_ceiling: pool_speedup / ceiling,
         });
     }
     Ok(Report { workers, workloads: reports })
@@ -477,6 +478,20 @@ pub fn timed<R>(txs: &[TxEnv], run: impl FnOnce(Vec<TxEnv>) -> R) -> (f64, R) {
     let start = Instant::now();
     let out = run(txs);
     (start.elapsed().as_secs_f64(), out)
+}
+
+/// The order of round `round`'s `runs` measurements, turned by one each round, so that
+/// no run always follows the same other: whichever comes first finds the caches holding
+/// another run's tables, and none always does.
+pub fn turned(round: usize, runs: usize) -> impl Iterator<Item = usize> {
+    (0..runs).map(move |i| (i + round) % runs.max(1))
+}
+
+/// The median over rounds of `baseline[r] / runs[r]`: a speedup taken from pairs
+/// measured in the same round, which share the host's speed of that moment (it drifts
+/// between rounds by more than the differences measured).
+pub fn paired_speedup(baseline: &[f64], runs: &[f64]) -> f64 {
+    median(baseline.iter().zip(runs).map(|(b, r)| b / r).collect())
 }
 
 /// The median of `xs` (NaN if empty).
