@@ -333,3 +333,51 @@ async fn a_delivery_whose_nonce_another_transaction_took_is_delivered_again() {
     assert!(submitted(&net.api(), "beta", "superseded").await >= 1, "the given-up delivery was not counted");
     drop(ferry);
 }
+
+/// A reorg of the destination drops a mined delivery, and the node then drops the
+/// relayer's next one, which waited in its pool with a nonce the reorg took out of
+/// order (anvil, like other nodes, drops what can no longer run in order). Neither may
+/// wait for the stuck-transaction replacement (ten minutes here): the relayer sends the
+/// dropped delivery again as it was, and the one the reorg took back, and every message
+/// arrives once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_a_reorg_and_the_node_dropped_are_sent_again_at_once() {
+    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    net.config.relayer.stuck_after_secs = 600;
+    let path = net.dir.path().join("ferry.toml");
+    net.config.write(&path).unwrap();
+    let ferry = ferry_run(&path, "all", &[]);
+    wait_ok(&format!("{}/readyz", net.api()), Duration::from_secs(90)).await;
+
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    let key = net.devnet.info().accounts.last().unwrap().private_key;
+    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+    let in_pool = || async {
+        let mined = beta.get_transaction_count(relayer).await.ok()?;
+        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
+    };
+    // Beta mines only when told: the first delivery is mined in a block the reorg
+    // drops, the second waits in the pool meanwhile.
+    beta.anvil_set_interval_mining(0).await.unwrap();
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(11u64)]).await;
+    let nonce = wait_for(Duration::from_secs(120), "the first delivery in beta's pool", in_pool).await;
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let second = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(12u64)]).await;
+    wait_for(Duration::from_secs(120), "the second delivery in beta's pool", || async {
+        in_pool().await.filter(|mined| *mined == nonce + 1)
+    })
+    .await;
+    reorg(&beta, 1).await;
+    assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the first delivery back");
+    // The next block drops the second delivery (its nonce is now one too high). Whether
+    // the node still has it is not asked here: the relayer, seeing that block, may have
+    // sent it again already. The `dropped` count below says it did.
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    beta.anvil_set_interval_mining(1).await.unwrap();
+
+    let ids: Vec<B256> = first.into_iter().chain(second).collect();
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
+    common::assert_once(&processed, &ids);
+    assert!(submitted(&net.api(), "beta", "dropped").await >= 1, "the dropped delivery was not counted");
+    drop(ferry);
+}

@@ -184,10 +184,20 @@ impl Destination {
         self.rpc("eth_getTransactionReceipt", self.provider.get_transaction_receipt(hash)).await
     }
 
-    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.
-    pub(super) async fn delivered(&self, ids: &[B256], block: u64) -> Result<Vec<bool>, DeliverError> {
+    /// Whether the node has transaction `hash`, in its pool or in a block: a node that
+    /// answers no to one of ours dropped it (a reorg that left it behind a nonce gap, an
+    /// eviction, a restart), and it must be sent again.
+    pub(super) async fn knows(&self, hash: B256) -> Result<bool, DeliverError> {
+        let found = self.rpc("eth_getTransactionByHash", self.provider.get_transaction_by_hash(hash)).await?;
+        Ok(found.is_some())
+    }
+
+    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches. A
+    /// block named by its hash that a reorg dropped is an error, never another block's
+    /// answer.
+    pub(super) async fn delivered(&self, ids: &[B256], block: impl Into<BlockId>) -> Result<Vec<bool>, DeliverError> {
         let calls = ids.iter().map(|id| Mailbox::deliveredCall { id: *id });
-        batch_calls(&self.provider, self.chain.mailbox, calls, BlockId::number(block)).await
+        batch_calls(&self.provider, self.chain.mailbox, calls, block.into()).await
     }
 }
 

@@ -43,13 +43,15 @@ impl Outcomes {
         Self { context, destination }
     }
 
-    /// Marks each message of a mined transaction delivered (once `delivered(id)` reads
-    /// true; returned, to be acked when the block is final) or parked (its item failed
-    /// on chain, acked); anything else goes back for another try. `count` is false for a
-    /// delivery sent again after a reorg, which the metrics already counted.
+    /// Marks each message of a mined transaction delivered (where `delivered`, what
+    /// `Mailbox.delivered(id)` read in the receipt's block, says so; returned, to be
+    /// acked when the block is final) or parked (its item failed on chain, acked);
+    /// anything else goes back for another try. `count` is false for a delivery sent
+    /// again after a reorg, which the metrics already counted.
     pub(super) async fn confirm(
         &self,
         items: Vec<Item>,
+        delivered: Vec<bool>,
         receipt: &TransactionReceipt,
         mismatch: Option<String>,
         count: bool,
@@ -64,9 +66,7 @@ impl Outcomes {
         if count {
             self.count_spent(&items, receipt);
         }
-        let block = receipt.block_number.unwrap_or_default();
         let ids: Vec<B256> = items.iter().map(|i| i.record.id).collect();
-        let delivered = self.destination.delivered(&ids, block).await?;
         let tx = receipt.transaction_hash;
         let detail = format!("tx {tx}");
         let done: Vec<B256> = ids.iter().zip(&delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();

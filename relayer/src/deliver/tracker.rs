@@ -10,6 +10,7 @@ use std::{
 };
 
 use alloy::{
+    eips::BlockId,
     network::TransactionBuilder,
     primitives::B256,
     rpc::types::{TransactionReceipt, TransactionRequest},
@@ -20,7 +21,7 @@ use tracing::{error, info, warn};
 
 use super::{
     DeliverError, Item,
-    destination::{Destination, Sent},
+    destination::{Destination, Sent, Signed},
     fees::{FeePolicy, Fees},
     outcome::Outcomes,
     prediction::{Basis, Chunk, Layer, TX_GAS_CAP},
@@ -39,10 +40,10 @@ struct InFlight {
     predicted: TxOutcome,
     /// What the prediction stood on, to tell when the receipt disagrees.
     basis: Basis,
-    /// Every version signed to go out (each replacement pays more), latest last: a
-    /// version is listed before it is sent, so one whose send timed out but landed is
-    /// still found by its hash.
-    sent: Vec<B256>,
+    /// Every version sent (each replacement pays more), latest last, kept signed: one
+    /// whose send got no answer but landed is found by its hash, and the latest is
+    /// sent again as it is if the node drops it.
+    versions: Vec<Signed>,
     /// Fees of the latest version (a replacement raises both: nodes take it only then).
     fees: Fees,
     /// When the latest version went out.
@@ -54,11 +55,22 @@ struct InFlight {
 }
 
 /// A delivery transaction in a block not yet final: its delivered messages wait for
-/// their acks.
+/// their acks. Every mined one is followed to finality, holding messages or not: a
+/// reorg that drops it leaves its nonce a gap that only it, sent again, fills.
 struct Mined {
     sent: InFlight,
     block: u64,
     block_hash: B256,
+}
+
+/// Why a mined transaction was not settled now.
+enum Unsettled {
+    /// Nothing of it was settled (its block could not be read, or a reorg dropped it
+    /// meanwhile): it stays in flight and is settled on a later block.
+    Waiting(InFlight, DeliverError),
+    /// Its messages were settled part way (those not acked come back from JetStream);
+    /// it is still followed to finality, for its nonce.
+    Confirming(Mined, DeliverError),
 }
 
 /// The transactions of one destination from their send to their settlement.
@@ -130,7 +142,7 @@ impl Tracker {
             gas_limit,
             predicted,
             basis,
-            sent: Vec::new(),
+            versions: Vec::new(),
             fees,
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
@@ -159,7 +171,7 @@ impl Tracker {
             .with_chain_id(self.destination.chain.chain_id);
         let signed = self.destination.sign(request).await?;
         let hash = signed.hash;
-        let (chain, nonce, replacing) = (self.destination.name.as_str(), sent.nonce, !sent.sent.is_empty());
+        let (chain, nonce, replacing) = (self.destination.name.as_str(), sent.nonce, !sent.versions.is_empty());
         match self.destination.send(&signed).await {
             Sent::Accepted => {}
             Sent::Known => info!(chain, tx = %hash, nonce, "the node knows the delivery already"),
@@ -183,7 +195,7 @@ impl Tracker {
             refusal @ Sent::Underpriced(_) => return Err(DeliverError::Config(format!("delivery refused: {refusal}"))),
         }
         let max_fee = sent.fees.max_fee;
-        let detail = if sent.sent.is_empty() {
+        let detail = if sent.versions.is_empty() {
             format!("tx {hash} nonce {nonce}")
         } else {
             format!("replaced by tx {hash}, max fee {max_fee}")
@@ -193,12 +205,12 @@ impl Tracker {
         // The first version's records move through `executed` (its prediction) to
         // `submitted` in one write. A crash before it leaves them published and unacked:
         // they come back and are predicted again (delivered already, if it was mined).
-        let executed = sent.sent.is_empty().then(|| format!("predicted gas {}", sent.predicted.gas_used));
+        let executed = sent.versions.is_empty().then(|| format!("predicted gas {}", sent.predicted.gas_used));
         self.context.store.update(&ids, |r| {
             let predicted = executed.as_ref().is_none_or(|detail| applied(r.execute(detail.clone())));
             predicted && applied(r.submit(hash, detail.clone()))
         })?;
-        sent.sent.push(hash);
+        sent.versions.push(signed);
         Ok(true)
     }
 
@@ -215,33 +227,42 @@ impl Tracker {
         let latest = self.destination.latest_number().await?;
         if latest != self.seen_block {
             let mut waiting = VecDeque::with_capacity(self.in_flight.len());
+            let mut failed = None;
             while let Some(sent) = self.in_flight.pop_front() {
-                let settled = match self.receipt(&sent).await {
-                    // A mined one that fails to settle is not lost: its messages are
-                    // unacked and come back from JetStream.
-                    Ok(Some(receipt)) => self.mined(sent, receipt).await,
+                let receipt = match self.receipt(&sent).await {
+                    Ok(Some(receipt)) => receipt,
                     Ok(None) => {
                         waiting.push_back(sent);
                         continue;
                     }
                     Err(e) => {
                         waiting.push_back(sent);
-                        Err(e)
+                        failed = Some(e);
+                        break;
                     }
                 };
-                match settled {
-                    Ok(Some(mined)) => self.confirming.push_back(mined),
-                    Ok(None) => {}
-                    Err(e) => {
-                        // The ones not yet mined stay tracked, in nonce order.
-                        waiting.extend(self.in_flight.drain(..));
-                        self.in_flight = waiting;
-                        return Err(e);
+                match self.mined(sent, receipt).await {
+                    Ok(mined) => self.confirming.push_back(mined),
+                    Err(Unsettled::Waiting(sent, e)) => {
+                        waiting.push_back(sent);
+                        failed = Some(e);
+                        break;
+                    }
+                    Err(Unsettled::Confirming(mined, e)) => {
+                        self.confirming.push_back(mined);
+                        failed = Some(e);
+                        break;
                     }
                 }
             }
+            // The ones not settled stay tracked, in nonce order.
+            waiting.extend(self.in_flight.drain(..));
             self.in_flight = waiting;
+            if let Some(e) = failed {
+                return Err(e);
+            }
             self.finalize(latest).await?;
+            self.revive().await?;
             self.seen_block = latest;
         }
         self.unstick().await
@@ -313,7 +334,7 @@ impl Tracker {
     /// bus, to be admitted again (acked there if that other transaction delivered them).
     async fn give_up(&self, sent: InFlight) {
         let chain = self.destination.name.as_str();
-        warn!(chain, nonce = sent.nonce, tx = ?sent.sent.last(), messages = sent.items.len(), "delivery superseded: its nonce went to another transaction; its messages go back to the bus");
+        warn!(chain, nonce = sent.nonce, tx = ?sent.versions.last().map(|v| v.hash), messages = sent.items.len(), "delivery superseded: its nonce went to another transaction; its messages go back to the bus");
         self.destination.metrics.superseded.inc();
         for item in &sent.items {
             self.outcomes.later(item, SUPERSEDED_RETRY).await;
@@ -411,14 +432,44 @@ impl Tracker {
         self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
         let mut in_flight = std::mem::take(&mut self.in_flight);
         let result = self.send_version(&mut in_flight[at]).await;
+        if matches!(result, Ok(false)) {
+            // Its nonce went to another transaction; its messages went back to the bus.
+            in_flight.remove(at);
+        }
         self.in_flight = in_flight;
         result.map(|_| ())
     }
 
+    /// Sends again, as they were, the transactions in flight the node no longer has,
+    /// looked for from the first one: a node drops a sender's run from its start (anvil
+    /// drops every one of them once a reorg leaves the first behind a nonce gap), and
+    /// waiting `stuck_after_secs` to replace them would hold every delivery behind.
+    async fn revive(&mut self) -> Result<(), DeliverError> {
+        let Some(first) = self.in_flight.front().and_then(|s| s.versions.last()) else { return Ok(()) };
+        if self.destination.knows(first.hash).await? {
+            return Ok(());
+        }
+        let chain = self.destination.name.as_str();
+        for sent in &self.in_flight {
+            let Some(version) = sent.versions.last() else { continue };
+            match self.destination.send(version).await {
+                Sent::Accepted => {
+                    self.destination.metrics.dropped.inc();
+                    warn!(chain, tx = %version.hash, nonce = sent.nonce, "delivery dropped by the node; sent again as it was");
+                }
+                Sent::Known => {}
+                other => {
+                    warn!(chain, tx = %version.hash, nonce = sent.nonce, %other, "delivery dropped by the node and not taken again; its replacement will be")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The receipt of whichever version of `sent` was mined, if one was.
     async fn receipt(&self, sent: &InFlight) -> Result<Option<TransactionReceipt>, DeliverError> {
-        for hash in sent.sent.iter().rev() {
-            let receipt = self.destination.receipt(*hash).await?;
+        for version in sent.versions.iter().rev() {
+            let receipt = self.destination.receipt(version.hash).await?;
             if receipt.is_some() {
                 return Ok(receipt);
             }
@@ -428,7 +479,18 @@ impl Tracker {
 
     /// Validates a mined transaction's receipt against its prediction and records its
     /// messages; returns it holding the delivered ones, to be acked once final.
-    async fn mined(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Option<Mined>, DeliverError> {
+    async fn mined(&self, mut sent: InFlight, receipt: TransactionReceipt) -> Result<Mined, Unsettled> {
+        let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Err(Unsettled::Waiting(sent, DeliverError::ReceiptWithoutBlock(receipt.transaction_hash)));
+        };
+        // Read in the receipt's block named by its hash: if a reorg dropped it since,
+        // this fails rather than read the block that replaced it (where none of these
+        // messages is delivered, and the transaction would be taken as delivering none).
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        let delivered = match self.destination.delivered(&ids, BlockId::hash(block_hash)).await {
+            Ok(delivered) => delivered,
+            Err(e) => return Err(Unsettled::Waiting(sent, e)),
+        };
         let (m, chain) = (&self.destination.metrics, self.destination.name.as_str());
         m.batch_size.observe(sent.items.len() as f64);
         if receipt.status() { &m.succeeded } else { &m.reverted }.inc();
@@ -439,12 +501,16 @@ impl Tracker {
             e.to_string()
         });
         let items = std::mem::take(&mut sent.items);
-        sent.items = self.outcomes.confirm(items, &receipt, mismatch, !sent.resent).await?;
+        let kept = self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent).await;
         self.outcomes.update_balance().await;
-        let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
-            return Err(DeliverError::ReceiptWithoutBlock(receipt.transaction_hash));
-        };
-        Ok((!sent.items.is_empty()).then_some(Mined { sent, block, block_hash }))
+        let mut mined = Mined { sent, block, block_hash };
+        match kept {
+            Ok(kept) => {
+                mined.sent.items = kept;
+                Ok(mined)
+            }
+            Err(e) => Err(Unsettled::Confirming(mined, e)),
+        }
     }
 
     /// The next nonce: the larger of the stored one and the chain's pending count, moved

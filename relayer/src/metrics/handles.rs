@@ -61,6 +61,8 @@ pub(crate) struct DeliveryMetrics {
     pub reorged: IntCounter,
     /// Likewise, `outcome="superseded"`: given up, its nonce taken by another transaction.
     pub superseded: IntCounter,
+    /// Likewise, `outcome="dropped"`: the node no longer had it; sent again as it was.
+    pub dropped: IntCounter,
     /// `ferry_submitter_batch_size{chain}`.
     pub batch_size: Histogram,
     /// `ferry_submitter_wallet_balance_wei{chain}`.
@@ -141,6 +143,7 @@ impl Metrics {
             replaced: submitted("replaced"),
             reorged: submitted("reorged"),
             superseded: submitted("superseded"),
+            dropped: submitted("dropped"),
             batch_size: self.submitter_batch_size.with_label_values(&one),
             wallet_balance_wei: self.submitter_wallet_balance_wei.with_label_values(&one),
             fees_over_cap: self.submitter_fees_over_cap.with_label_values(&one),
