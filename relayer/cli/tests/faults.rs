@@ -381,3 +381,66 @@ async fn deliveries_a_reorg_and_the_node_dropped_are_sent_again_at_once() {
     assert!(submitted(&net.api(), "beta", "dropped").await >= 1, "the dropped delivery was not counted");
     drop(ferry);
 }
+
+/// A mined delivery whose messages all failed on chain holds none of them, yet it used
+/// a nonce: when a reorg drops its block, the relayer must send it again, or that nonce
+/// stays a gap every later delivery waits behind for good (the stuck-transaction
+/// replacement only re-prices those later ones).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reorged_delivery_that_delivered_nothing_still_fills_its_nonce() {
+    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    net.config.relayer.stuck_after_secs = 600;
+    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let metrics = &service.context().metrics;
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    let key = net.devnet.info().accounts.last().unwrap().private_key;
+    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+
+    // Beta mines only when told. The delivery waits in its pool, and the bridge's owner
+    // closes alpha's inbound bucket in the same block, ahead of it (paying far more): the
+    // delivery's only message fails on chain, rate limited.
+    beta.anvil_set_interval_mining(0).await.unwrap();
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(500u64)]).await;
+    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || async {
+        let mined = beta.get_transaction_count(relayer).await.ok()?;
+        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
+    })
+    .await;
+    let owner = net.wallet("beta", 0);
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
+    let close = bridge
+        .setRateLimit(31337, true, U256::from(1u64), U256::from(1u64))
+        .gas(200_000)
+        .max_fee_per_gas(1_000_000_000_000)
+        .max_priority_fee_per_gas(500_000_000_000);
+    let close = *close.send().await.unwrap().tx_hash();
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let receipt = wait_for(Duration::from_secs(30), "the bucket closed", || async {
+        beta.get_transaction_receipt(close).await.ok()?
+    })
+    .await;
+    assert!(receipt.status(), "setRateLimit reverted: {receipt:?}");
+    assert_eq!(net.failed("beta").await, first, "the delivery's message did not fail on chain");
+    // The relayer read the receipt: the message goes back to the bus to wait on the
+    // bucket, and the transaction delivered nothing it could hold.
+    let limited = metrics.messages_rate_limited_total.with_label_values(&["alpha", "beta"]);
+    wait_for(Duration::from_secs(60), "the relayer to see the delivery fail", || async {
+        (limited.get() >= 1).then_some(())
+    })
+    .await;
+
+    // The reorg takes both back: the bucket is open again, the relayer's nonce is the
+    // delivery's again, and the delivery holds no message that would tell the relayer.
+    reorg(&beta, 1).await;
+    assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the delivery back");
+    beta.anvil_set_interval_mining(1).await.unwrap();
+
+    // A later message arrives: the nonce was filled, by the same delivery sent again
+    // (which now delivers the first message too). Each arrives once.
+    let second = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(12u64)]).await;
+    let ids: Vec<B256> = first.into_iter().chain(second).collect();
+    let processed = net.wait_processed("beta", &ids, Duration::from_secs(120)).await;
+    common::assert_once(&processed, &ids);
+    let reorged = metrics.submitter_transactions_total.with_label_values(&["beta", "reorged"]).get();
+    assert!(reorged >= 1, "the reorged delivery was not counted");
+}

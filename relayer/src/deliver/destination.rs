@@ -167,7 +167,13 @@ impl Destination {
         match self.provider.send_raw_transaction(&signed.raw).await {
             Ok(_) => Sent::Accepted,
             Err(e) => match e.as_error_resp().map(|payload| payload.message.to_lowercase()) {
-                Some(m) if m.contains("already known") || m.contains("known transaction") => Sent::Known,
+                Some(m)
+                    if m.contains("already known")
+                        || m.contains("known transaction")
+                        || m.contains("already imported") =>
+                {
+                    Sent::Known
+                }
                 Some(m) if m.contains("nonce too low") || m.contains("nonce is too low") => {
                     Sent::NonceTaken(e.to_string())
                 }
@@ -192,9 +198,7 @@ impl Destination {
         Ok(found.is_some())
     }
 
-    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches. A
-    /// block named by its hash that a reorg dropped is an error, never another block's
-    /// answer.
+    /// `Mailbox.delivered(id)` at `block` for each of `ids`, read in JSON-RPC batches.
     pub(super) async fn delivered(&self, ids: &[B256], block: impl Into<BlockId>) -> Result<Vec<bool>, DeliverError> {
         let calls = ids.iter().map(|id| Mailbox::deliveredCall { id: *id });
         batch_calls(&self.provider, self.chain.mailbox, calls, block.into()).await

@@ -66,10 +66,11 @@ struct Mined {
 /// Why a mined transaction was not settled now.
 enum Unsettled {
     /// Nothing of it was settled (its block could not be read, or a reorg dropped it
-    /// meanwhile): it stays in flight and is settled on a later block.
+    /// meanwhile): it stays in flight and is settled again on the next settle.
     Waiting(InFlight, DeliverError),
-    /// Its messages were settled part way (those not acked come back from JetStream);
-    /// it is still followed to finality, for its nonce.
+    /// Its messages were settled part way: none is held any more (those not acked
+    /// come back from JetStream and are checked on chain again); the transaction is
+    /// still followed to finality, for its nonce.
     Confirming(Mined, DeliverError),
 }
 
@@ -227,7 +228,7 @@ impl Tracker {
         let latest = self.destination.latest_number().await?;
         if latest != self.seen_block {
             let mut waiting = VecDeque::with_capacity(self.in_flight.len());
-            let mut failed = None;
+            let (mut failed, mut unsettled) = (None, false);
             while let Some(sent) = self.in_flight.pop_front() {
                 let receipt = match self.receipt(&sent).await {
                     Ok(Some(receipt)) => receipt,
@@ -244,8 +245,11 @@ impl Tracker {
                 match self.mined(sent, receipt).await {
                     Ok(mined) => self.confirming.push_back(mined),
                     Err(Unsettled::Waiting(sent, e)) => {
+                        // Routine after a reorg: the rest is done, and this block is
+                        // looked at again on the next settle.
+                        warn!(chain = %self.destination.name, nonce = sent.nonce, error = %e, "a mined delivery could not be settled yet; trying again");
                         waiting.push_back(sent);
-                        failed = Some(e);
+                        unsettled = true;
                         break;
                     }
                     Err(Unsettled::Confirming(mined, e)) => {
@@ -263,7 +267,9 @@ impl Tracker {
             }
             self.finalize(latest).await?;
             self.revive().await?;
-            self.seen_block = latest;
+            if !unsettled {
+                self.seen_block = latest;
+            }
         }
         self.unstick().await
     }
@@ -431,11 +437,9 @@ impl Tracker {
         let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
         self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
         let mut in_flight = std::mem::take(&mut self.in_flight);
+        // Sent as a replacement (it has versions): a nonce another transaction took is
+        // found by `unstick` as superseded.
         let result = self.send_version(&mut in_flight[at]).await;
-        if matches!(result, Ok(false)) {
-            // Its nonce went to another transaction; its messages went back to the bus.
-            in_flight.remove(at);
-        }
         self.in_flight = in_flight;
         result.map(|_| ())
     }
@@ -458,6 +462,9 @@ impl Tracker {
                     warn!(chain, tx = %version.hash, nonce = sent.nonce, "delivery dropped by the node; sent again as it was");
                 }
                 Sent::Known => {}
+                // Another transaction has its nonce: `unstick` gives it up; the later
+                // ones wait for that.
+                Sent::NonceTaken(_) => break,
                 other => {
                     warn!(chain, tx = %version.hash, nonce = sent.nonce, %other, "delivery dropped by the node and not taken again; its replacement will be")
                 }
@@ -483,17 +490,17 @@ impl Tracker {
         let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
             return Err(Unsettled::Waiting(sent, DeliverError::ReceiptWithoutBlock(receipt.transaction_hash)));
         };
-        // Read in the receipt's block named by its hash: if a reorg dropped it since,
-        // this fails rather than read the block that replaced it (where none of these
-        // messages is delivered, and the transaction would be taken as delivering none).
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        let delivered = match self.destination.delivered(&ids, BlockId::hash(block_hash)).await {
+        let delivered = match self.delivered_in(&ids, block, block_hash).await {
             Ok(delivered) => delivered,
             Err(e) => return Err(Unsettled::Waiting(sent, e)),
         };
         let (m, chain) = (&self.destination.metrics, self.destination.name.as_str());
-        m.batch_size.observe(sent.items.len() as f64);
-        if receipt.status() { &m.succeeded } else { &m.reverted }.inc();
+        if !sent.resent {
+            // A transaction sent again after a reorg was counted when first mined.
+            m.batch_size.observe(sent.items.len() as f64);
+            if receipt.status() { &m.succeeded } else { &m.reverted }.inc();
+        }
         let predicted = &sent.predicted;
         let mismatch = compare_with_receipt(predicted, &receipt).err().map(|e| {
             m.receipt_mismatches.inc();
@@ -510,6 +517,20 @@ impl Tracker {
                 Ok(mined)
             }
             Err(e) => Err(Unsettled::Confirming(mined, e)),
+        }
+    }
+
+    /// `Mailbox.delivered(id)` for each of `ids` in block `number`, whose hash was
+    /// `hash` in a receipt: read in the block named by its hash (canonical, where the
+    /// node checks it), so that a block a reorg dropped since is an error here, never
+    /// the answer of the block that replaced it (where none of these messages is
+    /// delivered, and the transaction would be taken as delivering none). A node that
+    /// cannot read by hash is read by number once the hash is checked canonical.
+    async fn delivered_in(&self, ids: &[B256], number: u64, hash: B256) -> Result<Vec<bool>, DeliverError> {
+        match self.destination.delivered(ids, BlockId::hash_canonical(hash)).await {
+            Ok(delivered) => Ok(delivered),
+            Err(e) if self.destination.block_hash(number).await? != Some(hash) => Err(e),
+            Err(_) => self.destination.delivered(ids, number).await,
         }
     }
 
