@@ -28,6 +28,10 @@ use super::{
 };
 use crate::{Context, bus, lifecycle::applied};
 
+/// New blocks a delivery in flight waits without a receipt before the node is asked
+/// whether it still has it.
+const REVIVE_AFTER_BLOCKS: u32 = 2;
+
 /// When the messages of a delivery whose nonce another transaction took come back.
 const SUPERSEDED_RETRY: Duration = Duration::from_secs(1);
 
@@ -52,6 +56,8 @@ struct InFlight {
     progress_at: Instant,
     /// Sent again after a reorg dropped the block that had delivered it.
     resent: bool,
+    /// New blocks seen without its receipt since its latest version went out.
+    blocks_waited: u32,
 }
 
 /// A delivery transaction in a block not yet final: its delivered messages wait for
@@ -148,6 +154,7 @@ impl Tracker {
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
+            blocks_waited: 0,
         };
         if self.send_version(&mut sent).await? {
             self.in_flight.push_back(sent);
@@ -233,6 +240,8 @@ impl Tracker {
                 let receipt = match self.receipt(&sent).await {
                     Ok(Some(receipt)) => receipt,
                     Ok(None) => {
+                        let mut sent = sent;
+                        sent.blocks_waited += 1;
                         waiting.push_back(sent);
                         continue;
                     }
@@ -296,7 +305,7 @@ impl Tracker {
             }
             if result.is_ok() {
                 let chain = self.destination.name.as_str();
-                sent.sent_at = now;
+                (sent.sent_at, sent.blocks_waited) = (now, 0);
                 match self.fees.raise(sent.fees) {
                     Some(fees) => {
                         self.destination.metrics.replaced.inc();
@@ -430,7 +439,7 @@ impl Tracker {
         // The same transaction: it runs on the state the reorg went back to, so it does
         // what it was predicted to do (items that failed in it fail again, already parked).
         sent.resent = true;
-        sent.sent_at = Instant::now();
+        (sent.sent_at, sent.blocks_waited) = (Instant::now(), 0);
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
         let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
         self.in_flight.insert(at, sent);
@@ -449,7 +458,11 @@ impl Tracker {
     /// drops every one of them once a reorg leaves the first behind a nonce gap), and
     /// waiting `stuck_after_secs` to replace them would hold every delivery behind.
     async fn revive(&mut self) -> Result<(), DeliverError> {
-        let Some(first) = self.in_flight.front().and_then(|s| s.versions.last()) else { return Ok(()) };
+        // One a block has not taken yet is most likely in the pool: asked about only
+        // after the next block passes it too (a lookup on every block would delay
+        // every round's send by a request).
+        let first = self.in_flight.front().filter(|s| s.blocks_waited >= REVIVE_AFTER_BLOCKS);
+        let Some(first) = first.and_then(|s| s.versions.last()) else { return Ok(()) };
         if self.destination.knows(first.hash).await? {
             return Ok(());
         }
