@@ -268,6 +268,12 @@ async fn faults_lose_nothing_double_nothing_and_a_deep_reorg_halts_the_chain() {
     kill9(&relayer);
 }
 
+/// How many of `relayer`'s transactions `chain` has mined, once its pool holds more.
+async fn in_pool(chain: &impl Provider, relayer: Address) -> Option<u64> {
+    let mined = chain.get_transaction_count(relayer).await.ok()?;
+    (chain.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
+}
+
 /// `ferry_submitter_transactions_total{chain, outcome}` from a `/metrics` page (0 if
 /// absent).
 async fn submitted(api: &str, chain: &str, outcome: &str) -> u64 {
@@ -299,11 +305,7 @@ async fn a_delivery_whose_nonce_another_transaction_took_is_delivered_again() {
     let key = net.devnet.info().accounts.last().unwrap().private_key;
     let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
     let ids = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(77u64)]).await;
-    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || async {
-        let mined = beta.get_transaction_count(relayer).await.ok()?;
-        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
-    })
-    .await;
+    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || in_pool(&beta, relayer)).await;
 
     // The relayer's key sends something else with that nonce, paying far more than the
     // delivery's replacements will for a minute, and it is mined in the delivery's place.
@@ -352,19 +354,16 @@ async fn deliveries_a_reorg_and_the_node_dropped_are_sent_again_at_once() {
     let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
     let key = net.devnet.info().accounts.last().unwrap().private_key;
     let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
-    let in_pool = || async {
-        let mined = beta.get_transaction_count(relayer).await.ok()?;
-        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
-    };
     // Beta mines only when told: the first delivery is mined in a block the reorg
     // drops, the second waits in the pool meanwhile.
     beta.anvil_set_interval_mining(0).await.unwrap();
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(11u64)]).await;
-    let nonce = wait_for(Duration::from_secs(120), "the first delivery in beta's pool", in_pool).await;
+    let nonce =
+        wait_for(Duration::from_secs(120), "the first delivery in beta's pool", || in_pool(&beta, relayer)).await;
     beta.anvil_mine(Some(1), None).await.unwrap();
     let second = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(12u64)]).await;
     wait_for(Duration::from_secs(120), "the second delivery in beta's pool", || async {
-        in_pool().await.filter(|mined| *mined == nonce + 1)
+        in_pool(&beta, relayer).await.filter(|mined| *mined == nonce + 1)
     })
     .await;
     reorg(&beta, 1).await;
@@ -401,11 +400,7 @@ async fn a_reorged_delivery_that_delivered_nothing_still_fills_its_nonce() {
     // delivery's only message fails on chain, rate limited.
     beta.anvil_set_interval_mining(0).await.unwrap();
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(500u64)]).await;
-    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || async {
-        let mined = beta.get_transaction_count(relayer).await.ok()?;
-        (beta.get_transaction_count(relayer).pending().await.ok()? > mined).then_some(mined)
-    })
-    .await;
+    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || in_pool(&beta, relayer)).await;
     let owner = net.wallet("beta", 0);
     let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
     let close = bridge
