@@ -4,8 +4,9 @@
 //! A data directory holds `blocks/<number>/` folders, each with `block.json` (the RPC
 //! block, full transactions), `pre_state.json` (address to `{balance, nonce, code_hash,
 //! storage}`: pevm's published format) and `bytecodes.json` (code hash to code), and a
-//! `block_hashes.json` (number to hash, for BLOCKHASH). `ops/mainnet-data.py` makes one
-//! from pevm's repository.
+//! `block_hashes.json` (number to hash, for BLOCKHASH); any of these files may be gzip'd
+//! instead (`name.json.gz`). `ops/mainnet-data.py` makes one from pevm's repository;
+//! `executors/tests/data/mainnet` is a compact one the repository carries.
 
 use std::{
     collections::BTreeMap,
@@ -170,9 +171,27 @@ struct PreAccount {
     storage: BTreeMap<U256, U256>,
 }
 
+/// A JSON file, or its gzip'd twin (`name.json.gz`) when the plain one is absent.
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, BlockDataError> {
-    let bytes = std::fs::read(path).map_err(|source| BlockDataError::Io { path: path.to_owned(), source })?;
-    serde_json::from_slice(&bytes).map_err(|source| BlockDataError::Json { path: path.to_owned(), source })
+    let (path, bytes) = match std::fs::read(path) {
+        Ok(bytes) => (path.to_owned(), bytes),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut name = path.as_os_str().to_owned();
+            name.push(".gz");
+            let gzipped = PathBuf::from(name);
+            let bytes = gunzip(&gzipped).map_err(|source| BlockDataError::Io { path: gzipped.clone(), source })?;
+            (gzipped, bytes)
+        }
+        Err(source) => return Err(BlockDataError::Io { path: path.to_owned(), source }),
+    };
+    serde_json::from_slice(&bytes).map_err(|source| BlockDataError::Json { path, source })
+}
+
+/// A gzip'd file's contents.
+fn gunzip(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(std::fs::File::open(path)?), &mut bytes)?;
+    Ok(bytes)
 }
 
 /// A data directory of real blocks.

@@ -30,7 +30,8 @@ enum BenchTarget {
         /// Print one JSON object instead of a table.
         #[arg(long)]
         json: bool,
-        /// A directory of real blocks with their pre-state (ops/mainnet-data.py makes one):
+        /// A directory of real blocks with their pre-state (executors/tests/data/mainnet, or
+        /// the whole set ops/mainnet-data.py makes):
         /// run each on the pool and on plain revm instead of the synthetic workloads.
         #[arg(long)]
         blocks: Option<std::path::PathBuf>,
