@@ -246,42 +246,23 @@ struct Settled {
     upfront: U256,
 }
 
-/// The accounts served to one run, as first served: looked up in a line for the few a
-/// transaction usually reads, through a map for the thousands a few touch (2016's
-/// state-clearing blocks: a search in a line per account made their diffs quadratic).
-pub(crate) struct Served<'a> {
-    list: &'a [(Address, Option<AccountLite>)],
-    map: Option<FxHashMap<Address, Option<AccountLite>>>,
-}
-
-impl<'a> Served<'a> {
-    /// Above this many accounts the map is built.
-    const LINE: usize = 32;
-
-    /// An index of `list`, in the order it was served.
-    pub(crate) fn new(list: &'a [(Address, Option<AccountLite>)]) -> Self {
-        let map = (list.len() > Self::LINE).then(|| {
-            let mut map = FxHashMap::with_capacity_and_hasher(list.len(), Default::default());
-            for (address, value) in list {
-                map.entry(*address).or_insert(*value);
-            }
-            map
-        });
-        Self { list, map }
-    }
-
-    /// What `address` was first served as, if it was served.
-    pub(crate) fn get(&self, address: &Address) -> Option<Option<AccountLite>> {
-        match &self.map {
-            Some(map) => map.get(address).copied(),
-            None => self.list.iter().find(|(a, _)| a == address).map(|(_, v)| *v),
-        }
+/// What `account` was when the transaction loaded it (`None`: it did not exist), read
+/// off revm's own record of the load; `after` is what it is now. The view serves each
+/// account once per transaction (revm keeps it after), so this is exactly what the view
+/// served, without keeping a list of it.
+pub(crate) fn loaded_as(account: &revm::state::Account, after: AccountLite) -> Option<AccountLite> {
+    if account.is_loaded_as_not_existing() {
+        None
+    } else if !account.is_changed() {
+        Some(after)
+    } else {
+        Some(lite(&account.original_info()))
     }
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
 /// validated), and the fee it owes the beneficiary (zero for an invalid transaction).
-pub(crate) fn speculative_outcome(run: evm::Run, served: &Served<'_>) -> Result<(TxOutcome, U256), ExecutorError> {
+pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), ExecutorError> {
     let result = match run.result {
         Ok(result) => result,
         Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO)),
@@ -290,17 +271,19 @@ pub(crate) fn speculative_outcome(run: evm::Run, served: &Served<'_>) -> Result<
     };
     // One spare: the beneficiary's fee is credited into the diff at commit.
     let mut accounts = Vec::with_capacity(run.state.len() + 1);
-    for (address, account) in &run.state {
-        if !account.is_touched() {
-            continue;
-        }
+    // Sorted by address as references, so that the diffs are built in order rather than
+    // moved about by the sort (a 2016 state-clearing transaction touches hundreds).
+    let mut touched: Vec<(&Address, &revm::state::Account)> =
+        run.state.iter().filter(|(_, account)| account.is_touched()).collect();
+    touched.sort_unstable_by_key(|(address, _)| **address);
+    for (address, account) in touched {
         if account.is_selfdestructed() {
             // Whatever it wrote before it was destroyed is gone with it.
             accounts.push((*address, AccountDiff::destroyed()));
             continue;
         }
-        let before = served.get(address).flatten();
         let after = lite(&account.info);
+        let before = loaded_as(account, after);
         let mut storage: Vec<(U256, U256)> =
             account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
         storage.sort_unstable_by_key(|(slot, _)| *slot);
@@ -312,7 +295,7 @@ pub(crate) fn speculative_outcome(run: evm::Run, served: &Served<'_>) -> Result<
         let code = new_code(account, before);
         accounts.push((*address, AccountDiff { info: Some(after), code, storage_cleared: created, storage }));
     }
-    Ok((outcome(result, StateDiff::from_accounts(accounts)), run.fee))
+    Ok((outcome(result, StateDiff::from_sorted_accounts(accounts)), run.fee))
 }
 
 /// The account's code, when the transaction gave it code it did not have: by creation or
@@ -371,8 +354,7 @@ pub(crate) fn run_sequential(
             if record {
                 access.push(access_of(&run.state));
             }
-            let (mut outcome, fee) = speculative_outcome(run, &Served::new(&overlay.served))?;
-            overlay.served.clear();
+            let (mut outcome, fee) = speculative_outcome(run)?;
             if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);
                 overlay.credit(beneficiary, fee, &mut outcome.state)?;
@@ -439,20 +421,23 @@ mod tests {
     use crate::{bench, mv_memory::MvMemory, view::CodeCache};
 
     #[test]
-    fn served_accounts_are_found_as_first_served_in_a_line_and_through_a_map() {
-        let account = |balance: u64| Some(AccountLite { balance: U256::from(balance), ..AccountLite::empty() });
-        for n in [3usize, Served::LINE + 5] {
-            // Every address served twice, the second time with another value; one not served.
-            let mut list: Vec<(Address, Option<AccountLite>)> =
-                (0..n).map(|i| (Address::with_last_byte(i as u8), account(i as u64))).collect();
-            list.extend((0..n).map(|i| (Address::with_last_byte(i as u8), None)));
-            let served = Served::new(&list);
-            assert_eq!(served.map.is_some(), n > Served::LINE);
-            for i in 0..n {
-                assert_eq!(served.get(&Address::with_last_byte(i as u8)), Some(account(i as u64)), "{n}: {i}");
-            }
-            assert_eq!(served.get(&Address::repeat_byte(0xee)), None);
-        }
+    fn an_account_is_taken_as_loaded_whatever_the_transaction_did_to_it() {
+        let loaded =
+            |balance: u64| revm::state::AccountInfo { balance: U256::from(balance), nonce: 3, ..Default::default() };
+        // Loaded as it was and left alone, or changed: what was loaded.
+        let mut account = revm::state::Account::from(loaded(7));
+        assert_eq!(loaded_as(&account, lite(&account.info)), Some(lite(&loaded(7))));
+        account.info.balance = U256::from(2);
+        account.info.nonce = 4;
+        assert_eq!(loaded_as(&account, lite(&account.info)), Some(lite(&loaded(7))));
+        // An existing account with nothing in it is not an absent one.
+        let empty = revm::state::Account::from(revm::state::AccountInfo::default());
+        assert_eq!(loaded_as(&empty, lite(&empty.info)), Some(AccountLite::empty()));
+        // Absent when loaded, whether or not it was given something since.
+        let mut absent = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
+        assert_eq!(loaded_as(&absent, lite(&absent.info)), None);
+        absent.info.balance = U256::from(1);
+        assert_eq!(loaded_as(&absent, lite(&absent.info)), None);
     }
 
     /// A batch with lazy senders and fees, executed on one worker: every result is in

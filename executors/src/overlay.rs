@@ -21,8 +21,6 @@ pub(crate) struct Overlay {
     /// through.
     cleared: FxHashSet<Address>,
     pub codes: FxHashMap<B256, Bytecode>,
-    /// Accounts served to the running transaction, as served (its diff compares with them).
-    pub served: Vec<(Address, Option<AccountLite>)>,
 }
 
 impl Overlay {
@@ -33,7 +31,6 @@ impl Overlay {
             storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
-            served: Vec::with_capacity(8),
         }
     }
 
@@ -43,13 +40,6 @@ impl Overlay {
             Some(None) => Ok(None),
             None => self.base.basic(address),
         }
-    }
-
-    /// `basic`, remembering what was served.
-    pub(crate) fn basic_recorded(&mut self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        let info = self.basic(address)?;
-        self.served.push((address, info.as_ref().map(lite)));
-        Ok(info)
     }
 
     pub(crate) fn code_by_hash(&self, hash: B256) -> Result<Bytecode, StateError> {

@@ -261,7 +261,6 @@ fn attach(evm: &mut WorkerEvm, batch: &Arc<Batch>, codes: &mut CodeCache) {
         mocked: None,
         read_mocked_balance: false,
         reads: Vec::with_capacity(16),
-        served: Vec::with_capacity(8),
         cleared: Vec::with_capacity(4),
         codes: std::mem::take(codes),
     }));
@@ -295,7 +294,6 @@ fn execute(
             spec.mocked = mocked;
             spec.read_mocked_balance = false;
             spec.reads.clear();
-            spec.served.clear();
             spec.cleared.clear();
         }
         let start = std::time::Instant::now();
@@ -326,11 +324,10 @@ fn execute(
             _ => {}
         }
         let read_mocked_balance = spec.read_mocked_balance;
-        let served = crate::commit::Served::new(&spec.served);
-        writes_of(batch, &run, &served, mocked, &mut buffers.writes);
+        writes_of(batch, &run, mocked, &mut buffers.writes);
         std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
-        let executed = match crate::commit::speculative_outcome(run, &served) {
+        let executed = match crate::commit::speculative_outcome(run) {
             Ok((outcome, fee)) => Executed {
                 outcome,
                 fee,
@@ -382,13 +379,7 @@ fn validate(batch: &Arc<Batch>, version: Version) -> Option<Task> {
 
 /// The locations an incarnation wrote, with their values. Only real changes count:
 /// an account merely called is read, not written.
-fn writes_of(
-    batch: &Batch,
-    run: &Run,
-    served: &crate::commit::Served<'_>,
-    mocked: Option<Address>,
-    writes: &mut Vec<(Location, Value)>,
-) {
+fn writes_of(batch: &Batch, run: &Run, mocked: Option<Address>, writes: &mut Vec<(Location, Value)>) {
     writes.clear();
     let beneficiary = batch.ctx.block.beneficiary;
     if run.result.is_ok() {
@@ -396,10 +387,10 @@ fn writes_of(
             if !account.is_touched() {
                 continue;
             }
-            let before = served.get(address);
+            let before = crate::commit::loaded_as(account, lite(&account.info));
             // New code (a creation, an EIP-7702 delegation) is served to later
             // transactions from the batch's table.
-            if let Some(code) = crate::commit::new_code(account, before.flatten())
+            if let Some(code) = crate::commit::new_code(account, before)
                 && let Ok(mut codes) = batch.codes.write()
             {
                 codes.insert(account.info.code_hash, code);
@@ -435,7 +426,7 @@ fn writes_of(
                 writes.push((Location::Basic(*address), Value::Basic(value)));
                 continue;
             }
-            if before != Some(after) || account.is_created() {
+            if before != after || account.is_created() {
                 writes.push((Location::Basic(*address), Value::Basic(after)));
             }
         }

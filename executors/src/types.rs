@@ -183,6 +183,12 @@ impl StateDiff {
         Self { accounts }
     }
 
+    /// A diff of accounts already sorted by address, each once.
+    pub(crate) fn from_sorted_accounts(accounts: Vec<(Address, AccountDiff)>) -> Self {
+        debug_assert!(accounts.windows(2).all(|w| w[0].0 < w[1].0), "accounts out of order");
+        Self { accounts }
+    }
+
     /// Accounts changed, by address.
     pub fn iter(&self) -> impl Iterator<Item = (&Address, &AccountDiff)> {
         self.accounts.iter().map(|(a, d)| (a, d))

@@ -48,8 +48,6 @@ pub(crate) struct Speculation {
     /// Set when the transaction read a mocked balance (BALANCE or SELFBALANCE).
     pub read_mocked_balance: bool,
     pub reads: Vec<ReadItem>,
-    /// Accounts served, as served: writes compare against them.
-    pub served: Vec<(Address, Option<AccountLite>)>,
     /// Per account whose storage this incarnation read: the transaction below that last
     /// cleared it, if any.
     pub cleared: Vec<(Address, Option<TxIdx>)>,
@@ -113,8 +111,7 @@ impl StateView {
 
 impl Speculation {
     /// The account as revm wants it, with code from the worker's own copies.
-    fn serve(&mut self, address: Address, value: Option<AccountLite>) -> Result<Option<AccountInfo>, ViewError> {
-        self.served.push((address, value));
+    fn serve(&mut self, value: Option<AccountLite>) -> Result<Option<AccountInfo>, ViewError> {
         let Some(v) = value else { return Ok(None) };
         let code = if v.code_hash == KECCAK_EMPTY { None } else { Some(self.codes.get(&self.batch, v.code_hash)?) };
         Ok(Some(info(&v, code)))
@@ -125,25 +122,25 @@ impl Speculation {
         if self.mocked == Some(address) {
             let nonce = self.nonce;
             let code_hash = batch.base.account(address)?.map_or(KECCAK_EMPTY, |i| i.code_hash);
-            return self.serve(address, Some(AccountLite { balance: MOCK_BALANCE, nonce, code_hash }));
+            return self.serve(Some(AccountLite { balance: MOCK_BALANCE, nonce, code_hash }));
         }
         if batch.lazy.contains(&address) {
             let value = batch.lazy_value(address, self.idx).map_err(ViewError::Blocked)??;
             self.reads.push(ReadItem::Lazy(address, value));
-            return self.serve(address, value);
+            return self.serve(value);
         }
         let location = Location::Basic(address);
         match batch.mv.read(&location, self.idx) {
             Lookup::Blocked(writer) => Err(ViewError::Blocked(writer)),
             Lookup::Found(origin, Value::Basic(value)) => {
                 self.reads.push(ReadItem::Plain(location, origin));
-                self.serve(address, value)
+                self.serve(value)
             }
             Lookup::Found(..) => Err(ViewError::State(StateError(format!("{address} holds a lazy value")))),
             Lookup::Base => {
                 let value = batch.base.account(address)?;
                 self.reads.push(ReadItem::Plain(location, Origin::Base));
-                self.serve(address, value)
+                self.serve(value)
             }
         }
     }
@@ -197,7 +194,7 @@ impl Database for StateView {
 
     fn basic(&mut self, address: Address) -> Result<Option<AccountInfo>, ViewError> {
         match self {
-            Self::Sequential(overlay) => Ok(overlay.basic_recorded(address)?),
+            Self::Sequential(overlay) => Ok(overlay.basic(address)?),
             Self::Parallel(s) => s.basic(address),
             Self::Idle => Err(ViewError::Idle),
         }
