@@ -246,18 +246,12 @@ struct Settled {
     upfront: U256,
 }
 
-/// What `account` was when the transaction loaded it (`None`: it did not exist), read
-/// off revm's own record of the load; `after` is what it is now. The view serves each
-/// account once per transaction (revm keeps it after), so this is exactly what the view
-/// served, without keeping a list of it.
-pub(crate) fn loaded_as(account: &revm::state::Account, after: AccountLite) -> Option<AccountLite> {
-    if account.is_loaded_as_not_existing() {
-        None
-    } else if !account.is_changed() {
-        Some(after)
-    } else {
-        Some(lite(&account.original_info()))
-    }
+/// Whether `account` is still what the transaction loaded: it existed and its balance,
+/// nonce and code are as loaded. Read off revm's own record of the load: the view serves
+/// each account once per transaction (revm keeps it after), so this compares with
+/// exactly what the view served.
+pub(crate) fn unchanged(account: &revm::state::Account) -> bool {
+    !account.is_loaded_as_not_existing() && !account.is_changed()
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
@@ -271,42 +265,56 @@ pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), Ex
     };
     // One spare: the beneficiary's fee is credited into the diff at commit.
     let mut accounts = Vec::with_capacity(run.state.len() + 1);
-    // Sorted by address as references, so that the diffs are built in order rather than
-    // moved about by the sort (a 2016 state-clearing transaction touches hundreds).
-    let mut touched: Vec<(&Address, &revm::state::Account)> =
-        run.state.iter().filter(|(_, account)| account.is_touched()).collect();
-    touched.sort_unstable_by_key(|(address, _)| **address);
-    for (address, account) in touched {
-        if account.is_selfdestructed() {
-            // Whatever it wrote before it was destroyed is gone with it.
-            accounts.push((*address, AccountDiff::destroyed()));
-            continue;
-        }
-        let after = lite(&account.info);
-        let before = loaded_as(account, after);
-        let mut storage: Vec<(U256, U256)> =
-            account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
-        storage.sort_unstable_by_key(|(slot, _)| *slot);
-        // A created account starts with empty storage, whatever its address held.
-        let created = account.is_created();
-        if Some(after) == before && !created && storage.is_empty() {
-            continue;
-        }
-        let code = new_code(account, before);
-        accounts.push((*address, AccountDiff { info: Some(after), code, storage_cleared: created, storage }));
+    if run.state.len() <= SORTED_IN_PLACE {
+        // The common few: built in map order and sorted in place.
+        accounts.extend(run.state.iter().filter_map(|(address, account)| account_diff(address, account)));
+        accounts.sort_unstable_by_key(|(address, _)| *address);
+    } else {
+        // Sorted by address as references, so that the diffs are built in order rather
+        // than moved about by the sort (a 2016 state-clearing transaction touches
+        // hundreds).
+        let mut touched: Vec<(&Address, &revm::state::Account)> = run.state.iter().collect();
+        touched.sort_unstable_by_key(|(address, _)| **address);
+        accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account)));
     }
     Ok((outcome(result, StateDiff::from_sorted_accounts(accounts)), run.fee))
 }
 
+/// Up to this many accounts, a transaction's diff is sorted in place.
+const SORTED_IN_PLACE: usize = 8;
+
+/// What a transaction did to one account it loaded, if anything.
+fn account_diff(address: &Address, account: &revm::state::Account) -> Option<(Address, AccountDiff)> {
+    if !account.is_touched() {
+        return None;
+    }
+    if account.is_selfdestructed() {
+        // Whatever it wrote before it was destroyed is gone with it.
+        return Some((*address, AccountDiff::destroyed()));
+    }
+    // A created account starts with empty storage, whatever its address held.
+    let created = account.is_created();
+    let mut storage: Vec<(U256, U256)> =
+        account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
+    if !created && storage.is_empty() && unchanged(account) {
+        return None;
+    }
+    storage.sort_unstable_by_key(|(slot, _)| *slot);
+    let info = Some(lite(&account.info));
+    Some((*address, AccountDiff { info, code: new_code(account), storage_cleared: created, storage }))
+}
+
 /// The account's code, when the transaction gave it code it did not have: by creation or
 /// by an EIP-7702 delegation (or its removal to none, which needs no code).
-pub(crate) fn new_code(
-    account: &revm::state::Account,
-    before: Option<AccountLite>,
-) -> Option<revm::bytecode::Bytecode> {
+pub(crate) fn new_code(account: &revm::state::Account) -> Option<revm::bytecode::Bytecode> {
     let hash = account.info.code_hash;
-    let changed = before.map(|b| b.code_hash) != Some(hash);
-    if changed && hash != KECCAK_EMPTY { account.info.code.clone() } else { None }
+    if hash == KECCAK_EMPTY || unchanged(account) {
+        return None;
+    }
+    // Changed or absent when loaded (then it had no code): the original is read only for
+    // an account that has code and changed, which is rare.
+    let had = if account.is_loaded_as_not_existing() { KECCAK_EMPTY } else { account.original_info().code_hash };
+    if had == hash { None } else { account.info.code.clone() }
 }
 
 fn invalid_outcome(reason: String) -> TxOutcome {
@@ -421,23 +429,41 @@ mod tests {
     use crate::{bench, mv_memory::MvMemory, view::CodeCache};
 
     #[test]
-    fn an_account_is_taken_as_loaded_whatever_the_transaction_did_to_it() {
-        let loaded =
-            |balance: u64| revm::state::AccountInfo { balance: U256::from(balance), nonce: 3, ..Default::default() };
-        // Loaded as it was and left alone, or changed: what was loaded.
-        let mut account = revm::state::Account::from(loaded(7));
-        assert_eq!(loaded_as(&account, lite(&account.info)), Some(lite(&loaded(7))));
+    fn an_account_is_compared_with_what_the_transaction_loaded() {
+        let loaded = revm::state::AccountInfo { balance: U256::from(7), nonce: 3, ..Default::default() };
+        let mut account = revm::state::Account::from(loaded);
+        assert!(unchanged(&account), "loaded and left alone");
         account.info.balance = U256::from(2);
-        account.info.nonce = 4;
-        assert_eq!(loaded_as(&account, lite(&account.info)), Some(lite(&loaded(7))));
+        assert!(!unchanged(&account), "its balance changed");
+        account.info.balance = U256::from(7);
+        assert!(unchanged(&account), "changed back to what was loaded");
         // An existing account with nothing in it is not an absent one.
-        let empty = revm::state::Account::from(revm::state::AccountInfo::default());
-        assert_eq!(loaded_as(&empty, lite(&empty.info)), Some(AccountLite::empty()));
-        // Absent when loaded, whether or not it was given something since.
-        let mut absent = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
-        assert_eq!(loaded_as(&absent, lite(&absent.info)), None);
-        absent.info.balance = U256::from(1);
-        assert_eq!(loaded_as(&absent, lite(&absent.info)), None);
+        assert!(unchanged(&revm::state::Account::from(revm::state::AccountInfo::default())));
+        // Absent when loaded: a change, whether or not it was given something since.
+        let absent = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
+        assert!(!unchanged(&absent));
+    }
+
+    #[test]
+    fn new_code_is_code_the_account_did_not_have_when_loaded() {
+        let code = revm::bytecode::Bytecode::new_raw(Bytes::from_static(&[0x60, 0x00]));
+        let with_code = |info: revm::state::AccountInfo| info.with_code_hash(code.hash_slow()).with_code(code.clone());
+        let eoa = revm::state::AccountInfo { balance: U256::from(1), ..Default::default() };
+        // Given code (a delegation, say): new.
+        let mut account = revm::state::Account::from(eoa.clone());
+        account.info = with_code(eoa.clone());
+        assert_eq!(new_code(&account).map(|c| c.hash_slow()), Some(code.hash_slow()));
+        // A contract whose balance changed keeps the code it had: nothing new.
+        let mut contract = revm::state::Account::from(with_code(eoa.clone()));
+        contract.info.balance = U256::from(5);
+        assert!(new_code(&contract).is_none());
+        // Created where nothing was: new. Code removed: nothing to serve.
+        let mut created = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
+        created.info = with_code(revm::state::AccountInfo::default());
+        assert!(new_code(&created).is_some());
+        let mut cleared = revm::state::Account::from(with_code(eoa.clone()));
+        cleared.info = eoa;
+        assert!(new_code(&cleared).is_none());
     }
 
     /// A batch with lazy senders and fees, executed on one worker: every result is in

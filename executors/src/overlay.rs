@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use revm::{
     bytecode::Bytecode,
-    primitives::{Address, B256, U256},
+    primitives::{Address, B256, KECCAK_EMPTY, U256},
     state::AccountInfo,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -36,6 +36,8 @@ impl Overlay {
 
     pub(crate) fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         match self.accounts.get(&address) {
+            // An account without code needs no lookup in the batch's new code.
+            Some(Some(a)) if a.code_hash == KECCAK_EMPTY => Ok(Some(info(a, None))),
             Some(Some(a)) => Ok(Some(info(a, self.codes.get(&a.code_hash).cloned()))),
             Some(None) => Ok(None),
             None => self.base.basic(address),

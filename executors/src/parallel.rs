@@ -387,10 +387,9 @@ fn writes_of(batch: &Batch, run: &Run, mocked: Option<Address>, writes: &mut Vec
             if !account.is_touched() {
                 continue;
             }
-            let before = crate::commit::loaded_as(account, lite(&account.info));
             // New code (a creation, an EIP-7702 delegation) is served to later
             // transactions from the batch's table.
-            if let Some(code) = crate::commit::new_code(account, before)
+            if let Some(code) = crate::commit::new_code(account)
                 && let Ok(mut codes) = batch.codes.write()
             {
                 codes.insert(account.info.code_hash, code);
@@ -426,7 +425,7 @@ fn writes_of(batch: &Batch, run: &Run, mocked: Option<Address>, writes: &mut Vec
                 writes.push((Location::Basic(*address), Value::Basic(value)));
                 continue;
             }
-            if before != after || account.is_created() {
+            if destroyed || account.is_created() || !crate::commit::unchanged(account) {
                 writes.push((Location::Basic(*address), Value::Basic(after)));
             }
         }
