@@ -144,11 +144,10 @@ impl Policy {
         let mostly_unseen = unseen as f64 > MAX_UNSEEN_SHARE * kinds.len() as f64;
         // Conflicts only once the work would pay: reading them off a batch of cheap
         // transfers costs as much as a few percent of running it.
-        let pays = !mostly_unseen
-            && work_s >= MIN_PARALLEL_WORK_S
-            && work_s / kinds.len() as f64 >= MIN_TX_COST_S
-            && conflicts_of(txs, kinds, &stats) <= MAX_CONFLICTS;
-        tracing::trace!(txs = kinds.len(), work_s, pays, "mode chosen");
+        let worth_it = !mostly_unseen && work_s >= MIN_PARALLEL_WORK_S && work_s / kinds.len() as f64 >= MIN_TX_COST_S;
+        let conflicts = worth_it.then(|| conflicts_of(txs, kinds, &stats));
+        let pays = conflicts.is_some_and(|c| c <= MAX_CONFLICTS);
+        tracing::trace!(txs = kinds.len(), work_s, ?conflicts, pays, "mode chosen");
         match pays {
             // A parallel run always teaches its conflicts.
             true => Choice { mode: ExecutionMode::Parallel, learn: true, heads: heads_of(&stats, workers) },
