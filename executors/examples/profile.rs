@@ -9,6 +9,10 @@ use std::sync::Arc;
 use ferry_executors::{BlockContext, Executor, ExecutorConfig, InMemoryState, bench, blocks::BlockData};
 use revm::context::TxEnv;
 
+/// The allocator the `ferry` binary runs on, so that profiles match what users run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     if let Ok(filter) = std::env::var("FERRY_LOG") {
         tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();

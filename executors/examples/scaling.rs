@@ -18,6 +18,10 @@ use revm::context::TxEnv;
 /// Batches per measurement.
 const REPEATS: usize = 20;
 
+/// The allocator the `ferry` binary runs on, so that the bounds are those of what users run.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let (Ok(f), Ok(g)) = (bench::Fixture::new(2002), bench::Fixture::new(2002)) else { return };
     let (f, g) = (Arc::new(f), Arc::new(g));
