@@ -30,7 +30,7 @@ use crate::{Context, bus, lifecycle::applied};
 
 /// New blocks a delivery in flight waits without a receipt before the node is asked
 /// whether it still has it.
-const REVIVE_AFTER_BLOCKS: u32 = 2;
+const REVIVE_AFTER_BLOCKS: u64 = 2;
 
 /// When the messages of a delivery whose nonce another transaction took come back.
 const SUPERSEDED_RETRY: Duration = Duration::from_secs(1);
@@ -56,8 +56,10 @@ struct InFlight {
     progress_at: Instant,
     /// Sent again after a reorg dropped the block that had delivered it.
     resent: bool,
-    /// New blocks seen without its receipt since its latest version went out.
-    blocks_waited: u32,
+    /// The first latest block at which its latest version's receipt was looked for and
+    /// not found: the blocks it waits are counted from it, not per settle pass (a pass
+    /// repeated on the same block, after one that could not settle, counts nothing).
+    waiting_since: Option<u64>,
 }
 
 /// A delivery transaction in a block not yet final: its delivered messages wait for
@@ -154,7 +156,7 @@ impl Tracker {
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
-            blocks_waited: 0,
+            waiting_since: None,
         };
         if self.send_version(&mut sent).await? {
             self.in_flight.push_back(sent);
@@ -241,7 +243,7 @@ impl Tracker {
                     Ok(Some(receipt)) => receipt,
                     Ok(None) => {
                         let mut sent = sent;
-                        sent.blocks_waited += 1;
+                        sent.waiting_since.get_or_insert(latest);
                         waiting.push_back(sent);
                         continue;
                     }
@@ -275,7 +277,7 @@ impl Tracker {
                 return Err(e);
             }
             self.finalize(latest).await?;
-            self.revive().await?;
+            self.revive(latest).await?;
             if !unsettled {
                 self.seen_block = latest;
             }
@@ -305,7 +307,7 @@ impl Tracker {
             }
             if result.is_ok() {
                 let chain = self.destination.name.as_str();
-                (sent.sent_at, sent.blocks_waited) = (now, 0);
+                (sent.sent_at, sent.waiting_since) = (now, None);
                 match self.fees.raise(sent.fees) {
                     Some(fees) => {
                         self.destination.metrics.replaced.inc();
@@ -439,7 +441,7 @@ impl Tracker {
         // The same transaction: it runs on the state the reorg went back to, so it does
         // what it was predicted to do (items that failed in it fail again, already parked).
         sent.resent = true;
-        (sent.sent_at, sent.blocks_waited) = (Instant::now(), 0);
+        (sent.sent_at, sent.waiting_since) = (Instant::now(), None);
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
         let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
         self.in_flight.insert(at, sent);
@@ -457,11 +459,11 @@ impl Tracker {
     /// looked for from the first one: a node drops a sender's run from its start (anvil
     /// drops every one of them once a reorg leaves the first behind a nonce gap), and
     /// waiting `stuck_after_secs` to replace them would hold every delivery behind.
-    async fn revive(&mut self) -> Result<(), DeliverError> {
+    async fn revive(&mut self, latest: u64) -> Result<(), DeliverError> {
         // One a block has not taken yet is most likely in the pool: asked about only
         // after the next block passes it too (a lookup on every block would delay
         // every round's send by a request).
-        let first = self.in_flight.front().filter(|s| s.blocks_waited >= REVIVE_AFTER_BLOCKS);
+        let first = self.in_flight.front().filter(|s| due_for_revive(s.waiting_since, latest));
         let Some(first) = first.and_then(|s| s.versions.last()) else { return Ok(()) };
         if self.destination.knows(first.hash).await? {
             return Ok(());
@@ -566,5 +568,30 @@ impl Tracker {
         self.context.store.write(|tx| tx.set_nonce(chain_id, relayer, nonce + 1))?;
         self.next_nonce = Some(nonce + 1);
         Ok(nonce)
+    }
+}
+
+/// Whether a delivery whose receipt was first missed at block `waiting_since` has waited
+/// [`REVIVE_AFTER_BLOCKS`] new blocks by `latest` (that first block counts as one).
+fn due_for_revive(waiting_since: Option<u64>, latest: u64) -> bool {
+    waiting_since.is_some_and(|first| latest.saturating_sub(first) + 1 >= REVIVE_AFTER_BLOCKS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delivery_is_looked_for_once_a_second_block_passes_it_however_often_it_is_settled() {
+        // Not yet missed in any block.
+        assert!(!due_for_revive(None, 10));
+        // Missed at block 10: settling again on block 10 (a pass that could not finish
+        // is repeated on the same block) adds no wait.
+        assert!(!due_for_revive(Some(10), 10));
+        assert!(!due_for_revive(Some(10), 10));
+        // The next block passes it too.
+        assert!(due_for_revive(Some(10), 11));
+        // Blocks come faster than settles: one settle may see several at once.
+        assert!(due_for_revive(Some(10), 14));
     }
 }
