@@ -255,6 +255,7 @@ impl Store {
                 sequences: txn.open_table(SEQUENCES)?,
                 stages: txn.open_table(STAGES)?,
                 next_sequence: None,
+                last: None,
                 cursors: txn.open_table(CURSORS)?,
                 nonces: txn.open_table(NONCES)?,
                 books: txn.open_table(BOOKS)?,
@@ -295,6 +296,9 @@ pub struct Transaction<'t> {
     stages: redb::Table<'t, (u8, u32, u64), u64>,
     /// The sequence number the next new record takes (read from [`RECORDS`] once).
     next_sequence: Option<u64>,
+    /// The last record looked up or written, by id, and its sequence number: a record is
+    /// read and then written back, and the write need not look its sequence up again.
+    last: Option<([u8; 32], u64)>,
     cursors: redb::Table<'t, u64, u64>,
     nonces: redb::Table<'t, (u64, [u8; 20]), u64>,
     books: redb::Table<'t, (u32, u32), [u8; 64]>,
@@ -303,15 +307,20 @@ pub struct Transaction<'t> {
 
 impl Transaction<'_> {
     /// A record as this transaction sees it.
-    pub fn get(&self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
-        record_of(&self.sequences, &self.records, id)
+    pub fn get(&mut self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
+        let Some(sequence) = self.sequences.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
+        self.last = Some((id.0, sequence));
+        self.records.get(sequence)?.map(|v| decode(v.value())).transpose()
     }
 
     /// Writes a record (a new one after every record stored so far) and keeps the stage
     /// index in step.
     pub fn put(&mut self, record: &MessageRecord) -> Result<(), StoreError> {
         let bytes = encode(record)?;
-        let known = self.sequences.get(record.id.0)?.map(|v| v.value());
+        let known = match self.last {
+            Some((id, sequence)) if id == record.id.0 => Some(sequence),
+            _ => self.sequences.get(record.id.0)?.map(|v| v.value()),
+        };
         let sequence = match known {
             Some(sequence) => sequence,
             None => {
