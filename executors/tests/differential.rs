@@ -331,18 +331,26 @@ fn a_pool_learns_each_workloads_mode_and_always_gives_the_sequential_results() {
         for _ in 0..6 {
             let out = executor.execute(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
             assert_same(workload.name, &out.outcomes, &out.state(), &want, &want_state);
-            seen.push(out.mode);
+            seen.push((out.mode, out.reexecutions as f64 / workload.txs.len() as f64));
         }
         modes.insert(workload.name, seen);
     }
     // Unseen kinds are timed sequentially first; independent calls of real weight then
     // run in parallel from the second batch on (how often the cheaper and the
     // conflicting ones do depends on timing: the bench measures that; here only their
-    // results are asserted).
+    // results are asserted). A parallel run on a loaded machine can re-execute most of
+    // such a batch (a worker descheduled mid-transaction leaves the other reading what it
+    // has not written yet: 27 of 32 deliveries once, beside the other tests' processes);
+    // the pool then rightly backs off, and from there on only the results are asserted.
     for name in ["heavy", "mailbox-delivery"] {
-        let (first, rest) = modes[name].split_first().unwrap();
-        assert_eq!(*first, ExecutionMode::Sequential, "{name}: {:?}", modes[name]);
-        assert!(rest.iter().all(|m| *m == ExecutionMode::Parallel), "{name}: {:?}", modes[name]);
+        let runs = &modes[name];
+        assert_eq!(runs[0].0, ExecutionMode::Sequential, "{name}: {runs:?}");
+        for (i, (mode, _)) in runs.iter().enumerate().skip(1) {
+            let calm = runs[1..i].iter().all(|(m, again)| *m != ExecutionMode::Parallel || *again < 0.5);
+            if calm {
+                assert_eq!(*mode, ExecutionMode::Parallel, "{name}, batch {i}: {runs:?}");
+            }
+        }
     }
     // Too small to gain: sequential.
     let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: false });
