@@ -8,7 +8,7 @@ use revm::{
         TxEnv,
         result::{EVMError, ExecutionResult, Output},
     },
-    primitives::{Address, Bytes, KECCAK_EMPTY, U256},
+    primitives::{Address, Bytes, KECCAK_EMPTY, U256, hardfork::SpecId},
 };
 use rustc_hash::FxHashMap;
 
@@ -246,17 +246,25 @@ struct Settled {
     upfront: U256,
 }
 
-/// Whether `account` is still what the transaction loaded: it existed and its balance,
-/// nonce and code are as loaded. Read off revm's own record of the load: the view serves
-/// each account once per transaction (revm keeps it after), so this compares with
+/// Whether `account` is still what the transaction loaded: its balance, nonce and code
+/// are as loaded, and it existed, or (from Spurious Dragon on) it did not and is still
+/// empty. EIP-161 deletes an account a transaction touched and left empty, so an absent
+/// account merely called (a precompile, most often) is no change; were it one, every
+/// transaction that calls the same precompile would write it, and each would depend on
+/// the one before in a parallel run. Read off revm's own record of the load: the view
+/// serves each account once per transaction (revm keeps it after), so this compares with
 /// exactly what the view served.
-pub(crate) fn unchanged(account: &revm::state::Account) -> bool {
-    !account.is_loaded_as_not_existing() && !account.is_changed()
+pub(crate) fn unchanged(account: &revm::state::Account, spec: SpecId) -> bool {
+    if account.is_loaded_as_not_existing() {
+        spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) && account.info.is_empty()
+    } else {
+        !account.is_changed()
+    }
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
 /// validated), and the fee it owes the beneficiary (zero for an invalid transaction).
-pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), ExecutorError> {
+pub(crate) fn speculative_outcome(run: evm::Run, spec: SpecId) -> Result<(TxOutcome, U256), ExecutorError> {
     let result = match run.result {
         Ok(result) => result,
         Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO)),
@@ -267,7 +275,7 @@ pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), Ex
     let mut accounts = Vec::with_capacity(run.state.len() + 1);
     if run.state.len() <= SORTED_IN_PLACE {
         // The common few: built in map order and sorted in place.
-        accounts.extend(run.state.iter().filter_map(|(address, account)| account_diff(address, account)));
+        accounts.extend(run.state.iter().filter_map(|(address, account)| account_diff(address, account, spec)));
         accounts.sort_unstable_by_key(|(address, _)| *address);
     } else {
         // Sorted by address as references, so that the diffs are built in order rather
@@ -275,7 +283,7 @@ pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), Ex
         // hundreds).
         let mut touched: Vec<(&Address, &revm::state::Account)> = run.state.iter().collect();
         touched.sort_unstable_by_key(|(address, _)| **address);
-        accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account)));
+        accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account, spec)));
     }
     Ok((outcome(result, StateDiff::from_sorted_accounts(accounts)), run.fee))
 }
@@ -284,7 +292,7 @@ pub(crate) fn speculative_outcome(run: evm::Run) -> Result<(TxOutcome, U256), Ex
 const SORTED_IN_PLACE: usize = 8;
 
 /// What a transaction did to one account it loaded, if anything.
-fn account_diff(address: &Address, account: &revm::state::Account) -> Option<(Address, AccountDiff)> {
+fn account_diff(address: &Address, account: &revm::state::Account, spec: SpecId) -> Option<(Address, AccountDiff)> {
     if !account.is_touched() {
         return None;
     }
@@ -296,7 +304,7 @@ fn account_diff(address: &Address, account: &revm::state::Account) -> Option<(Ad
     let created = account.is_created();
     let mut storage: Vec<(U256, U256)> =
         account.changed_storage_slots().map(|(slot, value)| (*slot, value.present_value)).collect();
-    if !created && storage.is_empty() && unchanged(account) {
+    if !created && storage.is_empty() && unchanged(account, spec) {
         return None;
     }
     storage.sort_unstable_by_key(|(slot, _)| *slot);
@@ -308,7 +316,7 @@ fn account_diff(address: &Address, account: &revm::state::Account) -> Option<(Ad
 /// by an EIP-7702 delegation (or its removal to none, which needs no code).
 pub(crate) fn new_code(account: &revm::state::Account) -> Option<revm::bytecode::Bytecode> {
     let hash = account.info.code_hash;
-    if hash == KECCAK_EMPTY || unchanged(account) {
+    if hash == KECCAK_EMPTY || unchanged(account, SpecId::FRONTIER) {
         return None;
     }
     // Changed or absent when loaded (then it had no code): the original is read only for
@@ -362,7 +370,7 @@ pub(crate) fn run_sequential(
             if record {
                 access.push(access_of(&run.state));
             }
-            let (mut outcome, fee) = speculative_outcome(run)?;
+            let (mut outcome, fee) = speculative_outcome(run, ctx.spec)?;
             if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);
                 overlay.credit(beneficiary, fee, &mut outcome.state)?;
@@ -432,16 +440,23 @@ mod tests {
     fn an_account_is_compared_with_what_the_transaction_loaded() {
         let loaded = revm::state::AccountInfo { balance: U256::from(7), nonce: 3, ..Default::default() };
         let mut account = revm::state::Account::from(loaded);
-        assert!(unchanged(&account), "loaded and left alone");
+        let spec = SpecId::CANCUN;
+        assert!(unchanged(&account, spec), "loaded and left alone");
         account.info.balance = U256::from(2);
-        assert!(!unchanged(&account), "its balance changed");
+        assert!(!unchanged(&account, spec), "its balance changed");
         account.info.balance = U256::from(7);
-        assert!(unchanged(&account), "changed back to what was loaded");
+        assert!(unchanged(&account, spec), "changed back to what was loaded");
         // An existing account with nothing in it is not an absent one.
-        assert!(unchanged(&revm::state::Account::from(revm::state::AccountInfo::default())));
-        // Absent when loaded: a change, whether or not it was given something since.
-        let absent = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
-        assert!(!unchanged(&absent));
+        assert!(unchanged(&revm::state::Account::from(revm::state::AccountInfo::default()), spec));
+        // Absent when loaded and still empty: no change from Spurious Dragon on (EIP-161
+        // deletes it again), a change before (touching created it).
+        let mut absent = revm::state::Account::new_not_existing(revm::state::TransactionId::ZERO);
+        assert!(unchanged(&absent, spec));
+        assert!(unchanged(&absent, SpecId::SPURIOUS_DRAGON));
+        assert!(!unchanged(&absent, SpecId::TANGERINE));
+        // Given something: a change.
+        absent.info.balance = U256::from(1);
+        assert!(!unchanged(&absent, spec));
     }
 
     #[test]

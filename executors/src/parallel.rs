@@ -327,7 +327,7 @@ fn execute(
         writes_of(batch, &run, mocked, &mut buffers.writes);
         std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
-        let executed = match crate::commit::speculative_outcome(run) {
+        let executed = match crate::commit::speculative_outcome(run, batch.ctx.spec) {
             Ok((outcome, fee)) => Executed {
                 outcome,
                 fee,
@@ -425,7 +425,7 @@ fn writes_of(batch: &Batch, run: &Run, mocked: Option<Address>, writes: &mut Vec
                 writes.push((Location::Basic(*address), Value::Basic(value)));
                 continue;
             }
-            if destroyed || account.is_created() || !crate::commit::unchanged(account) {
+            if destroyed || account.is_created() || !crate::commit::unchanged(account, batch.ctx.spec) {
                 writes.push((Location::Basic(*address), Value::Basic(after)));
             }
         }

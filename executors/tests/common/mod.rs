@@ -17,7 +17,7 @@ use revm::{
         result::{EVMError, ExecutionResult, Output},
     },
     database::CacheDB,
-    primitives::{KECCAK_EMPTY, U256},
+    primitives::{KECCAK_EMPTY, U256, hardfork::SpecId},
 };
 
 /// Outcomes and merged changes of plain revm running `txs` in order.
@@ -53,7 +53,12 @@ pub fn reference(state: &Arc<InMemoryState>, ctx: &BlockContext, txs: &[TxEnv]) 
                 diff.insert(*address, AccountDiff::destroyed());
                 continue;
             }
-            let before = db.basic_ref(*address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
+            let mut before = db.basic_ref(*address).unwrap().map(|i| (i.balance, i.nonce, i.code_hash));
+            // EIP-161: from Spurious Dragon on, an account a transaction touched and left
+            // empty is deleted, so an absent one that is still empty did not change.
+            if before.is_none() && ctx.spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) {
+                before = Some((U256::ZERO, 0, KECCAK_EMPTY));
+            }
             let after = Some((account.info.balance, account.info.nonce, account.info.code_hash));
             // CacheDB clears a created account's storage at commit: every slot it
             // wrote is new.
