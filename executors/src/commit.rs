@@ -125,7 +125,7 @@ impl Settle {
             }
             follow_lazy(batch, &outcome.state, &mut paid, &mut self.senders);
             let credited_over = outcome.state.get(&beneficiary).map(|e| e.info);
-            if let Some(after) = credit_fee(beneficiary, paid, fee, &mut outcome.state) {
+            if let Some(after) = credit_fee(beneficiary, paid, fee, batch.ctx.spec, &mut outcome.state) {
                 paid = Some(after);
                 undo.beneficiary = Some(credited_over);
             }
@@ -373,7 +373,7 @@ pub(crate) fn run_sequential(
             let (mut outcome, fee) = speculative_outcome(run, ctx.spec)?;
             if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);
-                overlay.credit(beneficiary, fee, &mut outcome.state)?;
+                overlay.credit(beneficiary, fee, ctx.spec, &mut outcome.state)?;
             }
             outcomes.push(outcome);
             if timed {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use revm::{
     bytecode::Bytecode,
-    primitives::{Address, B256, KECCAK_EMPTY, U256},
+    primitives::{Address, B256, KECCAK_EMPTY, U256, hardfork::SpecId},
     state::AccountInfo,
 };
 use rustc_hash::{FxHashMap, FxHashSet};
@@ -81,13 +81,19 @@ impl Overlay {
 
     /// Credits the beneficiary's fee for one transaction, as the mainnet handler would
     /// have right after it (which also touches, and so creates, the account).
-    pub(crate) fn credit(&mut self, beneficiary: Address, fee: U256, diff: &mut StateDiff) -> Result<(), StateError> {
+    pub(crate) fn credit(
+        &mut self,
+        beneficiary: Address,
+        fee: U256,
+        spec: SpecId,
+        diff: &mut StateDiff,
+    ) -> Result<(), StateError> {
         // One lookup: the beneficiary is credited after every transaction.
         let account = match self.accounts.entry(beneficiary) {
             std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
             std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.base.account(beneficiary)?),
         };
-        if let Some(after) = credit_fee(beneficiary, *account, fee, diff) {
+        if let Some(after) = credit_fee(beneficiary, *account, fee, spec, diff) {
             *account = Some(after);
         }
         Ok(())
@@ -95,17 +101,20 @@ impl Overlay {
 }
 
 /// Pays the beneficiary its fee as the mainnet handler does right after a transaction
-/// (which also touches, and so creates, the account), recording the change in `diff`.
+/// (which also touches the account: before Spurious Dragon that creates it, from then on
+/// an absent one paid nothing stays absent, EIP-161), recording the change in `diff`.
 /// Returns the account after, or `None` if nothing changed.
 pub(crate) fn credit_fee(
     beneficiary: Address,
     before: Option<AccountLite>,
     fee: U256,
+    spec: SpecId,
     diff: &mut StateDiff,
 ) -> Option<AccountLite> {
     let mut after = before.unwrap_or_else(AccountLite::empty);
     after.balance += fee;
-    if Some(after) == before {
+    let left_absent = before.is_none() && fee.is_zero() && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
+    if Some(after) == before || left_absent {
         return None;
     }
     diff.entry(beneficiary).info = Some(after);

@@ -300,6 +300,25 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs).unwrap();
         assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
     }
+
+    // Transactions that pay a beneficiary the state does not hold nothing (no priority
+    // fee): touched and left empty, it stays absent (EIP-161), in both modes.
+    let mut unpaid_ctx = f.ctx.clone();
+    unpaid_ctx.block.beneficiary = Address::repeat_byte(0x7b);
+    let unpaid: Vec<_> = (0..6)
+        .map(|i| {
+            let mut tx = call(f.accounts[i], nonces[i], f.accounts[i + 20], Bytes::new(), U256::from(3), 21_000);
+            tx.gas_priority_fee = Some(0);
+            tx
+        })
+        .collect();
+    let (want, want_state) = reference(&f.state, &unpaid_ctx, &unpaid);
+    let parallel = executor.execute_parallel(f.state.clone(), unpaid_ctx.clone(), unpaid.clone()).unwrap();
+    let sequential = executor.execute_sequential(f.state.clone(), unpaid_ctx.clone(), unpaid).unwrap();
+    for got in [parallel, sequential] {
+        assert_same("an unpaid beneficiary", &got.outcomes, &got.state(), &want, &want_state);
+        assert!(got.state().get(&unpaid_ctx.block.beneficiary).is_none(), "the unpaid beneficiary stays absent");
+    }
     for (label, state, txs) in [
         ("runs out of funds", &poor_state, &poor_txs),
         ("beneficiary is a sender", &coinbase_state, &cb_txs),
