@@ -273,23 +273,13 @@ pub(crate) fn speculative_outcome(run: evm::Run, spec: SpecId) -> Result<(TxOutc
     };
     // One spare: the beneficiary's fee is credited into the diff at commit.
     let mut accounts = Vec::with_capacity(run.state.len() + 1);
-    if run.state.len() <= SORTED_IN_PLACE {
-        // The common few: built in map order and sorted in place.
-        accounts.extend(run.state.iter().filter_map(|(address, account)| account_diff(address, account, spec)));
-        accounts.sort_unstable_by_key(|(address, _)| *address);
-    } else {
-        // Sorted by address as references, so that the diffs are built in order rather
-        // than moved about by the sort (a 2016 state-clearing transaction touches
-        // hundreds).
-        let mut touched: Vec<(&Address, &revm::state::Account)> = run.state.iter().collect();
-        touched.sort_unstable_by_key(|(address, _)| **address);
-        accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account, spec)));
-    }
+    // Sorted by address as references, so that the diffs are built in order rather than
+    // moved about by the sort (a 2016 state-clearing transaction touches hundreds).
+    let mut touched: Vec<(&Address, &revm::state::Account)> = run.state.iter().collect();
+    touched.sort_unstable_by_key(|(address, _)| **address);
+    accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account, spec)));
     Ok((outcome(result, StateDiff::from_sorted_accounts(accounts)), run.fee))
 }
-
-/// Up to this many accounts, a transaction's diff is sorted in place.
-const SORTED_IN_PLACE: usize = 8;
 
 /// What a transaction did to one account it loaded, if anything.
 fn account_diff(address: &Address, account: &revm::state::Account, spec: SpecId) -> Option<(Address, AccountDiff)> {

@@ -296,8 +296,8 @@ pub struct Transaction<'t> {
     stages: redb::Table<'t, (u8, u32, u64), u64>,
     /// The sequence number the next new record takes (read from [`RECORDS`] once).
     next_sequence: Option<u64>,
-    /// The last record looked up or written, by id, and its sequence number: a record is
-    /// read and then written back, and the write need not look its sequence up again.
+    /// The last record looked up, by id, and its sequence number: a record is read and
+    /// then written back, and the write need not look its sequence up again.
     last: Option<([u8; 32], u64)>,
     cursors: redb::Table<'t, u64, u64>,
     nonces: redb::Table<'t, (u64, [u8; 20]), u64>,
@@ -308,9 +308,9 @@ pub struct Transaction<'t> {
 impl Transaction<'_> {
     /// A record as this transaction sees it.
     pub fn get(&mut self, id: &B256) -> Result<Option<MessageRecord>, StoreError> {
-        let Some(sequence) = self.sequences.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
+        let Some(sequence) = sequence_of(&self.sequences, id)? else { return Ok(None) };
         self.last = Some((id.0, sequence));
-        self.records.get(sequence)?.map(|v| decode(v.value())).transpose()
+        record_at(&self.records, sequence)
     }
 
     /// Writes a record (a new one after every record stored so far) and keeps the stage
@@ -319,7 +319,7 @@ impl Transaction<'_> {
         let bytes = encode(record)?;
         let known = match self.last {
             Some((id, sequence)) if id == record.id.0 => Some(sequence),
-            _ => self.sequences.get(record.id.0)?.map(|v| v.value()),
+            _ => sequence_of(&self.sequences, &record.id)?,
         };
         let sequence = match known {
             Some(sequence) => sequence,
@@ -397,7 +397,20 @@ fn record_of(
     records: &impl ReadableTable<u64, &'static [u8]>,
     id: &B256,
 ) -> Result<Option<MessageRecord>, StoreError> {
-    let Some(sequence) = sequences.get(id.0)?.map(|v| v.value()) else { return Ok(None) };
+    let Some(sequence) = sequence_of(sequences, id)? else { return Ok(None) };
+    record_at(records, sequence)
+}
+
+/// The sequence number of record `id`, if it is stored.
+fn sequence_of(sequences: &impl ReadableTable<[u8; 32], u64>, id: &B256) -> Result<Option<u64>, StoreError> {
+    Ok(sequences.get(id.0)?.map(|v| v.value()))
+}
+
+/// The record stored under `sequence`.
+fn record_at(
+    records: &impl ReadableTable<u64, &'static [u8]>,
+    sequence: u64,
+) -> Result<Option<MessageRecord>, StoreError> {
     records.get(sequence)?.map(|v| decode(v.value())).transpose()
 }
 
