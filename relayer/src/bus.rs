@@ -27,8 +27,12 @@ const PUBLISH_WINDOW: usize = 500;
 /// How much longer than its own expiry a fetch may take before it is abandoned.
 const FETCH_GRACE: Duration = Duration::from_secs(10);
 
-/// How long stream setup waits for a cluster to elect its JetStream leader.
-const STREAM_SETUP: Duration = Duration::from_secs(30);
+/// How long stream setup goes on trying: a cluster electing its JetStream leader, a
+/// server slow to answer on a loaded machine.
+const STREAM_SETUP: Duration = Duration::from_secs(60);
+
+/// How long one stream setup attempt waits for the server's answers.
+const SETUP_ATTEMPT: Duration = Duration::from_secs(10);
 
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
@@ -98,9 +102,11 @@ impl Bus {
 
     /// Creates stream `name`, or brings an existing one to this configuration (its
     /// replicas among it). A cluster electing its JetStream leader answers "temporarily
-    /// unavailable" for a while: that is waited out, up to [`STREAM_SETUP`].
+    /// unavailable" for a while, and a server asked by several processes at once may leave
+    /// a request unanswered: each attempt is bounded by [`SETUP_ATTEMPT`], a timed-out one
+    /// is followed by a fresh connection, and attempts go on up to [`STREAM_SETUP`].
     async fn ensure_stream(&self, name: &str, subjects: &str, replicas: usize) -> Result<(), BusError> {
-        let config = stream::Config {
+        let wanted = stream::Config {
             name: name.to_string(),
             subjects: vec![subjects.to_string()],
             storage: StorageType::File,
@@ -111,15 +117,41 @@ impl Bus {
             ..Default::default()
         };
         let deadline = tokio::time::Instant::now() + STREAM_SETUP;
+        let mut attempt = 0u32;
         loop {
-            match self.js.create_or_update_stream(config.clone()).await {
-                Ok(_) => return Ok(()),
-                Err(e) if tokio::time::Instant::now() < deadline => {
-                    tracing::debug!(stream = name, error = %e, "stream setup failed; trying again");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+            attempt += 1;
+            let error = match tokio::time::timeout(SETUP_ATTEMPT, self.apply_stream(&wanted)).await {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(e)) => e,
+                Err(_) => {
+                    // The answer may be lost on this connection (its inbox, a server that
+                    // dropped it): the next attempt asks over a new one.
+                    if let Err(e) = self.client.force_reconnect().await {
+                        tracing::warn!(error = %e, "could not reconnect to NATS");
+                    }
+                    format!("no answer within {SETUP_ATTEMPT:?}")
                 }
-                Err(e) => return Err(BusError::Setup(format!("stream {name} (replicas {replicas}): {e}"))),
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(BusError::Setup(format!("stream {name} (replicas {replicas}): {error}")));
             }
+            tracing::warn!(stream = name, attempt, %error, "stream setup failed; trying again");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// One attempt at stream setup. A stream that already satisfies `wanted` is left
+    /// untouched, so processes restarting together do not write the same stream at once
+    /// (a race nats-server 2.9 answers with timeouts); a missing one is created and a
+    /// differing one updated.
+    async fn apply_stream(&self, wanted: &stream::Config) -> Result<(), String> {
+        match self.js.get_stream(&wanted.name).await {
+            Ok(found) if satisfies(&found.cached_info().config, wanted) => Ok(()),
+            Ok(_) => self.js.update_stream(wanted.clone()).await.map(drop).map_err(|e| e.to_string()),
+            Err(e) if is_missing_stream(&e) => {
+                self.js.create_stream(wanted.clone()).await.map(drop).map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 
@@ -269,5 +301,62 @@ async fn drain(mut batch: pull::Batch) -> Vec<jetstream::Message> {
 pub async fn ack(message: &jetstream::Message, kind: AckKind) {
     if let Err(e) = message.ack_with(kind).await {
         tracing::warn!(error = %e, subject = %message.subject, "could not ack");
+    }
+}
+
+/// Whether a stream configured as `current` already is what `wanted` asks for, in every
+/// field ferry sets (the server fills in the rest).
+fn satisfies(current: &stream::Config, wanted: &stream::Config) -> bool {
+    current.subjects == wanted.subjects
+        && current.storage == wanted.storage
+        && current.duplicate_window == wanted.duplicate_window
+        && current.max_age == wanted.max_age
+        && current.discard == wanted.discard
+        && current.num_replicas.max(1) == wanted.num_replicas.max(1)
+}
+
+/// Whether a stream lookup failed because the stream does not exist.
+fn is_missing_stream(error: &jetstream::context::GetStreamError) -> bool {
+    matches!(
+        error.kind(),
+        jetstream::context::GetStreamErrorKind::JetStream(e) if e.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wanted() -> stream::Config {
+        stream::Config {
+            name: "FERRY_MESSAGES".into(),
+            subjects: vec!["ferry.msg.>".into()],
+            storage: StorageType::File,
+            duplicate_window: DUPLICATE_WINDOW,
+            max_age: Duration::from_secs(3600),
+            discard: DiscardPolicy::Old,
+            num_replicas: 1,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_stream_as_wanted_is_left_alone_and_any_difference_is_an_update() {
+        // What the server answers: our fields plus its own defaults.
+        let served = stream::Config { max_messages: -1, max_bytes: -1, num_replicas: 1, ..wanted() };
+        assert!(satisfies(&served, &wanted()));
+        let changes: [fn(&mut stream::Config); 6] = [
+            |c| c.subjects = vec!["ferry.other.>".into()],
+            |c| c.storage = StorageType::Memory,
+            |c| c.duplicate_window = Duration::from_secs(1),
+            |c| c.max_age = Duration::ZERO,
+            |c| c.discard = DiscardPolicy::New,
+            |c| c.num_replicas = 3,
+        ];
+        for change in changes {
+            let mut current = served.clone();
+            change(&mut current);
+            assert!(!satisfies(&current, &wanted()), "{current:?}");
+        }
     }
 }

@@ -98,3 +98,53 @@ async fn two_relayer_processes_share_the_work_and_never_send_a_message_twice() {
     }
     validators.stop().await;
 }
+
+/// Processes starting together against one nats-server each set up both streams (the
+/// compose file starts them so): every connect succeeds, a stream already as wanted is
+/// left as it was (nothing rewrites it), and one changed behind ferry's back is put back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn processes_starting_together_set_up_the_streams_once_and_repair_a_changed_one() {
+    use async_nats::jetstream;
+    use ferry_relayer::{ATTESTATION_STREAM, Bus, NatsConfig};
+    use futures_util::{FutureExt, StreamExt};
+
+    let nats = ferry_devnet::NatsServer::spawn().await.unwrap();
+    let config = NatsConfig::new(nats.url());
+    let connected =
+        tokio::join!(Bus::connect(&config), Bus::connect(&config), Bus::connect(&config), Bus::connect(&config));
+    for bus in [connected.0, connected.1, connected.2, connected.3] {
+        bus.unwrap();
+    }
+
+    // A restart finds both streams as wanted: it looks them up and writes nothing. The
+    // JetStream API is NATS subjects, so a subscriber sees each request it makes.
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut requests = client.subscribe("$JS.API.STREAM.>").await.unwrap();
+    client.flush().await.unwrap();
+    Bus::connect(&config).await.unwrap();
+    // A PING answered after every request the server took before connect returned.
+    client.flush().await.unwrap();
+    let mut seen = Vec::new();
+    while let Some(Some(request)) = requests.next().now_or_never() {
+        seen.push(request.subject.to_string());
+    }
+    let lookups: Vec<String> =
+        [&config.stream, ATTESTATION_STREAM].iter().map(|s| format!("$JS.API.STREAM.INFO.{s}")).collect();
+    assert_eq!(seen, lookups, "a restart did more than look the streams up");
+
+    let js = jetstream::new(client);
+    let mut messages = js.get_stream(&config.stream).await.unwrap();
+    let created = messages.info().await.unwrap().created;
+    assert_eq!(messages.cached_info().config.subjects, vec!["ferry.msg.>".to_string()]);
+    assert!(js.get_stream(ATTESTATION_STREAM).await.is_ok(), "no attestation stream");
+
+    // Changed by hand: a day's retention instead of ferry's week.
+    let mut changed = messages.cached_info().config.clone();
+    let wanted_age = changed.max_age;
+    changed.max_age = Duration::from_secs(24 * 3600);
+    js.update_stream(changed).await.unwrap();
+    Bus::connect(&config).await.unwrap();
+    let info = messages.info().await.unwrap();
+    assert_eq!(info.config.max_age, wanted_age, "the changed stream was not put back");
+    assert_eq!(info.created, created, "the stream was made anew");
+}

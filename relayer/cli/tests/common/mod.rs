@@ -208,7 +208,9 @@ pub fn ferry_run(config: &Path, role: &str, env: &[(&str, String)]) -> tokio::pr
     command
         .args(["run", "--role", role, "--config"])
         .arg(config)
-        .env("FERRY_LOG", "warn,ferry_relayer=info")
+        // Its logs (stderr) go where the test's output goes, shown when the test fails;
+        // the client's connection events among them.
+        .env("FERRY_LOG", "warn,ferry_relayer=info,async_nats=info")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
