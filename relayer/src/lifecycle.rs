@@ -195,7 +195,9 @@ impl Transition {
             Transition::Publish => &[Attested],
             Transition::Execute => &[Published, Executed, Submitted, Waiting, AwaitingPayment],
             Transition::Submit => &[Executed, Submitted],
-            Transition::Deliver => &[Published, Executed, Submitted, Waiting, AwaitingPayment],
+            // From Parked: a transaction that failed it, dropped by a reorg and sent again,
+            // delivered it.
+            Transition::Deliver => &[Published, Executed, Submitted, Waiting, AwaitingPayment, Parked],
             // From Held: an operator cancelled a held transfer.
             Transition::Park => &[Published, Executed, Submitted, Waiting, Held, AwaitingPayment],
             Transition::Retry => &[Parked],
@@ -441,10 +443,13 @@ impl MessageRecord {
     }
 
     /// Delivered on its destination; `mismatch` is what cross-layer validation found (a
-    /// mismatch flagged before is kept when this delivery found none).
+    /// mismatch flagged before is kept when this delivery found none). A parked message
+    /// can be delivered too (the chain is the truth): its item failed in a transaction
+    /// that a reorg dropped, and that transaction, sent again, delivered it.
     pub fn deliver(&mut self, mismatch: Option<String>, detail: String) -> Result<(), IllegalTransition> {
         self.apply(Transition::Deliver, Some(detail))?;
         self.mismatch = mismatch.or(self.mismatch.take());
+        self.parked_reason = None;
         Ok(())
     }
 
@@ -631,6 +636,7 @@ mod tests {
         (Stage::Executed, Transition::Park),
         (Stage::Submitted, Transition::Park),
         (Stage::Parked, Transition::Retry),
+        (Stage::Parked, Transition::Deliver),
         (Stage::Delivered, Transition::Reorg),
         (Stage::Published, Transition::Wait),
         (Stage::Executed, Transition::Wait),
@@ -715,6 +721,17 @@ mod tests {
         let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
         use Stage::*;
         assert_eq!(stages, [Observed, Proven, Attested, Published, Executed, Submitted, Parked, Published, Delivered]);
+    }
+
+    #[test]
+    fn a_parked_message_a_resent_transaction_delivered_is_delivered_and_no_longer_parked() {
+        let mut record = in_stage(Stage::Submitted);
+        record.park("failed on chain in 0x01: UnenrolledSender".into()).unwrap();
+        assert!(record.parked_reason().is_some());
+        record.deliver(None, "tx 0x02, sent again after a reorg".into()).unwrap();
+        assert_eq!((record.stage(), record.parked_reason()), (Stage::Delivered, None));
+        let stages: Vec<Stage> = record.history().iter().rev().take(2).map(|e| e.stage).collect();
+        assert_eq!(stages, [Stage::Delivered, Stage::Parked], "the park stays in its history");
     }
 
     #[test]

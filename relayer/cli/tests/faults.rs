@@ -439,3 +439,67 @@ async fn a_reorged_delivery_that_delivered_nothing_still_fills_its_nonce() {
     let reorged = metrics.submitter_transactions_total.with_label_values(&["beta", "reorged"]).get();
     assert!(reorged >= 1, "the reorged delivery was not counted");
 }
+
+/// A message parked because its item failed on chain is delivered when a reorg drops
+/// that transaction and the transaction, sent again on the state the reorg went back
+/// to, delivers it: its record follows the chain (delivered, no longer parked, the park
+/// kept in its history), where it used to stay parked for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_delivered() {
+    use ferry_relayer::Stage;
+
+    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    net.config.relayer.stuck_after_secs = 600;
+    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let store = &service.context().store;
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    let key = net.devnet.info().accounts.last().unwrap().private_key;
+    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+
+    // Beta mines only when told. The delivery waits in its pool, and the bridge's owner
+    // unenrolls alpha's bridge in the same block, ahead of it (paying far more): the
+    // delivery's only message fails on chain (`UnenrolledSender`) and is parked.
+    beta.anvil_set_interval_mining(0).await.unwrap();
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(700u64)]).await;
+    let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || in_pool(&beta, relayer)).await;
+    let owner = net.wallet("beta", 0);
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
+    let unenroll = bridge
+        .enrollRemoteBridge(31337, B256::ZERO)
+        .gas(200_000)
+        .max_fee_per_gas(1_000_000_000_000)
+        .max_priority_fee_per_gas(500_000_000_000);
+    let unenroll = *unenroll.send().await.unwrap().tx_hash();
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let receipt = wait_for(Duration::from_secs(30), "the bridge unenrolled", || async {
+        beta.get_transaction_receipt(unenroll).await.ok()?
+    })
+    .await;
+    assert!(receipt.status(), "enrollRemoteBridge reverted: {receipt:?}");
+    assert_eq!(net.failed("beta").await, first, "the delivery's message did not fail on chain");
+    let id = first[0];
+    let stage = || async { store.get(&id).ok().flatten().map(|r| r.stage()) };
+    wait_for(Duration::from_secs(60), "the message parked", || async {
+        (stage().await == Some(Stage::Parked)).then_some(())
+    })
+    .await;
+
+    // The reorg takes both back (and the owner's transaction is not mined again): alpha's
+    // bridge is enrolled, and the relayer sends its delivery again, which delivers.
+    reorg(&beta, 1).await;
+    assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the delivery back");
+    beta.anvil_drop_transaction(unenroll).await.unwrap();
+    beta.anvil_set_interval_mining(1).await.unwrap();
+    let processed = net.wait_processed("beta", &first, Duration::from_secs(120)).await;
+    common::assert_once(&processed, &first);
+    assert_ne!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the unenrollment came back");
+
+    wait_for(Duration::from_secs(60), "the record to say delivered", || async {
+        (stage().await == Some(Stage::Delivered)).then_some(())
+    })
+    .await;
+    let record = store.get(&id).unwrap().unwrap();
+    assert_eq!(record.parked_reason(), None);
+    let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
+    assert!(stages.ends_with(&[Stage::Parked, Stage::Delivered]), "{stages:?}");
+}

@@ -45,9 +45,10 @@ impl Outcomes {
 
     /// Marks each message of a mined transaction delivered (where `delivered`, what
     /// `Mailbox.delivered(id)` read in the receipt's block, says so; returned, to be
-    /// acked when the block is final) or parked (its item failed on chain, acked);
-    /// anything else goes back for another try. `count` is false for a delivery sent
-    /// again after a reorg, which the metrics already counted.
+    /// acked when the block is final) or parked (its item failed on chain, acked; its id
+    /// returned too, since a reorg may yet let the transaction deliver it); anything else
+    /// goes back for another try. `count` is false for a delivery sent again after a
+    /// reorg, which the metrics already counted.
     pub(super) async fn confirm(
         &self,
         items: Vec<Item>,
@@ -55,7 +56,7 @@ impl Outcomes {
         receipt: &TransactionReceipt,
         mismatch: Option<String>,
         count: bool,
-    ) -> Result<Vec<Item>, DeliverError> {
+    ) -> Result<(Vec<Item>, Vec<B256>), DeliverError> {
         let failed: HashMap<B256, Bytes> = receipt
             .inner
             .logs()
@@ -77,7 +78,7 @@ impl Outcomes {
         }
         // One write for the whole transaction's messages: they were delivered together.
         self.context.store.update(&done, |r| applied(r.deliver(mismatch.clone(), detail.clone())))?;
-        let mut kept = Vec::with_capacity(done.len());
+        let (mut kept, mut parked) = (Vec::with_capacity(done.len()), Vec::new());
         for (item, delivered) in items.into_iter().zip(delivered) {
             let id = item.record.id;
             if delivered {
@@ -88,18 +89,36 @@ impl Outcomes {
                 kept.push(item);
             } else if let Some(reason) = failed.get(&id) {
                 let (label, text) = decode_revert(reason, "process_failed");
-                self.failed(item, label, format!("failed on chain in {tx}: {text}")).await?;
+                if self.failed(item, label, format!("failed on chain in {tx}: {text}")).await? {
+                    parked.push(id);
+                }
             } else {
                 warn!(%id, origin = item.message.origin, destination = item.message.destination, %tx, status = receipt.status(), "not delivered by its transaction; will retry");
                 self.later(&item, Duration::from_secs(2)).await;
             }
         }
-        Ok(kept)
+        Ok((kept, parked))
     }
 
-    /// Parks a message whose delivery reverts, or settles it as delivered when the
-    /// revert is the Mailbox saying it already was (and `delivered(id)` agrees).
-    pub(super) async fn failed(&self, item: Item, label: &'static str, reason: String) -> Result<(), DeliverError> {
+    /// Marks delivered the parked messages `ids` that transaction `tx` delivered: it had
+    /// failed them, a reorg dropped it, and sent again it delivered them. Their NATS
+    /// messages were acked when they were parked.
+    pub(super) fn delivered_after_park(&self, ids: &[B256], tx: B256) -> Result<(), DeliverError> {
+        let detail = format!("tx {tx}, sent again after a reorg");
+        let delivered = self.context.store.update(ids, |r| applied(r.deliver(None, detail.clone())))?;
+        for record in delivered {
+            let (id, origin, destination) = (record.id, record.origin, record.destination);
+            self.context.route(origin, destination).delivered.inc();
+            info!(%id, origin, destination, %tx, "delivered by a transaction sent again after a reorg; it had been parked");
+        }
+        Ok(())
+    }
+
+    /// Parks a message whose delivery reverts (and returns true), or settles it as
+    /// delivered when the revert is the Mailbox saying it already was (and
+    /// `delivered(id)` agrees), or has it wait (rate limited, or delivered by someone in
+    /// a block not yet final).
+    pub(super) async fn failed(&self, item: Item, label: &'static str, reason: String) -> Result<bool, DeliverError> {
         let id = item.record.id;
         if label == "AlreadyDelivered" {
             let latest = self.destination.latest_number().await?;
@@ -112,25 +131,25 @@ impl Outcomes {
                 })?;
                 info!(%id, origin = item.message.origin, destination = item.message.destination, "already delivered; acked");
                 bus::ack(&item.js, AckKind::Ack).await;
-                return Ok(());
+                return Ok(false);
             }
             if self.destination.delivered(&[id], latest).await?.first() == Some(&true) {
                 // Somebody's delivery, in a block not yet final: acked once it is.
                 self.later(&item, FINALITY_RETRY).await;
-                return Ok(());
+                return Ok(false);
             }
         }
         if label == RATE_LIMITED {
             let after = self.refill_wait(&item).await;
             let reason = format!("rate_limited: {reason}; tried again in {}s", after.as_secs());
             self.context.route(item.message.origin, item.message.destination).rate_limited.inc();
-            return self.wait(vec![item], &reason, after).await;
+            return self.wait(vec![item], &reason, after).await.map(|()| false);
         }
         self.context.store.update(&[id], |r| applied(r.park(reason.clone())))?;
         self.context.route(item.message.origin, item.message.destination).parked(label);
         warn!(%id, origin = item.message.origin, destination = item.message.destination, %reason, "parked: delivery would revert");
         bus::ack(&item.js, AckKind::Ack).await;
-        Ok(())
+        Ok(true)
     }
 
     /// Sets aside for good a message the relayer's policy does not carry: parked with

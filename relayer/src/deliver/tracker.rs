@@ -56,6 +56,9 @@ struct InFlight {
     progress_at: Instant,
     /// Sent again after a reorg dropped the block that had delivered it.
     resent: bool,
+    /// Messages it carries that failed on chain when it was mined, and were parked: sent
+    /// again after a reorg, it may deliver them, and their records must then say so.
+    parked: Vec<B256>,
     /// The first latest block at which its latest version's receipt was looked for and
     /// not found: the blocks it waits are counted from it, not per settle pass (a pass
     /// repeated on the same block, after one that could not settle, counts nothing).
@@ -156,6 +159,7 @@ impl Tracker {
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
+            parked: Vec::new(),
             waiting_since: None,
         };
         if self.send_version(&mut sent).await? {
@@ -505,11 +509,13 @@ impl Tracker {
         let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
             return Err(Unsettled::Waiting(sent, DeliverError::ReceiptWithoutBlock(receipt.transaction_hash)));
         };
-        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        let delivered = match self.delivered_in(&ids, block, block_hash).await {
+        // Its items, then the messages it failed when mined before a reorg: one read.
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).chain(sent.parked.iter().copied()).collect();
+        let mut delivered = match self.delivered_in(&ids, block, block_hash).await {
             Ok(delivered) => delivered,
             Err(e) => return Err(Unsettled::Waiting(sent, e)),
         };
+        let parked_delivered = delivered.split_off(sent.items.len());
         let (m, chain) = (&self.destination.metrics, self.destination.name.as_str());
         if !sent.resent {
             // A transaction sent again after a reorg was counted when first mined.
@@ -523,16 +529,37 @@ impl Tracker {
             e.to_string()
         });
         let items = std::mem::take(&mut sent.items);
-        let kept = self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent).await;
+        let mut confirmed = self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent).await;
+        if confirmed.is_ok()
+            && let Err(e) = self.unpark(&mut sent, parked_delivered, receipt.transaction_hash)
+        {
+            confirmed = Err(e);
+        }
         self.outcomes.update_balance().await;
         let mut mined = Mined { sent, block, block_hash };
-        match kept {
-            Ok(kept) => {
+        match confirmed {
+            Ok((kept, parked)) => {
                 mined.sent.items = kept;
+                mined.sent.parked.extend(parked);
                 Ok(mined)
             }
             Err(e) => Err(Unsettled::Confirming(mined, e)),
         }
+    }
+
+    /// Marks delivered the parked messages of `sent` that its transaction `tx`, sent again
+    /// after a reorg, delivered (`delivered`, in the order of `sent.parked`); the others
+    /// stay parked, and in `sent.parked` for a reorg to come.
+    fn unpark(&self, sent: &mut InFlight, delivered: Vec<bool>, tx: B256) -> Result<(), DeliverError> {
+        let (mut now_delivered, mut still_parked) = (Vec::new(), Vec::new());
+        for (id, delivered) in sent.parked.iter().zip(delivered) {
+            if delivered { &mut now_delivered } else { &mut still_parked }.push(*id);
+        }
+        sent.parked = still_parked;
+        if now_delivered.is_empty() {
+            return Ok(());
+        }
+        self.outcomes.delivered_after_park(&now_delivered, tx)
     }
 
     /// `Mailbox.delivered(id)` for each of `ids` in block `number`, whose hash was
