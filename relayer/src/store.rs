@@ -109,11 +109,14 @@ impl Store {
         drop((legacy, txn));
         records.sort_by_key(|r: &MessageRecord| (r.history().first().map_or(0, |e| e.at_ms), r.id));
         let count = records.len();
-        self.write(|tx| records.iter().try_for_each(|record| tx.put(record)))?;
-        let txn = self.db.begin_write()?;
-        txn.delete_table(LEGACY_MESSAGES)?;
-        txn.delete_table(LEGACY_BY_STAGE)?;
-        txn.commit()?;
+        self.write_then(
+            |tx| records.iter().try_for_each(|record| tx.put(record)),
+            |txn| {
+                txn.delete_table(LEGACY_MESSAGES)?;
+                txn.delete_table(LEGACY_BY_STAGE)?;
+                Ok(())
+            },
+        )?;
         tracing::info!(records = count, "records of an older store moved to the arrival-ordered tables");
         Ok(())
     }
@@ -248,6 +251,16 @@ impl Store {
         &self,
         f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
+        self.write_then(f, |_| Ok(()))
+    }
+
+    /// Runs `f` in a new write transaction, then `then` on the transaction itself (with
+    /// `f`'s tables closed: to delete tables in the same commit), and commits.
+    fn write_then<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction<'_>) -> Result<R, StoreError>,
+        then: impl FnOnce(&redb::WriteTransaction) -> Result<(), StoreError>,
+    ) -> Result<R, StoreError> {
         let txn = self.db.begin_write()?;
         let result = {
             let mut tx = Transaction {
@@ -263,6 +276,7 @@ impl Store {
             };
             f(&mut tx)?
         };
+        then(&txn)?;
         txn.commit()?;
         Ok(result)
     }
