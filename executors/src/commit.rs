@@ -256,10 +256,18 @@ struct Settled {
 /// exactly what the view served.
 pub(crate) fn unchanged(account: &revm::state::Account, spec: SpecId) -> bool {
     if account.is_loaded_as_not_existing() {
-        spec.is_enabled_in(SpecId::SPURIOUS_DRAGON) && account.info.is_empty()
+        stays_absent(spec, account.info.is_empty())
     } else {
         !account.is_changed()
     }
+}
+
+/// Whether an account that did not exist, touched and `left_empty`, still does not
+/// (EIP-161, from Spurious Dragon on; before it, touching creates it). The one rule for
+/// a transaction's accounts ([`unchanged`]) and the beneficiary's fee
+/// ([`crate::overlay::credit_fee`]).
+pub(crate) fn stays_absent(spec: SpecId, left_empty: bool) -> bool {
+    left_empty && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON)
 }
 
 /// The outcome of one run, with its changes read off against what it read (exact once
@@ -306,7 +314,9 @@ fn account_diff(address: &Address, account: &revm::state::Account, spec: SpecId)
 /// by an EIP-7702 delegation (or its removal to none, which needs no code).
 pub(crate) fn new_code(account: &revm::state::Account) -> Option<revm::bytecode::Bytecode> {
     let hash = account.info.code_hash;
-    if hash == KECCAK_EMPTY || unchanged(account, SpecId::FRONTIER) {
+    // An account that has code is not empty: it is new code unless the account existed
+    // and nothing of it changed.
+    if hash == KECCAK_EMPTY || (!account.is_loaded_as_not_existing() && !account.is_changed()) {
         return None;
     }
     // Changed or absent when loaded (then it had no code): the original is read only for

@@ -113,7 +113,7 @@ pub(crate) fn credit_fee(
 ) -> Option<AccountLite> {
     let mut after = before.unwrap_or_else(AccountLite::empty);
     after.balance += fee;
-    let left_absent = before.is_none() && fee.is_zero() && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON);
+    let left_absent = before.is_none() && crate::commit::stays_absent(spec, after == AccountLite::empty());
     if Some(after) == before || left_absent {
         return None;
     }
