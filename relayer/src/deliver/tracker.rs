@@ -466,7 +466,9 @@ impl Tracker {
     async fn revive(&mut self, latest: u64) -> Result<(), DeliverError> {
         // One a block has not taken yet is most likely in the pool: asked about only
         // after the next block passes it too (a lookup on every block would delay
-        // every round's send by a request).
+        // every round's send by a request). Only the first is looked up: a later one
+        // the node dropped while keeping the first cannot be mined before it anyway, and
+        // is the first (and looked up) once the first is mined.
         let first = self.in_flight.front().filter(|s| due_for_revive(s.waiting_since, latest));
         let Some(first) = first.and_then(|s| s.versions.last()) else { return Ok(()) };
         if self.destination.knows(first.hash).await? {
