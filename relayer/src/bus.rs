@@ -31,8 +31,10 @@ const FETCH_GRACE: Duration = Duration::from_secs(10);
 /// server slow to answer on a loaded machine.
 const STREAM_SETUP: Duration = Duration::from_secs(60);
 
-/// How long one stream setup attempt waits for the server's answers.
-const SETUP_ATTEMPT: Duration = Duration::from_secs(10);
+/// How long one stream setup attempt waits for the server's answers: under the
+/// client's own request timeout (10 s), so that an unanswered attempt is told apart from
+/// an answered one and the next one asks over a new connection.
+const SETUP_ATTEMPT: Duration = Duration::from_secs(8);
 
 /// How long JetStream drops a repeated `Nats-Msg-Id`.
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(600);
@@ -125,8 +127,11 @@ impl Bus {
                 Ok(Err(e)) => e,
                 Err(_) => {
                     // The answer may be lost on this connection (its inbox, a server that
-                    // dropped it): the next attempt asks over a new one.
-                    if let Err(e) = self.client.force_reconnect().await {
+                    // dropped it): the next attempt asks over a new one. Not before the
+                    // first connection is up: a reconnect queued behind it would drop it.
+                    if self.connected()
+                        && let Err(e) = self.client.force_reconnect().await
+                    {
                         tracing::warn!(error = %e, "could not reconnect to NATS");
                     }
                     format!("no answer within {SETUP_ATTEMPT:?}")

@@ -20,7 +20,10 @@ use std::{
 use alloy::{
     primitives::{Address, B256, U256},
     providers::{Provider, ProviderBuilder, ext::AnvilApi},
-    rpc::types::{Filter, anvil::ReorgOptions},
+    rpc::types::{
+        Filter, TransactionRequest,
+        anvil::{ReorgOptions, TransactionData},
+    },
     sol_types::SolEvent,
 };
 use common::{Net, ferry_run, wait_for, wait_ok};
@@ -489,11 +492,10 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     reorg(&beta, 1).await;
     assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the delivery back");
     beta.anvil_drop_transaction(unenroll).await.unwrap();
-    beta.anvil_set_interval_mining(1).await.unwrap();
+    let resent = mine_until_resent(&beta, relayer).await;
     let processed = net.wait_processed("beta", &first, Duration::from_secs(120)).await;
     common::assert_once(&processed, &first);
     assert_ne!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the unenrollment came back");
-
     wait_for(Duration::from_secs(60), "the record to say delivered", || async {
         (stage().await == Some(Stage::Delivered)).then_some(())
     })
@@ -502,4 +504,44 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     assert_eq!(record.parked_reason(), None);
     let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
     assert!(stages.ends_with(&[Stage::Parked, Stage::Delivered]), "{stages:?}");
+
+    // Once more, before that block is final: a reorg drops it and the new chain holds the
+    // owner's unenrollment first. The delivery, sent again, fails the message, and its
+    // record says parked again (it no longer says delivered).
+    let owner_address = net.devnet.info().accounts[0].address;
+    let again = TransactionRequest::default()
+        .from(owner_address)
+        .to(*bridge.address())
+        .input(bridge.enrollRemoteBridge(31337, B256::ZERO).calldata().clone().into())
+        .gas_limit(200_000);
+    let depth = beta.get_block_number().await.unwrap() + 1 - resent;
+    beta.anvil_reorg(ReorgOptions { depth, tx_block_pairs: vec![(TransactionData::JSON(again), 0)] }).await.unwrap();
+    assert_eq!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the new chain has no unenrollment");
+    mine_until_resent(&beta, relayer).await;
+    wait_for(Duration::from_secs(60), "the record to say parked again", || async {
+        (stage().await == Some(Stage::Parked)).then_some(())
+    })
+    .await;
+    assert!(!net.processed("beta").await.contains_key(&id), "the message is delivered on the new chain");
+    let record = store.get(&id).unwrap().unwrap();
+    assert!(record.parked_reason().is_some_and(|r| r.contains("UnenrolledSender")), "{:?}", record.parked_reason());
+    let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
+    use Stage::{Delivered, Parked, Submitted};
+    assert!(stages.ends_with(&[Parked, Delivered, Submitted, Parked]), "{stages:?}");
+}
+
+/// With beta mining only when told: mines a block at a time until the relayer has sent a
+/// delivery (it sends one again once the block a reorg dropped would be final), then
+/// mines it; returns the number of the block it is in.
+async fn mine_until_resent(beta: &impl Provider, relayer: Address) -> u64 {
+    wait_for(Duration::from_secs(120), "the delivery sent again", || async {
+        let pending = in_pool(beta, relayer).await;
+        if pending.is_none() {
+            beta.anvil_mine(Some(1), None).await.ok()?;
+        }
+        pending
+    })
+    .await;
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    beta.get_block_number().await.unwrap()
 }

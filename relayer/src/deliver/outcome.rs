@@ -20,8 +20,8 @@ use super::{
     revert::{RATE_LIMITED, decode_revert},
 };
 use crate::{
-    Context, bus,
-    lifecycle::{Transition, applied},
+    Context, Stage, bus,
+    lifecycle::{MessageRecord, Transition, applied},
     store::now_ms,
 };
 
@@ -46,9 +46,9 @@ impl Outcomes {
     /// Marks each message of a mined transaction delivered (where `delivered`, what
     /// `Mailbox.delivered(id)` read in the receipt's block, says so; returned, to be
     /// acked when the block is final) or parked (its item failed on chain, acked; its id
-    /// returned too, since a reorg may yet let the transaction deliver it); anything else
-    /// goes back for another try. `count` is false for a delivery sent again after a
-    /// reorg, which the metrics already counted.
+    /// pushed onto `carried` as it is parked, since a reorg may yet let the transaction
+    /// deliver it); anything else goes back for another try. `count` is false for a
+    /// delivery sent again after a reorg, which the metrics already counted.
     pub(super) async fn confirm(
         &self,
         items: Vec<Item>,
@@ -56,14 +56,9 @@ impl Outcomes {
         receipt: &TransactionReceipt,
         mismatch: Option<String>,
         count: bool,
-    ) -> Result<(Vec<Item>, Vec<B256>), DeliverError> {
-        let failed: HashMap<B256, Bytes> = receipt
-            .inner
-            .logs()
-            .iter()
-            .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
-            .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
-            .collect();
+        carried: &mut Vec<B256>,
+    ) -> Result<Vec<Item>, DeliverError> {
+        let failed = failures(receipt);
         if count {
             self.count_spent(&items, receipt);
         }
@@ -78,7 +73,7 @@ impl Outcomes {
         }
         // One write for the whole transaction's messages: they were delivered together.
         self.context.store.update(&done, |r| applied(r.deliver(mismatch.clone(), detail.clone())))?;
-        let (mut kept, mut parked) = (Vec::with_capacity(done.len()), Vec::new());
+        let mut kept = Vec::with_capacity(done.len());
         for (item, delivered) in items.into_iter().zip(delivered) {
             let id = item.record.id;
             if delivered {
@@ -90,26 +85,64 @@ impl Outcomes {
             } else if let Some(reason) = failed.get(&id) {
                 let (label, text) = decode_revert(reason, "process_failed");
                 if self.failed(item, label, format!("failed on chain in {tx}: {text}")).await? {
-                    parked.push(id);
+                    carried.push(id);
                 }
             } else {
                 warn!(%id, origin = item.message.origin, destination = item.message.destination, %tx, status = receipt.status(), "not delivered by its transaction; will retry");
                 self.later(&item, Duration::from_secs(2)).await;
             }
         }
-        Ok((kept, parked))
+        Ok(kept)
     }
 
-    /// Marks delivered the parked messages `ids` that transaction `tx` delivered: it had
-    /// failed them, a reorg dropped it, and sent again it delivered them. Their NATS
-    /// messages were acked when they were parked.
-    pub(super) fn delivered_after_park(&self, ids: &[B256], tx: B256) -> Result<(), DeliverError> {
-        let detail = format!("tx {tx}, sent again after a reorg");
-        let delivered = self.context.store.update(ids, |r| applied(r.deliver(None, detail.clone())))?;
-        for record in delivered {
+    /// Settles the messages `carried` that a transaction sent again after a reorg
+    /// carries without holding them (their NATS messages were acked): parked when it was
+    /// first mined, or delivered by it and reorged since. `delivered` is what
+    /// `Mailbox.delivered(id)` read in its new block. A parked one it delivered is
+    /// recorded delivered; a reorged one it failed this time is parked again. A record
+    /// another transaction has taken on since (an operator's retry) is that one's.
+    pub(super) fn settle_carried(
+        &self,
+        carried: &[B256],
+        delivered: &[bool],
+        versions: &[B256],
+        receipt: &TransactionReceipt,
+    ) -> Result<(), DeliverError> {
+        if carried.is_empty() {
+            return Ok(());
+        }
+        let (failed, tx) = (failures(receipt), receipt.transaction_hash);
+        let delivered_now = |id: &B256| carried.iter().position(|c| c == id).is_some_and(|at| delivered[at]);
+        let mut parked_as = HashMap::new();
+        let changed = self.context.store.update(carried, |r| {
+            if !sent_by(r, versions) {
+                return false;
+            }
+            match (delivered_now(&r.id), r.stage()) {
+                (true, Stage::Parked | Stage::Submitted) => {
+                    applied(r.deliver(None, format!("tx {tx}, sent again after a reorg")))
+                }
+                (false, Stage::Submitted) => {
+                    let reason = failed.get(&r.id).map(|reason| decode_revert(reason, "process_failed"));
+                    let (label, text) = reason.unwrap_or(("process_failed", "not delivered".into()));
+                    parked_as.insert(r.id, label);
+                    applied(r.park(format!("failed on chain in {tx}: {text}")))
+                }
+                _ => false,
+            }
+        })?;
+        for record in changed {
             let (id, origin, destination) = (record.id, record.origin, record.destination);
-            self.context.route(origin, destination).delivered.inc();
-            info!(%id, origin, destination, %tx, "delivered by a transaction sent again after a reorg; it had been parked");
+            let route = self.context.route(origin, destination);
+            if let Some(label) = parked_as.get(&id).filter(|_| record.stage() == Stage::Parked) {
+                route.parked(label);
+                warn!(%id, origin, destination, %tx, "parked: the delivery sent again after a reorg failed it");
+            } else if came_from(&record, Stage::Parked) {
+                route.delivered.inc();
+                info!(%id, origin, destination, %tx, "delivered by a transaction sent again after a reorg; it had been parked");
+            } else {
+                info!(%id, origin, destination, %tx, "delivered again by a transaction sent again after a reorg");
+            }
         }
         Ok(())
     }
@@ -263,4 +296,28 @@ impl Outcomes {
 /// Wei as a float, for metrics (exact up to 2^53 wei, close enough beyond).
 fn wei_f64(wei: U256) -> f64 {
     f64::from(wei)
+}
+
+/// The revert reasons of the items a delivery transaction failed (`ProcessFailed`), by
+/// message id.
+fn failures(receipt: &TransactionReceipt) -> HashMap<B256, Bytes> {
+    receipt
+        .inner
+        .logs()
+        .iter()
+        .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
+        .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
+        .collect()
+}
+
+/// Whether `record` was last submitted in one of a transaction's `versions`: no other
+/// transaction (after an operator's retry) has taken it on since.
+pub(super) fn sent_by(record: &MessageRecord, versions: &[B256]) -> bool {
+    record.tx_hash().is_some_and(|hash| versions.contains(&hash))
+}
+
+/// Whether the stage before `record`'s last one was `stage`.
+fn came_from(record: &MessageRecord, stage: Stage) -> bool {
+    let history = record.history();
+    history.len() >= 2 && history[history.len() - 2].stage == stage
 }

@@ -23,10 +23,10 @@ use super::{
     DeliverError, Item,
     destination::{Destination, Sent, Signed},
     fees::{FeePolicy, Fees},
-    outcome::Outcomes,
+    outcome::{Outcomes, sent_by},
     prediction::{Basis, Chunk, Layer, TX_GAS_CAP},
 };
-use crate::{Context, bus, lifecycle::applied};
+use crate::{Context, Stage, bus, lifecycle::applied};
 
 /// New blocks a delivery in flight waits without a receipt before the node is asked
 /// whether it still has it.
@@ -56,9 +56,11 @@ struct InFlight {
     progress_at: Instant,
     /// Sent again after a reorg dropped the block that had delivered it.
     resent: bool,
-    /// Messages it carries that failed on chain when it was mined, and were parked: sent
-    /// again after a reorg, it may deliver them, and their records must then say so.
-    parked: Vec<B256>,
+    /// Messages its calldata carries that it does not hold (their NATS messages were
+    /// acked): those it failed on chain when mined, and parked. Sent again after a reorg
+    /// it may deliver them, and delivered so and reorged again it may fail them: their
+    /// records follow what it does each time it is mined.
+    carried: Vec<B256>,
     /// The first latest block at which its latest version's receipt was looked for and
     /// not found: the blocks it waits are counted from it, not per settle pass (a pass
     /// repeated on the same block, after one that could not settle, counts nothing).
@@ -159,7 +161,7 @@ impl Tracker {
             sent_at: now,
             progress_at: now + self.context.bus.ack_wait() / 3,
             resent: false,
-            parked: Vec::new(),
+            carried: Vec::new(),
             waiting_since: None,
         };
         if self.send_version(&mut sent).await? {
@@ -442,15 +444,23 @@ impl Tracker {
         let chain = self.destination.name.as_str();
         warn!(chain, nonce = sent.nonce, block, %block_hash, messages = sent.items.len(), "delivery reorged away; sending it again");
         self.destination.metrics.reorged.inc();
-        // The same transaction: it runs on the state the reorg went back to, so it does
-        // what it was predicted to do (items that failed in it fail again, already parked).
+        // The same transaction, on the state the reorg went back to: what it failed may
+        // now succeed and what it delivered fail, which is read when it is mined again.
         sent.resent = true;
         (sent.sent_at, sent.waiting_since) = (Instant::now(), None);
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        let (carried, versions) = (sent.carried.clone(), versions(&sent));
         let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
         self.in_flight.insert(at, sent);
         let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
         self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
+        // Carried ones it delivered (when mined before) are undelivered too; parked ones
+        // stay parked.
+        if !carried.is_empty() {
+            self.context.store.update(&carried, |r| {
+                r.stage() == Stage::Delivered && sent_by(r, &versions) && applied(r.reorg(detail.clone()))
+            })?;
+        }
         let mut in_flight = std::mem::take(&mut self.in_flight);
         // Sent as a replacement (it has versions): a nonce another transaction took is
         // found by `unstick` as superseded.
@@ -511,13 +521,14 @@ impl Tracker {
         let (Some(block), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
             return Err(Unsettled::Waiting(sent, DeliverError::ReceiptWithoutBlock(receipt.transaction_hash)));
         };
-        // Its items, then the messages it failed when mined before a reorg: one read.
-        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).chain(sent.parked.iter().copied()).collect();
+        // Its items, then the messages it carries without holding them: one read.
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).chain(sent.carried.iter().copied()).collect();
         let mut delivered = match self.delivered_in(&ids, block, block_hash).await {
             Ok(delivered) => delivered,
             Err(e) => return Err(Unsettled::Waiting(sent, e)),
         };
-        let parked_delivered = delivered.split_off(sent.items.len());
+        let carried_delivered = delivered.split_off(sent.items.len());
+        let carried = sent.carried.len();
         let (m, chain) = (&self.destination.metrics, self.destination.name.as_str());
         if !sent.resent {
             // A transaction sent again after a reorg was counted when first mined.
@@ -531,37 +542,26 @@ impl Tracker {
             e.to_string()
         });
         let items = std::mem::take(&mut sent.items);
-        let mut confirmed = self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent).await;
-        if confirmed.is_ok()
-            && let Err(e) = self.unpark(&mut sent, parked_delivered, receipt.transaction_hash)
-        {
-            confirmed = Err(e);
+        let mut confirmed =
+            self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent, &mut sent.carried).await;
+        if confirmed.is_ok() {
+            // Those it carried before this receipt (`confirm` adds what it parked now).
+            let versions = versions(&sent);
+            let settled =
+                self.outcomes.settle_carried(&sent.carried[..carried], &carried_delivered, &versions, &receipt);
+            if let Err(e) = settled {
+                confirmed = Err(e);
+            }
         }
         self.outcomes.update_balance().await;
         let mut mined = Mined { sent, block, block_hash };
         match confirmed {
-            Ok((kept, parked)) => {
+            Ok(kept) => {
                 mined.sent.items = kept;
-                mined.sent.parked.extend(parked);
                 Ok(mined)
             }
             Err(e) => Err(Unsettled::Confirming(mined, e)),
         }
-    }
-
-    /// Marks delivered the parked messages of `sent` that its transaction `tx`, sent again
-    /// after a reorg, delivered (`delivered`, in the order of `sent.parked`); the others
-    /// stay parked, and in `sent.parked` for a reorg to come.
-    fn unpark(&self, sent: &mut InFlight, delivered: Vec<bool>, tx: B256) -> Result<(), DeliverError> {
-        let (mut now_delivered, mut still_parked) = (Vec::new(), Vec::new());
-        for (id, delivered) in sent.parked.iter().zip(delivered) {
-            if delivered { &mut now_delivered } else { &mut still_parked }.push(*id);
-        }
-        sent.parked = still_parked;
-        if now_delivered.is_empty() {
-            return Ok(());
-        }
-        self.outcomes.delivered_after_park(&now_delivered, tx)
     }
 
     /// `Mailbox.delivered(id)` for each of `ids` in block `number`, whose hash was
@@ -604,6 +604,11 @@ impl Tracker {
 /// [`REVIVE_AFTER_BLOCKS`] new blocks by `latest` (that first block counts as one).
 fn due_for_revive(waiting_since: Option<u64>, latest: u64) -> bool {
     waiting_since.is_some_and(|first| latest.saturating_sub(first) + 1 >= REVIVE_AFTER_BLOCKS)
+}
+
+/// The hashes of every version of `sent`.
+fn versions(sent: &InFlight) -> Vec<B256> {
+    sent.versions.iter().map(|v| v.hash).collect()
 }
 
 #[cfg(test)]
