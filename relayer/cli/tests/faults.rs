@@ -545,3 +545,70 @@ async fn mine_until_resent(beta: &impl Provider, relayer: Address) -> u64 {
     beta.anvil_mine(Some(1), None).await.unwrap();
     beta.get_block_number().await.unwrap()
 }
+
+/// A reorg that moves a delivery into another block (as a node does that re-includes
+/// the transactions of dropped blocks) may change what it does there: here the bridge's
+/// owner unenrolls alpha's bridge in the block before it, and the message it had
+/// delivered fails. The relayer settles the transaction again on its new receipt: the
+/// message is parked (it used to stay recorded delivered, and be acked, while the chain
+/// had not delivered it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_a_reorg_moves_into_another_block_is_settled_again_there() {
+    use ferry_relayer::Stage;
+
+    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
+    net.config.relayer.stuck_after_secs = 600;
+    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let store = &service.context().store;
+    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
+    let key = net.devnet.info().accounts.last().unwrap().private_key;
+    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+
+    // Beta mines only when told: the delivery in one block, an empty one after it (beta
+    // has 2 confirmations: the delivery is not final yet).
+    beta.anvil_set_interval_mining(0).await.unwrap();
+    let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(900u64)]).await;
+    let id = first[0];
+    let block = mine_until_resent(&beta, relayer).await;
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let stage = || async { store.get(&id).ok().flatten().map(|r| r.stage()) };
+    wait_for(Duration::from_secs(60), "the message recorded delivered", || async {
+        (stage().await == Some(Stage::Delivered)).then_some(())
+    })
+    .await;
+    let tx = store.get(&id).unwrap().unwrap().tx_hash().unwrap();
+    assert_eq!(beta.get_transaction_receipt(tx).await.unwrap().unwrap().block_number, Some(block));
+
+    // The reorg replaces both blocks: the owner's unenrollment in the first, the same
+    // delivery transaction in the second, where it fails the message.
+    let raw = beta.get_raw_transaction_by_hash(tx).await.unwrap().unwrap();
+    let owner = net.devnet.info().accounts[0].address;
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &beta);
+    let unenroll = TransactionRequest::default()
+        .from(owner)
+        .to(*bridge.address())
+        .input(bridge.enrollRemoteBridge(31337, B256::ZERO).calldata().clone().into())
+        .gas_limit(200_000);
+    let pairs = vec![(TransactionData::JSON(unenroll), 0), (TransactionData::Raw(raw), 1)];
+    beta.anvil_reorg(ReorgOptions { depth: 2, tx_block_pairs: pairs }).await.unwrap();
+    let moved = beta.get_transaction_receipt(tx).await.unwrap().expect("the delivery in the new chain");
+    assert_eq!(moved.block_number, Some(block + 1), "the delivery was not moved");
+    assert!(!net.processed("beta").await.contains_key(&id), "the moved delivery still delivers");
+
+    // Blocks one at a time, until the relayer, seeing the old block gone, settles the
+    // transaction again where it is now.
+    wait_for(Duration::from_secs(120), "the record to say parked", || async {
+        if stage().await == Some(Stage::Parked) {
+            return Some(());
+        }
+        beta.anvil_mine(Some(1), None).await.ok()?;
+        None
+    })
+    .await;
+    let record = store.get(&id).unwrap().unwrap();
+    assert!(record.parked_reason().is_some_and(|r| r.contains("UnenrolledSender")), "{:?}", record.parked_reason());
+    let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
+    assert!(stages.ends_with(&[Stage::Delivered, Stage::Submitted, Stage::Parked]), "{stages:?}");
+    let reorged = service.context().metrics.submitter_transactions_total.with_label_values(&["beta", "reorged"]);
+    assert_eq!(reorged.get(), 1, "the moved delivery was not counted once");
+}

@@ -394,8 +394,9 @@ impl Tracker {
     }
 
     /// Acks the messages of mined transactions whose block is final and still canonical;
-    /// a transaction whose block was reorged away (and is not mined elsewhere) goes back
-    /// in flight, its messages undelivered, and is sent again with its nonce.
+    /// a transaction whose block was reorged away goes back in flight, its messages
+    /// undelivered, and is sent again with its nonce, or, when the node mined it again
+    /// in another block, is settled again there.
     async fn finalize(&mut self, latest: u64) -> Result<(), DeliverError> {
         let depth = self.destination.chain.confirmations;
         while let Some(mined) = self.confirming.front() {
@@ -403,7 +404,7 @@ impl Tracker {
                 break;
             }
             let canonical = self.destination.block_hash(mined.block).await?;
-            let Some(mut mined) = self.confirming.pop_front() else { break };
+            let Some(mined) = self.confirming.pop_front() else { break };
             if canonical == Some(mined.block_hash) {
                 for item in &mined.sent.items {
                     bus::ack(&item.js, AckKind::Ack).await;
@@ -418,9 +419,8 @@ impl Tracker {
                     return Err(e);
                 }
             };
-            if let Some((block, hash)) = moved {
-                (mined.block, mined.block_hash) = (block, hash);
-                self.confirming.push_front(mined);
+            if let Some(receipt) = moved {
+                self.mined_elsewhere(mined, receipt).await?;
                 continue;
             }
             self.reorged(mined).await?;
@@ -428,11 +428,53 @@ impl Tracker {
         Ok(())
     }
 
-    /// The canonical block and hash holding whichever version of `sent` is mined now.
-    async fn remined(&self, sent: &InFlight) -> Result<Option<(u64, B256)>, DeliverError> {
+    /// The receipt of whichever version of `sent` is mined now, in a canonical block.
+    async fn remined(&self, sent: &InFlight) -> Result<Option<TransactionReceipt>, DeliverError> {
         let Some(receipt) = self.receipt(sent).await? else { return Ok(None) };
         let (Some(block), Some(hash)) = (receipt.block_number, receipt.block_hash) else { return Ok(None) };
-        Ok((self.destination.block_hash(block).await? == Some(hash)).then_some((block, hash)))
+        Ok((self.destination.block_hash(block).await? == Some(hash)).then_some(receipt))
+    }
+
+    /// A delivery a reorg moved into another block (the node mined it again there). What
+    /// ran before it there may differ, and so may what it did: its messages are
+    /// undelivered in the store, and it is settled afresh on its new receipt, as a
+    /// transaction sent again (counted once).
+    async fn mined_elsewhere(&mut self, mined: Mined, receipt: TransactionReceipt) -> Result<(), DeliverError> {
+        let Mined { mut sent, block, block_hash } = mined;
+        let chain = self.destination.name.as_str();
+        warn!(chain, nonce = sent.nonce, block, %block_hash, now_in = ?receipt.block_number, "delivery reorged into another block; settled again there");
+        self.destination.metrics.reorged.inc();
+        let detail = format!("block {block} ({block_hash}) that delivered it was reorged away; mined again elsewhere");
+        self.undeliver(&sent, &detail)?;
+        sent.resent = true;
+        match self.mined(sent, receipt).await {
+            Ok(mined) => self.confirming.push_front(mined),
+            Err(Unsettled::Waiting(sent, e)) => {
+                // Back in flight: the next settle finds its receipt and settles it.
+                warn!(chain = %self.destination.name, nonce = sent.nonce, error = %e, "a mined delivery could not be settled yet; trying again");
+                let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
+                self.in_flight.insert(at, sent);
+            }
+            Err(Unsettled::Confirming(mined, e)) => {
+                self.confirming.push_front(mined);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Undoes in the store what a delivery a reorg dropped had delivered: its items, and
+    /// the carried messages it delivered (parked ones stay parked).
+    fn undeliver(&self, sent: &InFlight, detail: &str) -> Result<(), DeliverError> {
+        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
+        self.context.store.update(&ids, |r| applied(r.reorg(detail.to_string())))?;
+        if !sent.carried.is_empty() {
+            let versions = versions(sent);
+            self.context.store.update(&sent.carried, |r| {
+                r.stage() == Stage::Delivered && sent_by(r, &versions) && applied(r.reorg(detail.to_string()))
+            })?;
+        }
+        Ok(())
     }
 
     /// A delivery dropped by a reorg of this chain: back in flight first (so that nothing
@@ -448,19 +490,11 @@ impl Tracker {
         // now succeed and what it delivered fail, which is read when it is mined again.
         sent.resent = true;
         (sent.sent_at, sent.waiting_since) = (Instant::now(), None);
-        let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        let (carried, versions) = (sent.carried.clone(), versions(&sent));
+        let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
+        let undone = self.undeliver(&sent, &detail);
         let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
         self.in_flight.insert(at, sent);
-        let detail = format!("block {block} ({block_hash}) that delivered it was reorged away");
-        self.context.store.update(&ids, |r| applied(r.reorg(detail.clone())))?;
-        // Carried ones it delivered (when mined before) are undelivered too; parked ones
-        // stay parked.
-        if !carried.is_empty() {
-            self.context.store.update(&carried, |r| {
-                r.stage() == Stage::Delivered && sent_by(r, &versions) && applied(r.reorg(detail.clone()))
-            })?;
-        }
+        undone?;
         let mut in_flight = std::mem::take(&mut self.in_flight);
         // Sent as a replacement (it has versions): a nonce another transaction took is
         // found by `unstick` as superseded.
