@@ -492,7 +492,7 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     reorg(&beta, 1).await;
     assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the delivery back");
     beta.anvil_drop_transaction(unenroll).await.unwrap();
-    let resent = mine_until_resent(&beta, relayer).await;
+    mine_until_resent(&beta, relayer).await;
     let processed = net.wait_processed("beta", &first, Duration::from_secs(120)).await;
     common::assert_once(&processed, &first);
     assert_ne!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the unenrollment came back");
@@ -506,15 +506,15 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     assert!(stages.ends_with(&[Stage::Parked, Stage::Delivered]), "{stages:?}");
 
     // Once more, before that block is final: a reorg drops it and the new chain holds the
-    // owner's unenrollment first. The delivery, sent again, fails the message, and its
-    // record says parked again (it no longer says delivered).
+    // owner's unenrollment first. The message's record is parked again (its NATS message
+    // was acked: parked is where it is not lost), and the delivery, sent again, fails it.
     let owner_address = net.devnet.info().accounts[0].address;
     let again = TransactionRequest::default()
         .from(owner_address)
         .to(*bridge.address())
         .input(bridge.enrollRemoteBridge(31337, B256::ZERO).calldata().clone().into())
         .gas_limit(200_000);
-    let depth = beta.get_block_number().await.unwrap() + 1 - resent;
+    let depth = beta.get_block_number().await.unwrap() + 1 - carried_in(&beta, store, id).await;
     beta.anvil_reorg(ReorgOptions { depth, tx_block_pairs: vec![(TransactionData::JSON(again), 0)] }).await.unwrap();
     assert_eq!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the new chain has no unenrollment");
     mine_until_resent(&beta, relayer).await;
@@ -524,26 +524,34 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     .await;
     assert!(!net.processed("beta").await.contains_key(&id), "the message is delivered on the new chain");
     let record = store.get(&id).unwrap().unwrap();
-    assert!(record.parked_reason().is_some_and(|r| r.contains("UnenrolledSender")), "{:?}", record.parked_reason());
+    assert!(record.parked_reason().is_some_and(|r| r.contains("reorged away")), "{:?}", record.parked_reason());
+    // The first failure's block is gone with the first reorg: the one failure on the
+    // chain now is the last resend's.
+    assert_eq!(net.failed("beta").await.iter().filter(|f| **f == id).count(), 1, "not failed on the new chain");
     let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
     use Stage::{Delivered, Parked, Submitted};
     assert!(stages.ends_with(&[Parked, Delivered, Submitted, Parked]), "{stages:?}");
 }
 
-/// With beta mining only when told: mines a block at a time until the relayer has sent a
-/// delivery (it sends one again once the block a reorg dropped would be final), then
-/// mines it; returns the number of the block it is in.
-async fn mine_until_resent(beta: &impl Provider, relayer: Address) -> u64 {
-    wait_for(Duration::from_secs(120), "the delivery sent again", || async {
-        let pending = in_pool(beta, relayer).await;
-        if pending.is_none() {
-            beta.anvil_mine(Some(1), None).await.ok()?;
+/// With beta mining only when told: mines a block at a time until a transaction of the
+/// relayer's past its current nonce is mined (it sends a delivery again once the block a
+/// reorg dropped would be final).
+async fn mine_until_resent(beta: &impl Provider, relayer: Address) {
+    let from = beta.get_transaction_count(relayer).await.unwrap();
+    wait_for(Duration::from_secs(120), "a delivery from the relayer mined", || async {
+        if beta.get_transaction_count(relayer).await.ok()? > from {
+            return Some(());
         }
-        pending
+        beta.anvil_mine(Some(1), None).await.ok()?;
+        None
     })
     .await;
-    beta.anvil_mine(Some(1), None).await.unwrap();
-    beta.get_block_number().await.unwrap()
+}
+
+/// The block of the transaction that last carried message `id`, as its record says.
+async fn carried_in(beta: &impl Provider, store: &ferry_relayer::Store, id: B256) -> u64 {
+    let tx = store.get(&id).unwrap().unwrap().tx_hash().unwrap();
+    beta.get_transaction_receipt(tx).await.unwrap().unwrap().block_number.unwrap()
 }
 
 /// A reorg that moves a delivery into another block (as a node does that re-includes
@@ -569,15 +577,16 @@ async fn a_delivery_a_reorg_moves_into_another_block_is_settled_again_there() {
     beta.anvil_set_interval_mining(0).await.unwrap();
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(900u64)]).await;
     let id = first[0];
-    let block = mine_until_resent(&beta, relayer).await;
-    beta.anvil_mine(Some(1), None).await.unwrap();
+    mine_until_resent(&beta, relayer).await;
     let stage = || async { store.get(&id).ok().flatten().map(|r| r.stage()) };
     wait_for(Duration::from_secs(60), "the message recorded delivered", || async {
         (stage().await == Some(Stage::Delivered)).then_some(())
     })
     .await;
+    let block = carried_in(&beta, store, id).await;
+    assert_eq!(beta.get_block_number().await.unwrap(), block, "blocks mined past the delivery");
+    beta.anvil_mine(Some(1), None).await.unwrap();
     let tx = store.get(&id).unwrap().unwrap().tx_hash().unwrap();
-    assert_eq!(beta.get_transaction_receipt(tx).await.unwrap().unwrap().block_number, Some(block));
 
     // The reorg replaces both blocks: the owner's unenrollment in the first, the same
     // delivery transaction in the second, where it fails the message.

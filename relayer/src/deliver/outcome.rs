@@ -95,54 +95,35 @@ impl Outcomes {
         Ok(kept)
     }
 
-    /// Settles the messages `carried` that a transaction sent again after a reorg
-    /// carries without holding them (their NATS messages were acked): parked when it was
-    /// first mined, or delivered by it and reorged since. `delivered` is what
-    /// `Mailbox.delivered(id)` read in its new block. A parked one it delivered is
-    /// recorded delivered; a reorged one it failed this time is parked again. A record
-    /// another transaction has taken on since (an operator's retry) is that one's.
+    /// Settles the messages `carried` that a transaction mined again after a reorg
+    /// carries without holding them (their NATS messages were acked): parked, because it
+    /// failed them, or because a reorg dropped the block where it delivered them.
+    /// `delivered` is what `Mailbox.delivered(id)` read in its new block. A parked one it
+    /// delivered is recorded delivered; the others stay parked, where an operator sees
+    /// them and may retry them. A record another path has taken on since (an operator's
+    /// retry) is left to it.
     pub(super) fn settle_carried(
         &self,
         carried: &[B256],
         delivered: &[bool],
         versions: &[B256],
-        receipt: &TransactionReceipt,
+        tx: B256,
     ) -> Result<(), DeliverError> {
-        if carried.is_empty() {
+        let now: Vec<B256> = carried.iter().zip(delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
+        if now.is_empty() {
             return Ok(());
         }
-        let (failed, tx) = (failures(receipt), receipt.transaction_hash);
-        let delivered_now = |id: &B256| carried.iter().position(|c| c == id).is_some_and(|at| delivered[at]);
-        let mut parked_as = HashMap::new();
-        let changed = self.context.store.update(carried, |r| {
-            if !sent_by(r, versions) {
-                return false;
-            }
-            match (delivered_now(&r.id), r.stage()) {
-                (true, Stage::Parked | Stage::Submitted) => {
-                    applied(r.deliver(None, format!("tx {tx}, sent again after a reorg")))
-                }
-                (false, Stage::Submitted) => {
-                    let reason = failed.get(&r.id).map(|reason| decode_revert(reason, "process_failed"));
-                    let (label, text) = reason.unwrap_or(("process_failed", "not delivered".into()));
-                    parked_as.insert(r.id, label);
-                    applied(r.park(format!("failed on chain in {tx}: {text}")))
-                }
-                _ => false,
-            }
+        let detail = format!("tx {tx}, mined again after a reorg");
+        let changed = self.context.store.update(&now, |r| {
+            r.stage() == Stage::Parked && sent_by(r, versions) && applied(r.deliver(None, detail.clone()))
         })?;
         for record in changed {
             let (id, origin, destination) = (record.id, record.origin, record.destination);
-            let route = self.context.route(origin, destination);
-            if let Some(label) = parked_as.get(&id).filter(|_| record.stage() == Stage::Parked) {
-                route.parked(label);
-                warn!(%id, origin, destination, %tx, "parked: the delivery sent again after a reorg failed it");
-            } else if came_from(&record, Stage::Parked) {
-                route.delivered.inc();
-                info!(%id, origin, destination, %tx, "delivered by a transaction sent again after a reorg; it had been parked");
-            } else {
-                info!(%id, origin, destination, %tx, "delivered again by a transaction sent again after a reorg");
+            // Counted the first time it is delivered only.
+            if record.history().iter().filter(|e| e.stage == Stage::Delivered).count() == 1 {
+                self.context.route(origin, destination).delivered.inc();
             }
+            info!(%id, origin, destination, %tx, "delivered by a transaction mined again after a reorg; it had been parked");
         }
         Ok(())
     }
@@ -314,10 +295,4 @@ fn failures(receipt: &TransactionReceipt) -> HashMap<B256, Bytes> {
 /// transaction (after an operator's retry) has taken it on since.
 pub(super) fn sent_by(record: &MessageRecord, versions: &[B256]) -> bool {
     record.tx_hash().is_some_and(|hash| versions.contains(&hash))
-}
-
-/// Whether the stage before `record`'s last one was `stage`.
-fn came_from(record: &MessageRecord, stage: Stage) -> bool {
-    let history = record.history();
-    history.len() >= 2 && history[history.len() - 2].stage == stage
 }

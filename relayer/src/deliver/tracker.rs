@@ -420,6 +420,12 @@ impl Tracker {
                 }
             };
             if let Some(receipt) = moved {
+                if receipt.block_hash == Some(mined.block_hash) {
+                    // Where it was after all (the node did not know the block a moment
+                    // ago): looked at again on the next pass.
+                    self.confirming.push_front(mined);
+                    break;
+                }
                 self.mined_elsewhere(mined, receipt).await?;
                 continue;
             }
@@ -440,20 +446,25 @@ impl Tracker {
     /// undelivered in the store, and it is settled afresh on its new receipt, as a
     /// transaction sent again (counted once).
     async fn mined_elsewhere(&mut self, mined: Mined, receipt: TransactionReceipt) -> Result<(), DeliverError> {
-        let Mined { mut sent, block, block_hash } = mined;
         let chain = self.destination.name.as_str();
-        warn!(chain, nonce = sent.nonce, block, %block_hash, now_in = ?receipt.block_number, "delivery reorged into another block; settled again there");
-        self.destination.metrics.reorged.inc();
+        let (block, block_hash) = (mined.block, mined.block_hash);
+        warn!(chain, nonce = mined.sent.nonce, block, %block_hash, now_in = ?receipt.block_number, "delivery reorged into another block; settled again there");
         let detail = format!("block {block} ({block_hash}) that delivered it was reorged away; mined again elsewhere");
-        self.undeliver(&sent, &detail)?;
+        if let Err(e) = self.undeliver(&mined.sent, &detail) {
+            // Still followed: the next pass finds it moved again.
+            self.confirming.push_front(mined);
+            return Err(e);
+        }
+        self.destination.metrics.reorged.inc();
+        let Mined { mut sent, .. } = mined;
         sent.resent = true;
         match self.mined(sent, receipt).await {
             Ok(mined) => self.confirming.push_front(mined),
+            // Its new block could not be read: followed as it was, and found moved again
+            // on the next pass (its records already say undelivered).
             Err(Unsettled::Waiting(sent, e)) => {
-                // Back in flight: the next settle finds its receipt and settles it.
-                warn!(chain = %self.destination.name, nonce = sent.nonce, error = %e, "a mined delivery could not be settled yet; trying again");
-                let at = self.in_flight.iter().position(|f| f.nonce > sent.nonce).unwrap_or(self.in_flight.len());
-                self.in_flight.insert(at, sent);
+                self.confirming.push_front(Mined { sent, block, block_hash });
+                return Err(e);
             }
             Err(Unsettled::Confirming(mined, e)) => {
                 self.confirming.push_front(mined);
@@ -463,15 +474,22 @@ impl Tracker {
         Ok(())
     }
 
-    /// Undoes in the store what a delivery a reorg dropped had delivered: its items, and
-    /// the carried messages it delivered (parked ones stay parked).
+    /// Undoes in the store what a delivery a reorg dropped had delivered. Its items go
+    /// back to submitted (their NATS messages are held: they are settled again). The
+    /// carried messages it delivered are parked: their NATS messages were acked, so
+    /// parked is where nothing is lost (an operator sees them), until the transaction,
+    /// mined again, delivers them.
     fn undeliver(&self, sent: &InFlight, detail: &str) -> Result<(), DeliverError> {
         let ids: Vec<B256> = sent.items.iter().map(|i| i.record.id).collect();
-        self.context.store.update(&ids, |r| applied(r.reorg(detail.to_string())))?;
+        self.context.store.update(&ids, |r| r.stage() == Stage::Delivered && applied(r.reorg(detail.to_string())))?;
         if !sent.carried.is_empty() {
             let versions = versions(sent);
+            let parked = format!("{detail}; parked until its transaction, mined again, delivers it");
             self.context.store.update(&sent.carried, |r| {
-                r.stage() == Stage::Delivered && sent_by(r, &versions) && applied(r.reorg(detail.to_string()))
+                r.stage() == Stage::Delivered
+                    && sent_by(r, &versions)
+                    && applied(r.reorg(detail.to_string()))
+                    && applied(r.park(parked.clone()))
             })?;
         }
         Ok(())
@@ -575,24 +593,26 @@ impl Tracker {
             error!(chain, tx = %receipt.transaction_hash, nonce = sent.nonce, block = ?receipt.block_number, predicted_on = sent.basis.block, layered = ?sent.basis.layered, mismatch = %e, predicted_gas = predicted.gas_used, receipt_gas = receipt.gas_used, predicted_logs = predicted.logs.len(), receipt_logs = receipt.inner.logs().len(), "receipt differs from the prediction");
             e.to_string()
         });
+        // Those it carried before this receipt (`confirm` adds what it parks now).
+        let settled = self.outcomes.settle_carried(
+            &sent.carried[..carried],
+            &carried_delivered,
+            &versions(&sent),
+            receipt.transaction_hash,
+        );
         let items = std::mem::take(&mut sent.items);
-        let mut confirmed =
+        let confirmed =
             self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent, &mut sent.carried).await;
-        if confirmed.is_ok() {
-            // Those it carried before this receipt (`confirm` adds what it parked now).
-            let versions = versions(&sent);
-            let settled =
-                self.outcomes.settle_carried(&sent.carried[..carried], &carried_delivered, &versions, &receipt);
-            if let Err(e) = settled {
-                confirmed = Err(e);
-            }
-        }
         self.outcomes.update_balance().await;
         let mut mined = Mined { sent, block, block_hash };
         match confirmed {
             Ok(kept) => {
                 mined.sent.items = kept;
-                Ok(mined)
+                // Carried ones not settled stay parked: safe, and tried on a later mining.
+                match settled {
+                    Ok(()) => Ok(mined),
+                    Err(e) => Err(Unsettled::Confirming(mined, e)),
+                }
             }
             Err(e) => Err(Unsettled::Confirming(mined, e)),
         }
