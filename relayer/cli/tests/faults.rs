@@ -19,7 +19,7 @@ use std::{
 
 use alloy::{
     primitives::{Address, B256, U256},
-    providers::{Provider, ProviderBuilder, ext::AnvilApi},
+    providers::{DynProvider, Provider, ProviderBuilder, ext::AnvilApi},
     rpc::types::{
         Filter, TransactionRequest,
         anvil::{ReorgOptions, TransactionData},
@@ -390,35 +390,17 @@ async fn deliveries_a_reorg_and_the_node_dropped_are_sent_again_at_once() {
 /// replacement only re-prices those later ones).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reorged_delivery_that_delivered_nothing_still_fills_its_nonce() {
-    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
-    net.config.relayer.stuck_after_secs = 600;
-    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let HandMined { net, service, beta, relayer } = HandMined::start().await;
     let metrics = &service.context().metrics;
-    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
-    let key = net.devnet.info().accounts.last().unwrap().private_key;
-    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
 
-    // Beta mines only when told. The delivery waits in its pool, and the bridge's owner
-    // closes alpha's inbound bucket in the same block, ahead of it (paying far more): the
-    // delivery's only message fails on chain, rate limited.
-    beta.anvil_set_interval_mining(0).await.unwrap();
+    // The delivery waits in beta's pool, and the bridge's owner closes alpha's inbound
+    // bucket in the same block, ahead of it: the delivery's only message fails on chain,
+    // rate limited.
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(500u64)]).await;
     let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || in_pool(&beta, relayer)).await;
-    let owner = net.wallet("beta", 0);
-    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
-    let close = bridge
-        .setRateLimit(31337, true, U256::from(1u64), U256::from(1u64))
-        .gas(200_000)
-        .max_fee_per_gas(1_000_000_000_000)
-        .max_priority_fee_per_gas(500_000_000_000);
-    let close = *close.send().await.unwrap().tx_hash();
-    beta.anvil_mine(Some(1), None).await.unwrap();
-    let receipt = wait_for(Duration::from_secs(30), "the bucket closed", || async {
-        beta.get_transaction_receipt(close).await.ok()?
-    })
-    .await;
-    assert!(receipt.status(), "setRateLimit reverted: {receipt:?}");
-    assert_eq!(net.failed("beta").await, first, "the delivery's message did not fail on chain");
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &beta);
+    let close = bridge.setRateLimit(31337, true, U256::from(1u64), U256::from(1u64)).into_transaction_request();
+    owner_ahead_of_delivery(&net, &beta, close, &first).await;
     // The relayer read the receipt: the message goes back to the bus to wait on the
     // bucket, and the transaction delivered nothing it could hold.
     let limited = metrics.messages_rate_limited_total.with_label_values(&["alpha", "beta"]);
@@ -451,35 +433,16 @@ async fn a_reorged_delivery_that_delivered_nothing_still_fills_its_nonce() {
 async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_delivered() {
     use ferry_relayer::Stage;
 
-    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
-    net.config.relayer.stuck_after_secs = 600;
-    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let HandMined { net, service, beta, relayer } = HandMined::start().await;
     let store = &service.context().store;
-    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
-    let key = net.devnet.info().accounts.last().unwrap().private_key;
-    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
 
-    // Beta mines only when told. The delivery waits in its pool, and the bridge's owner
-    // unenrolls alpha's bridge in the same block, ahead of it (paying far more): the
-    // delivery's only message fails on chain (`UnenrolledSender`) and is parked.
-    beta.anvil_set_interval_mining(0).await.unwrap();
+    // The delivery waits in beta's pool, and the bridge's owner unenrolls alpha's bridge
+    // in the same block, ahead of it: the delivery's only message fails on chain
+    // (`UnenrolledSender`) and is parked.
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(700u64)]).await;
     let nonce = wait_for(Duration::from_secs(120), "the delivery in beta's pool", || in_pool(&beta, relayer)).await;
-    let owner = net.wallet("beta", 0);
-    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &owner);
-    let unenroll = bridge
-        .enrollRemoteBridge(31337, B256::ZERO)
-        .gas(200_000)
-        .max_fee_per_gas(1_000_000_000_000)
-        .max_priority_fee_per_gas(500_000_000_000);
-    let unenroll = *unenroll.send().await.unwrap().tx_hash();
-    beta.anvil_mine(Some(1), None).await.unwrap();
-    let receipt = wait_for(Duration::from_secs(30), "the bridge unenrolled", || async {
-        beta.get_transaction_receipt(unenroll).await.ok()?
-    })
-    .await;
-    assert!(receipt.status(), "enrollRemoteBridge reverted: {receipt:?}");
-    assert_eq!(net.failed("beta").await, first, "the delivery's message did not fail on chain");
+    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &beta);
+    let unenrolled = owner_ahead_of_delivery(&net, &beta, unenroll(&net), &first).await;
     let id = first[0];
     let stage = || async { store.get(&id).ok().flatten().map(|r| r.stage()) };
     wait_for(Duration::from_secs(60), "the message parked", || async {
@@ -491,7 +454,7 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     // bridge is enrolled, and the relayer sends its delivery again, which delivers.
     reorg(&beta, 1).await;
     assert_eq!(beta.get_transaction_count(relayer).await.unwrap(), nonce, "the reorg took the delivery back");
-    beta.anvil_drop_transaction(unenroll).await.unwrap();
+    beta.anvil_drop_transaction(unenrolled).await.unwrap();
     mine_until_resent(&beta, relayer).await;
     let processed = net.wait_processed("beta", &first, Duration::from_secs(120)).await;
     common::assert_once(&processed, &first);
@@ -508,12 +471,7 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     // Once more, before that block is final: a reorg drops it and the new chain holds the
     // owner's unenrollment first. The message's record is parked again (its NATS message
     // was acked: parked is where it is not lost), and the delivery, sent again, fails it.
-    let owner_address = net.devnet.info().accounts[0].address;
-    let again = TransactionRequest::default()
-        .from(owner_address)
-        .to(*bridge.address())
-        .input(bridge.enrollRemoteBridge(31337, B256::ZERO).calldata().clone().into())
-        .gas_limit(200_000);
+    let again = unenroll(&net);
     let depth = beta.get_block_number().await.unwrap() + 1 - carried_in(&beta, store, id).await;
     beta.anvil_reorg(ReorgOptions { depth, tx_block_pairs: vec![(TransactionData::JSON(again), 0)] }).await.unwrap();
     assert_eq!(bridge.remoteBridge(31337).call().await.unwrap(), B256::ZERO, "the new chain has no unenrollment");
@@ -531,6 +489,56 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
     use Stage::{Delivered, Parked, Submitted};
     assert!(stages.ends_with(&[Parked, Delivered, Submitted, Parked]), "{stages:?}");
+}
+
+/// A devnet whose beta mines only when told, with the relayer and validators running in
+/// this process (its stuck-delivery replacement out of a test's reach), beta's provider
+/// and the relayer's address.
+struct HandMined {
+    net: Net,
+    service: ferry_relayer::Service,
+    beta: DynProvider,
+    relayer: Address,
+}
+
+impl HandMined {
+    async fn start() -> Self {
+        let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
+        net.config.relayer.stuck_after_secs = 600;
+        let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+        let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap()).erased();
+        let key = net.devnet.info().accounts.last().unwrap().private_key;
+        let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
+        beta.anvil_set_interval_mining(0).await.unwrap();
+        Self { net, service, beta, relayer }
+    }
+}
+
+/// The bridge owner's call that unenrolls alpha's bridge on beta (its deliveries then
+/// fail with `UnenrolledSender`), from the owner's dev account.
+fn unenroll(net: &Net) -> TransactionRequest {
+    let call = TokenBridge::enrollRemoteBridgeCall { domain: 31337, bridge: B256::ZERO };
+    TransactionRequest::default()
+        .from(net.account(0))
+        .to(net.config.chains["beta"].bridge.unwrap())
+        .input(alloy::sol_types::SolCall::abi_encode(&call).into())
+        .gas_limit(200_000)
+}
+
+/// Sends the bridge owner's `call` on beta paying far more than the relayer, so that the
+/// next block, mined here, holds it ahead of the delivery waiting in the pool; checks
+/// that it succeeded and that the delivery failed its message `first` on chain.
+async fn owner_ahead_of_delivery(net: &Net, beta: &DynProvider, call: TransactionRequest, first: &[B256]) -> B256 {
+    let call = call.gas_limit(200_000).max_fee_per_gas(1_000_000_000_000).max_priority_fee_per_gas(500_000_000_000);
+    let hash = *net.wallet("beta", 0).send_transaction(call).await.unwrap().tx_hash();
+    beta.anvil_mine(Some(1), None).await.unwrap();
+    let receipt = wait_for(Duration::from_secs(30), "the owner's call mined", || async {
+        beta.get_transaction_receipt(hash).await.ok()?
+    })
+    .await;
+    assert!(receipt.status(), "the owner's call reverted: {receipt:?}");
+    assert_eq!(net.failed("beta").await, first, "the delivery's message did not fail on chain");
+    hash
 }
 
 /// With beta mining only when told: mines a block at a time until a transaction of the
@@ -564,17 +572,11 @@ async fn carried_in(beta: &impl Provider, store: &ferry_relayer::Store, id: B256
 async fn a_delivery_a_reorg_moves_into_another_block_is_settled_again_there() {
     use ferry_relayer::Stage;
 
-    let mut net = Net::start(Some(Duration::from_millis(500)), 2).await;
-    net.config.relayer.stuck_after_secs = 600;
-    let service = ferry_relayer::Service::start(net.config.clone(), ferry_relayer::Role::All).await.unwrap();
+    let HandMined { net, service, beta, relayer } = HandMined::start().await;
     let store = &service.context().store;
-    let beta = ProviderBuilder::new().connect_http(net.rpc("beta").parse().unwrap());
-    let key = net.devnet.info().accounts.last().unwrap().private_key;
-    let relayer = alloy::signers::local::PrivateKeySigner::from_bytes(&key).unwrap().address();
 
-    // Beta mines only when told: the delivery in one block, an empty one after it (beta
-    // has 2 confirmations: the delivery is not final yet).
-    beta.anvil_set_interval_mining(0).await.unwrap();
+    // The delivery in one block, an empty one after it (beta has 2 confirmations: the
+    // delivery is not final yet).
     let first = net.send_many("alpha", "beta", 0, net.account(2), &[U256::from(900u64)]).await;
     let id = first[0];
     mine_until_resent(&beta, relayer).await;
@@ -591,14 +593,7 @@ async fn a_delivery_a_reorg_moves_into_another_block_is_settled_again_there() {
     // The reorg replaces both blocks: the owner's unenrollment in the first, the same
     // delivery transaction in the second, where it fails the message.
     let raw = beta.get_raw_transaction_by_hash(tx).await.unwrap().unwrap();
-    let owner = net.devnet.info().accounts[0].address;
-    let bridge = TokenBridge::new(net.config.chains["beta"].bridge.unwrap(), &beta);
-    let unenroll = TransactionRequest::default()
-        .from(owner)
-        .to(*bridge.address())
-        .input(bridge.enrollRemoteBridge(31337, B256::ZERO).calldata().clone().into())
-        .gas_limit(200_000);
-    let pairs = vec![(TransactionData::JSON(unenroll), 0), (TransactionData::Raw(raw), 1)];
+    let pairs = vec![(TransactionData::JSON(unenroll(&net)), 0), (TransactionData::Raw(raw), 1)];
     beta.anvil_reorg(ReorgOptions { depth: 2, tx_block_pairs: pairs }).await.unwrap();
     let moved = beta.get_transaction_receipt(tx).await.unwrap().expect("the delivery in the new chain");
     assert_eq!(moved.block_number, Some(block + 1), "the delivery was not moved");
