@@ -270,23 +270,27 @@ pub(crate) fn stays_absent(spec: SpecId, left_empty: bool) -> bool {
     left_empty && spec.is_enabled_in(SpecId::SPURIOUS_DRAGON)
 }
 
-/// The outcome of one run, with its changes read off against what it read (exact once
-/// validated), and the fee it owes the beneficiary (zero for an invalid transaction).
-pub(crate) fn speculative_outcome(run: evm::Run, spec: SpecId) -> Result<(TxOutcome, U256), ExecutorError> {
-    let result = match run.result {
+/// The outcome of one run (its `result` and the `state` it touched), with its changes
+/// read off against what it read (exact once validated).
+pub(crate) fn speculative_outcome(
+    result: Result<ExecutionResult, evm::EvmError>,
+    state: &revm::state::EvmState,
+    spec: SpecId,
+) -> Result<TxOutcome, ExecutorError> {
+    let result = match result {
         Ok(result) => result,
-        Err(EVMError::Transaction(invalid)) => return Ok((invalid_outcome(invalid.to_string()), U256::ZERO)),
+        Err(EVMError::Transaction(invalid)) => return Ok(invalid_outcome(invalid.to_string())),
         Err(EVMError::Database(ViewError::State(e))) => return Err(e.into()),
         Err(other) => return Err(ExecutorError::Evm(other.to_string())),
     };
     // One spare: the beneficiary's fee is credited into the diff at commit.
-    let mut accounts = Vec::with_capacity(run.state.len() + 1);
+    let mut accounts = Vec::with_capacity(state.len() + 1);
     // Sorted by address as references, so that the diffs are built in order rather than
     // moved about by the sort (a 2016 state-clearing transaction touches hundreds).
-    let mut touched: Vec<(&Address, &revm::state::Account)> = run.state.iter().collect();
+    let mut touched: Vec<(&Address, &revm::state::Account)> = state.iter().collect();
     touched.sort_unstable_by_key(|(address, _)| **address);
     accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account, spec)));
-    Ok((outcome(result, StateDiff::from_sorted_accounts(accounts)), run.fee))
+    Ok(outcome(result, StateDiff::from_sorted_accounts(accounts)))
 }
 
 /// What a transaction did to one account it loaded, if anything.
@@ -364,16 +368,17 @@ pub(crate) fn run_sequential(
         let mut last = std::time::Instant::now();
         for tx in txs {
             let run = evm::run(evm, tx);
-            let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
-                return Err(ExecutorError::Evm("sequential view detached".into()));
-            };
             if record {
                 access.push(access_of(&run.state));
             }
-            let (mut outcome, fee) = speculative_outcome(run, ctx.spec)?;
+            let mut outcome = speculative_outcome(run.result, &run.state, ctx.spec)?;
+            evm::recycle(evm, run.state);
+            let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
+                return Err(ExecutorError::Evm("sequential view detached".into()));
+            };
             if !matches!(outcome.status, TxStatus::Invalid { .. }) {
                 overlay.apply(&outcome.state);
-                overlay.credit(beneficiary, fee, ctx.spec, &mut outcome.state)?;
+                overlay.credit(beneficiary, run.fee, ctx.spec, &mut outcome.state)?;
             }
             outcomes.push(outcome);
             if timed {

@@ -21,6 +21,9 @@ pub(crate) struct Overlay {
     /// through.
     cleared: FxHashSet<Address>,
     pub codes: FxHashMap<B256, Bytecode>,
+    /// The beneficiary and its account as credited so far, kept apart from `accounts`:
+    /// it is credited after every transaction, and a field costs less than a lookup.
+    paid: Option<(Address, Option<AccountLite>)>,
 }
 
 impl Overlay {
@@ -31,11 +34,16 @@ impl Overlay {
             storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
+            paid: None,
         }
     }
 
     pub(crate) fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
-        match self.accounts.get(&address) {
+        let account = match &self.paid {
+            Some((beneficiary, paid)) if *beneficiary == address => Some(paid),
+            _ => self.accounts.get(&address),
+        };
+        match account {
             // An account without code needs no lookup in the batch's new code.
             Some(Some(a)) if a.code_hash == KECCAK_EMPTY => Ok(Some(info(a, None))),
             Some(Some(a)) => Ok(Some(info(a, self.codes.get(&a.code_hash).cloned()))),
@@ -72,7 +80,12 @@ impl Overlay {
             if let (Some(i), Some(code)) = (info, &account.code) {
                 self.codes.insert(i.code_hash, code.clone());
             }
-            self.accounts.insert(*address, info);
+            match &mut self.paid {
+                Some((beneficiary, paid)) if beneficiary == address => *paid = info,
+                _ => {
+                    self.accounts.insert(*address, info);
+                }
+            }
             for (slot, value) in &account.storage {
                 self.storage.insert((*address, *slot), *value);
             }
@@ -88,14 +101,16 @@ impl Overlay {
         spec: SpecId,
         diff: &mut StateDiff,
     ) -> Result<(), StateError> {
-        // One lookup: the beneficiary is credited after every transaction.
-        let account = match self.accounts.entry(beneficiary) {
-            std::collections::hash_map::Entry::Occupied(entry) => entry.into_mut(),
-            std::collections::hash_map::Entry::Vacant(entry) => entry.insert(self.base.account(beneficiary)?),
+        let before = match self.paid {
+            Some((paid, before)) if paid == beneficiary => before,
+            // First credited: its account as the batch left it so far, which moves here.
+            _ => match self.accounts.remove(&beneficiary) {
+                Some(account) => account,
+                None => self.base.account(beneficiary)?,
+            },
         };
-        if let Some(after) = credit_fee(beneficiary, *account, fee, spec, diff) {
-            *account = Some(after);
-        }
+        let after = credit_fee(beneficiary, before, fee, spec, diff).or(before);
+        self.paid = Some((beneficiary, after));
         Ok(())
     }
 }

@@ -327,10 +327,12 @@ fn execute(
         writes_of(batch, &run, mocked, &mut buffers.writes);
         std::mem::swap(&mut buffers.reads, &mut spec.reads);
         let access = batch.record_access.then(|| crate::commit::access_of(&run.state));
-        let executed = match crate::commit::speculative_outcome(run, batch.ctx.spec) {
-            Ok((outcome, fee)) => Executed {
+        let outcome = crate::commit::speculative_outcome(run.result, &run.state, batch.ctx.spec);
+        let executed = match outcome {
+            // An invalid transaction owes no fee (the run says zero).
+            Ok(outcome) => Executed {
                 outcome,
-                fee,
+                fee: run.fee,
                 mocked: mocked.is_some(),
                 read_mocked_balance,
                 access,
@@ -343,6 +345,7 @@ fn execute(
                 break None;
             }
         };
+        crate::evm::recycle(evm, run.state);
         let wrote_new = batch.mv.record(idx, incarnation, &mut buffers.writes, &mut buffers.reads);
         if let Ok(mut fee) = batch.fees[idx].lock() {
             *fee = Some(executed.fee);
