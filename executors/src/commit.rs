@@ -287,7 +287,8 @@ pub(crate) fn speculative_outcome(
     let mut accounts = Vec::with_capacity(state.len() + 1);
     // Sorted by address as references, so that the diffs are built in order rather than
     // moved about by the sort (a 2016 state-clearing transaction touches hundreds).
-    let mut touched: Vec<(&Address, &revm::state::Account)> = state.iter().collect();
+    // On the stack for the usual few: this runs once per transaction.
+    let mut touched: smallvec::SmallVec<[(&Address, &revm::state::Account); 8]> = state.iter().collect();
     touched.sort_unstable_by_key(|(address, _)| **address);
     accounts.extend(touched.into_iter().filter_map(|(address, account)| account_diff(address, account, spec)));
     Ok(outcome(result, StateDiff::from_sorted_accounts(accounts)))

@@ -126,12 +126,14 @@ pub(crate) fn credit_fee(
     spec: SpecId,
     diff: &mut StateDiff,
 ) -> Option<AccountLite> {
-    let mut after = before.unwrap_or_else(AccountLite::empty);
-    after.balance += fee;
-    let left_absent = before.is_none() && crate::commit::stays_absent(spec, after == AccountLite::empty());
-    if Some(after) == before || left_absent {
+    // No fee changes nothing, but for an absent account the touch creates (before
+    // Spurious Dragon; from then on it stays absent). Decided before building anything:
+    // this runs after every transaction.
+    if fee.is_zero() && (before.is_some() || crate::commit::stays_absent(spec, true)) {
         return None;
     }
+    let mut after = before.unwrap_or_else(AccountLite::empty);
+    after.balance += fee;
     diff.entry(beneficiary).info = Some(after);
     Some(after)
 }
