@@ -469,6 +469,17 @@ impl MessageRecord {
         Ok(())
     }
 
+    /// A parked message's reason replaced by a truer one learnt since, the stage
+    /// unchanged: a reorg parked it, then its transaction, mined again, failed it on
+    /// chain. Returns whether anything changed (only a parked record changes).
+    pub fn reason_parked(&mut self, reason: String) -> bool {
+        let changed = self.stage() == Stage::Parked && self.parked_reason.as_deref() != Some(reason.as_str());
+        if changed {
+            self.parked_reason = Some(reason);
+        }
+        changed
+    }
+
     /// Put back by an operator, to be published again (the certificate is needed).
     pub fn retry(&mut self) -> Result<(), IllegalTransition> {
         if self.metadata.is_none() {
@@ -732,6 +743,19 @@ mod tests {
         assert_eq!((record.stage(), record.parked_reason()), (Stage::Delivered, None));
         let stages: Vec<Stage> = record.history().iter().rev().take(2).map(|e| e.stage).collect();
         assert_eq!(stages, [Stage::Delivered, Stage::Parked], "the park stays in its history");
+    }
+
+    #[test]
+    fn only_a_parked_message_takes_a_truer_reason_and_its_stage_stays() {
+        let mut record = in_stage(Stage::Submitted);
+        assert!(!record.reason_parked("failed on chain".into()), "not parked");
+        assert_eq!(record.parked_reason(), None);
+        record.park("reorged away".into()).unwrap();
+        let entries = record.history().len();
+        assert!(record.reason_parked("failed on chain in 0x03: UnenrolledSender".into()));
+        assert!(!record.reason_parked("failed on chain in 0x03: UnenrolledSender".into()), "the same reason again");
+        assert_eq!(record.parked_reason(), Some("failed on chain in 0x03: UnenrolledSender"));
+        assert_eq!((record.stage(), record.history().len()), (Stage::Parked, entries));
     }
 
     #[test]

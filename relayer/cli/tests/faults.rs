@@ -481,11 +481,20 @@ async fn a_parked_message_a_reorged_delivery_sent_again_delivers_is_recorded_del
     })
     .await;
     assert!(!net.processed("beta").await.contains_key(&id), "the message is delivered on the new chain");
-    let record = store.get(&id).unwrap().unwrap();
-    assert!(record.parked_reason().is_some_and(|r| r.contains("reorged away")), "{:?}", record.parked_reason());
     // The first failure's block is gone with the first reorg: the one failure on the
-    // chain now is the last resend's.
-    assert_eq!(net.failed("beta").await.iter().filter(|f| **f == id).count(), 1, "not failed on the new chain");
+    // chain now is the last resend's, and the record gives the chain's reason for it in
+    // place of the reorg's.
+    wait_for(Duration::from_secs(60), "the resend to fail it on the new chain", || async {
+        (net.failed("beta").await.iter().filter(|f| **f == id).count() == 1).then_some(())
+    })
+    .await;
+    wait_for(Duration::from_secs(60), "the chain's reason on the parked record", || async {
+        let reason = store.get(&id).unwrap()?.parked_reason()?.to_string();
+        reason.contains("UnenrolledSender").then_some(())
+    })
+    .await;
+    let record = store.get(&id).unwrap().unwrap();
+    assert_eq!(record.stage(), Stage::Parked);
     let stages: Vec<Stage> = record.history().iter().map(|e| e.stage).collect();
     use Stage::{Delivered, Parked, Submitted};
     assert!(stages.ends_with(&[Parked, Delivered, Submitted, Parked]), "{stages:?}");

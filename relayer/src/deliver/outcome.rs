@@ -99,16 +99,38 @@ impl Outcomes {
     /// carries without holding them (their NATS messages were acked): parked, because it
     /// failed them, or because a reorg dropped the block where it delivered them.
     /// `delivered` is what `Mailbox.delivered(id)` read in its new block. A parked one it
-    /// delivered is recorded delivered; the others stay parked, where an operator sees
-    /// them and may retry them. A record another path has taken on since (an operator's
-    /// retry) is left to it.
+    /// delivered is recorded delivered; one it failed again stays parked with the chain's
+    /// reason in place of the reorg's; the others stay parked as they are, where an
+    /// operator sees them and may retry them. A record another path has taken on since
+    /// (an operator's retry) is left to it.
     pub(super) fn settle_carried(
         &self,
         carried: &[B256],
         delivered: &[bool],
         versions: &[B256],
-        tx: B256,
+        receipt: &TransactionReceipt,
     ) -> Result<(), DeliverError> {
+        if carried.is_empty() {
+            // Every transaction not touched by a reorg: no logs to decode again.
+            return Ok(());
+        }
+        let tx = receipt.transaction_hash;
+        let failed = failures(receipt);
+        let reasons: HashMap<B256, String> = carried
+            .iter()
+            .filter_map(|id| failed.get(id).map(|reason| (*id, decode_revert(reason, "process_failed").1)))
+            .map(|(id, text)| (id, format!("failed on chain in {tx}: {text}")))
+            .collect();
+        let failed_again: Vec<B256> = reasons.keys().copied().collect();
+        let changed = self.context.store.update(&failed_again, |r| {
+            r.stage() == Stage::Parked
+                && sent_by(r, versions)
+                && reasons.get(&r.id).is_some_and(|why| r.reason_parked(why.clone()))
+        })?;
+        for record in changed {
+            let (id, origin, destination) = (record.id, record.origin, record.destination);
+            warn!(%id, origin, destination, %tx, reason = record.parked_reason(), "a transaction mined again after a reorg failed it on chain; stays parked");
+        }
         let now: Vec<B256> = carried.iter().zip(delivered).filter(|(_, d)| **d).map(|(id, _)| *id).collect();
         if now.is_empty() {
             return Ok(());

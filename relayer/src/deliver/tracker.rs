@@ -594,12 +594,8 @@ impl Tracker {
             e.to_string()
         });
         // Those it carried before this receipt (`confirm` adds what it parks now).
-        let settled = self.outcomes.settle_carried(
-            &sent.carried[..carried],
-            &carried_delivered,
-            &versions(&sent),
-            receipt.transaction_hash,
-        );
+        let settled =
+            self.outcomes.settle_carried(&sent.carried[..carried], &carried_delivered, &versions(&sent), &receipt);
         let items = std::mem::take(&mut sent.items);
         let confirmed =
             self.outcomes.confirm(items, delivered, &receipt, mismatch, !sent.resent, &mut sent.carried).await;
