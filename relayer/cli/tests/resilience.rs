@@ -51,6 +51,7 @@ async fn assert_supply_conserved(net: &Net) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lying_endpoint_is_outvoted_and_a_killed_one_is_passed_over() {
+    common::log_to_stderr();
     let net = Net::start(BLOCK, 2).await;
     let (a1, a2, liar) = (
         RpcProxy::start(net.rpc("alpha")).await,
@@ -104,6 +105,7 @@ async fn a_lying_endpoint_is_outvoted_and_a_killed_one_is_passed_over() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_servers_killed_and_restarted_mid_run_lose_and_double_nothing() {
+    common::log_to_stderr();
     let net = Net::start(BLOCK, 2).await;
     let mut cluster = NatsCluster::spawn(3).await.unwrap();
     let mut config = net.config.clone();
@@ -137,6 +139,7 @@ async fn nats_servers_killed_and_restarted_mid_run_lose_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deliveries_wait_while_fees_are_over_the_cap_and_go_out_when_they_fall() {
+    common::log_to_stderr();
     const GWEI: u128 = 1_000_000_000;
     const CAP_GWEI: u64 = 20;
     let net = Net::start(BLOCK, 2).await;
@@ -182,6 +185,7 @@ async fn deliveries_wait_while_fees_are_over_the_cap_and_go_out_when_they_fall()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hung_endpoint_and_a_stale_one_are_passed_over_and_an_unanswered_send_is_found_by_its_hash() {
+    common::log_to_stderr();
     let net = Net::start(BLOCK, 2).await;
     let (a1, a2) = (RpcProxy::start(net.rpc("alpha")).await, RpcProxy::start(net.rpc("alpha")).await);
     let (stale, swallower) = (RpcProxy::start(net.rpc("beta")).await, RpcProxy::start(net.rpc("beta")).await);

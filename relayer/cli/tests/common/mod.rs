@@ -164,6 +164,15 @@ impl Net {
     }
 }
 
+/// Sends the in-process relayer's logs (`FERRY_TEST_LOG`, by default warnings and the
+/// relayer's own info) to stderr, which the test runner shows when a test fails: a stall
+/// in CI then says what the relayer was doing. Once per test process; a test that
+/// captures logs itself does not call it.
+pub fn log_to_stderr() {
+    let filter = std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn,ferry_relayer=info".into());
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
+}
+
 /// Polls `check` every 250 ms until it yields a value; panics after `deadline`.
 pub async fn wait_for<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
 where
