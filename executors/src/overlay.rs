@@ -8,18 +8,26 @@ use revm::{
     primitives::{Address, B256, KECCAK_EMPTY, U256, hardfork::SpecId},
     state::AccountInfo,
 };
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
 use crate::{StateDiff, StateError, StateSource, mv_memory::AccountLite};
+
+/// One account's storage as a batch left it so far.
+#[derive(Default)]
+struct Stored {
+    /// Destroyed or created in the batch: its storage before it no longer shows through.
+    cleared: bool,
+    slots: FxHashMap<U256, U256>,
+}
 
 /// Changes made so far in a batch, over the state before it.
 pub(crate) struct Overlay {
     pub base: Arc<dyn StateSource>,
     accounts: FxHashMap<Address, Option<AccountLite>>,
-    storage: FxHashMap<(Address, U256), U256>,
-    /// Accounts destroyed or created in the batch: their base storage no longer shows
-    /// through.
-    cleared: FxHashSet<Address>,
+    /// Per account: the slots the batch wrote, and whether its storage before the batch
+    /// still shows through. By account, so that clearing one is a step, not a walk of
+    /// every slot (a block of creations was quadratic).
+    storage: FxHashMap<Address, Stored>,
     pub codes: FxHashMap<B256, Bytecode>,
     /// The beneficiary and its account as credited so far, kept apart from `accounts`:
     /// it is credited after every transaction, and a field costs less than a lookup.
@@ -32,7 +40,6 @@ impl Overlay {
             base,
             accounts: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
-            cleared: FxHashSet::default(),
             codes: FxHashMap::default(),
             paid: None,
         }
@@ -60,22 +67,27 @@ impl Overlay {
     }
 
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        if let Some(value) = self.storage.get(&(address, slot)) {
-            return Ok(*value);
+        match self.storage.get(&address) {
+            Some(stored) => match stored.slots.get(&slot) {
+                Some(value) => Ok(*value),
+                None if stored.cleared => Ok(U256::ZERO),
+                None => self.base.storage(address, slot),
+            },
+            None => self.base.storage(address, slot),
         }
-        if self.cleared.contains(&address) {
-            return Ok(U256::ZERO);
-        }
-        self.base.storage(address, slot)
     }
 
     /// Applies committed changes (to resume one by one after a parallel prefix).
     pub(crate) fn apply(&mut self, diff: &StateDiff) {
         for (address, account) in diff.iter() {
             let info = account.info;
-            if account.clears_storage() {
-                self.cleared.insert(*address);
-                self.storage.retain(|(a, _), _| a != address);
+            if account.clears_storage() || !account.storage.is_empty() {
+                let stored = self.storage.entry(*address).or_default();
+                if account.clears_storage() {
+                    stored.cleared = true;
+                    stored.slots.clear();
+                }
+                stored.slots.extend(account.storage.iter().copied());
             }
             if let (Some(i), Some(code)) = (info, &account.code) {
                 self.codes.insert(i.code_hash, code.clone());
@@ -85,9 +97,6 @@ impl Overlay {
                 _ => {
                     self.accounts.insert(*address, info);
                 }
-            }
-            for (slot, value) in &account.storage {
-                self.storage.insert((*address, *slot), *value);
             }
         }
     }
