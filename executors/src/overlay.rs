@@ -12,22 +12,18 @@ use rustc_hash::FxHashMap;
 
 use crate::{StateDiff, StateError, StateSource, mv_memory::AccountLite};
 
-/// One account's storage as a batch left it so far.
-#[derive(Default)]
-struct Stored {
-    /// Destroyed or created in the batch: its storage before it no longer shows through.
-    cleared: bool,
-    slots: FxHashMap<U256, U256>,
-}
-
 /// Changes made so far in a batch, over the state before it.
 pub(crate) struct Overlay {
     pub base: Arc<dyn StateSource>,
     accounts: FxHashMap<Address, Option<AccountLite>>,
-    /// Per account: the slots the batch wrote, and whether its storage before the batch
-    /// still shows through. By account, so that clearing one is a step, not a walk of
-    /// every slot (a block of creations was quadratic).
-    storage: FxHashMap<Address, Stored>,
+    /// Slots the batch wrote, each with the generation of its account's storage it was
+    /// written in: a slot of an older generation was cleared since.
+    storage: FxHashMap<(Address, U256), (u32, U256)>,
+    /// Accounts destroyed or created in the batch (their storage before it no longer
+    /// shows through), with their storage's generation: how many times it was cleared.
+    /// Clearing is a count, not a walk of every slot (a block of creations was
+    /// quadratic), and costs nothing while no account is cleared.
+    cleared: FxHashMap<Address, u32>,
     pub codes: FxHashMap<B256, Bytecode>,
     /// The beneficiary and its account as credited so far, kept apart from `accounts`:
     /// it is credited after every transaction, and a field costs less than a lookup.
@@ -40,6 +36,7 @@ impl Overlay {
             base,
             accounts: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
             storage: FxHashMap::with_capacity_and_hasher(entries, Default::default()),
+            cleared: FxHashMap::default(),
             codes: FxHashMap::default(),
             paid: None,
         }
@@ -67,27 +64,25 @@ impl Overlay {
     }
 
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
-        match self.storage.get(&address) {
-            Some(stored) => match stored.slots.get(&slot) {
-                Some(value) => Ok(*value),
-                None if stored.cleared => Ok(U256::ZERO),
-                None => self.base.storage(address, slot),
-            },
-            None => self.base.storage(address, slot),
+        let generation = self.generation(address);
+        match self.storage.get(&(address, slot)) {
+            Some((written, value)) if *written == generation => Ok(*value),
+            _ if generation > 0 => Ok(U256::ZERO),
+            _ => self.base.storage(address, slot),
         }
+    }
+
+    /// How many times the batch cleared `address`'s storage.
+    fn generation(&self, address: Address) -> u32 {
+        if self.cleared.is_empty() { 0 } else { self.cleared.get(&address).copied().unwrap_or(0) }
     }
 
     /// Applies committed changes (to resume one by one after a parallel prefix).
     pub(crate) fn apply(&mut self, diff: &StateDiff) {
         for (address, account) in diff.iter() {
             let info = account.info;
-            if account.clears_storage() || !account.storage.is_empty() {
-                let stored = self.storage.entry(*address).or_default();
-                if account.clears_storage() {
-                    stored.cleared = true;
-                    stored.slots.clear();
-                }
-                stored.slots.extend(account.storage.iter().copied());
+            if account.clears_storage() {
+                *self.cleared.entry(*address).or_default() += 1;
             }
             if let (Some(i), Some(code)) = (info, &account.code) {
                 self.codes.insert(i.code_hash, code.clone());
@@ -96,6 +91,12 @@ impl Overlay {
                 Some((beneficiary, paid)) if beneficiary == address => *paid = info,
                 _ => {
                     self.accounts.insert(*address, info);
+                }
+            }
+            if !account.storage.is_empty() {
+                let generation = self.generation(*address);
+                for (slot, value) in &account.storage {
+                    self.storage.insert((*address, *slot), (generation, *value));
                 }
             }
         }
