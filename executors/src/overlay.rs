@@ -159,3 +159,41 @@ pub(crate) fn info(a: &AccountLite, code: Option<Bytecode>) -> AccountInfo {
     info.code = code;
     info
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{AccountDiff, InMemoryState};
+
+    fn diff(address: Address, account: AccountDiff) -> StateDiff {
+        StateDiff::from_accounts(vec![(address, account)])
+    }
+
+    fn written(slots: &[(u64, u64)]) -> AccountDiff {
+        let storage = slots.iter().map(|(s, v)| (U256::from(*s), U256::from(*v))).collect();
+        AccountDiff { info: Some(AccountLite::empty()), storage, ..Default::default() }
+    }
+
+    #[test]
+    fn a_cleared_account_reads_empty_until_written_again_and_others_read_on() {
+        let (a, b) = (Address::repeat_byte(1), Address::repeat_byte(2));
+        let mut base = InMemoryState::new();
+        base.set_storage(a, U256::from(1), U256::from(10));
+        base.set_storage(b, U256::from(1), U256::from(20));
+        let mut overlay = Overlay::with_capacity(Arc::new(base), 4);
+        let read = |overlay: &Overlay, address, slot: u64| overlay.storage(address, U256::from(slot)).unwrap();
+
+        overlay.apply(&diff(a, written(&[(2, 30)])));
+        assert_eq!((read(&overlay, a, 1), read(&overlay, a, 2)), (U256::from(10), U256::from(30)));
+        overlay.apply(&diff(a, AccountDiff::destroyed()));
+        assert_eq!((read(&overlay, a, 1), read(&overlay, a, 2)), (U256::ZERO, U256::ZERO), "destroyed");
+        assert_eq!(read(&overlay, b, 1), U256::from(20), "another account's storage shows through");
+        // Created again with one slot: the rest stays empty, what it wrote before too.
+        overlay.apply(&diff(a, AccountDiff { storage_cleared: true, ..written(&[(3, 40)]) }));
+        assert_eq!((read(&overlay, a, 2), read(&overlay, a, 3)), (U256::ZERO, U256::from(40)));
+        overlay.apply(&diff(a, written(&[(2, 50)])));
+        assert_eq!((read(&overlay, a, 1), read(&overlay, a, 2)), (U256::ZERO, U256::from(50)));
+        overlay.apply(&diff(a, AccountDiff::destroyed()));
+        assert_eq!((read(&overlay, a, 2), read(&overlay, a, 3)), (U256::ZERO, U256::ZERO), "destroyed again");
+    }
+}
