@@ -83,8 +83,8 @@ impl Outcomes {
                 info!(%id, origin = item.message.origin, destination = item.message.destination, %tx, "delivered");
                 kept.push(item);
             } else if let Some(reason) = failed.get(&id) {
-                let (label, text) = decode_revert(reason, "process_failed");
-                if self.failed(item, label, format!("failed on chain in {tx}: {text}")).await? {
+                let (label, why) = failed_on_chain(tx, reason);
+                if self.failed(item, label, why).await? {
                     carried.push(id);
                 }
             } else {
@@ -116,11 +116,8 @@ impl Outcomes {
         }
         let tx = receipt.transaction_hash;
         let failed = failures(receipt);
-        let reasons: HashMap<B256, String> = carried
-            .iter()
-            .filter_map(|id| failed.get(id).map(|reason| (*id, decode_revert(reason, "process_failed").1)))
-            .map(|(id, text)| (id, format!("failed on chain in {tx}: {text}")))
-            .collect();
+        let reasons: HashMap<B256, String> =
+            carried.iter().filter_map(|id| failed.get(id).map(|reason| (*id, failed_on_chain(tx, reason).1))).collect();
         let failed_again: Vec<B256> = reasons.keys().copied().collect();
         let changed = self.context.store.update(&failed_again, |r| {
             r.stage() == Stage::Parked
@@ -311,6 +308,13 @@ fn failures(receipt: &TransactionReceipt) -> HashMap<B256, Bytes> {
         .filter_map(|l| l.log_decode::<Mailbox::ProcessFailed>().ok())
         .map(|l| (l.inner.data.id, l.inner.data.reason.clone()))
         .collect()
+}
+
+/// The metric label and the parked reason of an item transaction `tx` failed on chain
+/// with `reason` (its `ProcessFailed` data).
+fn failed_on_chain(tx: B256, reason: &[u8]) -> (&'static str, String) {
+    let (label, text) = decode_revert(reason, "process_failed");
+    (label, format!("failed on chain in {tx}: {text}"))
 }
 
 /// Whether `record` was last submitted in one of a transaction's `versions`: no other
