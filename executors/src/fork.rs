@@ -4,9 +4,11 @@
 //!
 //! A fork follows its chain: [`ForkedState::follow`] moves to a later block keeping the
 //! codes (immutable by hash, and an account's code with it while its nonce stays) and
-//! the keys the last block's batches read, which the next prefetch re-reads at the new
-//! block together with what that round predicts, in one batched request. In steady state
-//! a round costs a constant number of round trips, not one per read.
+//! the keys the last block's batches read (through a diff laid over the fork as well),
+//! which the next prefetch re-reads at the new block together with what that round
+//! predicts, in one batched request. A round's own slots
+//! ([`ForkedState::prefetch_round`]) are not carried. In steady state a round costs a
+//! constant number of round trips, not one per read.
 
 use std::{
     collections::HashSet,
@@ -39,16 +41,23 @@ const READ_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(60);
 /// Calls per batched request at most (a node may cap a batch; anvil takes far more).
 const MAX_BATCH: usize = 1_000;
 
-/// A cached value, and whether a batch read it (what is read is carried to the next block).
+/// A cached value, whether a batch read it, and whether to carry it to the next block
+/// once read (what is read is carried, except one round's own slots: see
+/// [`ForkedState::prefetch_round`]).
 #[derive(Debug)]
 struct Cached<T> {
     value: T,
     read: AtomicBool,
+    carry: bool,
 }
 
 impl<T: Clone> Cached<T> {
     fn new(value: T, read: bool) -> Self {
-        Self { value, read: AtomicBool::new(read) }
+        Self { value, read: AtomicBool::new(read), carry: true }
+    }
+
+    fn carried(&self) -> bool {
+        self.carry && self.read.load(Ordering::Relaxed)
     }
 
     fn take(&self) -> T {
@@ -108,6 +117,9 @@ pub struct ForkedState {
     reads: ReadCounts,
     /// Slots read on demand (not prefetched), for the caller to learn from.
     missed: Mutex<Vec<(Address, U256)>>,
+    /// Accounts (`None`) and slots read through a diff laid over this fork, carried
+    /// like the ones read here (see [`StateSource::read_above`]).
+    above: DashMap<(Address, Option<U256>), (), FxBuildHasher>,
 }
 
 impl std::fmt::Debug for ForkedState {
@@ -133,18 +145,28 @@ impl ForkedState {
             carried: Mutex::new(None),
             reads: ReadCounts::default(),
             missed: Mutex::new(Vec::new()),
+            above: DashMap::default(),
         }
     }
 
     /// The same chain at `block` (a later block, or another fork's after a reorg): keeps
-    /// the codes, and carries the accounts and slots this fork's batches read so that the
-    /// first prefetch at `block` re-reads them with the rest, in batched requests. No
-    /// value is carried: every balance, nonce and slot is read again at `block`.
+    /// the codes, and carries the accounts and slots this fork's batches read (here or
+    /// through a diff laid over it; not a round's own slots) so that the first prefetch
+    /// at `block` re-reads them with the rest, in batched requests. No value is carried:
+    /// every balance, nonce and slot is read again at `block`.
     pub fn follow(&self, block: u64) -> Self {
-        let accounts: Vec<Address> =
-            self.accounts.iter().filter(|e| e.value().read.load(Ordering::Relaxed)).map(|e| *e.key()).collect();
-        let slots: Vec<(Address, U256)> =
-            self.storage.iter().filter(|e| e.value().read.load(Ordering::Relaxed)).map(|e| *e.key()).collect();
+        let mut accounts: Vec<Address> =
+            self.accounts.iter().filter(|e| e.value().carried()).map(|e| *e.key()).collect();
+        let mut slots: Vec<(Address, U256)> =
+            self.storage.iter().filter(|e| e.value().carried()).map(|e| *e.key()).collect();
+        // What a diff laid over this fork answered (values our transactions in flight
+        // wrote): once they are mined, the next block's batches read it here.
+        for entry in self.above.iter() {
+            match *entry.key() {
+                (address, None) => accounts.push(address),
+                (address, Some(slot)) => slots.push((address, slot)),
+            }
+        }
         let known_code = DashMap::default();
         for entry in self.accounts.iter() {
             if let Some(info) = &entry.value().value
@@ -234,6 +256,20 @@ impl ForkedState {
     /// batches read) is not cached yet, in batched requests. Returns how many values it
     /// fetched.
     pub fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
+        self.prefetch_round(accounts, slots, &[])
+    }
+
+    /// [`prefetch`](Self::prefetch) with `round_slots` as well: slots that follow from
+    /// this round's own inputs (a message's `delivered[id]` entry, its recipient's
+    /// balance), fetched in the same requests but not carried to the next block even once
+    /// read. The next round derives its own; carried, each round's would be re-read at
+    /// the next block for nothing, doubling the request.
+    pub fn prefetch_round(
+        &self,
+        accounts: &[Address],
+        slots: &[(Address, U256)],
+        round_slots: &[(Address, U256)],
+    ) -> Result<usize, StateError> {
         let carried = self.carried.lock().ok().and_then(|mut c| c.take()).unwrap_or_default();
         let accounts: Vec<Address> = accounts
             .iter()
@@ -243,14 +279,12 @@ impl ForkedState {
             .into_iter()
             .filter(|a| !self.accounts.contains_key(a))
             .collect();
-        let slots: Vec<(Address, U256)> = slots
-            .iter()
-            .chain(&carried.slots)
-            .copied()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .filter(|s| !self.storage.contains_key(s))
-            .collect();
+        let lasting: HashSet<(Address, U256)> = slots.iter().chain(&carried.slots).copied().collect();
+        // A round's slot that something else asks for too (last block's batches read it)
+        // stays carried.
+        let once: HashSet<(Address, U256)> = round_slots.iter().copied().filter(|s| !lasting.contains(s)).collect();
+        let slots: Vec<(Address, U256)> =
+            lasting.iter().chain(&once).copied().filter(|s| !self.storage.contains_key(s)).collect();
         if accounts.is_empty() && slots.is_empty() {
             return Ok(0);
         }
@@ -266,7 +300,8 @@ impl ForkedState {
             self.remember(address, info, false);
         }
         for (key, value) in values {
-            self.storage.insert(key, Cached::new(value, false));
+            let carry = !once.contains(&key);
+            self.storage.insert(key, Cached { carry, ..Cached::new(value, false) });
         }
         Ok(accounts.len() + slots.len())
     }
@@ -446,6 +481,10 @@ impl StateSource for ForkedState {
 
     fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
         ForkedState::prefetch(self, accounts, slots)
+    }
+
+    fn read_above(&self, address: Address, slot: Option<U256>) {
+        self.above.insert((address, slot), ());
     }
 }
 

@@ -34,6 +34,13 @@ pub trait StateSource: Send + Sync {
         let _ = (accounts, slots);
         Ok(0)
     }
+    /// Notes that a read of `address` (its `slot`, or the account itself) was answered
+    /// by a diff laid over this source ([`LayeredState`]) instead. Once the diff's
+    /// transactions are mined the same read comes here: a source that carries what was
+    /// read to a later block carries this too. Nothing to do for a local source.
+    fn read_above(&self, address: Address, slot: Option<U256>) {
+        let _ = (address, slot);
+    }
 }
 
 /// State in memory: for tests, benchmarks, and real blocks run from their pre-state.
@@ -157,6 +164,9 @@ impl<T: StateSource + ?Sized> StateSource for std::sync::Arc<T> {
     fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
         (**self).prefetch(accounts, slots)
     }
+    fn read_above(&self, address: Address, slot: Option<U256>) {
+        (**self).read_above(address, slot)
+    }
 }
 
 /// A state source with a diff laid over it: the state once transactions that were sent
@@ -178,6 +188,7 @@ impl LayeredState {
 impl StateSource for LayeredState {
     fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         let Some(account) = self.diff.get(&address) else { return self.base.basic(address) };
+        self.base.read_above(address, None);
         let Some(info) = account.info else { return Ok(None) };
         // Code the diff did not change is the base's: served with the account, as a
         // source that fetches code with accounts (a fork) expects.
@@ -197,7 +208,10 @@ impl StateSource for LayeredState {
 
     fn account(&self, address: Address) -> Result<Option<AccountState>, StateError> {
         match self.diff.get(&address) {
-            Some(account) => Ok(account.info),
+            Some(account) => {
+                self.base.read_above(address, None);
+                Ok(account.info)
+            }
             None => self.base.account(address),
         }
     }
@@ -214,8 +228,14 @@ impl StateSource for LayeredState {
     fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
         let Some(account) = self.diff.get(&address) else { return self.base.storage(address, slot) };
         match account.storage.binary_search_by_key(&slot, |(s, _)| *s) {
-            Ok(at) => Ok(account.storage[at].1),
-            Err(_) if account.clears_storage() => Ok(U256::ZERO),
+            Ok(at) => {
+                self.base.read_above(address, Some(slot));
+                Ok(account.storage[at].1)
+            }
+            Err(_) if account.clears_storage() => {
+                self.base.read_above(address, Some(slot));
+                Ok(U256::ZERO)
+            }
             Err(_) => self.base.storage(address, slot),
         }
     }
@@ -226,6 +246,10 @@ impl StateSource for LayeredState {
 
     fn prefetch(&self, accounts: &[Address], slots: &[(Address, U256)]) -> Result<usize, StateError> {
         self.base.prefetch(accounts, slots)
+    }
+
+    fn read_above(&self, address: Address, slot: Option<U256>) {
+        self.base.read_above(address, slot)
     }
 }
 

@@ -13,7 +13,8 @@ use alloy::{
 };
 use ferry_devnet::{Devnet, DevnetInfo, DevnetOptions};
 use ferry_executors::{
-    AccessPredictor, BlockContext, Executor, ExecutorConfig, ForkedState, SpecId, TxEnv, TxOutcome, TxStatus,
+    AccessPredictor, AccountDiff, AccountState, BlockContext, Executor, ExecutorConfig, ForkedState, LayeredState,
+    SpecId, StateDiff, StateSource, TxEnv, TxOutcome, TxStatus,
     validation::{ReceiptMismatch, compare_with_receipt},
 };
 use ferry_messages::{
@@ -241,5 +242,79 @@ fn a_fork_that_follows_the_chain_rereads_what_was_read_in_one_batch() {
     assert!(next.reads().cache > 0);
     check_all(&predicted.outcomes, &runtime.block_on(land(&info.chains[0].rpc_url, &keys, &second)));
     drop(executor);
+    drop(devnet);
+}
+
+/// A round's own slots (`prefetch_round`) are read like the rest but not carried to the
+/// next block once read, while the same slots prefetched as lasting ones are: the same
+/// transfer on two forks of one block, then each fork followed to the next block.
+#[test]
+fn a_rounds_own_slots_are_not_carried_to_the_next_block() {
+    let (runtime, devnet, info, _keys) = start();
+    let [alpha, _] = devnet.deployments().clone();
+    let user = info.accounts[0].address;
+    let executor = Executor::new(ExecutorConfig { workers: 2, min_parallel_batch: 4, record_access: true });
+    let a = wallet(&info.chains[0].rpc_url, info.accounts[0].private_key);
+    let nonce = runtime.block_on(a.get_transaction_count(user).into_future()).unwrap();
+    let data = TestToken::transferCall { to: info.accounts[1].address, value: U256::from(3) }.abi_encode();
+    let transfer = vec![tx(user, nonce, alpha.token, data, 100_000, 31337)];
+    let (ctx, fork_at) = runtime.block_on(next_block(&a, 31337));
+    let learned = executor.execute(forked(&runtime, &info.chains[0].rpc_url, fork_at), ctx.clone(), transfer.clone());
+    let slots = learned.unwrap().access[0].slots.clone();
+    assert!(!slots.is_empty(), "a token transfer reads balances");
+
+    let (round, lasting) =
+        (forked(&runtime, &info.chains[0].rpc_url, fork_at), forked(&runtime, &info.chains[0].rpc_url, fork_at));
+    round.prefetch_round(&[], &[], &slots).unwrap();
+    lasting.prefetch(&[], &slots).unwrap();
+    for fork in [&round, &lasting] {
+        executor.execute(fork.clone(), ctx.clone(), transfer.clone()).unwrap();
+        // The slots come from the cache; the accounts were read on demand.
+        assert_eq!(fork.reads().cache, slots.len() as u64, "{:?}", fork.reads());
+    }
+    let accounts = round.reads().rpc as usize;
+    assert_eq!(accounts, lasting.reads().rpc as usize);
+    runtime.block_on(a.anvil_mine(Some(1), None)).unwrap();
+    let next_at = runtime.block_on(a.get_block_number()).unwrap();
+    let (round, lasting) = (round.follow(next_at), lasting.follow(next_at));
+    let (from_round, from_lasting) = (round.prefetch(&[], &[]).unwrap(), lasting.prefetch(&[], &[]).unwrap());
+    assert_eq!(from_lasting, from_round + slots.len(), "the lasting fork re-reads the slots, the round's does not");
+    assert_eq!(from_round, accounts, "both re-read the accounts read on demand");
+    drop(executor);
+    drop(devnet);
+}
+
+/// Reads a diff laid over the fork answered (values transactions in flight wrote) are
+/// carried to the next block like the fork's own: once those transactions are mined,
+/// the next round reads them from the fork, and they must come with its one batched
+/// prefetch, not as misses read one round trip each.
+#[test]
+fn reads_answered_by_a_diff_laid_over_the_fork_are_carried() {
+    let (runtime, devnet, info, _keys) = start();
+    let [alpha, _] = devnet.deployments().clone();
+    let a = wallet(&info.chains[0].rpc_url, info.accounts[0].private_key);
+    let fork_at = runtime.block_on(a.get_block_number()).unwrap();
+    let fork = forked(&runtime, &info.chains[0].rpc_url, fork_at);
+    let (slot, written) = (U256::from(2), U256::from(77));
+    let in_flight = AccountDiff {
+        info: Some(AccountState::default()),
+        code: None,
+        storage_cleared: false,
+        storage: vec![(slot, written)],
+    };
+    let layered = LayeredState::new(fork.clone(), StateDiff::from_accounts(vec![(alpha.token, in_flight)]));
+    // Answered by the diff, and so never read from the fork.
+    assert_eq!(layered.storage(alpha.token, slot).unwrap(), written);
+    assert!(layered.account(alpha.token).unwrap().is_some());
+    assert_eq!(fork.reads(), Default::default(), "nothing read from the fork");
+
+    runtime.block_on(a.anvil_mine(Some(1), None)).unwrap();
+    let next_at = runtime.block_on(a.get_block_number()).unwrap();
+    let next = Arc::new(fork.follow(next_at));
+    assert_eq!(next.prefetch(&[], &[]).unwrap(), 2, "the token and its slot are carried");
+    let on_chain = runtime.block_on(a.get_storage_at(alpha.token, slot).into_future()).unwrap();
+    assert_eq!(next.storage(alpha.token, slot).unwrap(), on_chain, "the chain's value, not the diff's");
+    assert!(next.basic(alpha.token).unwrap().is_some());
+    assert_eq!(next.reads().rpc, 0, "both came with the prefetch: {:?}", next.reads());
     drop(devnet);
 }

@@ -150,13 +150,16 @@ impl Prediction {
         let (ctx, state, fork, basis) = self.fork(in_flight).await?;
         // What the round will read, fetched in one batched request with what the last
         // round read: our account, the Mailbox, and the slots that follow from the messages.
+        // (The layered state's pending changes are laid over the fork's values: the fork
+        // is what fetches.)
         let chain = &self.destination.chain;
         let accounts = vec![self.destination.relayer, chain.mailbox];
         let derived = self.slots.predict(items.iter().map(|i| &i.message));
-        let (relayer, reader) = (self.destination.relayer, state.clone());
+        let (relayer, reader, forked_state) = (self.destination.relayer, state.clone(), fork.clone());
         let nonce = tokio::task::spawn_blocking(move || {
             cpu::scope(cpu::Stage::Execute, || {
-                if let Err(e) = reader.prefetch(&accounts, &derived) {
+                // The messages' slots are this round's: not re-read at the next block.
+                if let Err(e) = forked_state.prefetch_round(&accounts, &[], &derived) {
                     debug!(error = %e, "prefetch failed; reading on demand");
                 }
                 // The nonce the pending state expects next (what is in flight counted in).
@@ -189,7 +192,7 @@ impl Prediction {
             if !missed.is_empty() {
                 // Slots the prefetch did not foresee: learn what of them the messages tell.
                 let learned = self.slots.learn(chunks.iter().flatten().map(|i| &i.message), &missed);
-                debug!(chain = %self.destination.name, learned, missed = missed.len(), reads = ?fork.reads(), "state reads missed the prefetch");
+                debug!(chain = %self.destination.name, learned, missed = missed.len(), first = ?missed.iter().take(4).collect::<Vec<_>>(), reads = ?fork.reads(), "state reads missed the prefetch");
             }
             let predicted = executed.outcomes;
             let mut changed = false;
