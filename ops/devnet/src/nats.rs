@@ -96,6 +96,8 @@ struct ClusterNode {
     process: Option<ChildProcess>,
     port: u16,
     cluster_port: u16,
+    /// The monitoring port (`/healthz`).
+    monitor_port: u16,
     dir: TempDir,
 }
 
@@ -111,8 +113,9 @@ impl NatsCluster {
                 .prefix(&format!("ferry-nats-{i}-"))
                 .tempdir()
                 .map_err(|e| DevnetError::io("tempdir", e))?;
-            let process = launch(&dir, None, &cluster_block(i, cluster_port, &cluster_ports))?;
-            nodes.push(ClusterNode { process: Some(process), port: 0, cluster_port, dir });
+            let monitor_port = crate::free_port()?;
+            let process = launch(&dir, None, &cluster_block(i, cluster_port, &cluster_ports, monitor_port))?;
+            nodes.push(ClusterNode { process: Some(process), port: 0, cluster_port, monitor_port, dir });
         }
         for node in &mut nodes {
             if let Some(process) = node.process.as_mut() {
@@ -136,14 +139,20 @@ impl NatsCluster {
         }
     }
 
-    /// Starts server `i` again on its ports and store, and waits until it serves.
+    /// Starts server `i` again on its ports and store, and waits until it serves and
+    /// has caught up: its `/healthz` says JetStream is current with the meta leader and
+    /// with every stream and consumer it holds a replica of. An operator's rolling
+    /// restart waits for that before taking the next server down; taking it down
+    /// sooner leaves a replicated stream two members short.
     pub async fn restart(&mut self, i: usize) -> Result<(), DevnetError> {
         self.kill(i);
         let ports: Vec<u16> = self.nodes.iter().map(|n| n.cluster_port).collect();
         let node = &mut self.nodes[i];
-        let mut process = launch(&node.dir, Some(node.port), &cluster_block(i, node.cluster_port, &ports))?;
+        let block = cluster_block(i, node.cluster_port, &ports, node.monitor_port);
+        let mut process = launch(&node.dir, Some(node.port), &block)?;
         process.ready(Duration::from_secs(30)).await?;
         wait_for_client(&process, node.port).await?;
+        wait_until_current(&process, node.monitor_port, Duration::from_secs(120)).await?;
         node.process = Some(process);
         Ok(())
     }
@@ -186,14 +195,42 @@ impl NatsCluster {
     }
 }
 
-/// The configuration block that makes server `i` (listening for routes on `port`) a
-/// member of the cluster whose route ports are `ports`.
-fn cluster_block(i: usize, port: u16, ports: &[u16]) -> String {
+/// The configuration block that makes server `i` (listening for routes on `port`, for
+/// monitoring on `monitor`) a member of the cluster whose route ports are `ports`.
+fn cluster_block(i: usize, port: u16, ports: &[u16], monitor: u16) -> String {
     let routes: Vec<String> = ports.iter().map(|p| format!("nats-route://127.0.0.1:{p}")).collect();
     format!(
-        "server_name: ferry-{i}\ncluster {{\n  name: ferry\n  host: 127.0.0.1\n  port: {port}\n  routes: [{}]\n}}\n",
+        "server_name: ferry-{i}\nhttp: \"127.0.0.1:{monitor}\"\ncluster {{\n  name: ferry\n  host: 127.0.0.1\n  port: {port}\n  routes: [{}]\n}}\n",
         routes.join(", ")
     )
+}
+
+/// Waits until the server monitored on `monitor` answers `/healthz` with status ok
+/// (nats-server 2.9 and later: JetStream current with its meta leader and with each
+/// stream and consumer replica it holds).
+async fn wait_until_current(process: &ChildProcess, monitor: u16, timeout: Duration) -> Result<(), DevnetError> {
+    let url = format!("http://127.0.0.1:{monitor}/healthz");
+    let client = alloy::transports::http::reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let answer = client.get(&url).timeout(Duration::from_secs(5)).send().await;
+        let last = match answer {
+            Ok(response) => {
+                let ok = response.status().is_success();
+                let body = response.text().await.unwrap_or_default();
+                if ok && body.contains("\"ok\"") {
+                    tracing::info!(monitor, waited = ?(timeout - deadline.saturating_duration_since(tokio::time::Instant::now())), "nats-server current");
+                    return Ok(());
+                }
+                body
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(process.not_ready(&format!("not current within {timeout:?}: {}", last.trim())));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The port in `Listening for client connections on 127.0.0.1:<port>`.

@@ -169,7 +169,7 @@ impl Net {
 /// in CI then says what the relayer was doing. Once per test process; a test that
 /// captures logs itself does not call it.
 pub fn log_to_stderr() {
-    let filter = std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn,ferry_relayer=info".into());
+    let filter = std::env::var("FERRY_TEST_LOG").unwrap_or_else(|_| "warn,ferry_relayer=info,ferry_devnet=info".into());
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false).with_writer(std::io::stderr).try_init();
 }
 
