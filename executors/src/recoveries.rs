@@ -71,12 +71,20 @@ impl Crypto for MemoCrypto {
 /// Returns false when another crypto provider was installed first (or an EVM already ran
 /// with revm's default one): then [`remember`] is harmless and useless.
 pub fn install() -> bool {
-    static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *INSTALLED.get_or_init(|| install_crypto(MemoCrypto(&MEMO)))
 }
 
+/// Whether [`install`] succeeded in this process: whether anyone here will consult the
+/// memo (a process that only signs need not fill it).
+pub fn installed() -> bool {
+    INSTALLED.get().copied().unwrap_or(false)
+}
+
+static INSTALLED: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+
 /// Records that `signature` (`r || s` and a recovery id of 0 or 1) over `hash` recovers
-/// to `signer`. The caller must have recovered it: the precompile believes the memo.
+/// to `signer`. The caller must have recovered it, or made it with `signer`'s key: the
+/// precompile believes the memo.
 pub fn remember(hash: B256, rs: [u8; 64], recovery_id: u8, signer: Address) {
     MEMO.remember((hash.0, rs, recovery_id), signer);
 }

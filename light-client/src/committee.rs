@@ -41,7 +41,13 @@ impl ValidatorKey {
 
     /// Signs the EIP-191 hash of the attestation's digest (low s, as the Mailbox wants).
     pub fn sign(&self, attestation: &Attestation) -> Result<Signature, CommitteeError> {
-        let digest = secp256k1::Message::from_digest(attestation.signing_hash().0);
+        self.sign_hash(attestation.signing_hash())
+    }
+
+    /// Signs an attestation's signing hash ([`Attestation::signing_hash`]), for a caller
+    /// that signs it with several keys and hashes it once.
+    pub fn sign_hash(&self, signing_hash: B256) -> Result<Signature, CommitteeError> {
+        let digest = secp256k1::Message::from_digest(signing_hash.0);
         let (recovery, bytes) = SIGNING.sign_ecdsa_recoverable(digest, &self.secret).serialize_compact();
         Ok(Signature::from_bytes_and_parity(&bytes, i32::from(recovery) == 1))
     }

@@ -388,13 +388,24 @@ pub(crate) async fn sign(context: &Context, signers: &[ValidatorKey], items: &[T
     }
     // Every signature of the block in one stage scope: reading the thread's CPU clock
     // (a system call) around each one cost a tenth of a signature.
+    // A process that also collects remembers what its own validators signed: recovering
+    // a signature it made itself would tell it nothing (see `collector::check`).
+    let remember = ferry_executors::recoveries::installed();
     let signatures = crate::cpu::scope(crate::cpu::Stage::Sign, || {
         items
             .iter()
             .map(|ToSign { message, origin_mailbox, block }| {
                 let attestation =
                     ferry_messages::wire::attestation_of(message.id, &message.message, *origin_mailbox, block.hash);
-                signers.iter().map(|key| key.sign(&attestation)).collect::<Result<Vec<_>, _>>()
+                let hash = attestation.signing_hash();
+                let sign = |key: &ValidatorKey| -> Result<_, ferry_light_client::CommitteeError> {
+                    let signature = key.sign_hash(hash)?;
+                    if remember {
+                        ferry_executors::recoveries::remember_signature(hash, &signature, key.address());
+                    }
+                    Ok(signature)
+                };
+                signers.iter().map(sign).collect::<Result<Vec<_>, _>>()
             })
             .collect::<Result<Vec<_>, _>>()
     })?;

@@ -40,6 +40,12 @@ async fn round_trip_of_random_amounts_keeps_balances_exact() {
     assert_eq!(net.balance("alpha", user).await, before_alpha - sent + returned);
     let locked_on_alpha = net.balance("alpha", net.config.chains["alpha"].bridge.unwrap()).await;
     assert_eq!(locked_on_alpha, net.supply("beta").await, "locked on alpha == supply on beta");
+    // This process's own validators signed every attestation: the collector recalls
+    // their signers instead of recovering them.
+    let checked = service.context().metrics.collector_signatures_checked_total.clone();
+    let (memo, curve) = (checked.with_label_values(&["memo"]).get(), checked.with_label_values(&["curve"]).get());
+    assert!(memo >= 40, "one signature of each of the 40 messages at least: {memo}");
+    assert_eq!(curve, 0, "no signature of our own validators is recovered");
 
     // Ready: both watchers caught up, NATS connected.
     let api = net.api();

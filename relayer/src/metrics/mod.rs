@@ -76,6 +76,10 @@ pub struct Metrics {
 
     /// `ferry_attestations_signed_total{validator, origin}`: attestations signed by a validator.
     pub attestations_signed_total: IntCounterVec,
+    /// `ferry_collector_signatures_checked_total{source}`: validator signatures the
+    /// collector checked, by how it found the signer (`memo`: signed by this process's own
+    /// validators or recovered here before; `curve`: recovered).
+    pub collector_signatures_checked_total: IntCounterVec,
 
     /// `ferry_executor_batches_total{chain, mode}`: batches executed (`mode`: sequential or parallel).
     pub executor_batches_total: IntCounterVec,
@@ -267,6 +271,12 @@ impl Metrics {
                 "ferry_attestations_signed_total",
                 "Attestations signed by the validator for messages from the origin chain.",
                 &["validator", "origin"],
+            ),
+            collector_signatures_checked_total: int_counter(
+                r,
+                "ferry_collector_signatures_checked_total",
+                "Validator signatures the collector checked, by how the signer was found (memo or curve).",
+                &["source"],
             ),
             executor_batches_total: int_counter(
                 r,
