@@ -45,6 +45,12 @@ fn forked(runtime: &tokio::runtime::Runtime, url: &str, block: u64) -> Arc<Forke
     Arc::new(ForkedState::new(provider, runtime.handle().clone(), block))
 }
 
+/// Has anvil mine a block; returns its number.
+fn mine_one(runtime: &tokio::runtime::Runtime, provider: &DynProvider) -> u64 {
+    runtime.block_on(provider.anvil_mine(Some(1), None)).unwrap();
+    runtime.block_on(provider.get_block_number()).unwrap()
+}
+
 /// The context of the block anvil will mine next, and the block to fork at.
 async fn next_block(provider: &DynProvider, chain_id: u64) -> (BlockContext, u64) {
     let latest = provider.get_block_number().await.unwrap();
@@ -274,8 +280,7 @@ fn a_rounds_own_slots_are_not_carried_to_the_next_block() {
     }
     let accounts = round.reads().rpc as usize;
     assert_eq!(accounts, lasting.reads().rpc as usize);
-    runtime.block_on(a.anvil_mine(Some(1), None)).unwrap();
-    let next_at = runtime.block_on(a.get_block_number()).unwrap();
+    let next_at = mine_one(&runtime, &a);
     let (round, lasting) = (round.follow(next_at), lasting.follow(next_at));
     let (from_round, from_lasting) = (round.prefetch(&[], &[]).unwrap(), lasting.prefetch(&[], &[]).unwrap());
     assert_eq!(from_lasting, from_round + slots.len(), "the lasting fork re-reads the slots, the round's does not");
@@ -308,8 +313,7 @@ fn reads_answered_by_a_diff_laid_over_the_fork_are_carried() {
     assert!(layered.account(alpha.token).unwrap().is_some());
     assert_eq!(fork.reads(), Default::default(), "nothing read from the fork");
 
-    runtime.block_on(a.anvil_mine(Some(1), None)).unwrap();
-    let next_at = runtime.block_on(a.get_block_number()).unwrap();
+    let next_at = mine_one(&runtime, &a);
     let next = Arc::new(fork.follow(next_at));
     assert_eq!(next.prefetch(&[], &[]).unwrap(), 2, "the token and its slot are carried");
     let on_chain = runtime.block_on(a.get_storage_at(alpha.token, slot).into_future()).unwrap();

@@ -130,10 +130,7 @@ impl ValidatorSet {
         let mut signers = Vec::with_capacity(count);
         let signing_hash = attestation.signing_hash();
         for (index, signature) in certificate.signatures.iter().enumerate() {
-            let signer = match recall(&signing_hash, signature) {
-                Some(signer) if signature.normalize_s().is_none() => signer,
-                _ => self.recover_from_hash(&signing_hash, index, signature)?,
-            };
+            let (signer, _) = self.signer_recalled(&signing_hash, index, signature, &recall)?;
             if signer <= previous {
                 return Err(CommitteeError::SignersNotAscending { previous, signer });
             }
@@ -170,6 +167,23 @@ impl ValidatorSet {
         signature
             .recover_address_from_prehash(signing_hash)
             .map_err(|e| CommitteeError::Recovery { index, reason: e.to_string() })
+    }
+
+    /// [`recover_from_hash`](Self::recover_from_hash), taking the signer from `recall`
+    /// where it knows it (a signature this process made or recovered before) and saying
+    /// whether it did. Only a low-s signature is recalled: a high-s one is refused either
+    /// way, as the Mailbox refuses it.
+    pub fn signer_recalled(
+        &self,
+        signing_hash: &B256,
+        index: usize,
+        signature: &Signature,
+        recall: impl Fn(&B256, &Signature) -> Option<Address>,
+    ) -> Result<(Address, bool), CommitteeError> {
+        match recall(signing_hash, signature) {
+            Some(signer) if signature.normalize_s().is_none() => Ok((signer, true)),
+            _ => Ok((self.recover_from_hash(signing_hash, index, signature)?, false)),
+        }
     }
 
     /// A certificate from whatever signatures were collected: the valid ones from

@@ -221,16 +221,12 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
     let signing_hash = attestation.signing_hash();
     // A signature this process made (its own validators) or recovered before is recalled:
     // recovery is deterministic, so the memo's answer is the curve's.
-    let recalled = ferry_executors::recoveries::recall(&signing_hash, &signature);
-    let source = if recalled.is_some() { "memo" } else { "curve" };
+    let (signer, recalled) = context
+        .validators
+        .signer_recalled(&signing_hash, 0, &signature, ferry_executors::recoveries::recall)
+        .map_err(|e| ("bad_signature", format!("message {}: {e}", attestation.id)))?;
+    let source = if recalled { "memo" } else { "curve" };
     context.metrics.collector_signatures_checked_total.with_label_values(&[source]).inc();
-    let signer = match recalled {
-        Some(signer) => signer,
-        None => context
-            .validators
-            .recover_from_hash(&signing_hash, 0, &signature)
-            .map_err(|e| ("bad_signature", format!("message {}: {e}", attestation.id)))?,
-    };
     if signer != signed.validator || !context.validators.contains(&signer) {
         return Err((
             "bad_signature",
@@ -243,7 +239,7 @@ fn check(context: &Context, payload: &[u8], enough: impl Fn(&B256, &B256) -> boo
     // The deliverer checks this signature again when it admits the certificate, and the
     // Mailbox recovers it when the delivery is predicted: let both find the answer instead
     // of repeating the curve arithmetic.
-    if recalled.is_none() {
+    if !recalled {
         ferry_executors::recoveries::remember_signature(signing_hash, &signature, signer);
     }
     Ok(Some(Valid { message, attestation, signed }))

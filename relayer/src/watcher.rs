@@ -386,11 +386,11 @@ pub(crate) async fn sign(context: &Context, signers: &[ValidatorKey], items: &[T
     if signers.is_empty() || items.is_empty() {
         return Ok(());
     }
-    // Every signature of the block in one stage scope: reading the thread's CPU clock
-    // (a system call) around each one cost a tenth of a signature.
     // A process that also collects remembers what its own validators signed: recovering
     // a signature it made itself would tell it nothing (see `collector::check`).
     let remember = ferry_executors::recoveries::installed();
+    // Every signature of the block in one stage scope: reading the thread's CPU clock
+    // (a system call) around each one cost a tenth of a signature.
     let signatures = crate::cpu::scope(crate::cpu::Stage::Sign, || {
         items
             .iter()
