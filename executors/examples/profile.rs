@@ -43,37 +43,30 @@ fn main() {
     for w in bench::workloads(&f, 1000).into_iter().filter(|w| names.contains(&w.name)) {
         batches.push((w.name.to_string(), f.state.clone(), f.ctx.clone(), w.txs));
     }
+    let modes: Vec<&str> = if mode == "compare" { vec!["plain", "split", "parallel", "sequential"] } else { vec![mode] };
     for (name, state, ctx, txs) in batches {
-        let (mut plain, mut par, mut seq) = (Vec::new(), Vec::new(), Vec::new());
+        let mut times: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let worker_cpu = executor.worker_cpu_seconds();
         for _ in 0..rounds {
-            if mode == "plain" || mode == "compare" {
-                plain.push(bench::plain_revm(state.clone(), &ctx, &txs).0);
-            }
-            if mode == "pool" {
-                par.push(bench::timed(&txs, |txs| pool.execute(state.clone(), ctx.clone(), txs)).0);
-            }
-            if mode == "parallel" || (mode == "compare" && std::env::var("SKIP_PAR").is_err()) {
-                par.push(bench::timed(&txs, |txs| executor.execute_parallel(state.clone(), ctx.clone(), txs)).0);
-            }
-            if mode == "sequential" || (mode == "compare" && std::env::var("SKIP_SEQ").is_err()) {
-                seq.push(bench::timed(&txs, |txs| executor.execute_sequential(state.clone(), ctx.clone(), txs)).0);
+            for (m, times) in modes.iter().zip(times.iter_mut()) {
+                let run = |txs| match *m {
+                    "split" => executor.execute_split(state.clone(), ctx.clone(), txs),
+                    "parallel" => executor.execute_parallel(state.clone(), ctx.clone(), txs),
+                    "pool" => pool.execute(state.clone(), ctx.clone(), txs),
+                    _ => executor.execute_sequential(state.clone(), ctx.clone(), txs),
+                };
+                times.push(if *m == "plain" { bench::plain_revm(state.clone(), &ctx, &txs).0 } else { bench::timed(&txs, run).0 });
             }
         }
-        let runs = par.len().max(1) as f64;
-        let (p, q, s) = (bench::median(plain), bench::median(par), bench::median(seq));
-        // The forced engine's other workers: CPU per parallel run, beside the run's time.
-        eprintln!(
-            "{name:<17} workers' CPU {:6.2} ms a parallel run",
-            (executor.worker_cpu_seconds() - worker_cpu) / runs * 1e3
-        );
-        eprintln!(
-            "{name:<17} plain {:6.2} ms  parallel {:6.2} ms ({:.2}x)  sequential {:6.2} ms ({:.2}x)",
-            p * 1e3,
-            q * 1e3,
-            p / q,
-            s * 1e3,
-            p / s
-        );
+        // The forced engines' other workers: CPU per run, beside the runs' times.
+        let runs = (rounds * modes.iter().filter(|m| matches!(**m, "split" | "parallel" | "pool")).count()).max(1) as f64;
+        eprintln!("{name:<17} workers' CPU {:6.2} ms a run", (executor.worker_cpu_seconds() - worker_cpu) / runs * 1e3);
+        let medians: Vec<f64> = times.into_iter().map(bench::median).collect();
+        let line: Vec<String> = modes
+            .iter()
+            .zip(&medians)
+            .map(|(m, t)| format!("{m} {:6.2} ms ({:.2}x)", t * 1e3, medians[0] / t))
+            .collect();
+        eprintln!("{name:<17} {}", line.join("  "));
     }
 }

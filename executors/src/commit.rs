@@ -362,26 +362,12 @@ pub(crate) fn run_sequential(
     let mut outcomes = Vec::with_capacity(txs.len());
     let mut seconds = Vec::with_capacity(if timed { txs.len() } else { 0 });
     let mut access = Vec::new();
-    let beneficiary = ctx.block.beneficiary;
     let result = (|| {
         // One clock reading per transaction: each one's time runs to the end of its
         // commit, which is what it costs this mode.
         let mut last = std::time::Instant::now();
         for tx in txs {
-            let run = evm::run(evm, tx);
-            if record {
-                access.push(access_of(&run.state));
-            }
-            let mut outcome = speculative_outcome(run.result, &run.state, ctx.spec)?;
-            evm::recycle(evm, run.state);
-            let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
-                return Err(ExecutorError::Evm("sequential view detached".into()));
-            };
-            if !matches!(outcome.status, TxStatus::Invalid { .. }) {
-                overlay.apply(&outcome.state);
-                overlay.credit(beneficiary, run.fee, ctx.spec, &mut outcome.state)?;
-            }
-            outcomes.push(outcome);
+            outcomes.push(step(evm, ctx, tx, record.then_some(&mut access))?);
             if timed {
                 let now = std::time::Instant::now();
                 seconds.push((now - last).as_secs_f64());
@@ -392,6 +378,41 @@ pub(crate) fn run_sequential(
     })();
     evm.ctx.journaled_state.database = StateView::Idle;
     result.map(|()| Committed { outcomes, access, seconds })
+}
+
+/// One step of sequential execution: runs `tx` on the overlay the EVM's view holds and
+/// commits it there, noting what it touched in `access` when given.
+pub(crate) fn step(
+    evm: &mut WorkerEvm,
+    ctx: &BlockContext,
+    tx: TxEnv,
+    access: Option<&mut Vec<crate::AccessSet>>,
+) -> Result<TxOutcome, ExecutorError> {
+    let run = evm::run(evm, tx);
+    if let Some(access) = access {
+        access.push(access_of(&run.state));
+    }
+    let outcome = speculative_outcome(run.result, &run.state, ctx.spec)?;
+    evm::recycle(evm, run.state);
+    commit_to_view(evm, ctx, outcome, run.fee)
+}
+
+/// Commits `outcome` and the beneficiary's `fee` to the overlay the EVM's view holds (an
+/// invalid transaction changes nothing), returning the outcome with the fee credited.
+pub(crate) fn commit_to_view(
+    evm: &mut WorkerEvm,
+    ctx: &BlockContext,
+    mut outcome: TxOutcome,
+    fee: U256,
+) -> Result<TxOutcome, ExecutorError> {
+    let StateView::Sequential(overlay) = &mut evm.ctx.journaled_state.database else {
+        return Err(ExecutorError::Evm("sequential view detached".into()));
+    };
+    if !matches!(outcome.status, TxStatus::Invalid { .. }) {
+        overlay.apply(&outcome.state);
+        overlay.credit(ctx.block.beneficiary, fee, ctx.spec, &mut outcome.state)?;
+    }
+    Ok(outcome)
 }
 
 /// The outcome of an execution result and its changes.

@@ -32,6 +32,7 @@ mod policy;
 mod pool;
 pub mod recoveries;
 mod scheduler;
+mod split;
 mod state;
 mod types;
 pub mod validation;

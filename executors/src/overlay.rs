@@ -10,15 +10,20 @@ use revm::{
 };
 use rustc_hash::FxHashMap;
 
-use crate::{StateDiff, StateError, StateSource, mv_memory::AccountLite};
+use crate::{
+    StateDiff, StateError, StateSource,
+    mv_memory::{AccountLite, Location},
+};
 
 /// Changes made so far in a batch, over the state before it.
 pub(crate) struct Overlay {
     pub base: Arc<dyn StateSource>,
-    accounts: FxHashMap<Address, Option<AccountLite>>,
+    /// Accounts the batch wrote, each with the [`Self::piece`] that wrote it.
+    accounts: FxHashMap<Address, (u32, Option<AccountLite>)>,
     /// Slots the batch wrote, each with the generation of its account's storage it was
-    /// written in: a slot of an older generation was cleared since.
-    storage: FxHashMap<(Address, U256), (u32, U256)>,
+    /// written in (a slot of an older generation was cleared since) and the piece that
+    /// wrote it.
+    storage: FxHashMap<(Address, U256), (u32, u32, U256)>,
     /// Accounts destroyed or created in the batch (their storage before it no longer
     /// shows through), with their storage's generation: how many times it was cleared.
     /// Clearing is a count, not a walk of every slot (a block of creations was
@@ -28,6 +33,13 @@ pub(crate) struct Overlay {
     /// The beneficiary and its account as credited so far, kept apart from `accounts`:
     /// it is credited after every transaction, and a field costs less than a lookup.
     paid: Option<(Address, Option<AccountLite>)>,
+    /// What changes applied from now on are stamped with: split execution's piece of the
+    /// batch (see `split`), so that a worker's read can be checked against what was
+    /// committed since the state it ran on. Zero, and unused, elsewhere.
+    pub piece: u32,
+    /// Whether accounts are stamped only when their fields change (split execution: a
+    /// contract whose storage alone changed is read by every call into it).
+    pub tracking: bool,
 }
 
 impl Overlay {
@@ -39,13 +51,15 @@ impl Overlay {
             cleared: FxHashMap::default(),
             codes: FxHashMap::default(),
             paid: None,
+            piece: 0,
+            tracking: false,
         }
     }
 
     pub(crate) fn basic(&self, address: Address) -> Result<Option<AccountInfo>, StateError> {
         let account = match &self.paid {
             Some((beneficiary, paid)) if *beneficiary == address => Some(paid),
-            _ => self.accounts.get(&address),
+            _ => self.accounts.get(&address).map(|(_, a)| a),
         };
         match account {
             // An account without code needs no lookup in the batch's new code.
@@ -66,7 +80,7 @@ impl Overlay {
     pub(crate) fn storage(&self, address: Address, slot: U256) -> Result<U256, StateError> {
         let generation = self.generation(address);
         match self.storage.get(&(address, slot)) {
-            Some((written, value)) if *written == generation => Ok(*value),
+            Some((written, _, value)) if *written == generation => Ok(*value),
             _ if generation > 0 => Ok(U256::ZERO),
             _ => self.base.storage(address, slot),
         }
@@ -89,14 +103,15 @@ impl Overlay {
             }
             match &mut self.paid {
                 Some((beneficiary, paid)) if beneficiary == address => *paid = info,
+                _ if self.tracking => self.stamp(*address, info),
                 _ => {
-                    self.accounts.insert(*address, info);
+                    self.accounts.insert(*address, (self.piece, info));
                 }
             }
             if !account.storage.is_empty() {
                 let generation = self.generation(*address);
                 for (slot, value) in &account.storage {
-                    self.storage.insert((*address, *slot), (generation, *value));
+                    self.storage.insert((*address, *slot), (generation, self.piece, *value));
                 }
             }
         }
@@ -115,13 +130,54 @@ impl Overlay {
             Some((paid, before)) if paid == beneficiary => before,
             // First credited: its account as the batch left it so far, which moves here.
             _ => match self.accounts.remove(&beneficiary) {
-                Some(account) => account,
+                Some((_, account)) => account,
                 None => self.base.account(beneficiary)?,
             },
         };
         let after = credit_fee(beneficiary, before, fee, spec, diff).or(before);
         self.paid = Some((beneficiary, after));
         Ok(())
+    }
+}
+
+impl Overlay {
+    /// Records `info` for `address`, stamped with the current piece only if it differs
+    /// from what was there: the batch's last value, or the state before it (read once
+    /// per account, the first time the batch writes it).
+    fn stamp(&mut self, address: Address, info: Option<AccountLite>) {
+        use std::collections::hash_map::Entry;
+        match self.accounts.entry(address) {
+            Entry::Occupied(mut entry) => {
+                if entry.get().1 != info {
+                    entry.insert((self.piece, info));
+                }
+            }
+            Entry::Vacant(entry) => {
+                // Unchanged from the state before the batch: nothing to record. A
+                // failed read records it, which is only ever stale, never wrong.
+                if self.base.account(address).ok() != Some(info) {
+                    entry.insert((self.piece, info));
+                }
+            }
+        }
+    }
+
+    /// Whether `location` holds a value committed by a piece other than `piece`, or was
+    /// credited a fee: a worker of split execution that read it before read a value that
+    /// is no longer the one sequential execution sees. Storage cleared by another piece
+    /// needs no check of its own: whoever reads a slot has loaded its account, which the
+    /// clearing wrote.
+    pub(crate) fn stale(&self, location: &Location, piece: u32) -> bool {
+        match location {
+            Location::Basic(address) => match &self.paid {
+                Some((beneficiary, _)) if beneficiary == address => true,
+                _ => self.accounts.get(address).is_some_and(|(by, _)| *by != piece),
+            },
+            Location::Storage(address, slot) => {
+                self.storage.get(&(*address, *slot)).is_some_and(|(_, by, _)| *by != piece)
+            }
+            Location::Cleared(_) => true,
+        }
     }
 }
 

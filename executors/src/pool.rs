@@ -17,7 +17,8 @@ use crate::{
     commit, evm,
     mv_memory::MvMemory,
     parallel::{self, Batch},
-    policy::{Kind, Policy, kind_of},
+    policy::{Kind, Mode, Policy, kind_of},
+    split::{self, Split},
 };
 
 /// How a pool runs.
@@ -48,6 +49,10 @@ enum Job {
     /// Drops a finished batch off the caller's path, keeping its multi-version memory,
     /// cleared, for the next one.
     Discard(Arc<Batch>, Arc<Mutex<Option<MvMemory>>>),
+    /// Run one piece of a split batch (see [`split`]).
+    Split(Arc<Split>, usize),
+    /// Drop a finished split batch off the caller's path.
+    Free(Arc<Split>),
     /// Answer once every job sent before is done (see [`Executor::wait_idle`]).
     Ping(mpsc::SyncSender<()>),
 }
@@ -157,8 +162,9 @@ impl Executor {
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         let choice = self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch);
         match choice.mode {
-            ExecutionMode::Parallel => self.run_parallel(state, ctx, txs, &kinds, choice.heads),
-            ExecutionMode::Sequential => self.run_sequential(state, ctx, txs, choice.learn.then_some(&kinds[..])),
+            Mode::Parallel => self.run_parallel(state, ctx, txs, &kinds, choice.heads),
+            Mode::Split => self.run_split(state, ctx, txs, &choice.costs, Some(&kinds)),
+            Mode::Sequential => self.run_sequential(state, ctx, txs, choice.learn.then_some(&kinds[..])),
         }
     }
 
@@ -208,6 +214,58 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
         self.run_parallel(state, ctx, txs, &kinds, Vec::new())
+    }
+
+    /// Executes `txs` by split execution regardless of size: the batch cut into one
+    /// piece per worker, each run sequentially, the results checked and committed in
+    /// order by the calling thread (see `split`).
+    pub fn execute_split(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        // Nothing learned to go by: the gas each may use is the best guess of its cost.
+        let costs: Vec<f64> = txs.iter().map(|tx| tx.gas_limit as f64).collect();
+        self.run_split(state, ctx, txs, &costs, None)
+    }
+
+    /// `execute_split` of `txs`, expected to cost `costs` each, learned from when their
+    /// `kinds` are given.
+    fn run_split(
+        &self,
+        state: Arc<dyn StateSource>,
+        ctx: BlockContext,
+        txs: Vec<TxEnv>,
+        costs: &[f64],
+        kinds: Option<&[Kind]>,
+    ) -> Result<BatchOutcome, ExecutorError> {
+        let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t0 = std::time::Instant::now();
+        let cuts = split::cuts(costs, self.workers.len() + 1);
+        let mut batch = Split::new(state, ctx, txs, costs, &cuts);
+        batch.record = self.config.record_access;
+        let batch = Arc::new(batch);
+        for piece in 0..batch.pieces() {
+            self.send(piece, Job::Split(Arc::clone(&batch), piece))?;
+        }
+        let (committed, ran_again) = on_caller(batch.ctx.spec, |evm, _| split::run(evm, &batch))?;
+        let reruns = ran_again.iter().filter(|again| **again == Some(true)).count();
+        if let Some(kinds) = kinds {
+            self.policy.learn_split(&batch.txs, kinds, &ran_again);
+        }
+        tracing::debug!(txs = ran_again.len(), ?cuts, reruns, took = ?t0.elapsed(), "split batch");
+        // Freed by a worker, off the caller's path.
+        if let Some(last) = self.workers.len().checked_sub(1) {
+            let _ = self.send(last, Job::Free(batch));
+        }
+        Ok(BatchOutcome {
+            outcomes: committed.outcomes,
+            access: committed.access,
+            mode: ExecutionMode::Split,
+            reexecutions: reruns,
+            fallbacks: 0,
+        })
     }
 
     /// `execute_parallel` of `txs`, whose kinds are `kinds`, starting with `heads`.
@@ -283,7 +341,7 @@ impl Executor {
         check: &crate::validation::SampledCheck,
     ) -> Result<(BatchOutcome, Option<crate::validation::SequentialMismatch>), ExecutorError> {
         let outcome = self.execute(Arc::clone(&state), ctx.clone(), txs.clone())?;
-        if outcome.mode == ExecutionMode::Parallel && check.pick() {
+        if outcome.mode != ExecutionMode::Sequential && check.pick() {
             let sequential = self.execute_sequential(state, ctx, txs)?;
             let mismatch = crate::validation::compare_with_sequential(&outcome, &sequential).err();
             if let Some(m) = &mismatch {
@@ -363,6 +421,12 @@ fn worker_loop(inbox: &mpsc::Receiver<Job>, cpu_ns: &AtomicU64) {
                 }
                 awake_until = Some(std::time::Instant::now() + STAY_AWAKE);
             }
+            Job::Split(batch, piece) => {
+                split::work(&mut evm, &batch, piece);
+                cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);
+                awake_until = Some(std::time::Instant::now() + STAY_AWAKE);
+            }
+            Job::Free(batch) => drop(batch),
             Job::Discard(batch, spare) => {
                 recycle(batch, &spare);
                 cpu_ns.fetch_add(thread_cpu_ns().saturating_sub(started), Ordering::Relaxed);

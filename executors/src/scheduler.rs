@@ -70,7 +70,7 @@ pub(crate) enum Task {
 /// When set, workers yield at random points to shake out races (tests only).
 pub(crate) static CHAOS: AtomicBool = AtomicBool::new(false);
 
-fn chaos_yield() {
+pub(crate) fn chaos_yield() {
     use std::hash::{BuildHasher, RandomState};
     let roll = RandomState::new().hash_one(std::thread::current().id()) % 4;
     for _ in 0..roll {

@@ -292,10 +292,13 @@ pub(crate) fn code_hash(info: Option<AccountState>) -> Option<B256> {
 /// How a batch was executed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecutionMode {
-    /// On the parallel engine.
+    /// On the parallel (Block-STM) engine.
     Parallel,
     /// One by one (small batches, or a fallback).
     Sequential,
+    /// Split execution: cut into pieces run sequentially side by side, each result
+    /// checked in order against what was committed before it.
+    Split,
 }
 
 impl ExecutionMode {
@@ -304,6 +307,7 @@ impl ExecutionMode {
         match self {
             Self::Parallel => "parallel",
             Self::Sequential => "sequential",
+            Self::Split => "split",
         }
     }
 }

@@ -96,6 +96,15 @@ pub(crate) enum StateView {
     Idle,
     Sequential(Box<Overlay>),
     Parallel(Box<Speculation>),
+    /// Sequential over an overlay, noting every location read: a worker of split
+    /// execution, whose results are kept only if nothing it read changed.
+    Recording(Box<Recording>),
+}
+
+/// An overlay and the locations read through it since the last take.
+pub(crate) struct Recording {
+    pub overlay: Overlay,
+    pub reads: Vec<Location>,
 }
 
 impl StateView {
@@ -196,6 +205,10 @@ impl Database for StateView {
         match self {
             Self::Sequential(overlay) => Ok(overlay.basic(address)?),
             Self::Parallel(s) => s.basic(address),
+            Self::Recording(r) => {
+                r.reads.push(Location::Basic(address));
+                Ok(r.overlay.basic(address)?)
+            }
             Self::Idle => Err(ViewError::Idle),
         }
     }
@@ -203,6 +216,7 @@ impl Database for StateView {
     fn code_by_hash(&mut self, code_hash: B256) -> Result<Bytecode, ViewError> {
         match self {
             Self::Sequential(overlay) => Ok(overlay.code_by_hash(code_hash)?),
+            Self::Recording(r) => Ok(r.overlay.code_by_hash(code_hash)?),
             Self::Parallel(s) => Ok(s.codes.get(&s.batch, code_hash)?),
             Self::Idle => Err(ViewError::Idle),
         }
@@ -211,6 +225,10 @@ impl Database for StateView {
     fn storage(&mut self, address: Address, index: U256) -> Result<U256, ViewError> {
         match self {
             Self::Sequential(overlay) => Ok(overlay.storage(address, index)?),
+            Self::Recording(r) => {
+                r.reads.push(Location::Storage(address, index));
+                Ok(r.overlay.storage(address, index)?)
+            }
             Self::Parallel(s) => s.storage(address, index),
             Self::Idle => Err(ViewError::Idle),
         }
@@ -219,6 +237,7 @@ impl Database for StateView {
     fn block_hash(&mut self, number: u64) -> Result<B256, ViewError> {
         match self {
             Self::Sequential(overlay) => Ok(overlay.base.block_hash(number)?),
+            Self::Recording(r) => Ok(r.overlay.base.block_hash(number)?),
             Self::Parallel(s) => Ok(s.batch.base.block_hash(number)?),
             Self::Idle => Err(ViewError::Idle),
         }

@@ -120,6 +120,9 @@ fn every_workload_matches_sequential_revm() {
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
         assert_eq!(got.mode, ExecutionMode::Parallel);
         assert_same(workload.name, &got.outcomes, &got.state(), &want, &want_state);
+        let split = executor.execute_split(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
+        assert_eq!(split.mode, ExecutionMode::Split);
+        assert_same(workload.name, &split.outcomes, &split.state(), &want, &want_state);
         let seq = executor.execute_sequential(f.state.clone(), f.ctx.clone(), workload.txs.clone()).unwrap();
         assert_same(workload.name, &seq.outcomes, &seq.state(), &want, &want_state);
     }
@@ -197,9 +200,11 @@ proptest! {
         ferry_executors::set_chaos(chaos);
         let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
         let got = executor.execute_parallel(state.clone(), ctx.clone(), txs.clone()).unwrap();
+        let split = executor.execute_split(state.clone(), ctx.clone(), txs.clone()).unwrap();
         ferry_executors::set_chaos(false);
         let (want, want_state) = reference(state, &ctx, &txs);
         assert_same("random, parallel", &got.outcomes, &got.state(), &want, &want_state);
+        assert_same("random, split", &split.outcomes, &split.state(), &want, &want_state);
         let seq = executor.execute_sequential(state.clone(), ctx.clone(), txs.clone()).unwrap();
         assert_same("random, sequential mode", &seq.outcomes, &seq.state(), &want, &want_state);
     }
@@ -297,6 +302,8 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
 
     for (label, txs) in cases {
         let (want, want_state) = reference(&f.state, &f.ctx, &txs);
+        let split = executor.execute_split(f.state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        assert_same(label, &split.outcomes, &split.state(), &want, &want_state);
         let got = executor.execute_parallel(f.state.clone(), f.ctx.clone(), txs).unwrap();
         assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
     }
@@ -314,8 +321,9 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
         .collect();
     let (want, want_state) = reference(&f.state, &unpaid_ctx, &unpaid);
     let parallel = executor.execute_parallel(f.state.clone(), unpaid_ctx.clone(), unpaid.clone()).unwrap();
+    let split = executor.execute_split(f.state.clone(), unpaid_ctx.clone(), unpaid.clone()).unwrap();
     let sequential = executor.execute_sequential(f.state.clone(), unpaid_ctx.clone(), unpaid).unwrap();
-    for got in [parallel, sequential] {
+    for got in [parallel, split, sequential] {
         assert_same("an unpaid beneficiary", &got.outcomes, &got.state(), &want, &want_state);
         assert!(got.state().get(&unpaid_ctx.block.beneficiary).is_none(), "the unpaid beneficiary stays absent");
     }
@@ -325,6 +333,8 @@ fn beneficiary_and_sender_edge_cases_match_sequential_revm() {
         ("beneficiary sends once, paid before", &coinbase_state, &one_txs),
     ] {
         let (want, want_state) = reference(state, &f.ctx, txs);
+        let split = executor.execute_split(state.clone(), f.ctx.clone(), txs.clone()).unwrap();
+        assert_same(label, &split.outcomes, &split.state(), &want, &want_state);
         let got = executor.execute_parallel(state.clone(), f.ctx.clone(), txs.clone()).unwrap();
         assert_same(label, &got.outcomes, &got.state(), &want, &want_state);
         if label == "beneficiary sends once, paid before" {

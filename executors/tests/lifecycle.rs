@@ -86,8 +86,8 @@ fn child_address() -> Address {
     phoenix::create2_address(FACTORY, SALT, &plain_child())
 }
 
-/// Runs `txs` on plain revm, then on the parallel engine with 2, 3, 4 and 8 workers and
-/// in sequential mode, asserting every outcome and the final state equal; returns the
+/// Runs `txs` on plain revm, then on the parallel engine and by split execution with 2,
+/// 3, 4 and 8 workers and in sequential mode, asserting every outcome and the final state equal; returns the
 /// state after the batch, applied.
 fn run_everywhere(label: &str, world: &World, spec: SpecId, txs: &[TxEnv]) -> InMemoryState {
     let state = Arc::new(world.state.clone());
@@ -100,8 +100,11 @@ fn run_everywhere(label: &str, world: &World, spec: SpecId, txs: &[TxEnv]) -> In
         let executor = Executor::new(ExecutorConfig { workers, min_parallel_batch: 1, record_access: false });
         for round in 0..4 {
             let got = executor.execute_parallel(state.clone(), ctx.clone(), txs.to_vec()).unwrap();
-            let label = format!("{label} {spec:?}, parallel on {workers} workers, round {round}");
-            assert_same(&label, &got.outcomes, &got.state(), &want, &want_state);
+            let parallel = format!("{label} {spec:?}, parallel on {workers} workers, round {round}");
+            assert_same(&parallel, &got.outcomes, &got.state(), &want, &want_state);
+            let got = executor.execute_split(state.clone(), ctx.clone(), txs.to_vec()).unwrap();
+            let split = format!("{label} {spec:?}, split on {workers} workers, round {round}");
+            assert_same(&split, &got.outcomes, &got.state(), &want, &want_state);
         }
     }
     let executor = Executor::new(ExecutorConfig { workers: 1, min_parallel_batch: usize::MAX, record_access: false });

@@ -78,9 +78,13 @@ fn check_block(block: &RealBlock, parallel: &Executor, pool: &Executor) -> (Vec<
     if let Some(d) = first_difference(&forced.outcomes, &sequential.outcomes) {
         wrong.push(format!("parallel vs sequential: {d}"));
     }
-    // Twice: the second run has the block's kinds learned (its mode, and the long
-    // transactions it starts first).
-    for run in ["first", "second"] {
+    let split = parallel.execute_split(block.state.clone(), block.ctx.clone(), block.txs.clone()).unwrap();
+    if let Some(d) = first_difference(&split.outcomes, &sequential.outcomes) {
+        wrong.push(format!("split vs sequential: {d}"));
+    }
+    // Three times: the later runs have the block's kinds learned (their mode, and the
+    // long transactions Block-STM starts first).
+    for run in ["first", "second", "third"] {
         let pooled = pool.execute(block.state.clone(), block.ctx.clone(), block.txs.clone()).unwrap();
         if let Some(d) = first_difference(&pooled.outcomes, &sequential.outcomes) {
             wrong.push(format!("pool's {run} run ({}) vs sequential: {d}", pooled.mode.as_str()));

@@ -53,13 +53,20 @@ pub struct BlockFigures {
     pub parallel_speedup: f64,
     /// Forced parallel: executions beyond one per transaction, per transaction.
     pub reexecutions_per_tx: f64,
+    /// Split execution, forced (seconds).
+    pub split_s: f64,
+    /// Plain revm's time over this one's, per round (both measured in the same round),
+    /// the median over the rounds.
+    pub split_speedup: f64,
+    /// Split execution: transactions the caller ran again, per transaction.
+    pub reruns_per_tx: f64,
     /// The pool's sequential mode, forced (seconds): where a pool that runs the block
     /// sequentially lands, its cost over plain revm included.
     pub sequential_s: f64,
     /// Plain revm's time over this one's, per round (both measured in the same round),
     /// the median over the rounds.
     pub sequential_speedup: f64,
-    /// The better of forced parallel and sequential mode: what a pool that always chose
+    /// The best of forced parallel, forced split and sequential mode: what a pool that always chose
     /// right would give.
     pub best_speedup: f64,
     /// The bound: the lesser of what `workers` copies of plain revm at once gain on this
@@ -116,9 +123,11 @@ pub struct BlocksReport {
     pub pool: Spread,
     /// The forced parallel engine over the same blocks.
     pub parallel: Spread,
+    /// Forced split execution over the same blocks.
+    pub split: Spread,
     /// Sequential mode over the same blocks.
     pub sequential: Spread,
-    /// A pool that always chose the better mode.
+    /// A pool that always chose the best mode.
     pub best: Spread,
     /// The ceiling over the same blocks.
     pub ceiling: Spread,
@@ -142,13 +151,13 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             Err(e) => return Err(e.into()),
         };
         let fail = |source| BlockBenchError::Execute { number, source };
-        let (mut plain, mut pooled, mut parallel, mut sequential, mut together) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut reexecutions, mut mode) = (0, ExecutionMode::Sequential);
+        let (mut plain, mut pooled, mut parallel, mut sequential, mut together, mut split) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut reexecutions, mut reruns, mut mode) = (0, 0, ExecutionMode::Sequential);
         let copies: Vec<PlainRun<'_>> = vec![(&block.state, &block.ctx, &block.txs[..]); workers.max(1)];
         for round in 0..rounds.max(1) {
             // Each run starts on a quiet machine: no batch of either pool still being freed.
-            for run in turned(round, 5) {
+            for run in turned(round, 6) {
                 pool.wait_idle();
                 forced.wait_idle();
                 match run {
@@ -167,6 +176,13 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
                         mode = out.map_err(fail)?.mode;
                         pooled.push(seconds);
                     }
+                    4 => {
+                        let (seconds, out) = timed(&block.txs, |txs| {
+                            forced.execute_split(block.state.clone(), block.ctx.clone(), txs)
+                        });
+                        reruns += out.map_err(fail)?.reexecutions;
+                        split.push(seconds);
+                    }
                     _ => {
                         let (seconds, out) = timed(&block.txs, |txs| {
                             forced.execute_parallel(block.state.clone(), block.ctx.clone(), txs)
@@ -178,11 +194,12 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             }
         }
         let paired = |runs: &[f64]| paired_speedup(&plain, runs);
-        let (pool_speedup, parallel_speedup, sequential_speedup) =
-            (paired(&pooled), paired(&parallel), paired(&sequential));
+        let (pool_speedup, parallel_speedup, sequential_speedup, split_speedup) =
+            (paired(&pooled), paired(&parallel), paired(&sequential), paired(&split));
         let machine = workers as f64 * paired(&together);
-        let (plain_s, pool_s, parallel_s, sequential_s) =
-            (median(plain), median(pooled), median(parallel), median(sequential));
+        let (plain_s, pool_s, parallel_s, sequential_s, split_s) =
+            (median(plain), median(pooled), median(parallel), median(sequential), median(split));
+        let per_tx = |count: usize| count as f64 / (rounds.max(1) * block.txs.len().max(1)) as f64;
         let ceiling = machine.min(available_parallelism(&block.state, &block.ctx, &block.txs));
         blocks.push(BlockFigures {
             number,
@@ -195,10 +212,13 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
             pool_mode: mode.as_str(),
             parallel_s,
             parallel_speedup,
-            reexecutions_per_tx: reexecutions as f64 / (rounds.max(1) * block.txs.len().max(1)) as f64,
+            reexecutions_per_tx: per_tx(reexecutions),
+            split_s,
+            split_speedup,
+            reruns_per_tx: per_tx(reruns),
             sequential_s,
             sequential_speedup,
-            best_speedup: parallel_speedup.max(sequential_speedup),
+            best_speedup: parallel_speedup.max(sequential_speedup).max(split_speedup),
             ceiling,
         });
     }
@@ -208,6 +228,7 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
         rounds,
         pool: Spread::of(&counted, |b| b.pool_speedup),
         parallel: Spread::of(&counted, |b| b.parallel_speedup),
+        split: Spread::of(&counted, |b| b.split_speedup),
         sequential: Spread::of(&counted, |b| b.sequential_speedup),
         best: Spread::of(&counted, |b| b.best_speedup),
         ceiling: Spread::of(&counted, |b| b.ceiling),
@@ -221,7 +242,7 @@ impl std::fmt::Display for BlocksReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:>9} {:<16} {:>5} {:>11} {:>9} {:>9} {:>7} {:<10} {:>9} {:>8} {:>9} {:>7} {:>7}",
+            "{:>9} {:<16} {:>5} {:>11} {:>9} {:>9} {:>7} {:<10} {:>9} {:>8} {:>9} {:>7} {:>9} {:>7} {:>7}",
             "block",
             "fork",
             "txs",
@@ -233,13 +254,15 @@ impl std::fmt::Display for BlocksReport {
             "par ms",
             "par",
             "reexec/tx",
+            "split",
+            "reruns/tx",
             "seq",
             "ceiling"
         )?;
         for b in &self.blocks {
             writeln!(
                 f,
-                "{:>9} {:<16} {:>5} {:>11} {:>9.3} {:>9.3} {:>6.2}x {:<10} {:>9.3} {:>7.2}x {:>9.3} {:>6.2}x {:>6.2}x",
+                "{:>9} {:<16} {:>5} {:>11} {:>9.3} {:>9.3} {:>6.2}x {:<10} {:>9.3} {:>7.2}x {:>9.3} {:>6.2}x {:>9.3} {:>6.2}x {:>6.2}x",
                 b.number,
                 b.spec,
                 b.txs,
@@ -251,6 +274,8 @@ impl std::fmt::Display for BlocksReport {
                 b.parallel_s * 1e3,
                 b.parallel_speedup,
                 b.reexecutions_per_tx,
+                b.split_speedup,
+                b.reruns_per_tx,
                 b.sequential_speedup,
                 b.ceiling
             )?;
@@ -258,8 +283,9 @@ impl std::fmt::Display for BlocksReport {
         let spreads = [
             ("pool", &self.pool),
             ("forced parallel", &self.parallel),
+            ("forced split", &self.split),
             ("sequential mode", &self.sequential),
-            ("always the better mode", &self.best),
+            ("always the best mode", &self.best),
             ("ceiling", &self.ceiling),
         ];
         for (name, s) in spreads {

@@ -314,7 +314,7 @@ impl Prediction {
                 let outcome = executor.execute(state.clone(), ctx.clone(), txs.clone())?;
                 let seconds = start.elapsed().as_secs_f64();
                 let warm = fork.reads().rpc == misses;
-                let check = if sample && outcome.mode == ExecutionMode::Parallel {
+                let check = if sample && outcome.mode != ExecutionMode::Sequential {
                     let start = Instant::now();
                     let sequential = executor.execute_sequential(state, ctx, txs)?;
                     let timed = warm.then(|| start.elapsed().as_secs_f64());

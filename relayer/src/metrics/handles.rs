@@ -13,11 +13,16 @@ use super::Metrics;
 pub(crate) struct ByMode<T> {
     parallel: T,
     sequential: T,
+    split: T,
 }
 
 impl<T> ByMode<T> {
     fn new(mut f: impl FnMut(&str) -> T) -> Self {
-        Self { parallel: f(ExecutionMode::Parallel.as_str()), sequential: f(ExecutionMode::Sequential.as_str()) }
+        Self {
+            parallel: f(ExecutionMode::Parallel.as_str()),
+            sequential: f(ExecutionMode::Sequential.as_str()),
+            split: f(ExecutionMode::Split.as_str()),
+        }
     }
 
     /// The value of `mode`.
@@ -25,6 +30,7 @@ impl<T> ByMode<T> {
         match mode {
             ExecutionMode::Parallel => &self.parallel,
             ExecutionMode::Sequential => &self.sequential,
+            ExecutionMode::Split => &self.split,
         }
     }
 }

@@ -505,7 +505,7 @@ impl Metrics {
             self.light_client_halted.with_label_values(&[chain]);
             self.nats_redeliveries_total.with_label_values(&[chain]);
             self.messages_oldest_pending_seconds.with_label_values(&[chain]);
-            for mode in ["parallel", "sequential"] {
+            for mode in ["parallel", "sequential", "split"] {
                 self.executor_batches_total.with_label_values(&[chain, mode]);
                 self.executor_batch_seconds.with_label_values(&[chain, mode]);
             }
