@@ -43,7 +43,8 @@ fn main() {
     for w in bench::workloads(&f, 1000).into_iter().filter(|w| names.contains(&w.name)) {
         batches.push((w.name.to_string(), f.state.clone(), f.ctx.clone(), w.txs));
     }
-    let modes: Vec<&str> = if mode == "compare" { vec!["plain", "split", "parallel", "sequential"] } else { vec![mode] };
+    let modes: Vec<&str> =
+        if mode == "compare" { vec!["plain", "split", "parallel", "sequential"] } else { vec![mode] };
     for (name, state, ctx, txs) in batches {
         let mut times: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
         let worker_cpu = executor.worker_cpu_seconds();
@@ -55,11 +56,16 @@ fn main() {
                     "pool" => pool.execute(state.clone(), ctx.clone(), txs),
                     _ => executor.execute_sequential(state.clone(), ctx.clone(), txs),
                 };
-                times.push(if *m == "plain" { bench::plain_revm(state.clone(), &ctx, &txs).0 } else { bench::timed(&txs, run).0 });
+                times.push(if *m == "plain" {
+                    bench::plain_revm(state.clone(), &ctx, &txs).0
+                } else {
+                    bench::timed(&txs, run).0
+                });
             }
         }
         // The forced engines' other workers: CPU per run, beside the runs' times.
-        let runs = (rounds * modes.iter().filter(|m| matches!(**m, "split" | "parallel" | "pool")).count()).max(1) as f64;
+        let runs =
+            (rounds * modes.iter().filter(|m| matches!(**m, "split" | "parallel" | "pool")).count()).max(1) as f64;
         eprintln!("{name:<17} workers' CPU {:6.2} ms a run", (executor.worker_cpu_seconds() - worker_cpu) / runs * 1e3);
         let medians: Vec<f64> = times.into_iter().map(bench::median).collect();
         let line: Vec<String> = modes

@@ -16,7 +16,6 @@ use revm::{
 };
 use rustc_hash::FxHashMap;
 
-
 /// A kind of transaction: the contract and selector called. Plain transfers (no call
 /// data) are one kind whoever they pay, and so are creations.
 pub(crate) type Kind = (Address, [u8; 4]);
@@ -30,9 +29,10 @@ pub(crate) fn kind_of(tx: &TxEnv) -> Kind {
     }
 }
 
-/// Below this much predicted sequential work a batch runs sequentially: waking a worker
-/// and checking its results would eat the gain.
-const MIN_SPLIT_WORK_S: f64 = 150e-6;
+/// Below this much predicted sequential work a batch runs sequentially: waking a worker,
+/// the two cores' shared caches and checking its results eat the gain (blocks of 80-200
+/// transfers, 0.1-0.3 ms, lost 10-20% split).
+const MIN_SPLIT_WORK_S: f64 = 300e-6;
 /// Below this much predicted sequential work Block-STM is not considered: its fixed
 /// cost per batch (tens of microseconds here) would eat the gain.
 const MIN_PARALLEL_WORK_S: f64 = 300e-6;
@@ -42,8 +42,15 @@ const MIN_PARALLEL_WORK_S: f64 = 300e-6;
 /// lookup. Over 65 real blocks, Block-STM won where transactions cost 20 us and more
 /// and seldom conflicted, split execution nearly everywhere else.
 const MIN_PARALLEL_TX_COST_S: f64 = 20e-6;
-/// Above this many predicted re-executions per transaction Block-STM is not chosen.
-const MAX_PARALLEL_CONFLICTS: f64 = 0.2;
+/// Above this many predicted re-executions per transaction, counted or weighted by
+/// cost, Block-STM is not chosen (real blocks that lose in it re-execute 0.9-1.7 times
+/// per transaction; split execution beats it on those that re-execute more than about
+/// half of the time).
+const MAX_PARALLEL_CONFLICTS: f64 = 0.5;
+/// Below this mean execution time per transaction split execution loses too: plain
+/// transfers (1-1.5 us here) are bound by memory, which two cores share (two copies of
+/// plain revm side by side gain nothing on them), and lost 10-20% split.
+const MIN_SPLIT_TX_COST_S: f64 = 2e-6;
 /// Above this predicted share run again (weighted by cost) split execution loses to
 /// sequential: what runs again runs on the caller alone, after its own piece.
 const MAX_RERUNS: f64 = 0.5;
@@ -53,6 +60,9 @@ const MAX_RERUNS: f64 = 0.5;
 /// it, so that they predict sequential work like those learned sequentially; else a
 /// kind once run in parallel would look dear enough to stay there.
 const PARALLEL_TIME_INFLATION: f64 = 1.4;
+/// Likewise in split execution, where each transaction runs as in sequential mode but
+/// beside the other core: about 1.1x.
+const SPLIT_TIME_INFLATION: f64 = 1.1;
 /// Re-executions of one transaction counted at most (one pathological transaction must
 /// not make its kind look hopeless).
 const MAX_COUNTED_REEXECUTIONS: usize = 3;
@@ -177,14 +187,24 @@ impl Policy {
             tracing::trace!(txs = kinds.len(), work_s, conflicts, "Block-STM considered");
             if conflicts <= MAX_PARALLEL_CONFLICTS {
                 // A parallel run always teaches its conflicts.
-                return Choice { mode: Mode::Parallel, learn: true, heads: heads_of(&stats, workers), costs: Vec::new() };
+                return Choice {
+                    mode: Mode::Parallel,
+                    learn: true,
+                    heads: heads_of(&stats, workers),
+                    costs: Vec::new(),
+                };
             }
         }
-        // Split execution for the rest, unless much of it would run again.
-        let reruns = reruns_of(txs, kinds, &stats);
+        // Split execution for the rest, unless much of the workers' share would run
+        // again.
+        if mean_s < MIN_SPLIT_TX_COST_S {
+            return Choice::sequential(self.sample());
+        }
+        let costs: Vec<f64> = stats.iter().map(|s| s.cost).collect();
+        let reruns = reruns_of(txs, kinds, &stats, &crate::split::cuts(&costs, workers));
         tracing::trace!(txs = kinds.len(), work_s, reruns, "split considered");
         if reruns <= MAX_RERUNS {
-            return Choice { mode: Mode::Split, learn: true, heads: Vec::new(), costs: stats.iter().map(|s| s.cost).collect() };
+            return Choice { mode: Mode::Split, learn: true, heads: Vec::new(), costs };
         }
         Choice::sequential(unseen > 0 || self.sample())
     }
@@ -200,6 +220,36 @@ impl Policy {
     /// for a parallel run, how many times it was executed again. Each kind's averages
     /// move once per batch, by the batch's mean for that kind.
     pub(crate) fn learn(&self, kinds: &[Kind], seconds: &[f64], reexecutions: Option<&[usize]>) {
+        let inflation = if reexecutions.is_some() { PARALLEL_TIME_INFLATION } else { 1.0 };
+        self.learn_costs(
+            kinds,
+            seconds,
+            inflation,
+            |stats, again| {
+                stats.conflicts = match (again.map(|(again, count)| again / count), stats.conflicts) {
+                    (Some(again), None) => Some(again),
+                    (Some(again), Some(known)) => Some(known + LEARNING_RATE * (again - known)),
+                    (None, known) => known.map(|c| c * CONFLICT_DECAY),
+                };
+                if again.is_none() {
+                    stats.reruns = stats.reruns.map(|r| r * CONFLICT_DECAY);
+                }
+            },
+            reexecutions,
+        );
+    }
+
+    /// Each kind's averages moved by one batch: costs by the batch's mean for the kind
+    /// (divided by `inflation`), then `rest` with the kind's re-executions and count
+    /// when `reexecutions` are given.
+    fn learn_costs(
+        &self,
+        kinds: &[Kind],
+        seconds: &[f64],
+        inflation: f64,
+        rest: impl Fn(&mut KindStats, Option<(f64, f64)>),
+        reexecutions: Option<&[usize]>,
+    ) {
         /// A kind's sums over one batch: transactions, seconds, re-executions.
         type Sums = (f64, f64, f64);
         let mut batch: FxHashMap<Kind, Sums> = FxHashMap::default();
@@ -213,30 +263,24 @@ impl Policy {
         if known.len() > MAX_KINDS {
             known.clear();
         }
-        let inflation = if reexecutions.is_some() { PARALLEL_TIME_INFLATION } else { 1.0 };
         for (kind, (count, cost, again)) in batch {
-            let (cost, again) = (cost / count / inflation, reexecutions.map(|_| again / count));
+            let cost = cost / count / inflation;
             // A kind's first measurement is taken whole: one batch is the best guess there is.
             let stats = known.entry(kind).or_insert(KindStats { cost, conflicts: None, reruns: None });
             stats.cost += LEARNING_RATE * (cost - stats.cost);
-            stats.conflicts = match (again, stats.conflicts) {
-                (Some(again), None) => Some(again),
-                (Some(again), Some(known)) => Some(known + LEARNING_RATE * (again - known)),
-                (None, known) => known.map(|c| c * CONFLICT_DECAY),
-            };
-            if again.is_none() {
-                stats.reruns = stats.reruns.map(|r| r * CONFLICT_DECAY);
-            }
+            rest(stats, reexecutions.map(|_| (again, count)));
         }
     }
 }
 
 impl Policy {
-    /// Takes in what a split run found: per transaction of `kinds`, whether a worker ran
-    /// it and the caller ran it again (`Some(true)`), kept it (`Some(false)`), or no
-    /// worker ran it (`None`: it teaches nothing). A sender's later transactions are
-    /// left out: [`reruns_of`] counts them from the batch itself.
-    pub(crate) fn learn_split(&self, txs: &[TxEnv], kinds: &[Kind], ran_again: &[Option<bool>]) {
+    /// Takes in what a split run found: per transaction of `kinds`, how long it took
+    /// and whether a worker ran it and the caller ran it again (`Some(true)`), kept it
+    /// (`Some(false)`), or no worker ran it (`None`: that teaches nothing of reruns). A
+    /// sender's later transactions are left out of reruns: [`reruns_of`] counts them
+    /// from the batch itself.
+    pub(crate) fn learn_split(&self, txs: &[TxEnv], kinds: &[Kind], ran_again: &[Option<bool>], seconds: &[f64]) {
+        self.learn_costs(kinds, seconds, SPLIT_TIME_INFLATION, |_, _| {}, None);
         let mut batch: FxHashMap<Kind, (f64, f64)> = FxHashMap::default();
         let mut senders: rustc_hash::FxHashSet<Address> = Default::default();
         for ((tx, kind), again) in txs.iter().zip(kinds).zip(ran_again) {
@@ -283,18 +327,25 @@ fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
     if work > 0.0 { per_tx.max(weighted / work) } else { per_tx }
 }
 
-/// Predicted share of `txs` (of `kinds`, known as `stats`), weighted by cost, that split
-/// execution would run again: a sender's later transactions (their nonce and balance
-/// come from the earlier one), transfers paying or paid by an account an earlier
-/// transfer paid, and for the rest as learned (unseen in split runs: none, so that the
-/// kind is tried).
-fn reruns_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
+/// Predicted share of the workers' work that split execution would run again when
+/// `txs` (of `kinds`, known as `stats`) are cut at `cuts`, weighted by cost: a
+/// transaction whose sender sent one in an earlier piece (its nonce and balance come
+/// from that one, and from then on the sender's later ones in its piece follow it), a
+/// transfer paying or paid by an account an earlier transfer paid, and the rest as
+/// learned (unseen in split runs: none, so that the kind is tried).
+fn reruns_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats], cuts: &[usize]) -> f64 {
     let transfers = transfer_conflicts(txs, kinds);
-    let mut senders: rustc_hash::FxHashSet<Address> = Default::default();
-    let (mut again, mut work) = (0.0, 0.0);
-    for ((tx, transfer), stats) in txs.iter().zip(&transfers).zip(stats) {
-        let repeated = !senders.insert(tx.caller);
-        let reruns = if repeated { 1.0 } else { transfer.or(stats.reruns).unwrap_or(0.0) };
+    let mut first_piece: FxHashMap<Address, usize> = FxHashMap::default();
+    let (mut again, mut work, mut piece) = (0.0, 0.0, 0);
+    for (i, ((tx, transfer), stats)) in txs.iter().zip(&transfers).zip(stats).enumerate() {
+        while cuts.get(piece).is_some_and(|cut| i >= *cut) {
+            piece += 1;
+        }
+        let first = *first_piece.entry(tx.caller).or_insert(piece);
+        if piece == 0 {
+            continue;
+        }
+        let reruns = if first < piece { 1.0 } else { transfer.or(stats.reruns).unwrap_or(0.0) };
         again += stats.cost * reruns;
         work += stats.cost;
     }
@@ -424,9 +475,13 @@ mod tests {
         // Once they conflict in Block-STM: split.
         policy.learn(&kinds(100, dear), &vec![30e-6; 100], Some(&vec![2; 100]));
         assert_eq!(choose(&policy, &batch(100, dear), 2), Mode::Split);
-        // Cheap transfers between distinct accounts split; a payout (one sender) does not.
+        // Plain transfers of 1 us are bound by memory: sequential. Dearer ones between
+        // distinct accounts split; a payout (one sender) does not.
         let transfer = (Address::ZERO, [0; 4]);
         policy.learn(&kinds(1000, transfer), &vec![1e-6; 1000], None);
+        assert_eq!(choose(&policy, &batch(1000, transfer), 2), Mode::Sequential);
+        policy.learn(&kinds(1000, transfer), &vec![5e-6; 1000], None);
+        policy.learn(&kinds(1000, transfer), &vec![5e-6; 1000], None);
         assert_eq!(choose(&policy, &batch(1000, transfer), 2), Mode::Split);
         let (mut payout, kinds) = batch(1000, transfer);
         payout.iter_mut().for_each(|tx| tx.caller = Address::repeat_byte(7));
@@ -442,7 +497,7 @@ mod tests {
         assert_eq!(choose(&policy, &batch, 2), Mode::Split);
         // The caller's own transactions teach nothing; the workers' all ran again.
         let ran_again: Vec<Option<bool>> = (0..100).map(|i| (i >= 50).then_some(true)).collect();
-        policy.learn_split(&batch.0, &batch.1, &ran_again);
+        policy.learn_split(&batch.0, &batch.1, &ran_again, &[11e-6; 100]);
         assert_eq!(choose(&policy, &batch, 2), Mode::Sequential);
         let mut tries = 0;
         while choose(&policy, &batch, 2) == Mode::Sequential {
@@ -452,22 +507,25 @@ mod tests {
         }
         assert!(tries > 5, "a kind that ran again is not tried again at once");
         // Kept: it stays split.
-        policy.learn_split(&batch.0, &batch.1, &vec![Some(false); 100]);
+        policy.learn_split(&batch.0, &batch.1, &[Some(false); 100], &[11e-6; 100]);
         assert_eq!(choose(&policy, &batch, 2), Mode::Split);
     }
 
     #[test]
     fn a_senders_later_transactions_and_transfers_to_the_same_account_predict_reruns() {
-        let stats = vec![KindStats { cost: 1.0, conflicts: None, reruns: None }; 4];
+        let stats = vec![KindStats { cost: 1.0, conflicts: None, reruns: None }; 6];
         let (a, b, c) = (Address::repeat_byte(0xa), Address::repeat_byte(0xb), Address::repeat_byte(0xc));
         let call = |from| TxEnv { caller: from, kind: TxKind::Call(c), data: vec![1; 4].into(), ..Default::default() };
-        let txs = vec![call(a), call(b), call(a), call(c)];
+        // Cut after two: a's second and third follow its first, from another piece; b's
+        // second follows its first in the same piece.
+        let txs = vec![call(a), call(c), call(a), call(b), call(a), call(b)];
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
-        assert_eq!(reruns_of(&txs, &kinds, &stats), 0.25, "a's second");
+        assert_eq!(reruns_of(&txs, &kinds, &stats, &[2]), 0.5, "a's second and third of four");
+        assert_eq!(reruns_of(&txs, &kinds, &stats, &[1]), 0.4, "a's, of five");
         let transfer = |from, to| TxEnv { caller: from, kind: TxKind::Call(to), ..Default::default() };
         let txs = vec![transfer(a, c), transfer(b, c), transfer(c, a), transfer(Address::ZERO, b)];
         let kinds: Vec<Kind> = txs.iter().map(kind_of).collect();
-        assert_eq!(reruns_of(&txs, &kinds, &stats), 0.5, "c paid twice, then paying");
+        assert_eq!(reruns_of(&txs, &kinds, &stats[..4], &[1]), 2.0 / 3.0, "c paid twice, then paying");
     }
 
     #[test]

@@ -252,7 +252,7 @@ impl Executor {
         let (committed, ran_again) = on_caller(batch.ctx.spec, |evm, _| split::run(evm, &batch))?;
         let reruns = ran_again.iter().filter(|again| **again == Some(true)).count();
         if let Some(kinds) = kinds {
-            self.policy.learn_split(&batch.txs, kinds, &ran_again);
+            self.policy.learn_split(&batch.txs, kinds, &ran_again, &committed.seconds);
         }
         tracing::debug!(txs = ran_again.len(), ?cuts, reruns, took = ?t0.elapsed(), "split batch");
         // Freed by a worker, off the caller's path.

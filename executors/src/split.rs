@@ -88,6 +88,8 @@ struct Speculated {
     fee: U256,
     reads: Vec<Location>,
     access: Option<AccessSet>,
+    /// How long the worker took to run it.
+    seconds: f64,
 }
 
 impl Split {
@@ -274,6 +276,7 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
             }
             Err(_) => break,
         }
+        let started = std::time::Instant::now();
         let run = evm::run(evm, split.txs[i].clone());
         let access = split.record.then(|| commit::access_of(&run.state));
         let outcome = commit::speculative_outcome(run.result, &run.state, split.ctx.spec).ok();
@@ -286,7 +289,8 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
             recording.overlay.apply(&outcome.state);
         }
         if let Ok(mut slot) = piece.results[i - piece.start].lock() {
-            *slot = Some(Speculated { outcome, fee: run.fee, reads, access });
+            let seconds = started.elapsed().as_secs_f64();
+            *slot = Some(Speculated { outcome, fee: run.fee, reads, access, seconds });
         }
         i += 1;
     }
@@ -314,7 +318,8 @@ pub(crate) fn run(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<
 
 fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option<bool>>), ExecutorError> {
     let n = split.txs.len();
-    let mut committed = Committed { outcomes: Vec::with_capacity(n), access: Vec::new(), seconds: Vec::new() };
+    // Every transaction's execution time, whoever ran it: the pool learns costs from them.
+    let mut committed = Committed { outcomes: Vec::with_capacity(n), access: Vec::new(), seconds: vec![0.0; n] };
     let mut ran_again = vec![None; n];
     let t0 = std::time::Instant::now();
     let mut i = 0;
@@ -322,8 +327,7 @@ fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option
         if crate::scheduler::CHAOS.load(Ordering::Relaxed) {
             crate::scheduler::chaos_yield();
         }
-        let access = split.record.then_some(&mut committed.access);
-        committed.outcomes.push(commit::step(evm, &split.ctx, split.txs[i].clone(), access)?);
+        run_own(evm, split, i..i + 1, &mut committed, 0, 0)?;
         i += 1;
     }
     let (t_own, own) = (t0.elapsed(), i);
@@ -339,12 +343,13 @@ fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option
         let (mut stopped, mut taken, mut again) = (None, 0usize, 0usize);
         while i < piece.end {
             match piece.take(i, stopped) {
-                Took::Result(Speculated { outcome: Some(outcome), fee, reads, access })
+                Took::Result(Speculated { outcome: Some(outcome), fee, reads, access, seconds })
                     if fresh(evm, &reads, tag, &poisoned)? =>
                 {
                     if let Some(access) = access {
                         committed.access.push(access);
                     }
+                    committed.seconds[i] = seconds;
                     committed.outcomes.push(commit::commit_to_view(evm, &split.ctx, outcome, fee)?);
                     ran_again[i] = Some(false);
                     taken += 1;
@@ -359,7 +364,7 @@ fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option
                             .collect();
                         tracing::trace!(tx = i, ?stale, failed = outcome.is_none(), "split: run again");
                     }
-                    run_own(evm, split, i..i + 1, &mut committed, tag)?;
+                    run_own(evm, split, i..i + 1, &mut committed, RERUN, tag)?;
                     if let Some(outcome) = outcome {
                         poison(evm, &outcome, &mut poisoned)?;
                     }
@@ -374,7 +379,7 @@ fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option
                 }
                 Took::Mine(until) => {
                     mined += until - i;
-                    run_own(evm, split, i..until, &mut committed, tag)?;
+                    run_own(evm, split, i..until, &mut committed, RERUN, tag)?;
                     i = until;
                 }
             }
@@ -384,29 +389,28 @@ fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option
     Ok((committed, ran_again))
 }
 
-/// Runs `range` on committed state, stamping what it writes as not the worker's.
+/// Runs `range` on committed state, timed, stamping what it writes with `stamp` (its
+/// own range's tag, or one no worker's results carry), then goes back to `tag`.
 fn run_own(
     evm: &mut WorkerEvm,
     split: &Split,
     range: std::ops::Range<usize>,
     committed: &mut Committed,
+    stamp: u32,
     tag: u32,
 ) -> Result<(), ExecutorError> {
-    set_piece(evm, RERUN)?;
-    for tx in &split.txs[range] {
+    set_piece(evm, stamp)?;
+    for i in range {
+        let started = std::time::Instant::now();
         let access = split.record.then_some(&mut committed.access);
-        committed.outcomes.push(commit::step(evm, &split.ctx, tx.clone(), access)?);
+        committed.outcomes.push(commit::step(evm, &split.ctx, split.txs[i].clone(), access)?);
+        committed.seconds[i] = started.elapsed().as_secs_f64();
     }
     set_piece(evm, tag)
 }
 
 /// Whether every location in `reads` still holds what the worker read.
-fn fresh(
-    evm: &WorkerEvm,
-    reads: &[Location],
-    tag: u32,
-    poisoned: &FxHashSet<Location>,
-) -> Result<bool, ExecutorError> {
+fn fresh(evm: &WorkerEvm, reads: &[Location], tag: u32, poisoned: &FxHashSet<Location>) -> Result<bool, ExecutorError> {
     let StateView::Sequential(overlay) = &evm.ctx.journaled_state.database else {
         return Err(ExecutorError::Evm("sequential view detached".into()));
     };
@@ -443,6 +447,9 @@ fn set_piece(evm: &mut WorkerEvm, tag: u32) -> Result<(), ExecutorError> {
 }
 
 /// What the caller gets for the next transaction of a piece.
+// A return value, matched at once: boxing the result would cost an allocation per
+// transaction for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Took {
     /// The worker's result.
     Result(Speculated),
@@ -485,7 +492,13 @@ impl Piece {
 
 impl Piece {
     fn new(start: usize, end: usize, tag: u32) -> Self {
-        Self { start, end, tag, next: AtomicUsize::new(start), results: (start..end).map(|_| Mutex::new(None)).collect() }
+        Self {
+            start,
+            end,
+            tag,
+            next: AtomicUsize::new(start),
+            results: (start..end).map(|_| Mutex::new(None)).collect(),
+        }
     }
 }
 

@@ -177,9 +177,8 @@ pub fn measure(data: &BlockData, workers: usize, rounds: usize) -> Result<Blocks
                         pooled.push(seconds);
                     }
                     4 => {
-                        let (seconds, out) = timed(&block.txs, |txs| {
-                            forced.execute_split(block.state.clone(), block.ctx.clone(), txs)
-                        });
+                        let (seconds, out) =
+                            timed(&block.txs, |txs| forced.execute_split(block.state.clone(), block.ctx.clone(), txs));
                         reruns += out.map_err(fail)?.reexecutions;
                         split.push(seconds);
                     }

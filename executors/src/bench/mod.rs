@@ -325,8 +325,12 @@ pub struct WorkloadReport {
     /// Plain revm's time over the parallel engine's, per round (both measured in the
     /// same round), the median over the rounds.
     pub speedup: f64,
-    /// The pool as the relayer runs it (median seconds): the parallel engine, or
-    /// sequential mode for kinds of batch it measured to be faster that way.
+    /// Split execution, forced (median seconds).
+    pub split_s: f64,
+    /// Plain revm's time over split execution's, per round, the median over the rounds.
+    pub split_speedup: f64,
+    /// The pool as the relayer runs it (median seconds): the mode it predicts pays
+    /// (Block-STM, split execution or sequential), from what it learned of the kinds.
     pub pool_s: f64,
     /// Plain revm's time over the pool's, per round, the median over the rounds.
     pub pool_speedup: f64,
@@ -346,8 +350,12 @@ pub struct WorkloadReport {
     /// `speedup / ceiling`: how much of the machine's bound the forced parallel engine
     /// reaches.
     pub speedup_of_ceiling: f64,
+    /// `split_speedup / ceiling`, likewise for split execution.
+    pub split_of_ceiling: f64,
     /// `pool_speedup / ceiling`, likewise for the pool.
     pub pool_of_ceiling: f64,
+    /// The mode the pool chose the last time.
+    pub pool_mode: &'static str,
 }
 
 /// All workloads.
@@ -370,6 +378,8 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
         let mut seq = Vec::new();
         let mut par = Vec::new();
         let mut pool = Vec::new();
+        let mut split = Vec::new();
+        let mut pool_mode = crate::ExecutionMode::Sequential;
         let mut mode = Vec::new();
         let mut reexecutions = 0;
         let mut gas = 0;
@@ -387,7 +397,7 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             // Each run on a quiet pool (a parallel batch hands its freeing to a worker,
             // which would run inside the next measurement); each gets its own copy of the
             // batch, made and dropped outside the clock.
-            for run in turned(round, 5) {
+            for run in turned(round, 6) {
                 executor.wait_idle();
                 match run {
                     0 => together.push(plain_revm_at_once(&runs)),
@@ -410,21 +420,29 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
                         mode.push(seconds);
                         out?;
                     }
+                    4 => {
+                        let (seconds, out) = timed(&workload.txs, |txs| {
+                            executor.execute_split(fixture.state.clone(), fixture.ctx.clone(), txs)
+                        });
+                        split.push(seconds);
+                        out?;
+                    }
                     _ => {
                         // The pool as the relayer uses it: it picks the mode per kind of batch.
                         let (seconds, out) = timed(&workload.txs, |txs| {
                             executor.execute(fixture.state.clone(), fixture.ctx.clone(), txs)
                         });
                         pool.push(seconds);
-                        out?;
+                        pool_mode = out?.mode;
                     }
                 }
             }
         }
-        let (speedup, pool_speedup) = (paired_speedup(&seq, &par), paired_speedup(&seq, &pool));
+        let (speedup, pool_speedup, split_speedup) =
+            (paired_speedup(&seq, &par), paired_speedup(&seq, &pool), paired_speedup(&seq, &split));
         let ceiling = workers as f64 * paired_speedup(&seq, &together);
         let (sequential_s, parallel_s, sequential_mode_s) = (median(seq), median(par), median(mode));
-        let pool_s = median(pool);
+        let (pool_s, split_s) = (median(pool), median(split));
         reports.push(WorkloadReport {
             name: workload.name,
             txs: workload.txs.len(),
@@ -432,6 +450,8 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             sequential_s,
             parallel_s,
             speedup,
+            split_s,
+            split_speedup,
             pool_s,
             pool_speedup,
             sequential_mode_s,
@@ -440,7 +460,9 @@ pub fn measure(workers: usize, size: usize, rounds: usize) -> Result<Report, cra
             mgas_per_s: gas as f64 / parallel_s / 1e6,
             ceiling,
             speedup_of_ceiling: speedup / ceiling,
+            split_of_ceiling: split_speedup / ceiling,
             pool_of_ceiling: pool_speedup / ceiling,
+            pool_mode: pool_mode.as_str(),
         });
     }
     Ok(Report { workers, workloads: reports })
@@ -550,39 +572,45 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{:<18} {:>11} {:>9} {:>9} {:>8} {:>9} {:>8} {:>12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8}",
+            "{:<18} {:>11} {:>9} {:>9} {:>8} {:>8} {:>9} {:>8} {:<10} {:>12} {:>9} {:>9} {:>8} {:>8} {:>8} {:>10} {:>8}",
             "workload",
             "gas",
             "seq ms",
             "par ms",
             "speedup",
+            "split",
             "pool ms",
             "pool",
+            "pool mode",
             "seq-mode ms",
             "reexec/tx",
             "avail par",
             "Mgas/s",
             "ceiling",
             "par/ceil",
+            "split/ceil",
             "pool/ceil"
         )?;
         for w in &self.workloads {
             writeln!(
                 f,
-                "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>9.2} {:>7.2}x {:>12.2} {:>9.3} {:>9.2} {:>8.0} {:>7.2}x {:>8.2} {:>9.2}",
+                "{:<18} {:>11} {:>9.2} {:>9.2} {:>7.2}x {:>7.2}x {:>9.2} {:>7.2}x {:<10} {:>12.2} {:>9.3} {:>9.2} {:>8.0} {:>7.2}x {:>8.2} {:>10.2} {:>9.2}",
                 w.name,
                 w.gas,
                 w.sequential_s * 1e3,
                 w.parallel_s * 1e3,
                 w.speedup,
+                w.split_speedup,
                 w.pool_s * 1e3,
                 w.pool_speedup,
+                w.pool_mode,
                 w.sequential_mode_s * 1e3,
                 w.reexecutions_per_tx,
                 w.available_parallelism,
                 w.mgas_per_s,
                 w.ceiling,
                 w.speedup_of_ceiling,
+                w.split_of_ceiling,
                 w.pool_of_ceiling
             )?;
         }
