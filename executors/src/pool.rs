@@ -331,8 +331,9 @@ impl Executor {
         })
     }
 
-    /// Executes `txs` and, when `check` picks this batch and it ran in parallel,
-    /// re-runs it sequentially and compares (cross-layer validation, sequential kind).
+    /// Executes `txs` and, when `check` picks this batch and it ran on several workers
+    /// (Block-STM or split), re-runs it sequentially and compares (cross-layer
+    /// validation, sequential kind).
     pub fn execute_checked(
         &self,
         state: Arc<dyn StateSource>,
