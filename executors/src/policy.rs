@@ -275,12 +275,20 @@ impl Policy {
 
 impl Policy {
     /// Takes in what a split run found: per transaction of `kinds`, how long it took
-    /// and whether a worker ran it and the caller ran it again (`Some(true)`), kept it
+    /// (when timed) and whether a worker ran it and the caller ran it again (`Some(true)`), kept it
     /// (`Some(false)`), or no worker ran it (`None`: that teaches nothing of reruns). A
     /// sender's later transactions are left out of reruns: [`reruns_of`] counts them
     /// from the batch itself.
-    pub(crate) fn learn_split(&self, txs: &[TxEnv], kinds: &[Kind], ran_again: &[Option<bool>], seconds: &[f64]) {
-        self.learn_costs(kinds, seconds, SPLIT_TIME_INFLATION, |_, _| {}, None);
+    pub(crate) fn learn_split(
+        &self,
+        txs: &[TxEnv],
+        kinds: &[Kind],
+        ran_again: &[Option<bool>],
+        seconds: Option<&[f64]>,
+    ) {
+        if let Some(seconds) = seconds {
+            self.learn_costs(kinds, seconds, SPLIT_TIME_INFLATION, |_, _| {}, None);
+        }
         let mut batch: FxHashMap<Kind, (f64, f64)> = FxHashMap::default();
         let mut senders: rustc_hash::FxHashSet<Address> = Default::default();
         for ((tx, kind), again) in txs.iter().zip(kinds).zip(ran_again) {
@@ -526,7 +534,7 @@ mod tests {
         assert_eq!(choose(&policy, &batch, 2), Mode::Split);
         // The caller's own transactions teach nothing; the workers' all ran again.
         let ran_again: Vec<Option<bool>> = (0..100).map(|i| (i >= 50).then_some(true)).collect();
-        policy.learn_split(&batch.0, &batch.1, &ran_again, &[11e-6; 100]);
+        policy.learn_split(&batch.0, &batch.1, &ran_again, Some(&[11e-6; 100]));
         assert_eq!(choose(&policy, &batch, 2), Mode::Sequential);
         let mut tries = 0;
         while choose(&policy, &batch, 2) == Mode::Sequential {
@@ -536,7 +544,7 @@ mod tests {
         }
         assert!(tries > 5, "a kind that ran again is not tried again at once");
         // Kept: it stays split.
-        policy.learn_split(&batch.0, &batch.1, &[Some(false); 100], &[11e-6; 100]);
+        policy.learn_split(&batch.0, &batch.1, &[Some(false); 100], Some(&[11e-6; 100]));
         assert_eq!(choose(&policy, &batch, 2), Mode::Split);
     }
 

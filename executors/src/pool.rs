@@ -245,6 +245,9 @@ impl Executor {
         let cuts = split::cuts(costs, self.workers.len() + 1);
         let mut batch = Split::new(state, ctx, txs, costs, &cuts);
         batch.record = self.config.record_access;
+        // Costs are learned from one split batch in four, as from sequential ones.
+        let timed = kinds.is_some() && self.policy.sample();
+        batch.timed = timed;
         let batch = Arc::new(batch);
         for piece in 0..batch.pieces() {
             self.send(piece, Job::Split(Arc::clone(&batch), piece))?;
@@ -252,7 +255,7 @@ impl Executor {
         let (committed, ran_again) = on_caller(batch.ctx.spec, |evm, _| split::run(evm, &batch))?;
         let reruns = ran_again.iter().filter(|again| **again == Some(true)).count();
         if let Some(kinds) = kinds {
-            self.policy.learn_split(&batch.txs, kinds, &ran_again, &committed.seconds);
+            self.policy.learn_split(&batch.txs, kinds, &ran_again, timed.then_some(&committed.seconds[..]));
         }
         tracing::debug!(txs = ran_again.len(), ?cuts, reruns, took = ?t0.elapsed(), "split batch");
         // Freed by a worker, off the caller's path.

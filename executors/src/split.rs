@@ -53,6 +53,8 @@ pub(crate) struct Split {
     pub txs: Vec<TxEnv>,
     /// Report what each transaction touched.
     pub record: bool,
+    /// Time each transaction (for the pool to learn costs from).
+    pub timed: bool,
     /// Expected cost of the transactions before each index (`costs` summed).
     prefix: Vec<f64>,
     /// The caller's own range: the next transaction it runs (low half) and where its
@@ -121,6 +123,7 @@ impl Split {
             ctx,
             txs,
             record: false,
+            timed: false,
             prefix,
             own: AtomicU64::new(pack(0, end)),
             pieces: Mutex::new(pieces),
@@ -276,7 +279,7 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
             }
             Err(_) => break,
         }
-        let started = std::time::Instant::now();
+        let started = split.timed.then(std::time::Instant::now);
         let run = evm::run(evm, split.txs[i].clone());
         let access = split.record.then(|| commit::access_of(&run.state));
         let outcome = commit::speculative_outcome(run.result, &run.state, split.ctx.spec).ok();
@@ -289,7 +292,7 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
             recording.overlay.apply(&outcome.state);
         }
         if let Ok(mut slot) = piece.results[i - piece.start].lock() {
-            let seconds = started.elapsed().as_secs_f64();
+            let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
             *slot = Some(Speculated { outcome, fee: run.fee, reads, access, seconds });
         }
         i += 1;
@@ -318,7 +321,8 @@ pub(crate) fn run(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<
 
 fn take_all(evm: &mut WorkerEvm, split: &Split) -> Result<(Committed, Vec<Option<bool>>), ExecutorError> {
     let n = split.txs.len();
-    // Every transaction's execution time, whoever ran it: the pool learns costs from them.
+    // Every transaction's execution time, whoever ran it, when timed: the pool learns
+    // costs from them.
     let mut committed = Committed { outcomes: Vec::with_capacity(n), access: Vec::new(), seconds: vec![0.0; n] };
     let mut ran_again = vec![None; n];
     let t0 = std::time::Instant::now();
@@ -401,10 +405,10 @@ fn run_own(
 ) -> Result<(), ExecutorError> {
     set_piece(evm, stamp)?;
     for i in range {
-        let started = std::time::Instant::now();
+        let started = split.timed.then(std::time::Instant::now);
         let access = split.record.then_some(&mut committed.access);
         committed.outcomes.push(commit::step(evm, &split.ctx, split.txs[i].clone(), access)?);
-        committed.seconds[i] = started.elapsed().as_secs_f64();
+        committed.seconds[i] = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
     }
     set_piece(evm, tag)
 }
