@@ -250,7 +250,11 @@ impl Executor {
         batch.timed = timed;
         let batch = Arc::new(batch);
         for piece in 0..batch.pieces() {
-            self.send(piece, Job::Split(Arc::clone(&batch), piece))?;
+            // A worker gone leaves its piece to the caller, who takes over what no worker
+            // started: the batch still completes.
+            if let Err(e) = self.send(piece, Job::Split(Arc::clone(&batch), piece)) {
+                tracing::warn!(error = %e, piece, "split batch: a piece's worker is gone; the caller runs it");
+            }
         }
         let (committed, ran_again) = on_caller(batch.ctx.spec, |evm, _| split::run(evm, &batch))?;
         let reruns = ran_again.iter().filter(|again| **again == Some(true)).count();

@@ -17,7 +17,7 @@
 //! that conflicts throughout runs at about sequential speed, not below it.
 
 use std::sync::{
-    Arc, Mutex,
+    Arc, Mutex, PoisonError,
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
 };
 
@@ -131,14 +131,14 @@ impl Split {
         }
     }
 
-    /// How many pieces the batch was handed out with.
+    /// How many pieces there are so far (those handed out with the batch first).
     pub(crate) fn pieces(&self) -> usize {
-        self.pieces.lock().map_or(0, |p| p.len())
+        self.pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
     }
 
     /// Piece `which` of those made so far.
     fn piece(&self, which: usize) -> Option<Arc<Piece>> {
-        self.pieces.lock().ok().and_then(|p| p.get(which).cloned())
+        self.pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(which).cloned()
     }
 
     /// The caller claims transaction `i`, the next of its own range; false once its
@@ -172,9 +172,11 @@ impl Split {
             if start + MIN_CARVED > end {
                 return None;
             }
-            match self.own.compare_exchange_weak(word, pack(next, start), Ordering::AcqRel, Ordering::Acquire) {
+            // Published under the lock the caller takes to find it: a caller that sees
+            // its range end here finds the piece, however late this thread runs on.
+            let mut pieces = self.pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match self.own.compare_exchange(word, pack(next, start), Ordering::AcqRel, Ordering::Acquire) {
                 Ok(_) => {
-                    let mut pieces = self.pieces.lock().ok()?;
                     let piece = Arc::new(Piece::new(start, end, pieces.len() as u32 + 1));
                     pieces.push(Arc::clone(&piece));
                     return Some(piece);
@@ -184,19 +186,15 @@ impl Split {
         }
     }
 
-    /// The piece that starts at `start`, waiting for a worker that has just carved it
-    /// to publish it.
+    /// The piece that starts at `start` (a carved one is published before the caller's
+    /// range is seen to end there).
     fn piece_at(&self, start: usize) -> Result<Arc<Piece>, ExecutorError> {
-        for spins in 0u32.. {
-            if let Some(piece) = self.pieces.lock().ok().and_then(|p| p.iter().find(|p| p.start == start).cloned()) {
-                return Ok(piece);
-            }
-            if spins > 1 << 24 {
-                break;
-            }
-            pause(spins);
-        }
-        Err(ExecutorError::Evm(format!("split batch: no piece starts at transaction {start}")))
+        let pieces = self.pieces.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pieces
+            .iter()
+            .find(|p| p.start == start)
+            .cloned()
+            .ok_or_else(|| ExecutorError::Evm(format!("split batch: no piece starts at transaction {start}")))
     }
 }
 
@@ -279,6 +277,7 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
             }
             Err(_) => break,
         }
+        let claim = Claim { piece, i, published: false };
         let started = split.timed.then(std::time::Instant::now);
         let run = evm::run(evm, split.txs[i].clone());
         let access = split.record.then(|| commit::access_of(&run.state));
@@ -291,11 +290,35 @@ fn run_piece(evm: &mut WorkerEvm, split: &Split, piece: &Piece) {
         {
             recording.overlay.apply(&outcome.state);
         }
-        if let Ok(mut slot) = piece.results[i - piece.start].lock() {
-            let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
-            *slot = Some(Speculated { outcome, fee: run.fee, reads, access, seconds });
-        }
+        let seconds = started.map_or(0.0, |s| s.elapsed().as_secs_f64());
+        claim.publish(Speculated { outcome, fee: run.fee, reads, access, seconds });
         i += 1;
+    }
+}
+
+/// A transaction a worker has claimed. Left without its result published (the EVM
+/// panicked), it publishes a failed one in its place and leaves the rest of the piece to
+/// the caller, which would otherwise wait for it forever.
+struct Claim<'a> {
+    piece: &'a Piece,
+    i: usize,
+    published: bool,
+}
+
+impl Claim<'_> {
+    fn publish(mut self, result: Speculated) {
+        self.piece.put(self.i, result);
+        self.published = true;
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.published {
+            let failed = Speculated { outcome: None, fee: U256::ZERO, reads: Vec::new(), access: None, seconds: 0.0 };
+            self.piece.put(self.i, failed);
+            self.piece.next.store(TAKEN, Ordering::Release);
+        }
     }
 }
 
@@ -470,12 +493,14 @@ impl Piece {
     fn take(&self, i: usize, stopped: Option<usize>) -> Took {
         let mut spins = 0u32;
         loop {
-            if let Some(done) = self.results[i - self.start].lock().ok().and_then(|mut slot| slot.take()) {
+            if let Some(done) = self.results[i - self.start].lock().unwrap_or_else(PoisonError::into_inner).take() {
                 return Took::Result(done);
             }
             match stopped {
                 Some(limit) if i >= limit => return Took::Mine(self.end),
                 Some(_) => {}
+                // The worker left the piece (see `Claim`): the rest is the caller's.
+                None if self.next.load(Ordering::Acquire) == TAKEN => return Took::Mine(self.end),
                 None if self.next.load(Ordering::Acquire) == i => {
                     let left = self.end - i;
                     // Shared so that both finish together: the caller also checks
@@ -504,11 +529,38 @@ impl Piece {
             results: (start..end).map(|_| Mutex::new(None)).collect(),
         }
     }
+
+    /// Publishes transaction `i`'s result.
+    fn put(&self, i: usize, result: Speculated) {
+        *self.results[i - self.start].lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_caller_takes_the_nearer_part_of_what_a_worker_has_not_started() {
+        let piece = Piece::new(0, 100, 1);
+        assert!(matches!(piece.take(0, None), Took::Mine(48)));
+        // The worker, about to claim 0, skips to 48.
+        assert_eq!(piece.next.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire), Err(48));
+        // Little left: all of it.
+        let piece = Piece::new(0, 4, 1);
+        assert!(matches!(piece.take(0, None), Took::Mine(4)));
+        assert_eq!(piece.next.load(Ordering::Acquire), TAKEN);
+    }
+
+    #[test]
+    fn a_worker_that_leaves_a_claimed_transaction_hands_the_rest_to_the_caller() {
+        let piece = Piece::new(10, 20, 1);
+        assert!(piece.next.compare_exchange(10, 11, Ordering::AcqRel, Ordering::Acquire).is_ok());
+        // As when the EVM panics mid-transaction: the claim is dropped unpublished.
+        drop(Claim { piece: &piece, i: 10, published: false });
+        assert!(matches!(piece.take(10, None), Took::Result(Speculated { outcome: None, .. })));
+        assert!(matches!(piece.take(11, None), Took::Mine(20)));
+    }
 
     #[test]
     fn the_callers_piece_is_the_shortest_and_pieces_follow_costs() {
