@@ -126,14 +126,16 @@ pub(crate) struct Choice {
     pub learn: bool,
     /// In a parallel run, the transactions to start first (see [`late_and_long`]).
     pub heads: Vec<usize>,
-    /// In a split run, each transaction's predicted cost (where to cut).
+    /// In a split run, each transaction's predicted cost...
     pub costs: Vec<f64>,
+    /// ...and where the batch is cut (see [`crate::split::cuts`]).
+    pub cuts: Vec<usize>,
 }
 
 impl Choice {
     /// A sequential run, timed to learn from or not.
     fn sequential(learn: bool) -> Self {
-        Self { mode: Mode::Sequential, learn, heads: Vec::new(), costs: Vec::new() }
+        Self { mode: Mode::Sequential, learn, heads: Vec::new(), costs: Vec::new(), cuts: Vec::new() }
     }
 }
 
@@ -192,6 +194,7 @@ impl Policy {
                     learn: true,
                     heads: heads_of(&stats, workers),
                     costs: Vec::new(),
+                    cuts: Vec::new(),
                 };
             }
         }
@@ -201,10 +204,11 @@ impl Policy {
             return Choice::sequential(self.sample());
         }
         let costs: Vec<f64> = stats.iter().map(|s| s.cost).collect();
-        let reruns = reruns_of(txs, kinds, &stats, &crate::split::cuts(&costs, workers));
+        let cuts = crate::split::cuts(&costs, workers);
+        let reruns = reruns_of(txs, kinds, &stats, &cuts);
         tracing::trace!(txs = kinds.len(), work_s, reruns, "split considered");
         if reruns <= MAX_RERUNS {
-            return Choice { mode: Mode::Split, learn: true, heads: Vec::new(), costs };
+            return Choice { mode: Mode::Split, learn: true, heads: Vec::new(), costs, cuts };
         }
         Choice::sequential(unseen > 0 || self.sample())
     }
@@ -347,15 +351,13 @@ fn conflicts_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats]) -> f64 {
 /// and a chain of one sender's transactions split anywhere runs again from there (a
 /// payout block of 650 transfers from one sender among ten other calls lost 15-20%).
 fn reruns_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats], cuts: &[usize]) -> f64 {
-    let transfer = (Address::ZERO, [0; 4]);
-    // Per sender, and per account a transfer paid: the piece it first appears in.
+    let piece_of = |i: usize| cuts.partition_point(|cut| *cut <= i);
+    let transfers = transfer_conflicts_across(txs, kinds, piece_of);
+    // Per sender: the piece it first sends in.
     let mut first_sent: FxHashMap<Address, usize> = FxHashMap::default();
-    let mut first_paid: FxHashMap<Address, usize> = FxHashMap::default();
-    let (mut again, mut work, mut piece, mut repeated) = (0.0, 0.0, 0, 0usize);
-    for (i, ((tx, kind), stats)) in txs.iter().zip(kinds).zip(stats).enumerate() {
-        while cuts.get(piece).is_some_and(|cut| i >= *cut) {
-            piece += 1;
-        }
+    let (mut again, mut work, mut repeated) = (0.0, 0.0, 0usize);
+    for (i, ((tx, transfer), stats)) in txs.iter().zip(&transfers).zip(stats).enumerate() {
+        let piece = piece_of(i);
         let sent = match first_sent.entry(tx.caller) {
             std::collections::hash_map::Entry::Occupied(seen) => {
                 repeated += 1;
@@ -363,25 +365,10 @@ fn reruns_of(txs: &[TxEnv], kinds: &[Kind], stats: &[KindStats], cuts: &[usize])
             }
             std::collections::hash_map::Entry::Vacant(new) => *new.insert(piece),
         };
-        // A transfer paying, or paid by, an account a transfer of an earlier piece paid.
-        let paid = match tx.kind {
-            TxKind::Call(to) if *kind == transfer => {
-                let earlier = [to, tx.caller].iter().filter_map(|a| first_paid.get(a)).any(|p| *p < piece);
-                first_paid.entry(to).or_insert(piece);
-                Some(earlier)
-            }
-            _ => None,
-        };
         if piece == 0 {
             continue;
         }
-        let reruns = if sent < piece || paid == Some(true) {
-            1.0
-        } else if paid.is_some() {
-            0.0
-        } else {
-            stats.reruns.unwrap_or(0.0)
-        };
+        let reruns = if sent < piece { 1.0 } else { transfer.or(stats.reruns).unwrap_or(0.0) };
         again += stats.cost * reruns;
         work += stats.cost;
     }
@@ -429,17 +416,27 @@ fn late_and_long(costs: &[(f64, bool)], workers: usize) -> Vec<usize> {
 /// other transactions. (Senders of several transactions are accounted lazily and do
 /// not conflict on their own balance.)
 fn transfer_conflicts(txs: &[TxEnv], kinds: &[Kind]) -> Vec<Option<f64>> {
+    transfer_conflicts_across(txs, kinds, |i| i)
+}
+
+/// [`transfer_conflicts`] where transaction `i` runs in piece `piece_of(i)` (ascending):
+/// a payment made earlier in the same piece is read as its worker wrote it, so only a
+/// payment in an earlier piece conflicts.
+fn transfer_conflicts_across(txs: &[TxEnv], kinds: &[Kind], piece_of: impl Fn(usize) -> usize) -> Vec<Option<f64>> {
     let transfer = (Address::ZERO, [0; 4]);
-    let mut paid: rustc_hash::FxHashSet<Address> = Default::default();
+    // Per account a transfer paid: the piece of the first such transfer.
+    let mut paid: FxHashMap<Address, usize> = FxHashMap::default();
     txs.iter()
         .zip(kinds)
-        .map(|(tx, kind)| {
+        .enumerate()
+        .map(|(i, (tx, kind))| {
             let TxKind::Call(to) = tx.kind else { return None };
             if *kind != transfer {
                 return None;
             }
-            let conflict = paid.contains(&to) || paid.contains(&tx.caller);
-            paid.insert(to);
+            let piece = piece_of(i);
+            let conflict = [to, tx.caller].iter().filter_map(|a| paid.get(a)).any(|p| *p < piece);
+            paid.entry(to).or_insert(piece);
             Some(f64::from(u8::from(conflict)))
         })
         .collect()

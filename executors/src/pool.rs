@@ -163,7 +163,7 @@ impl Executor {
         let choice = self.policy.choose(&txs, &kinds, self.config.workers, self.config.min_parallel_batch);
         match choice.mode {
             Mode::Parallel => self.run_parallel(state, ctx, txs, &kinds, choice.heads),
-            Mode::Split => self.run_split(state, ctx, txs, &choice.costs, Some(&kinds)),
+            Mode::Split => self.run_split(state, ctx, txs, &choice.costs, &choice.cuts, Some(&kinds)),
             Mode::Sequential => self.run_sequential(state, ctx, txs, choice.learn.then_some(&kinds[..])),
         }
     }
@@ -227,23 +227,24 @@ impl Executor {
     ) -> Result<BatchOutcome, ExecutorError> {
         // Nothing learned to go by: the gas each may use is the best guess of its cost.
         let costs: Vec<f64> = txs.iter().map(|tx| tx.gas_limit as f64).collect();
-        self.run_split(state, ctx, txs, &costs, None)
+        let cuts = split::cuts(&costs, self.workers.len() + 1);
+        self.run_split(state, ctx, txs, &costs, &cuts, None)
     }
 
-    /// `execute_split` of `txs`, expected to cost `costs` each, learned from when their
-    /// `kinds` are given.
+    /// `execute_split` of `txs`, expected to cost `costs` each, cut at `cuts`, learned
+    /// from when their `kinds` are given.
     fn run_split(
         &self,
         state: Arc<dyn StateSource>,
         ctx: BlockContext,
         txs: Vec<TxEnv>,
         costs: &[f64],
+        cuts: &[usize],
         kinds: Option<&[Kind]>,
     ) -> Result<BatchOutcome, ExecutorError> {
         let _guard = self.running.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let t0 = std::time::Instant::now();
-        let cuts = split::cuts(costs, self.workers.len() + 1);
-        let mut batch = Split::new(state, ctx, txs, costs, &cuts);
+        let mut batch = Split::new(state, ctx, txs, costs, cuts);
         batch.record = self.config.record_access;
         // Costs are learned from one split batch in four, as from sequential ones.
         let timed = kinds.is_some() && self.policy.sample();
